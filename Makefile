@@ -1,0 +1,50 @@
+# One command to run Hallmark, one to test it; both set up everything on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+DEB_STAMP := $(VENV)/.debs
+DEBS := skopeo postgresql docker-registry wrk umoci debootstrap
+
+.PHONY: run test bench lint debs clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests and benchmarks drive (real clients and peers).
+$(DEB_STAMP): | $(BIN)/python
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	touch $@
+
+debs: $(DEB_STAMP)
+
+run: $(STAMP)
+	$(BIN)/hallmark serve
+
+test: $(TEST_STAMP) $(DEB_STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(TEST_STAMP) $(DEB_STAMP)
+	$(BIN)/python -m bench
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check hallmark tests bench
+	$(BIN)/mypy hallmark
+
+clean:
+	rm -rf $(VENV) .hallmark-data

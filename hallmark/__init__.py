@@ -1,0 +1,3 @@
+"""Hallmark: a self-hosted, secure container-image catalog."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""Configuration: defaults < TOML file < ``HALLMARK_*`` environment variables.
+
+Validated once at start so a typo fails loudly with the offending key instead of
+being silently ignored. Nested keys use ``__`` in the environment, e.g.
+``HALLMARK_REGISTRY__DELETE_ENABLED=false``; the common ones have short aliases
+(``HALLMARK_DATA_DIR``, ``HALLMARK_LISTEN``, ``HALLMARK_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_DATA_DIR = ".hallmark-data"
+DEFAULT_LISTEN = "127.0.0.1:5000"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Section):
+    listen: str = DEFAULT_LISTEN
+    # Public base URL used in Location headers and token realms; derived from the request when unset.
+    public_url: str | None = None
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+
+class StorageConfig(_Section):
+    driver: str = "filesystem"
+    # Blob folder; defaults to <data_dir>/blobs.
+    path: str | None = None
+
+    @field_validator("driver")
+    @classmethod
+    def _check_driver(cls, v: str) -> str:
+        if v not in {"filesystem"}:
+            raise ValueError(f"unknown storage driver {v!r} (known: filesystem)")
+        return v
+
+
+class DatabaseConfig(_Section):
+    # SQLAlchemy URL; defaults to SQLite in WAL mode at <data_dir>/hallmark.db.
+    url: str | None = None
+    pool_size: int = Field(default=8, ge=1, le=256)
+
+
+class RegistryConfig(_Section):
+    delete_enabled: bool = True
+    upload_expiry_seconds: int = Field(default=24 * 3600, ge=60)
+    upload_cleanup_interval_seconds: int = Field(default=600, ge=1)
+    max_manifest_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    default_page_size: int = Field(default=1000, ge=1, le=100_000)
+    max_page_size: int = Field(default=10_000, ge=1, le=100_000)
+    referrers_page_size: int = Field(default=1000, ge=1, le=100_000)
+
+
+class Config(_Section):
+    data_dir: str = DEFAULT_DATA_DIR
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def blob_path(self) -> Path:
+        return Path(self.storage.path).expanduser().resolve() if self.storage.path else self.data_path / "blobs"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_path / 'hallmark.db'}"
+
+
+_ALIASES = {
+    "HALLMARK_DATA_DIR": ("data_dir",),
+    "HALLMARK_LISTEN": ("server", "listen"),
+    "HALLMARK_DATABASE_URL": ("database", "url"),
+}
+_NOT_CONFIG = {"HALLMARK_CONFIG"}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` too) with a clear error."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {key} is not a section")
+        tree = node
+    tree[path[-1]] = value
+
+
+def load_config(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: dict[tuple[str, ...], Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Merge file, environment and explicit overrides (CLI flags win) and validate."""
+    env = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    config_file = config_file or env.get("HALLMARK_CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for name, value in env.items():
+        if not name.startswith("HALLMARK_") or name in _NOT_CONFIG or name.startswith("HALLMARK_TEST_"):
+            continue
+        if name in _ALIASES:
+            _set(tree, _ALIASES[name], value)
+        else:
+            parts = tuple(p.lower() for p in name[len("HALLMARK_"):].split("__"))
+            _set(tree, parts, value)
+    for path_, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, path_, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc

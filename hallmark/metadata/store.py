@@ -1,0 +1,351 @@
+"""Registry metadata operations; the only place that writes SQL for the registry.
+
+Each public method is one short transaction. The hot read paths (manifest by tag,
+blob stat) are single statements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from hallmark.metadata.tables import blobs, manifest_refs, manifests, repo_blobs, repositories, tags, uploads
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class TagImmutable(Exception):
+    def __init__(self, repo: str, tag: str) -> None:
+        super().__init__(f"tag {tag!r} in {repo} is immutable")
+
+
+class MissingReferences(Exception):
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__("manifest references unknown content: " + ", ".join(missing))
+        self.missing = list(missing)
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    content: bytes
+    artifact_type: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: str | None
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    id: str
+    repo_name: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class MetadataStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- helpers -----------------------------------------------------------------
+    def _insert_ignore(self, table: Any, index: list[str]) -> Any:
+        ins = postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
+        return ins.on_conflict_do_nothing(index_elements=index)
+
+    def _repo_id(self, conn: Connection, name: str, create: bool = False) -> int | None:
+        rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar()
+        if rid is None and create:
+            conn.execute(
+                self._insert_ignore(repositories, ["name"]).values(
+                    name=name, immutable_tags=False, created_at=utcnow()
+                )
+            )
+            rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar_one()
+        return rid
+
+    # -- repositories --------------------------------------------------------------
+    def repo_exists(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return self._repo_id(conn, name) is not None
+
+    def list_repositories(self, n: int | None = None, last: str | None = None) -> list[str]:
+        q = select(repositories.c.name).order_by(repositories.c.name)
+        if last:
+            q = q.where(repositories.c.name > last)
+        if n is not None:
+            q = q.limit(n)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    def repository_info(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(repositories).where(repositories.c.name == name)).mappings().first()
+            if row is None:
+                return None
+            ntags = conn.execute(select(func.count()).select_from(tags).where(tags.c.repo_id == row["id"]))
+            return {
+                "name": row["name"],
+                "immutable_tags": bool(row["immutable_tags"]),
+                "created_at": row["created_at"],
+                "tag_count": ntags.scalar_one(),
+            }
+
+    def set_repository_options(self, name: str, immutable_tags: bool) -> None:
+        with self.engine.begin() as conn:
+            rid = self._repo_id(conn, name, create=True)
+            conn.execute(update(repositories).where(repositories.c.id == rid).values(immutable_tags=immutable_tags))
+
+    # -- blobs -----------------------------------------------------------------------
+    def link_blob(self, repo: str, digest: str, size: int) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rid = self._repo_id(conn, repo, create=True)
+            conn.execute(self._insert_ignore(blobs, ["digest"]).values(digest=digest, size=size, created_at=now))
+            conn.execute(
+                self._insert_ignore(repo_blobs, ["repo_id", "digest"]).values(
+                    repo_id=rid, digest=digest, created_at=now
+                )
+            )
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        q = (
+            select(blobs.c.size)
+            .select_from(repo_blobs.join(blobs).join(repositories))
+            .where(repositories.c.name == repo, repo_blobs.c.digest == digest)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    def unlink_blob(self, repo: str, digest: str) -> bool:
+        with self.engine.begin() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                return False
+            res = conn.execute(delete(repo_blobs).where(repo_blobs.c.repo_id == rid, repo_blobs.c.digest == digest))
+            return res.rowcount > 0
+
+    def unreferenced_blobs(self) -> list[str]:
+        """Blobs no repository links any more (garbage-collection candidates)."""
+        q = select(blobs.c.digest).where(~select(repo_blobs.c.digest).where(repo_blobs.c.digest == blobs.c.digest).exists())
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    def forget_blob(self, digest: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(blobs).where(blobs.c.digest == digest))
+
+    # -- manifests ---------------------------------------------------------------------
+    def put_manifest(
+        self,
+        repo: str,
+        record: ManifestRecord,
+        blob_refs: Iterable[str],
+        manifest_refs_: Iterable[str],
+        tag: str | None,
+        annotations: str | None = None,
+    ) -> None:
+        blob_refs = list(dict.fromkeys(blob_refs))
+        child_refs = list(dict.fromkeys(manifest_refs_))
+        now = utcnow()
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    rid = self._repo_id(conn, repo, create=True)
+                    assert rid is not None
+                    missing: list[str] = []
+                    if blob_refs:
+                        have = set(
+                            conn.execute(
+                                select(repo_blobs.c.digest).where(
+                                    repo_blobs.c.repo_id == rid, repo_blobs.c.digest.in_(blob_refs)
+                                )
+                            ).scalars()
+                        )
+                        missing += [d for d in blob_refs if d not in have]
+                    if child_refs:
+                        have = set(
+                            conn.execute(
+                                select(manifests.c.digest).where(
+                                    manifests.c.repo_id == rid, manifests.c.digest.in_(child_refs)
+                                )
+                            ).scalars()
+                        )
+                        missing += [d for d in child_refs if d not in have]
+                    if missing:
+                        raise MissingReferences(missing)
+                    if tag is not None:
+                        row = conn.execute(
+                            select(repositories.c.immutable_tags, tags.c.digest)
+                            .select_from(repositories.outerjoin(tags, and_(tags.c.repo_id == repositories.c.id, tags.c.name == tag)))
+                            .where(repositories.c.id == rid)
+                        ).first()
+                        if row is not None and row[0] and row[1] is not None and row[1] != record.digest:
+                            raise TagImmutable(repo, tag)
+                    exists = conn.execute(
+                        select(manifests.c.digest).where(manifests.c.repo_id == rid, manifests.c.digest == record.digest)
+                    ).first()
+                    if not exists:
+                        conn.execute(
+                            manifests.insert().values(
+                                repo_id=rid,
+                                digest=record.digest,
+                                media_type=record.media_type,
+                                artifact_type=record.artifact_type,
+                                size=len(record.content),
+                                content=record.content,
+                                subject_digest=record.subject,
+                                annotations=annotations,
+                                created_at=now,
+                            )
+                        )
+                        refs = [{"repo_id": rid, "digest": record.digest, "ref_digest": d, "kind": "blob"} for d in blob_refs]
+                        refs += [
+                            {"repo_id": rid, "digest": record.digest, "ref_digest": d, "kind": "manifest"} for d in child_refs
+                        ]
+                        if refs:
+                            conn.execute(self._insert_ignore(manifest_refs, ["repo_id", "digest", "ref_digest"]), refs)
+                    if tag is not None:
+                        res = conn.execute(
+                            update(tags)
+                            .where(tags.c.repo_id == rid, tags.c.name == tag)
+                            .values(digest=record.digest, updated_at=now)
+                        )
+                        if res.rowcount == 0:
+                            conn.execute(tags.insert().values(repo_id=rid, name=tag, digest=record.digest, updated_at=now))
+                return
+            except IntegrityError:
+                # A concurrent push of the same manifest or tag won the race; re-check and retry.
+                if attempt == 2:
+                    raise
+
+    def get_manifest(self, repo: str, reference: str, by_digest: bool) -> ManifestRecord | None:
+        cols = (manifests.c.digest, manifests.c.media_type, manifests.c.content, manifests.c.artifact_type, manifests.c.subject_digest)
+        if by_digest:
+            q = (
+                select(*cols)
+                .select_from(manifests.join(repositories))
+                .where(repositories.c.name == repo, manifests.c.digest == reference)
+            )
+        else:
+            q = (
+                select(*cols)
+                .select_from(
+                    tags.join(repositories).join(
+                        manifests, and_(manifests.c.repo_id == tags.c.repo_id, manifests.c.digest == tags.c.digest)
+                    )
+                )
+                .where(repositories.c.name == repo, tags.c.name == reference)
+            )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        return ManifestRecord(digest=row[0], media_type=row[1], content=bytes(row[2]), artifact_type=row[3], subject=row[4])
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        with self.engine.begin() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                return False
+            res = conn.execute(delete(manifests).where(manifests.c.repo_id == rid, manifests.c.digest == digest))
+            if res.rowcount == 0:
+                return False
+            conn.execute(delete(manifest_refs).where(manifest_refs.c.repo_id == rid, manifest_refs.c.digest == digest))
+            conn.execute(delete(tags).where(tags.c.repo_id == rid, tags.c.digest == digest))
+            return True
+
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        with self.engine.begin() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                return False
+            res = conn.execute(delete(tags).where(tags.c.repo_id == rid, tags.c.name == tag))
+            return res.rowcount > 0
+
+    def tag_is_immutable(self, repo: str) -> bool:
+        with self.engine.connect() as conn:
+            v = conn.execute(select(repositories.c.immutable_tags).where(repositories.c.name == repo)).scalar()
+            return bool(v)
+
+    def list_tags(self, repo: str, n: int | None = None, last: str | None = None) -> list[str] | None:
+        with self.engine.connect() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                return None
+            q = select(tags.c.name).where(tags.c.repo_id == rid).order_by(tags.c.name)
+            if last:
+                q = q.where(tags.c.name > last)
+            if n is not None:
+                q = q.limit(n)
+            return list(conn.execute(q).scalars())
+
+    def tags_for(self, repo: str, digest: str) -> list[str]:
+        q = (
+            select(tags.c.name)
+            .select_from(tags.join(repositories))
+            .where(repositories.c.name == repo, tags.c.digest == digest)
+            .order_by(tags.c.name)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    def referrers(
+        self, repo: str, subject: str, artifact_type: str | None, n: int, last: str | None
+    ) -> list[Referrer]:
+        q = (
+            select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type, manifests.c.annotations)
+            .select_from(manifests.join(repositories))
+            .where(repositories.c.name == repo, manifests.c.subject_digest == subject)
+            .order_by(manifests.c.digest)
+            .limit(n)
+        )
+        if artifact_type is not None:
+            q = q.where(manifests.c.artifact_type == artifact_type)
+        if last:
+            q = q.where(manifests.c.digest > last)
+        with self.engine.connect() as conn:
+            return [Referrer(*row) for row in conn.execute(q)]
+
+    # -- upload sessions -------------------------------------------------------------------
+    def create_upload(self, upload_id: str, repo: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(uploads.insert().values(id=upload_id, repo_name=repo, created_at=now, updated_at=now))
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
+        return UploadRecord(*row) if row else None
+
+    def touch_upload(self, upload_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(uploads).where(uploads.c.id == upload_id).values(updated_at=utcnow()))
+
+    def delete_upload(self, upload_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(uploads).where(uploads.c.id == upload_id)).rowcount > 0
+
+    def expired_uploads(self, before: dt.datetime) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(uploads.c.id).where(uploads.c.updated_at < before)).scalars())
+
+    def upload_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(uploads.c.id)).scalars())

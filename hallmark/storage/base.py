@@ -1,0 +1,77 @@
+"""The blob-store interface: content-addressed, write-once, verified on the way in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+class UploadNotFound(KeyError):
+    pass
+
+
+class DigestMismatch(ValueError):
+    """The content does not hash to the digest the client named; nothing was stored."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"digest mismatch: expected {expected}, content is {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class BlobWriter(Protocol):
+    """An upload in progress. Data only becomes a visible blob on :meth:`commit`."""
+
+    upload_id: str
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, chunk: bytes | memoryview) -> None: ...
+
+    def commit(self, expected_digest: str) -> int:
+        """Verify the content against ``expected_digest`` and publish it; returns the size."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the handle; the upload can be resumed later."""
+        ...
+
+    def cancel(self) -> None:
+        """Discard the partial data."""
+        ...
+
+
+class BlobStore(Protocol):
+    def stat(self, digest: str) -> int | None:
+        """Size of the blob, or None when absent."""
+        ...
+
+    def open(self, digest: str) -> BinaryIO: ...
+
+    def local_path(self, digest: str) -> Path | None:
+        """A file path for zero-copy serving (sendfile), when the driver has one."""
+        ...
+
+    def put(self, data: bytes | Iterable[bytes], expected_digest: str | None = None) -> tuple[str, int]:
+        """Store content at once; returns (digest, size)."""
+        ...
+
+    def writer(self, upload_id: str, resume: bool = False) -> BlobWriter: ...
+
+    def upload_size(self, upload_id: str) -> int | None: ...
+
+    def delete_upload(self, upload_id: str) -> None: ...
+
+    def list_uploads(self) -> Iterator[tuple[str, float]]:
+        """(upload_id, last modification time) of every partial upload."""
+        ...
+
+    def delete(self, digest: str) -> None: ...
+
+    def iterate(self) -> Iterator[str]: ...

@@ -1,0 +1,182 @@
+"""Filesystem blob driver: the embedded default.
+
+Uploads are written to ``uploads/<id>`` and hashed while streaming; ``commit``
+checks the digest, fsyncs and renames into ``blobs/<algo>/<aa>/<hex>`` in one
+atomic step, so a killed or failed upload never leaves a visible, corrupt blob.
+Identical blobs from any repository end at the same path and are stored once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from hallmark.digest import ALGORITHMS, MultiHasher, parse_digest
+from hallmark.storage.base import BlobNotFound, DigestMismatch, UploadNotFound
+
+_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_READ_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemWriter:
+    def __init__(self, store: FilesystemBlobStore, upload_id: str, resume: bool) -> None:
+        self.upload_id = upload_id
+        self._store = store
+        self._path = store.upload_path(upload_id)
+        self._hasher = MultiHasher()
+        if resume:
+            if not self._path.exists():
+                raise UploadNotFound(upload_id)
+            # Another process (or a restart) wrote the first part: rebuild the running hash.
+            with open(self._path, "rb") as f:
+                while chunk := f.read(_READ_CHUNK):
+                    self._hasher.update(chunk)
+            self._fh: BinaryIO | None = open(self._path, "ab")  # noqa: SIM115
+        else:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self._path, "xb")  # noqa: SIM115
+
+    @property
+    def size(self) -> int:
+        return self._hasher.size
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        if self._fh is None:
+            raise ValueError("writer is closed")
+        self._fh.write(chunk)
+        self._hasher.update(chunk)
+
+    def _actual_digest(self, algorithm: str) -> str:
+        if self._hasher.has(algorithm):
+            return self._hasher.digest(algorithm)
+        h = ALGORITHMS[algorithm]()
+        with open(self._path, "rb") as f:
+            while chunk := f.read(_READ_CHUNK):
+                h.update(chunk)
+        return f"{algorithm}:{h.hexdigest()}"
+
+    def commit(self, expected_digest: str) -> int:
+        algo, hexpart = parse_digest(expected_digest)
+        fh = self._fh
+        if fh is None:
+            raise ValueError("writer is closed")
+        fh.flush()
+        actual = self._actual_digest(algo)
+        if actual != expected_digest:
+            # The partial upload stays resumable; the caller decides whether to cancel it.
+            raise DigestMismatch(expected_digest, actual)
+        os.fsync(fh.fileno())
+        fh.close()
+        self._fh = None
+        target = self._store.blob_path(expected_digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = self._hasher.size
+        os.replace(self._path, target)
+        _fsync_dir(target.parent)
+        return size
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            self._fh.close()
+            self._fh = None
+
+    def cancel(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._blobs = self.root / "blobs"
+        self._uploads = self.root / "uploads"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._uploads.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, digest: str) -> Path:
+        algo, hexpart = parse_digest(digest)
+        return self._blobs / algo / hexpart[:2] / hexpart
+
+    def upload_path(self, upload_id: str) -> Path:
+        if not _UPLOAD_ID_RE.match(upload_id):
+            raise UploadNotFound(upload_id)
+        return self._uploads / upload_id
+
+    def stat(self, digest: str) -> int | None:
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.blob_path(digest), "rb")  # noqa: SIM115
+        except FileNotFoundError as exc:
+            raise BlobNotFound(digest) from exc
+
+    def local_path(self, digest: str) -> Path | None:
+        return self.blob_path(digest)
+
+    def put(self, data: bytes | Iterable[bytes], expected_digest: str | None = None) -> tuple[str, int]:
+        upload_id = uuid.uuid4().hex
+        w = FilesystemWriter(self, upload_id, resume=False)
+        try:
+            for chunk in [data] if isinstance(data, bytes | bytearray) else data:
+                w.write(chunk)
+            digest = expected_digest or w._actual_digest("sha256")
+            size = w.commit(digest)
+        except BaseException:
+            w.cancel()
+            raise
+        return digest, size
+
+    def writer(self, upload_id: str, resume: bool = False) -> FilesystemWriter:
+        return FilesystemWriter(self, upload_id, resume)
+
+    def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return self.upload_path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete_upload(self, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError, UploadNotFound):
+            self.upload_path(upload_id).unlink()
+
+    def list_uploads(self) -> Iterator[tuple[str, float]]:
+        for entry in os.scandir(self._uploads):
+            with contextlib.suppress(FileNotFoundError):
+                yield entry.name, entry.stat().st_mtime
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.blob_path(digest).unlink()
+
+    def iterate(self) -> Iterator[str]:
+        for algo in ALGORITHMS:
+            base = self._blobs / algo
+            if not base.is_dir():
+                continue
+            for prefix in os.scandir(base):
+                if prefix.is_dir():
+                    for entry in os.scandir(prefix.path):
+                        yield f"{algo}:{entry.name}"
+
+    def now(self) -> float:
+        return time.time()
