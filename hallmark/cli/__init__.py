@@ -10,6 +10,17 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hallmark: a secure container-image catalog.")
 
 
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        from hallmark import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 def _load_commands() -> None:
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):

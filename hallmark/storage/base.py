@@ -38,6 +38,10 @@ class BlobWriter(Protocol):
         """Verify the content against ``expected_digest`` and publish it; returns the size."""
         ...
 
+    def flush(self) -> None:
+        """Make written data visible to :meth:`BlobStore.upload_size` (for other replicas)."""
+        ...
+
     def close(self) -> None:
         """Flush and release the handle; the upload can be resumed later."""
         ...

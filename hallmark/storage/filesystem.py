@@ -79,15 +79,25 @@ class FilesystemWriter:
         if actual != expected_digest:
             # The partial upload stays resumable; the caller decides whether to cancel it.
             raise DigestMismatch(expected_digest, actual)
+        size = self._hasher.size
+        target = self._store.blob_path(expected_digest)
+        if target.exists():
+            # Already stored (same content from another push or repository): keep one copy.
+            fh.close()
+            self._fh = None
+            self._path.unlink()
+            return size
         os.fsync(fh.fileno())
         fh.close()
         self._fh = None
-        target = self._store.blob_path(expected_digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        size = self._hasher.size
         os.replace(self._path, target)
         _fsync_dir(target.parent)
         return size
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
 
     def close(self) -> None:
         if self._fh is not None:

@@ -1,0 +1,47 @@
+"""Repository settings API (tag immutability, listing)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StrictBool
+
+from hallmark.api.common import ApiError, json_response, parse_body
+from hallmark.registry.names import valid_name
+from hallmark.registry.service import RegistryService
+
+
+class RepositoryPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    immutable_tags: StrictBool | None = None
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not valid_name(name):
+        raise ApiError(400, "NAME_INVALID", f"invalid repository name {name!r}")
+    return name
+
+
+def routes(svc: RegistryService) -> list[web.RouteDef]:
+    async def list_repositories(request: web.Request) -> web.Response:
+        names = await svc.run(svc.meta.list_repositories, None, None)
+        return json_response({"repositories": names})
+
+    async def get_repository(request: web.Request) -> web.Response:
+        info = await svc.run(svc.meta.repository_info, _name(request))
+        if info is None:
+            raise ApiError(404, "NAME_UNKNOWN", "repository not found")
+        return json_response(info)
+
+    async def patch_repository(request: web.Request) -> web.Response:
+        name = _name(request)
+        body = await parse_body(request, RepositoryPatch)
+        if body.immutable_tags is not None:
+            await svc.run(svc.meta.set_repository_options, name, body.immutable_tags)
+        return json_response(await svc.run(svc.meta.repository_info, name))
+
+    return [
+        web.get("/api/v1/repositories", list_repositories),
+        web.get("/api/v1/repositories/{name:.+}", get_repository),
+        web.patch("/api/v1/repositories/{name:.+}", patch_repository),
+    ]

@@ -1,0 +1,83 @@
+"""Wiring: builds the stores, the services and the aiohttp application from a :class:`Config`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hallmark import __version__
+from hallmark.api import repositories as api_repositories
+from hallmark.config import Config
+from hallmark.metadata.db import make_engine, migrate
+from hallmark.metadata.store import MetadataStore
+from hallmark.registry import http as registry_http
+from hallmark.registry.service import RegistryService
+from hallmark.storage import BlobStore, FilesystemBlobStore
+
+log = logging.getLogger("hallmark")
+
+
+@dataclass
+class Hallmark:
+    """Everything one process needs; CLI commands and the server share it."""
+
+    config: Config
+    meta: MetadataStore
+    blobs: BlobStore
+    registry: RegistryService
+
+    @classmethod
+    def open(cls, config: Config, run_migrations: bool = True) -> Hallmark:
+        config.data_path.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(config.database_url, config.database.pool_size)
+        if run_migrations:
+            migrate(engine)
+        meta = MetadataStore(engine)
+        blobs = FilesystemBlobStore(config.blob_path)
+        return cls(config, meta, blobs, RegistryService(blobs, meta, config.registry))
+
+    def close(self) -> None:
+        self.registry.executor.shutdown(wait=False, cancel_futures=True)
+        self.meta.engine.dispose()
+
+
+HALLMARK_KEY = web.AppKey("hallmark", Hallmark)
+
+
+async def _periodic_cleanup(hm: Hallmark) -> None:
+    interval = hm.config.registry.upload_cleanup_interval_seconds
+    while True:
+        try:
+            removed = await hm.registry.run(hm.registry.cleanup_uploads)
+            if removed:
+                log.info("removed %d expired upload(s)", removed)
+        except Exception:
+            log.exception("upload cleanup failed")
+        await asyncio.sleep(interval)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+def build_app(hm: Hallmark) -> web.Application:
+    app = web.Application(client_max_size=1 << 20)
+    app[HALLMARK_KEY] = hm
+    registry_http.add_routes(app, hm.registry)
+    app.router.add_get("/healthz", _health)
+    app.router.add_routes(api_repositories.routes(hm.registry))
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_periodic_cleanup(hm))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(background)
+    return app

@@ -1,0 +1,287 @@
+"""aiohttp handlers for the ``/v2/`` API. They translate HTTP to :class:`RegistryService` calls.
+
+Repository names contain slashes, so routing is one regular-expression dispatch
+over the path instead of the framework router.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import orjson
+from aiohttp import web
+
+from hallmark.registry.errors import RegistryError
+from hallmark.registry.manifests import OCI_INDEX
+from hallmark.registry.service import BlobInfo, RegistryService, upload_location
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+_READ = 1 << 20
+
+Handler = Callable[[web.Request, RegistryService, dict[str, str]], Awaitable[web.StreamResponse]]
+SERVICE_KEY = web.AppKey("registry_service", RegistryService)
+
+
+def error_response(err: RegistryError, head: bool = False) -> web.Response:
+    headers = {"Content-Type": "application/json", **API_VERSION, **err.headers}
+    if head:
+        return web.Response(status=err.status, headers=headers)
+    return web.Response(status=err.status, body=err.body(), headers=headers)
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None, ctype: str = "application/json") -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), headers={"Content-Type": ctype, **(headers or {})})
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
+def _content_length(request: web.Request) -> int | None:
+    value = request.headers.get("Content-Length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise RegistryError("SIZE_INVALID", message="invalid Content-Length")
+    return int(value)
+
+
+def _content_range(request: web.Request) -> tuple[int, int] | None:
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return None
+    m = _RANGE_RE.match(value.strip())
+    if not m:
+        raise RegistryError("BLOB_UPLOAD_INVALID", message=f"malformed Content-Range {value!r}", status=416)
+    return int(m.group(1)), int(m.group(2))
+
+
+def _upload_headers(repo: str, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": upload_location(repo, upload_id),
+        "Range": f"0-{max(size - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+    }
+
+
+def _blob_created(repo: str, info: BlobInfo) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            "Location": f"/v2/{repo}/blobs/{info.digest}",
+            "Docker-Content-Digest": info.digest,
+            "Content-Length": "0",
+        },
+    )
+
+
+def _next_link(path: str, params: dict[str, str]) -> str:
+    return f'<{quote(path)}?{urlencode(params)}>; rel="next"'
+
+
+# -- handlers --------------------------------------------------------------------------------
+async def base(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    return _json({})
+
+
+async def catalog(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    names, more = await svc.catalog(request.query.get("n"), request.query.get("last"))
+    headers = {}
+    if more and names:
+        headers["Link"] = _next_link("/v2/_catalog", {"n": str(len(names)), "last": names[-1]})
+    return _json({"repositories": names}, headers=headers)
+
+
+async def tags_list(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    repo = m["name"]
+    names, more = await svc.list_tags(repo, request.query.get("n"), request.query.get("last"))
+    headers = {}
+    if more and names:
+        headers["Link"] = _next_link(f"/v2/{repo}/tags/list", {"n": str(len(names)), "last": names[-1]})
+    return _json({"name": repo, "tags": names}, headers=headers)
+
+
+async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    repo, ref = m["name"], m["ref"]
+    if request.method in ("GET", "HEAD"):
+        accept = [a.split(";")[0].strip() for a in request.headers.getall("Accept", []) for a in a.split(",")]
+        rec = await svc.get_manifest(repo, ref, [a for a in accept if a])
+        headers = {
+            "Content-Type": rec.media_type,
+            "Docker-Content-Digest": rec.digest,
+            "ETag": f'"{rec.digest}"',
+        }
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(rec.content))
+            return web.Response(status=200, headers=headers)
+        return web.Response(status=200, body=rec.content, headers=headers)
+    if request.method == "PUT":
+        limit = svc.config.max_manifest_bytes
+        length = _content_length(request)
+        if length is not None and length > limit:
+            raise RegistryError("SIZE_INVALID", message=f"manifest exceeds {limit} bytes", status=413)
+        content = bytearray()
+        async for chunk in _body(request):
+            content += chunk
+            if len(content) > limit:
+                raise RegistryError("SIZE_INVALID", message=f"manifest exceeds {limit} bytes", status=413)
+        pushed = await svc.put_manifest(repo, ref, bytes(content), request.headers.get("Content-Type"))
+        headers = {
+            "Location": f"/v2/{repo}/manifests/{pushed.digest}",
+            "Docker-Content-Digest": pushed.digest,
+            "Content-Length": "0",
+        }
+        if pushed.subject:
+            headers["OCI-Subject"] = pushed.subject
+        return web.Response(status=201, headers=headers)
+    if request.method == "DELETE":
+        await svc.delete_manifest(repo, ref)
+        return web.Response(status=202, headers={"Content-Length": "0"})
+    raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
+
+
+async def blob(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    repo, digest = m["name"], m["digest"]
+    if request.method in ("GET", "HEAD"):
+        info = await svc.stat_blob(repo, digest)
+        headers = {"Docker-Content-Digest": info.digest, "Content-Type": "application/octet-stream"}
+        if info.path is not None:
+            # FileResponse serves Range requests and uses sendfile(2): no copy through Python.
+            resp = web.FileResponse(info.path, headers=headers)
+            resp.etag = info.digest.replace(":", "-")
+            return resp
+        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+    if request.method == "DELETE":
+        await svc.delete_blob(repo, digest)
+        return web.Response(status=202, headers={"Content-Length": "0"})
+    raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "DELETE"])
+
+
+async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    repo = m["name"]
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    q = request.query
+    mount, source = q.get("mount"), q.get("from")
+    if mount is not None:
+        from hallmark.registry.service import check_digest
+
+        check_digest(mount)
+        if source and await svc.mount_blob(repo, mount, source):
+            return web.Response(
+                status=201,
+                headers={
+                    "Location": f"/v2/{repo}/blobs/{mount}",
+                    "Docker-Content-Digest": mount,
+                    "Content-Length": "0",
+                },
+            )
+    elif "digest" in q:
+        info = await svc.monolithic_upload(repo, q["digest"], _body(request), _content_length(request))
+        return _blob_created(repo, info)
+    upload_id = await svc.start_upload(repo)
+    return web.Response(status=202, headers=_upload_headers(repo, upload_id, 0))
+
+
+async def upload(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    repo, upload_id = m["name"], m["uuid"]
+    if request.method == "PATCH":
+        size = await svc.patch_upload(
+            repo, upload_id, _body(request), _content_range(request), _content_length(request)
+        )
+        return web.Response(status=202, headers=_upload_headers(repo, upload_id, size))
+    if request.method == "PUT":
+        info = await svc.finish_upload(
+            repo,
+            upload_id,
+            request.query.get("digest"),
+            _body(request),
+            _content_range(request),
+            _content_length(request),
+        )
+        return _blob_created(repo, info)
+    if request.method == "GET":
+        size = await svc.upload_status(repo, upload_id)
+        return web.Response(status=204, headers=_upload_headers(repo, upload_id, size))
+    if request.method == "DELETE":
+        await svc.cancel_upload(repo, upload_id)
+        return web.Response(status=204, headers={"Content-Length": "0"})
+    raise web.HTTPMethodNotAllowed(request.method, ["GET", "PATCH", "PUT", "DELETE"])
+
+
+async def referrers(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
+    repo, digest = m["name"], m["digest"]
+    artifact_type = request.query.get("artifactType")
+    refs, more = await svc.referrers(repo, digest, artifact_type, request.query.get("last"))
+    manifests = []
+    for r in refs:
+        d: dict[str, Any] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+        if r.artifact_type:
+            d["artifactType"] = r.artifact_type
+        if r.annotations:
+            d["annotations"] = orjson.loads(r.annotations)
+        manifests.append(d)
+    headers = {}
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    if more and refs:
+        params = {"last": refs[-1].digest}
+        if artifact_type is not None:
+            params["artifactType"] = artifact_type
+        headers["Link"] = _next_link(f"/v2/{repo}/referrers/{digest}", params)
+    return _json(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, headers=headers, ctype=OCI_INDEX
+    )
+
+
+ROUTES: list[tuple[re.Pattern[str], Handler]] = [
+    (re.compile(r"^/v2/?$"), base),
+    (re.compile(r"^/v2/_catalog$"), catalog),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), tags_list),
+    (re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$"), manifest),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$"), upload_start),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)$"), upload),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$"), blob),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$"), referrers),
+]
+
+
+def match_route(path: str) -> tuple[Handler, dict[str, str]] | None:
+    for pattern, handler in ROUTES:
+        m = pattern.match(path)
+        if m:
+            return handler, m.groupdict()
+    return None
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICE_KEY]
+    found = match_route(request.path)
+    head = request.method == "HEAD"
+    try:
+        raw_segments = request.raw_path.split("?", 1)[0].split("/")
+        if ".." in raw_segments or "." in raw_segments or "%2e%2e" in request.raw_path.lower():
+            raise RegistryError("NAME_INVALID", message="path segments '.' and '..' are not allowed")
+        if found is None:
+            raise RegistryError("NAME_INVALID", message="unknown registry endpoint", status=404)
+        handler, params = found
+        resp = await handler(request, svc, params)
+    except RegistryError as err:
+        resp = error_response(err, head)
+    resp.headers.update(API_VERSION)
+    return resp
+
+
+def add_routes(app: web.Application, svc: RegistryService) -> None:
+    app[SERVICE_KEY] = svc
+    app.router.add_route("*", "/v2", dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch)

@@ -1,0 +1,454 @@
+"""Registry operations over a :class:`BlobStore` and a :class:`MetadataStore`.
+
+The HTTP handlers call only this service; it never sees a request object.
+Blocking storage and SQL calls run in a thread pool so the event loop keeps
+serving; upload bodies are hashed and written in that pool while the loop reads
+the next chunk, so hashing overlaps network I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from hallmark.config import RegistryConfig
+from hallmark.digest import InvalidDigest, digest_bytes, parse_digest
+from hallmark.metadata.store import (
+    ManifestRecord,
+    MetadataStore,
+    MissingReferences,
+    Referrer,
+    TagImmutable,
+    utcnow,
+)
+from hallmark.registry.errors import RegistryError
+from hallmark.registry.manifests import IMAGE_TYPES, INDEX_TYPES, parse_manifest
+from hallmark.registry.names import valid_name, valid_tag
+from hallmark.storage.base import BlobStore, BlobWriter, DigestMismatch, UploadNotFound
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_BUFFER = 4 << 20
+
+
+@dataclass
+class BlobInfo:
+    digest: str
+    size: int
+    path: Path | None
+
+
+@dataclass
+class PushedManifest:
+    digest: str
+    subject: str | None
+    media_type: str
+
+
+class _Upload:
+    """An open upload in this process; the lock orders PATCH/PUT on the same session."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.writer: BlobWriter | None = None
+
+
+def check_name(name: str) -> None:
+    if not valid_name(name):
+        raise RegistryError("NAME_INVALID", detail={"name": name})
+
+
+def check_digest(value: str, code: str = "DIGEST_INVALID") -> str:
+    try:
+        parse_digest(value)
+    except InvalidDigest as exc:
+        raise RegistryError(code, message=str(exc)) from exc
+    return value
+
+
+# Listeners receive (event, repo, digest, tag) after a manifest push or delete.
+Listener = Callable[[str, str, str, str | None], None]
+
+
+class RegistryService:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        meta: MetadataStore,
+        config: RegistryConfig,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.blobs = blobs
+        self.meta = meta
+        self.config = config
+        self.executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-io")
+        self._uploads: dict[str, _Upload] = {}
+        self.listeners: list[Listener] = []
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _notify(self, event: str, repo: str, digest: str, tag: str | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, repo, digest, tag)
+            except Exception:  # a listener must never break a push
+                log.exception("listener failed for %s %s@%s", event, repo, digest)
+
+    # -- blobs -----------------------------------------------------------------------
+    async def stat_blob(self, repo: str, digest: str) -> BlobInfo:
+        check_name(repo)
+        check_digest(digest)
+        size = await self.run(self.meta.blob_size, repo, digest)
+        if size is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        return BlobInfo(digest, size, self.blobs.local_path(digest))
+
+    async def delete_blob(self, repo: str, digest: str) -> None:
+        check_name(repo)
+        check_digest(digest)
+        if not self.config.delete_enabled:
+            raise RegistryError("UNSUPPORTED", message="deletion is disabled on this registry")
+        if not await self.run(self.meta.unlink_blob, repo, digest):
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+
+    async def mount_blob(self, repo: str, digest: str, source: str) -> bool:
+        """Link a blob from ``source`` into ``repo``; False when it cannot be mounted."""
+        check_name(repo)
+        if not valid_name(source):
+            return False
+        size = await self.run(self.meta.blob_size, source, digest)
+        if size is None or self.blobs.stat(digest) is None:
+            return False
+        await self.run(self.meta.link_blob, repo, digest, size)
+        return True
+
+    # -- uploads -----------------------------------------------------------------------
+    async def start_upload(self, repo: str) -> str:
+        check_name(repo)
+        upload_id = uuid.uuid4().hex
+        writer = await self.run(self.blobs.writer, upload_id, False)
+        await self.run(self.meta.create_upload, upload_id, repo)
+        up = _Upload()
+        up.writer = writer
+        self._uploads[upload_id] = up
+        return upload_id
+
+    async def _session(self, repo: str, upload_id: str) -> _Upload:
+        check_name(repo)
+        rec = await self.run(self.meta.get_upload, upload_id)
+        if rec is None or rec.repo_name != repo:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+        return self._uploads.setdefault(upload_id, _Upload())
+
+    async def _writer(self, upload_id: str, up: _Upload) -> BlobWriter:
+        on_disk = await self.run(self.blobs.upload_size, upload_id)
+        if on_disk is None:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+        if up.writer is not None and up.writer.size == on_disk:
+            return up.writer
+        if up.writer is not None:
+            # Another replica appended to this session: rebuild from disk.
+            await self.run(up.writer.close)
+        try:
+            up.writer = await self.run(self.blobs.writer, upload_id, True)
+        except UploadNotFound as exc:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id}) from exc
+        return up.writer
+
+    async def upload_status(self, repo: str, upload_id: str) -> int:
+        await self._session(repo, upload_id)
+        size = await self.run(self.blobs.upload_size, upload_id)
+        if size is None:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+        return size
+
+    async def _pump(self, writer: BlobWriter, body: AsyncIterator[bytes], limit: int | None) -> int:
+        """Copy the request body into the writer; the pool hashes+writes while the loop reads."""
+        pending: asyncio.Future[None] | None = None
+        buf = bytearray()
+        written = 0
+        loop = asyncio.get_running_loop()
+        try:
+            async for chunk in body:
+                buf += chunk
+                written += len(chunk)
+                if limit is not None and written > limit:
+                    raise RegistryError("SIZE_INVALID", detail="body is longer than Content-Length/Content-Range")
+                if len(buf) >= _BUFFER:
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(self.executor, writer.write, bytes(buf))
+                    buf.clear()
+            if pending is not None:
+                await pending
+                pending = None
+            if buf:
+                await self.run(writer.write, bytes(buf))
+        finally:
+            if pending is not None:
+                await asyncio.wait([pending])
+        return written
+
+    async def patch_upload(
+        self,
+        repo: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | None,
+        content_length: int | None,
+    ) -> int:
+        up = await self._session(repo, upload_id)
+        async with up.lock:
+            writer = await self._writer(upload_id, up)
+            start = writer.size
+            expected = content_length
+            if content_range is not None:
+                first, last = content_range
+                if first != start or last < first:
+                    raise RegistryError(
+                        "BLOB_UPLOAD_INVALID",
+                        message=f"chunk range {first}-{last} does not continue the upload at offset {start}",
+                        status=416,
+                        headers={"Range": f"0-{max(start - 1, 0)}", "Location": upload_location(repo, upload_id)},
+                    )
+                expected = last - first + 1
+                if content_length is not None and content_length != expected:
+                    raise RegistryError("SIZE_INVALID", detail="Content-Length does not match Content-Range")
+            try:
+                got = await self._pump(writer, body, expected)
+            finally:
+                await self.run(writer.flush)
+            if expected is not None and got != expected:
+                raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
+            await self.run(self.meta.touch_upload, upload_id)
+            return writer.size
+
+    async def finish_upload(
+        self,
+        repo: str,
+        upload_id: str,
+        digest: str | None,
+        body: AsyncIterator[bytes] | None,
+        content_range: tuple[int, int] | None,
+        content_length: int | None,
+    ) -> BlobInfo:
+        if digest is None:
+            raise RegistryError("DIGEST_INVALID", message="digest query parameter is required")
+        check_digest(digest)
+        up = await self._session(repo, upload_id)
+        async with up.lock:
+            writer = await self._writer(upload_id, up)
+            if body is not None and (content_length or content_range):
+                expected = content_length
+                if content_range is not None:
+                    if content_range[0] != writer.size:
+                        raise RegistryError(
+                            "BLOB_UPLOAD_INVALID",
+                            message="chunk does not continue the upload",
+                            status=416,
+                            headers={"Range": f"0-{max(writer.size - 1, 0)}"},
+                        )
+                    expected = content_range[1] - content_range[0] + 1
+                got = await self._pump(writer, body, expected)
+                if expected is not None and got != expected:
+                    raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
+            try:
+                size = await self.run(writer.commit, digest)
+            except DigestMismatch as exc:
+                await self._drop_upload(upload_id, writer)
+                raise RegistryError("DIGEST_INVALID", detail={"expected": exc.expected, "actual": exc.actual}) from exc
+            self._uploads.pop(upload_id, None)
+            await self.run(self.meta.delete_upload, upload_id)
+            await self.run(self.meta.link_blob, repo, digest, size)
+            return BlobInfo(digest, size, self.blobs.local_path(digest))
+
+    async def monolithic_upload(
+        self, repo: str, digest: str, body: AsyncIterator[bytes], content_length: int | None
+    ) -> BlobInfo:
+        check_name(repo)
+        check_digest(digest)
+        upload_id = uuid.uuid4().hex
+        writer = await self.run(self.blobs.writer, upload_id, False)
+        try:
+            got = await self._pump(writer, body, content_length)
+            if content_length is not None and got != content_length:
+                raise RegistryError("SIZE_INVALID", detail=f"expected {content_length} bytes, received {got}")
+            size = await self.run(writer.commit, digest)
+        except DigestMismatch as exc:
+            await self.run(writer.cancel)
+            raise RegistryError("DIGEST_INVALID", detail={"expected": exc.expected, "actual": exc.actual}) from exc
+        except BaseException:
+            await self.run(writer.cancel)
+            raise
+        await self.run(self.meta.link_blob, repo, digest, size)
+        return BlobInfo(digest, size, self.blobs.local_path(digest))
+
+    async def _drop_upload(self, upload_id: str, writer: BlobWriter | None) -> None:
+        self._uploads.pop(upload_id, None)
+        if writer is not None:
+            await self.run(writer.cancel)
+        await self.run(self.blobs.delete_upload, upload_id)
+        await self.run(self.meta.delete_upload, upload_id)
+
+    async def cancel_upload(self, repo: str, upload_id: str) -> None:
+        up = await self._session(repo, upload_id)
+        async with up.lock:
+            await self._drop_upload(upload_id, up.writer)
+
+    def cleanup_uploads(self, now: dt.datetime | None = None) -> int:
+        """Remove expired sessions and orphaned partial files; returns how many were removed."""
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=self.config.upload_expiry_seconds)
+        removed = 0
+        for upload_id in self.meta.expired_uploads(cutoff):
+            up = self._uploads.pop(upload_id, None)
+            if up is not None and up.writer is not None:
+                up.writer.close()
+            self.blobs.delete_upload(upload_id)
+            self.meta.delete_upload(upload_id)
+            removed += 1
+        known = self.meta.upload_ids()
+        for upload_id, mtime in list(self.blobs.list_uploads()):
+            # Partial files with no session (killed monolithic pushes) once they are old enough.
+            if upload_id not in known and mtime < cutoff.timestamp():
+                self.blobs.delete_upload(upload_id)
+                removed += 1
+        return removed
+
+    # -- manifests ---------------------------------------------------------------------
+    async def put_manifest(
+        self, repo: str, reference: str, content: bytes, content_type: str | None
+    ) -> PushedManifest:
+        check_name(repo)
+        if len(content) > self.config.max_manifest_bytes:
+            raise RegistryError(
+                "SIZE_INVALID", message=f"manifest exceeds {self.config.max_manifest_bytes} bytes", status=413
+            )
+        parsed = parse_manifest(content, content_type)
+        tag: str | None = None
+        if ":" in reference:
+            algo, _ = parse_digest(check_digest(reference))
+            digest = digest_bytes(content, algo)
+            if digest != reference:
+                raise RegistryError("DIGEST_INVALID", detail={"expected": reference, "actual": digest})
+        else:
+            if not valid_tag(reference):
+                raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
+            tag = reference
+            digest = digest_bytes(content)
+        record = ManifestRecord(digest, parsed.media_type, content, parsed.artifact_type, parsed.subject)
+        annotations = orjson.dumps(parsed.annotations).decode() if parsed.annotations else None
+        try:
+            await self.run(
+                self.meta.put_manifest, repo, record, parsed.blob_refs, parsed.manifest_refs, tag, annotations
+            )
+        except MissingReferences as exc:
+            raise RegistryError("MANIFEST_BLOB_UNKNOWN", detail={"missing": exc.missing}) from exc
+        except TagImmutable as exc:
+            raise RegistryError("DENIED", message=str(exc)) from exc
+        self._notify("push", repo, digest, tag)
+        return PushedManifest(digest, parsed.subject, parsed.media_type)
+
+    async def get_manifest(self, repo: str, reference: str, accept: Sequence[str] = ()) -> ManifestRecord:
+        check_name(repo)
+        by_digest = ":" in reference
+        if by_digest:
+            check_digest(reference)
+        elif not valid_tag(reference):
+            raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
+        rec = await self.run(self.meta.get_manifest, repo, reference, by_digest)
+        if rec is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        if accept and not by_digest and rec.media_type in INDEX_TYPES and not _accepts(accept, rec.media_type):
+            # A client that cannot read an index gets the linux/amd64 image, as distribution does.
+            child = _default_platform(rec.content, accept)
+            if child is not None:
+                sub = await self.run(self.meta.get_manifest, repo, child, True)
+                if sub is not None:
+                    return sub
+            raise RegistryError("MANIFEST_UNKNOWN", message="no manifest matching the Accept header")
+        return rec
+
+    async def delete_manifest(self, repo: str, reference: str) -> None:
+        check_name(repo)
+        if not self.config.delete_enabled:
+            raise RegistryError("UNSUPPORTED", message="deletion is disabled on this registry")
+        if ":" in reference:
+            check_digest(reference)
+            ok = await self.run(self.meta.delete_manifest, repo, reference)
+            event = "delete"
+        else:
+            if not valid_tag(reference):
+                raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
+            if await self.run(self.meta.tag_is_immutable, repo):
+                raise RegistryError("DENIED", message=f"tag {reference!r} in {repo} is immutable")
+            ok = await self.run(self.meta.delete_tag, repo, reference)
+            event = "untag"
+        if not ok:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        self._notify(event, repo, reference, None)
+
+    # -- listings --------------------------------------------------------------------------
+    def _page(self, n: str | None) -> int:
+        if n is None:
+            return self.config.default_page_size
+        if not n.isdigit():
+            raise RegistryError("UNSUPPORTED", message="n must be a non-negative integer", status=400)
+        return min(int(n), self.config.max_page_size)
+
+    async def list_tags(self, repo: str, n: str | None, last: str | None) -> tuple[list[str], bool]:
+        check_name(repo)
+        page = self._page(n)
+        names = await self.run(self.meta.list_tags, repo, page + 1, last)
+        if names is None:
+            raise RegistryError("NAME_UNKNOWN", detail={"name": repo})
+        return names[:page], len(names) > page
+
+    async def catalog(self, n: str | None, last: str | None) -> tuple[list[str], bool]:
+        page = self._page(n)
+        names = await self.run(self.meta.list_repositories, page + 1, last)
+        return names[:page], len(names) > page
+
+    async def referrers(
+        self, repo: str, digest: str, artifact_type: str | None, last: str | None
+    ) -> tuple[list[Referrer], bool]:
+        check_name(repo)
+        check_digest(digest)
+        page = self.config.referrers_page_size
+        refs = await self.run(self.meta.referrers, repo, digest, artifact_type, page + 1, last)
+        return refs[:page], len(refs) > page
+
+
+def upload_location(repo: str, upload_id: str) -> str:
+    return f"/v2/{repo}/blobs/uploads/{upload_id}"
+
+
+def _accepts(accept: Sequence[str], media_type: str) -> bool:
+    return any(a in (media_type, "*/*", "application/*") for a in accept)
+
+
+def _default_platform(content: bytes, accept: Sequence[str]) -> str | None:
+    try:
+        doc = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    for child in doc.get("manifests", []):
+        plat = child.get("platform") or {}
+        if (
+            plat.get("os") == "linux"
+            and plat.get("architecture") == "amd64"
+            and child.get("mediaType") in IMAGE_TYPES
+            and _accepts(accept, child["mediaType"])
+        ):
+            return str(child["digest"])
+    return None
