@@ -138,7 +138,7 @@ def load_config(
         if name in _ALIASES:
             _set(tree, _ALIASES[name], value)
         else:
-            parts = tuple(p.lower() for p in name[len("HALLMARK_"):].split("__"))
+            parts = tuple(p.lower() for p in name[len("HALLMARK_") :].split("__"))
             _set(tree, parts, value)
     for path_, value in (overrides or {}).items():
         if value is not None:

@@ -54,7 +54,13 @@ class PostgresServer:
     def start(self) -> None:
         self._run(str(self.bin / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "--no-sync")
         self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log), "-w", "-o",
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.log),
+            "-w",
+            "-o",
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
             "start",
         )
@@ -109,10 +115,12 @@ class Server:
         env = {**os.environ, "HALLMARK_DATA_DIR": str(self.data_dir), **self.extra_env}
         if self.db_url:
             env["HALLMARK_DATABASE_URL"] = self.db_url
-        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hallmark", "serve", "--listen", self.host],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

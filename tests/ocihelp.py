@@ -38,12 +38,19 @@ def tar_layer(files: dict[str, bytes]) -> bytes:
     return gzip.compress(buf.getvalue(), mtime=0)
 
 
-def image(layers: list[bytes], config_extra: dict[str, Any] | None = None, **manifest_extra: Any) -> tuple[bytes, bytes]:
+def image(
+    layers: list[bytes], config_extra: dict[str, Any] | None = None, **manifest_extra: Any
+) -> tuple[bytes, bytes]:
     """(config bytes, manifest bytes) for gzip layers."""
     diff_ids = [sha256(gzip.decompress(layer)) for layer in layers]
     config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
-         "config": {}, **(config_extra or {})}
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "config": {},
+            **(config_extra or {}),
+        }
     ).encode()
     manifest = {
         "schemaVersion": 2,
@@ -57,13 +64,19 @@ def image(layers: list[bytes], config_extra: dict[str, Any] | None = None, **man
 
 def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
     digest = sha256(data)
-    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data,
-                    headers={"Content-Type": "application/octet-stream"})
+    r = client.post(
+        f"/v2/{repo}/blobs/uploads/",
+        params={"digest": digest},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 201, r.text
     return digest
 
 
-def push_manifest(client: httpx.Client, repo: str, ref: str, manifest: bytes, media_type: str = OCI_MANIFEST) -> httpx.Response:
+def push_manifest(
+    client: httpx.Client, repo: str, ref: str, manifest: bytes, media_type: str = OCI_MANIFEST
+) -> httpx.Response:
     return client.put(f"/v2/{repo}/manifests/{ref}", content=manifest, headers={"Content-Type": media_type})
 
 

@@ -8,7 +8,6 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -29,10 +29,20 @@ def _run_worker(config: Config, sock: socket.socket | None, announce: bool) -> N
     app = build_app(hm)
     if announce:
         shown = f"[{host}]" if ":" in host else host
-        print(f"Hallmark serving registry, API and portal at http://{shown}:{port}/ (data: {config.data_path})", flush=True)
+        print(
+            f"Hallmark serving registry, API and portal at http://{shown}:{port}/ (data: {config.data_path})",
+            flush=True,
+        )
     try:
-        web.run_app(app, sock=sock, host=None if sock else host, port=None if sock else port,
-                    access_log=None, print=None, reuse_port=False)
+        web.run_app(
+            app,
+            sock=sock,
+            host=None if sock else host,
+            port=None if sock else port,
+            access_log=None,
+            print=None,
+            reuse_port=False,
+        )
     finally:
         hm.close()
 

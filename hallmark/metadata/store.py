@@ -73,9 +73,7 @@ class MetadataStore:
         rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar()
         if rid is None and create:
             conn.execute(
-                self._insert_ignore(repositories, ["name"]).values(
-                    name=name, immutable_tags=False, created_at=utcnow()
-                )
+                self._insert_ignore(repositories, ["name"]).values(name=name, immutable_tags=False, created_at=utcnow())
             )
             rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar_one()
         return rid
@@ -143,7 +141,9 @@ class MetadataStore:
 
     def unreferenced_blobs(self) -> list[str]:
         """Blobs no repository links any more (garbage-collection candidates)."""
-        q = select(blobs.c.digest).where(~select(repo_blobs.c.digest).where(repo_blobs.c.digest == blobs.c.digest).exists())
+        q = select(blobs.c.digest).where(
+            ~select(repo_blobs.c.digest).where(repo_blobs.c.digest == blobs.c.digest).exists()
+        )
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars())
 
@@ -193,13 +193,19 @@ class MetadataStore:
                     if tag is not None:
                         row = conn.execute(
                             select(repositories.c.immutable_tags, tags.c.digest)
-                            .select_from(repositories.outerjoin(tags, and_(tags.c.repo_id == repositories.c.id, tags.c.name == tag)))
+                            .select_from(
+                                repositories.outerjoin(
+                                    tags, and_(tags.c.repo_id == repositories.c.id, tags.c.name == tag)
+                                )
+                            )
                             .where(repositories.c.id == rid)
                         ).first()
                         if row is not None and row[0] and row[1] is not None and row[1] != record.digest:
                             raise TagImmutable(repo, tag)
                     exists = conn.execute(
-                        select(manifests.c.digest).where(manifests.c.repo_id == rid, manifests.c.digest == record.digest)
+                        select(manifests.c.digest).where(
+                            manifests.c.repo_id == rid, manifests.c.digest == record.digest
+                        )
                     ).first()
                     if not exists:
                         conn.execute(
@@ -215,9 +221,13 @@ class MetadataStore:
                                 created_at=now,
                             )
                         )
-                        refs = [{"repo_id": rid, "digest": record.digest, "ref_digest": d, "kind": "blob"} for d in blob_refs]
+                        refs = [
+                            {"repo_id": rid, "digest": record.digest, "ref_digest": d, "kind": "blob"}
+                            for d in blob_refs
+                        ]
                         refs += [
-                            {"repo_id": rid, "digest": record.digest, "ref_digest": d, "kind": "manifest"} for d in child_refs
+                            {"repo_id": rid, "digest": record.digest, "ref_digest": d, "kind": "manifest"}
+                            for d in child_refs
                         ]
                         if refs:
                             conn.execute(self._insert_ignore(manifest_refs, ["repo_id", "digest", "ref_digest"]), refs)
@@ -228,7 +238,9 @@ class MetadataStore:
                             .values(digest=record.digest, updated_at=now)
                         )
                         if res.rowcount == 0:
-                            conn.execute(tags.insert().values(repo_id=rid, name=tag, digest=record.digest, updated_at=now))
+                            conn.execute(
+                                tags.insert().values(repo_id=rid, name=tag, digest=record.digest, updated_at=now)
+                            )
                 return
             except IntegrityError:
                 # A concurrent push of the same manifest or tag won the race; re-check and retry.
@@ -236,7 +248,13 @@ class MetadataStore:
                     raise
 
     def get_manifest(self, repo: str, reference: str, by_digest: bool) -> ManifestRecord | None:
-        cols = (manifests.c.digest, manifests.c.media_type, manifests.c.content, manifests.c.artifact_type, manifests.c.subject_digest)
+        cols = (
+            manifests.c.digest,
+            manifests.c.media_type,
+            manifests.c.content,
+            manifests.c.artifact_type,
+            manifests.c.subject_digest,
+        )
         if by_digest:
             q = (
                 select(*cols)
@@ -257,7 +275,9 @@ class MetadataStore:
             row = conn.execute(q).first()
         if row is None:
             return None
-        return ManifestRecord(digest=row[0], media_type=row[1], content=bytes(row[2]), artifact_type=row[3], subject=row[4])
+        return ManifestRecord(
+            digest=row[0], media_type=row[1], content=bytes(row[2]), artifact_type=row[3], subject=row[4]
+        )
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
         with self.engine.begin() as conn:
@@ -306,11 +326,15 @@ class MetadataStore:
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars())
 
-    def referrers(
-        self, repo: str, subject: str, artifact_type: str | None, n: int, last: str | None
-    ) -> list[Referrer]:
+    def referrers(self, repo: str, subject: str, artifact_type: str | None, n: int, last: str | None) -> list[Referrer]:
         q = (
-            select(manifests.c.digest, manifests.c.media_type, manifests.c.size, manifests.c.artifact_type, manifests.c.annotations)
+            select(
+                manifests.c.digest,
+                manifests.c.media_type,
+                manifests.c.size,
+                manifests.c.artifact_type,
+                manifests.c.annotations,
+            )
             .select_from(manifests.join(repositories))
             .where(repositories.c.name == repo, manifests.c.subject_digest == subject)
             .order_by(manifests.c.digest)

@@ -33,7 +33,9 @@ def error_response(err: RegistryError, head: bool = False) -> web.Response:
     return web.Response(status=err.status, body=err.body(), headers=headers)
 
 
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None, ctype: str = "application/json") -> web.Response:
+def _json(
+    doc: Any, status: int = 200, headers: dict[str, str] | None = None, ctype: str = "application/json"
+) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), headers={"Content-Type": ctype, **(headers or {})})
 
 
@@ -238,9 +240,7 @@ async def referrers(request: web.Request, svc: RegistryService, m: dict[str, str
         if artifact_type is not None:
             params["artifactType"] = artifact_type
         headers["Link"] = _next_link(f"/v2/{repo}/referrers/{digest}", params)
-    return _json(
-        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, headers=headers, ctype=OCI_INDEX
-    )
+    return _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, headers=headers, ctype=OCI_INDEX)
 
 
 ROUTES: list[tuple[re.Pattern[str], Handler]] = [

@@ -326,9 +326,7 @@ class RegistryService:
         return removed
 
     # -- manifests ---------------------------------------------------------------------
-    async def put_manifest(
-        self, repo: str, reference: str, content: bytes, content_type: str | None
-    ) -> PushedManifest:
+    async def put_manifest(self, repo: str, reference: str, content: bytes, content_type: str | None) -> PushedManifest:
         check_name(repo)
         if len(content) > self.config.max_manifest_bytes:
             raise RegistryError(

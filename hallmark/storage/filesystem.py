@@ -45,10 +45,10 @@ class FilesystemWriter:
             with open(self._path, "rb") as f:
                 while chunk := f.read(_READ_CHUNK):
                     self._hasher.update(chunk)
-            self._fh: BinaryIO | None = open(self._path, "ab")  # noqa: SIM115
+            self._fh: BinaryIO | None = open(self._path, "ab")
         else:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self._path, "xb")  # noqa: SIM115
+            self._fh = open(self._path, "xb")
 
     @property
     def size(self) -> int:
@@ -70,7 +70,7 @@ class FilesystemWriter:
         return f"{algorithm}:{h.hexdigest()}"
 
     def commit(self, expected_digest: str) -> int:
-        algo, hexpart = parse_digest(expected_digest)
+        algo, _ = parse_digest(expected_digest)
         fh = self._fh
         if fh is None:
             raise ValueError("writer is closed")
@@ -136,7 +136,7 @@ class FilesystemBlobStore:
 
     def open(self, digest: str) -> BinaryIO:
         try:
-            return open(self.blob_path(digest), "rb")  # noqa: SIM115
+            return open(self.blob_path(digest), "rb")
         except FileNotFoundError as exc:
             raise BlobNotFound(digest) from exc
 

@@ -59,7 +59,9 @@ def test_chunked_upload_with_ordering_checks(client: httpx.Client, server: Serve
     assert r.status_code == 202
     loc = r.headers["Location"]
     assert r.headers["Docker-Upload-UUID"] in loc
-    r = client.patch(loc, content=data[:100_000], headers={"Content-Range": "0-99999", "Content-Type": "application/octet-stream"})
+    r = client.patch(
+        loc, content=data[:100_000], headers={"Content-Range": "0-99999", "Content-Type": "application/octet-stream"}
+    )
     assert r.status_code == 202 and r.headers["Range"] == "0-99999"
     loc = r.headers["Location"]
     # Out of order: skips ahead.
@@ -73,8 +75,12 @@ def test_chunked_upload_with_ordering_checks(client: httpx.Client, server: Serve
     r = client.patch(loc, content=data[100_000:200_000], headers={"Content-Range": "100000-199999"})
     assert r.status_code == 202
     # Final chunk with the PUT.
-    r = client.put(loc, params={"digest": digest}, content=data[200_000:],
-                   headers={"Content-Range": "200000-299999", "Content-Length": "100000"})
+    r = client.put(
+        loc,
+        params={"digest": digest},
+        content=data[200_000:],
+        headers={"Content-Range": "200000-299999", "Content-Length": "100000"},
+    )
     assert r.status_code == 201, r.text
     assert r.headers["Docker-Content-Digest"] == digest
     assert client.get(f"/v2/chunked/repo/blobs/{digest}").content == data
@@ -193,8 +199,12 @@ def test_manifest_validation_errors(client: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
     assert client.get("/v2/val/repo/manifests/missing").status_code == 404
     # Malformed JSON and wrong shapes.
-    for body in (b"{not json", b"[]", json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode(),
-                 json.dumps({"schemaVersion": 1, "config": {}, "layers": []}).encode()):
+    for body in (
+        b"{not json",
+        b"[]",
+        json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode(),
+        json.dumps({"schemaVersion": 1, "config": {}, "layers": []}).encode(),
+    ):
         r = push_manifest(client, "val/repo", "bad", body)
         assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_INVALID", body
     # Declared mediaType disagrees with Content-Type.
@@ -205,8 +215,9 @@ def test_manifest_validation_errors(client: httpx.Client) -> None:
     r = push_manifest(client, "val/repo", "huge", huge)
     assert r.status_code == 413
     # Index referencing an unknown manifest.
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                        "manifests": [descriptor(OCI_MANIFEST, manifest)]}).encode()
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor(OCI_MANIFEST, manifest)]}
+    ).encode()
     r = push_manifest(client, "val/repo", "idx", index, OCI_INDEX)
     assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
     # Invalid tag.
@@ -219,8 +230,11 @@ def test_invalid_names(server: Server, name: str) -> None:
     # http.client sends the path as written (httpx would resolve the "..").
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        for method, path in (("POST", f"/v2/{name}/blobs/uploads/"), ("GET", f"/v2/{name}/tags/list"),
-                             ("GET", f"/v2/{name}/manifests/latest")):
+        for method, path in (
+            ("POST", f"/v2/{name}/blobs/uploads/"),
+            ("GET", f"/v2/{name}/tags/list"),
+            ("GET", f"/v2/{name}/manifests/latest"),
+        ):
             conn.request(method, path, body=b"" if method == "POST" else None)
             resp = conn.getresponse()
             body = json.loads(resp.read())
@@ -233,10 +247,13 @@ def test_invalid_names(server: Server, name: str) -> None:
 def test_index_and_content_negotiation(client: httpx.Client) -> None:
     d1 = push_image(client, "multi/arch", "amd64-only")
     m1 = client.get(f"/v2/multi/arch/manifests/{d1}").content
-    index = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [descriptor(OCI_MANIFEST, m1, platform={"os": "linux", "architecture": "amd64"})],
-    }).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [descriptor(OCI_MANIFEST, m1, platform={"os": "linux", "architecture": "amd64"})],
+        }
+    ).encode()
     r = push_manifest(client, "multi/arch", "latest", index, OCI_INDEX)
     assert r.status_code == 201, r.text
     r = client.get("/v2/multi/arch/manifests/latest", headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"})
@@ -281,15 +298,22 @@ def test_referrers_api(client: httpx.Client) -> None:
     empty = b"{}"
     push_blob(client, "refs/app", empty)
     made = {}
-    for i, atype in enumerate(["application/vnd.example.sbom", "application/vnd.example.sig", "application/vnd.example.sbom"]):
+    for i, atype in enumerate(
+        ["application/vnd.example.sbom", "application/vnd.example.sig", "application/vnd.example.sbom"]
+    ):
         layer = f"artifact {i}".encode()
         push_blob(client, "refs/app", layer)
-        man = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": atype,
-            "config": descriptor(EMPTY_JSON, empty), "layers": [descriptor("text/plain", layer)],
-            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_size},
-            "annotations": {"n": str(i)},
-        }).encode()
+        man = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": atype,
+                "config": descriptor(EMPTY_JSON, empty),
+                "layers": [descriptor("text/plain", layer)],
+                "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_size},
+                "annotations": {"n": str(i)},
+            }
+        ).encode()
         r = push_manifest(client, "refs/app", sha256(man), man)
         assert r.status_code == 201
         assert r.headers["OCI-Subject"] == subject
@@ -311,19 +335,27 @@ def test_referrers_api(client: httpx.Client) -> None:
     assert r.status_code == 400
     # Subject may be pushed after its referrers (OCI 1.1).
     late_subject = sha256(b"not yet pushed")
-    man = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/x.late",
-        "config": descriptor(EMPTY_JSON, empty), "layers": [],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": late_subject, "size": 10},
-    }).encode()
+    man = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/x.late",
+            "config": descriptor(EMPTY_JSON, empty),
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": late_subject, "size": 10},
+        }
+    ).encode()
     assert push_manifest(client, "refs/app", sha256(man), man).status_code == 201
     assert len(client.get(f"/v2/refs/app/referrers/{late_subject}").json()["manifests"]) == 1
 
 
 def test_deletion(client: httpx.Client) -> None:
     digest = push_image(client, "del/repo", "v1", files={"f": b"delete me"})
-    client.put("/v2/del/repo/manifests/v2", content=client.get(f"/v2/del/repo/manifests/{digest}").content,
-               headers={"Content-Type": OCI_MANIFEST})
+    client.put(
+        "/v2/del/repo/manifests/v2",
+        content=client.get(f"/v2/del/repo/manifests/{digest}").content,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     # Delete a tag only.
     assert client.delete("/v2/del/repo/manifests/v2").status_code == 202
     assert client.get("/v2/del/repo/manifests/v2").status_code == 404
@@ -378,3 +410,33 @@ def test_unknown_endpoint_and_method(client: httpx.Client) -> None:
     assert r.status_code == 404
     r = client.post("/v2/some/repo/manifests/v1")
     assert r.status_code == 405
+
+
+def test_deletion_can_be_disabled(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = Server(data, env={"HALLMARK_REGISTRY__DELETE_ENABLED": "false"}).start()
+    try:
+        with httpx.Client(base_url=srv.url) as c:
+            digest = push_image(c, "nodelete/repo", "v1")
+            for path in (f"/v2/nodelete/repo/manifests/{digest}", "/v2/nodelete/repo/manifests/v1"):
+                r = c.delete(path)
+                assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+            assert c.get("/v2/nodelete/repo/manifests/v1").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_invalid_configuration_fails_at_start(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "hallmark", "serve", "--data-dir", str(tmp_path)],
+        env={**__import__("os").environ, "HALLMARK_REGISTRY__MAX_MANIFEST_BYTES": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "registry.max_manifest_bytes" in r.stderr

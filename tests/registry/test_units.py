@@ -1,0 +1,96 @@
+"""In-process checks of the pieces under the HTTP layer: config, blob store, upload expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from hallmark.app import Hallmark
+from hallmark.config import ConfigError, load_config
+from hallmark.digest import digest_bytes
+from hallmark.storage import DigestMismatch, FilesystemBlobStore
+from hallmark.storage.base import UploadNotFound
+
+
+def test_config_layers_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "hallmark.toml"
+    f.write_text('data_dir = "/srv/x"\n[registry]\ndelete_enabled = false\n')
+    cfg = load_config(f, environ={"HALLMARK_LISTEN": "0.0.0.0:6000", "HALLMARK_REGISTRY__UPLOAD_EXPIRY_SECONDS": "120"})
+    assert cfg.data_dir == "/srv/x" and cfg.registry.delete_enabled is False
+    assert cfg.server.listen == "0.0.0.0:6000" and cfg.registry.upload_expiry_seconds == 120
+    cfg = load_config(f, overrides={("data_dir",): "/cli/wins"}, environ={"HALLMARK_DATA_DIR": "/env"})
+    assert cfg.data_dir == "/cli/wins"
+    with pytest.raises(ConfigError, match="server.listen"):
+        load_config(environ={"HALLMARK_LISTEN": "nonsense"})
+    with pytest.raises(ConfigError, match="registry.bogus"):
+        load_config(environ={"HALLMARK_REGISTRY__BOGUS": "1"})
+    with pytest.raises(ConfigError, match="upload_expiry_seconds"):
+        load_config(environ={"HALLMARK_REGISTRY__UPLOAD_EXPIRY_SECONDS": "abc"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is [not toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_blob_store_verifies_and_publishes_atomically(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    w = store.writer("upload-0001")
+    w.write(b"hello ")
+    w.flush()
+    assert store.upload_size("upload-0001") == 6
+    assert list(store.iterate()) == []
+    # Resume in a "new process": the running hash is rebuilt from disk.
+    w.close()
+    w2 = store.writer("upload-0001", resume=True)
+    w2.write(b"world")
+    with pytest.raises(DigestMismatch):
+        w2.commit(digest_bytes(b"other"))
+    assert list(store.iterate()) == []
+    digest = digest_bytes(b"hello world")
+    assert w2.commit(digest) == 11
+    assert list(store.iterate()) == [digest]
+    assert store.open(digest).read() == b"hello world"
+    assert store.upload_size("upload-0001") is None
+    # Same content again: stored once, upload file removed.
+    assert store.put(b"hello world") == (digest, 11)
+    assert list(store.iterate()) == [digest]
+    assert list(store.list_uploads()) == []
+    with pytest.raises(UploadNotFound):
+        store.writer("../../escape", resume=True)
+
+
+def test_expired_uploads_are_cleaned(tmp_path: Path) -> None:
+    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path), "HALLMARK_REGISTRY__UPLOAD_EXPIRY_SECONDS": "3600"})
+    hm = Hallmark.open(cfg)
+    try:
+
+        async def start() -> tuple[str, str]:
+            return await hm.registry.start_upload("exp/repo"), await hm.registry.start_upload("exp/repo")
+
+        old, fresh = asyncio.run(start())
+        # An orphaned partial file with no session (e.g. a killed monolithic push).
+        orphan = hm.blobs.writer("orphan-upload-1")
+        orphan.write(b"partial")
+        orphan.close()
+        past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).timestamp()
+        os.utime(cfg.blob_path / "uploads" / "orphan-upload-1", (past, past))
+        with hm.meta.engine.begin() as conn:
+            from hallmark.metadata.tables import uploads
+
+            conn.execute(
+                uploads.update()
+                .where(uploads.c.id == old)
+                .values(updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+            )
+        assert hm.registry.cleanup_uploads() == 2
+        assert hm.meta.get_upload(old) is None and hm.blobs.upload_size(old) is None
+        assert hm.meta.get_upload(fresh) is not None and hm.blobs.upload_size(fresh) == 0
+        assert hm.blobs.upload_size("orphan-upload-1") is None
+    finally:
+        hm.close()
