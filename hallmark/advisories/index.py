@@ -1,0 +1,96 @@
+"""In-memory advisory index: affected entries by (ecosystem, normalised name).
+
+Built once per advisory import; matching then costs one dict lookup per package
+plus key comparisons. It also records which OS releases have *any* data, so the
+matcher can say "no advisory data for Debian:12" instead of implying clean.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import alpine, debian_tracker
+from .debian_tracker import SupportNotice
+from .kev import KevCatalog, load_kev
+from .osv import Advisory, AffectedPackage, ImportStats, load_osv_zip
+from .versions import ecosystem_base
+
+#: Ecosystems whose release suffix matters: data for Debian:11 says nothing about Debian:12.
+OS_ECOSYSTEMS = frozenset({"Debian", "Ubuntu", "Alpine", "Wolfi", "Red Hat", "Rocky Linux", "AlmaLinux"})
+
+
+@dataclass
+class AdvisoryIndex:
+    """All loaded advisories, ready for matching."""
+
+    by_package: dict[tuple[str, str], list[AffectedPackage]] = field(default_factory=lambda: defaultdict(list))
+    advisories: dict[str, Advisory] = field(default_factory=dict)
+    ecosystems: set[str] = field(default_factory=set)
+    kev: KevCatalog | None = None
+    support: list[SupportNotice] = field(default_factory=list)
+    imports: list[ImportStats] = field(default_factory=list)
+    _seen: set[tuple[str, str, str]] = field(default_factory=set)
+    _key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def add(self, advisories: list[Advisory], affected: list[AffectedPackage], stats: ImportStats) -> None:
+        """Add one source's advisories; an (advisory, ecosystem, package) already present is kept once."""
+        for adv in advisories:
+            self.advisories.setdefault(adv.id, adv)
+        for entry in affected:
+            ident = (entry.advisory.id, entry.ecosystem, entry.name)
+            if ident in self._seen:
+                continue
+            self._seen.add(ident)
+            self.by_package[(entry.ecosystem, entry.name)].append(entry)
+            self.ecosystems.add(entry.ecosystem)
+        self.imports.append(stats)
+
+    def covers(self, ecosystem: str) -> bool:
+        """Whether any advisory data exists for this ecosystem (release-specific for OS ecosystems)."""
+        if ecosystem in self.ecosystems:
+            return True
+        if ecosystem_base(ecosystem) in OS_ECOSYSTEMS:
+            return False
+        return any(ecosystem_base(e) == ecosystem for e in self.ecosystems)
+
+    def lookup(self, ecosystem: str, name: str) -> list[AffectedPackage]:
+        """Entries for one normalised package name."""
+        return self.by_package.get((ecosystem, name), [])
+
+    def support_notices(self, package: str, release: str | None) -> list[SupportNotice]:
+        """debian-security-support notices for a Debian source package."""
+
+        out = []
+        for n in self.support:
+            if n.kind == "ended" and n.release != release:
+                continue
+            if n.package == package or (n.kind == "limited" and re.fullmatch(n.package, package)):
+                out.append(n)
+        return out
+
+
+def load_snapshot(data_dir: str | Path) -> AdvisoryIndex:
+    """Load every feed of a data folder laid out like ``shared/data`` (or a mirror of the live feeds)."""
+    base = Path(data_dir)
+    idx = AdvisoryIndex()
+    for zpath in sorted(base.glob("osv/*/all.zip")):
+        res = load_osv_zip(zpath)
+        idx.add(res.advisories, res.affected, res.stats)
+    tracker = base / "debian" / "security-tracker" / "data"
+    for name in ("DSA", "DLA"):
+        p = tracker / name / "list"
+        if p.exists():
+            idx.add(*debian_tracker.load_list(p))
+    for p in sorted(base.glob("alpine/secdb/*/*.json")):
+        idx.add(*alpine.load_secdb(p))
+    support = base / "debian" / "security-support"
+    if support.is_dir():
+        idx.support = debian_tracker.load_security_support(support)
+    kev = base / "kev" / "known_exploited_vulnerabilities.json"
+    if kev.exists():
+        idx.kev = load_kev(kev)
+    return idx
