@@ -1,0 +1,186 @@
+"""Remote registries over the OCI distribution API, with the anonymous Bearer-token flow.
+
+httpx does the HTTP; the token dance (RFC 6750 challenge -> token endpoint -> retry) is the
+few lines every registry client writes, since no maintained Python library does only that.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, cast
+
+import httpx
+
+from hallmark.digest import digest_bytes, is_digest
+from hallmark.oci import mediatypes as mt
+from hallmark.oci.source import Descriptor, ImageManifest, OciError, Platform, select_from_index
+
+DOCKER_HUB = "registry-1.docker.io"
+MAX_MANIFEST_BYTES = 4 << 20
+_REPO_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``host/repo[:tag][@digest]``, Docker Hub shorthands expanded."""
+
+    host: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.repository}" + (f"@{self.digest}" if self.digest else f":{self.reference}")
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        rest, _, digest = text.partition("@")
+        if digest and not is_digest(digest):
+            raise OciError(f"invalid digest in reference {text!r}")
+        first, slash, remainder = rest.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost"):
+            host, path = first, remainder
+        else:
+            host, path = DOCKER_HUB, rest
+        tag = None
+        name, colon, maybe_tag = path.rpartition(":")
+        if colon and "/" not in maybe_tag:
+            path, tag = name, maybe_tag
+        if host == DOCKER_HUB and "/" not in path:
+            path = f"library/{path}"
+        if not _REPO_RE.fullmatch(path):
+            raise OciError(f"invalid repository name in reference {text!r}")
+        return cls(host, path, tag, digest or None)
+
+
+class _StreamReader(io.RawIOBase):
+    """Turns an httpx streaming response into a file object for the decompressors."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks: Iterator[bytes] = response.iter_raw(1 << 16)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = chunk
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+        super().close()
+
+
+class RegistrySource:
+    """An image in a remote registry; anonymous pulls only (the catalog reads public or local images)."""
+
+    def __init__(
+        self, ref: str, *, insecure: bool = False, platform: Platform | None = None, timeout: float = 60.0
+    ) -> None:
+        self.ref = Reference.parse(ref)
+        self.platform = platform or Platform()
+        scheme = "http" if insecure else "https"
+        self._base = f"{scheme}://{self.ref.host}/v2/{self.ref.repository}"
+        self._client = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._token: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.ref)
+
+    def _headers(self, accept: str | None = None) -> dict[str, str]:
+        h = {}
+        if accept:
+            h["Accept"] = accept
+        if self._token:
+            h["Authorization"] = f"Bearer {self._token}"
+        return h
+
+    def _authenticate(self, challenge: str) -> None:
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() != "bearer":
+            raise OciError(f"{self.name}: registry wants {scheme or '?'} auth; only anonymous Bearer works")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        realm = fields.pop("realm", None)
+        if not realm:
+            raise OciError(f"{self.name}: Bearer challenge without realm")
+        fields.setdefault("scope", f"repository:{self.ref.repository}:pull")
+        resp = self._client.get(realm, params=fields)
+        if resp.status_code != 200:
+            raise OciError(f"{self.name}: token endpoint answered {resp.status_code}")
+        body = resp.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise OciError(f"{self.name}: token endpoint returned no token")
+        self._token = str(token)
+
+    def _send(self, url: str, accept: str | None = None, stream: bool = False) -> httpx.Response:
+        for attempt in range(2):
+            req = self._client.build_request("GET", url, headers=self._headers(accept))
+            try:
+                resp = self._client.send(req, stream=stream)
+            except httpx.HTTPError as exc:
+                raise OciError(f"{self.name}: {exc}") from exc
+            if resp.status_code == 401 and attempt == 0 and "www-authenticate" in resp.headers:
+                resp.close()
+                self._authenticate(resp.headers["www-authenticate"])
+                continue
+            if resp.status_code != 200:
+                resp.close()
+                raise OciError(f"{self.name}: GET {url} answered {resp.status_code}")
+            return resp
+        raise OciError(f"{self.name}: unauthorized")
+
+    def _get_manifest(self, reference: str) -> tuple[bytes, str]:
+        resp = self._send(f"{self._base}/manifests/{reference}", accept=mt.ACCEPT_MANIFESTS)
+        raw = resp.content
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise OciError(f"{self.name}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        digest = digest_bytes(raw)
+        if is_digest(reference) and reference != digest:
+            raise OciError(f"{self.name}: manifest digest mismatch ({digest} != {reference})")
+        return raw, digest
+
+    def get_manifest(self) -> ImageManifest:
+        raw, digest = self._get_manifest(self.ref.reference)
+        for _ in range(4):
+            try:
+                doc = json.loads(raw)
+            except ValueError as exc:
+                raise OciError(f"{self.name}: manifest is not JSON") from exc
+            if mt.guess_media_type(doc) not in mt.INDEX_TYPES:
+                return ImageManifest.parse(raw, digest)
+            raw, digest = self._get_manifest(select_from_index(raw, self.platform).digest)
+        raise OciError(f"{self.name}: image indexes nested too deeply")
+
+    def get_config(self, manifest: ImageManifest) -> bytes:
+        resp = self._send(f"{self._base}/blobs/{manifest.config.digest}")
+        data = resp.content
+        if digest_bytes(data) != manifest.config.digest:
+            raise OciError(f"{self.name}: config digest mismatch")
+        return data
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        resp = self._send(f"{self._base}/blobs/{desc.digest}", stream=True)
+        return cast(BinaryIO, io.BufferedReader(_StreamReader(resp), 1 << 16))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,175 @@
+"""The one protocol every image source implements, plus platform selection and reference parsing.
+
+A source hands out the (single-platform) image manifest, its config blob and a stream per
+blob; everything else (decompression, tar walking, detection) lives in :mod:`hallmark.index`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from hallmark.digest import digest_bytes, is_digest
+from hallmark.oci import mediatypes as mt
+
+
+class OciError(Exception):
+    """The image cannot be read: bad reference, missing blob, unreachable registry..."""
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor (the subset Hallmark uses)."""
+
+    media_type: str
+    digest: str
+    size: int = -1
+    annotations: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    platform: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Descriptor:
+        digest = d.get("digest")
+        if not isinstance(digest, str) or not is_digest(digest):
+            raise OciError(f"descriptor has an invalid digest: {digest!r}")
+        return cls(
+            media_type=str(d.get("mediaType", "")),
+            digest=digest,
+            size=int(d.get("size", -1)),
+            annotations=dict(d.get("annotations") or {}),
+            platform=d.get("platform"),
+        )
+
+
+@dataclass(frozen=True)
+class Platform:
+    """``os/arch[/variant]``; matching ignores the variant when the wanted one has none."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Platform:
+        if not text:
+            return cls()
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise OciError(f"invalid platform {text!r} (expected os/arch[/variant])")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    def matches(self, p: dict[str, Any] | None) -> bool:
+        if not p:
+            return False
+        if p.get("os") != self.os or p.get("architecture") != self.architecture:
+            return False
+        return self.variant is None or p.get("variant") in (self.variant, None)
+
+    def __str__(self) -> str:
+        return "/".join(x for x in (self.os, self.architecture, self.variant) if x)
+
+
+@dataclass
+class ImageManifest:
+    """A parsed single-platform image manifest."""
+
+    raw: bytes
+    digest: str
+    media_type: str
+    config: Descriptor
+    layers: list[Descriptor]
+
+    @classmethod
+    def parse(cls, raw: bytes, digest: str | None = None) -> ImageManifest:
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise OciError(f"manifest is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise OciError("manifest is not a JSON object")
+        media_type = mt.guess_media_type(doc)
+        if media_type in mt.INDEX_TYPES:
+            raise OciError("expected an image manifest, got an index")
+        try:
+            config = Descriptor.from_json(doc["config"])
+            layers = [Descriptor.from_json(x) for x in doc.get("layers") or []]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise OciError(f"malformed image manifest: {exc}") from exc
+        return cls(raw, digest or digest_bytes(raw), media_type, config, layers)
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Where an image's bytes come from. Implementations: layout, docker-archive, registry."""
+
+    @property
+    def name(self) -> str:
+        """Human-readable reference, for messages and SBOM metadata."""
+        ...
+
+    def get_manifest(self) -> ImageManifest:
+        """The image manifest for the selected platform (indexes already resolved)."""
+        ...
+
+    def get_config(self, manifest: ImageManifest) -> bytes:
+        """The config blob named by ``manifest``."""
+        ...
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        """A readable stream of the blob's (still compressed) bytes; caller closes it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def select_from_index(raw: bytes, platform: Platform) -> Descriptor:
+    """Pick the manifest for ``platform`` from an index; a single-entry index is taken as is."""
+    try:
+        doc = json.loads(raw)
+        entries = [Descriptor.from_json(x) for x in doc.get("manifests") or []]
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise OciError(f"malformed image index: {exc}") from exc
+    images = [e for e in entries if e.media_type in mt.MANIFEST_TYPES or e.media_type in mt.INDEX_TYPES]
+    for e in images:
+        if platform.matches(e.platform):
+            return e
+    untagged = [e for e in images if not e.platform]
+    if len(untagged) == 1 and len(images) == 1:
+        return untagged[0]
+    have = sorted({Platform(**_plat(e.platform)).__str__() for e in images if e.platform})
+    raise OciError(f"no manifest for platform {platform} in index (available: {', '.join(have) or 'none'})")
+
+
+def _plat(p: dict[str, Any] | None) -> dict[str, Any]:
+    p = p or {}
+    return {"os": p.get("os", "?"), "architecture": p.get("architecture", "?"), "variant": p.get("variant")}
+
+
+def open_source(ref: str, *, insecure: bool = False, platform: str | None = None) -> ImageSource:
+    """Open ``oci:DIR[:tag]``, ``docker-archive:FILE`` or a registry reference ``host/repo:tag|@digest``."""
+    plat = Platform.parse(platform)
+    if ref.startswith("oci:"):
+        from hallmark.oci.layout import OciLayoutSource
+
+        path, tag = split_layout_ref(ref[4:])
+        return OciLayoutSource(path, tag, platform=plat)
+    if ref.startswith("docker-archive:"):
+        from hallmark.oci.docker_archive import DockerArchiveSource
+
+        return DockerArchiveSource(ref[len("docker-archive:") :], platform=plat)
+    from hallmark.oci.registry import RegistrySource
+
+    return RegistrySource(ref, insecure=insecure, platform=plat)
+
+
+def split_layout_ref(text: str) -> tuple[str, str | None]:
+    """``DIR[:tag]`` -> (DIR, tag); a colon belongs to the tag only if what follows has no slash."""
+    import os
+
+    if os.path.isdir(text):
+        return text, None
+    path, sep, tag = text.rpartition(":")
+    if sep and path and "/" not in tag:
+        return path, tag
+    return text, None
