@@ -175,7 +175,7 @@ def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
 
 
 @dataclass(frozen=True)
-class TestPKI:
+class SigningPKI:
     """A throw-away CA and a code-signing leaf issued by it."""
 
     ca_key: PrivateKey
@@ -184,7 +184,7 @@ class TestPKI:
     leaf_cert: x509.Certificate
 
     def __repr__(self) -> str:
-        return f"TestPKI(leaf={self.leaf_cert.subject.rfc4514_string()!r})"
+        return f"SigningPKI(leaf={self.leaf_cert.subject.rfc4514_string()!r})"
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -214,7 +214,7 @@ def generate_test_ca_and_leaf(
     organization: str = "Hallmark",
     now: dt.datetime | None = None,
     validity: dt.timedelta = dt.timedelta(days=365),
-) -> TestPKI:
+) -> SigningPKI:
     """Create a CA and leaf meeting the Notary Project certificate requirements.
 
     CA: critical basicConstraints CA=true, critical keyUsage keyCertSign. Leaf: critical keyUsage
@@ -253,7 +253,7 @@ def generate_test_ca_and_leaf(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, _hash_for(ca_key))
     )
-    return TestPKI(ca_key, ca_cert, leaf_key, leaf_cert)
+    return SigningPKI(ca_key, ca_cert, leaf_key, leaf_cert)
 
 
 def _key_usage(digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
@@ -288,7 +288,7 @@ def write_certificates(path: str | Path, certs: Sequence[x509.Certificate]) -> N
     Path(path).write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
 
 
-def write_test_pki(out_dir: str | Path, pki: TestPKI) -> dict[str, Path]:
+def write_test_pki(out_dir: str | Path, pki: SigningPKI) -> dict[str, Path]:
     """Write ``leaf.key`` (0600), ``leaf.crt`` (chain leaf then CA) and ``ca.crt``; CA key is not kept."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
