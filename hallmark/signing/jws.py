@@ -7,12 +7,14 @@ base64url (the ``ca_invalid_sig_env`` vector must fail). The cryptography is don
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from hallmark.signing.algorithms import ALGORITHMS
 from hallmark.signing.b64 import Base64Error, b64std_decode_strict, b64url_decode_strict, b64url_encode
@@ -69,21 +71,14 @@ def sign(request: SignRequest, signer: Signer, timestamp_token: bytes | None = N
     protected = encode_protected(protected_header(request, signer.algorithm.name))
     payload = b64url_encode(request.payload)
     signature = signer.sign(f"{protected}.{payload}".encode("ascii"))
-    import base64
-
     unprotected: dict[str, Any] = {
-        "x5c": [base64.b64encode(c.public_bytes(_DER)).decode() for c in signer.certificate_chain],
+        "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in signer.certificate_chain],
         H_SIGNING_AGENT: request.signing_agent,
     }
     if timestamp_token is not None:
         unprotected[H_TIMESTAMP] = base64.b64encode(timestamp_token).decode()
     env = {"payload": payload, "protected": protected, "header": unprotected, "signature": b64url_encode(signature)}
     return json.dumps(env, separators=(",", ":")).encode()
-
-
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
-_DER = Encoding.DER
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
