@@ -6,8 +6,10 @@ blob stat) are single statements.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,19 @@ class MetadataStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # SQLite allows one writer: queue writers here instead of in SQLite's sleeping busy handler.
+        self._write_lock: threading.Lock | None = threading.Lock() if self.dialect == "sqlite" else None
+        # Local SQLite reads take microseconds: callers may run them on the event loop directly.
+        self.inline_reads = self.dialect == "sqlite"
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     # -- helpers -----------------------------------------------------------------
     def _insert_ignore(self, table: Any, index: list[str]) -> Any:
@@ -106,14 +121,16 @@ class MetadataStore:
             }
 
     def set_repository_options(self, name: str, immutable_tags: bool) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rid = self._repo_id(conn, name, create=True)
             conn.execute(update(repositories).where(repositories.c.id == rid).values(immutable_tags=immutable_tags))
 
     # -- blobs -----------------------------------------------------------------------
-    def link_blob(self, repo: str, digest: str, size: int) -> None:
+    def link_blob(self, repo: str, digest: str, size: int, finished_upload: str | None = None) -> None:
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
+            if finished_upload is not None:
+                conn.execute(delete(uploads).where(uploads.c.id == finished_upload))
             rid = self._repo_id(conn, repo, create=True)
             conn.execute(self._insert_ignore(blobs, ["digest"]).values(digest=digest, size=size, created_at=now))
             conn.execute(
@@ -132,7 +149,7 @@ class MetadataStore:
             return conn.execute(q).scalar()
 
     def unlink_blob(self, repo: str, digest: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
@@ -148,7 +165,7 @@ class MetadataStore:
             return list(conn.execute(q).scalars())
 
     def forget_blob(self, digest: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(delete(blobs).where(blobs.c.digest == digest))
 
     # -- manifests ---------------------------------------------------------------------
@@ -166,7 +183,7 @@ class MetadataStore:
         now = utcnow()
         for attempt in range(3):
             try:
-                with self.engine.begin() as conn:
+                with self._tx() as conn:
                     rid = self._repo_id(conn, repo, create=True)
                     assert rid is not None
                     missing: list[str] = []
@@ -280,7 +297,7 @@ class MetadataStore:
         )
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
@@ -292,7 +309,7 @@ class MetadataStore:
             return True
 
     def delete_tag(self, repo: str, tag: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
@@ -350,7 +367,7 @@ class MetadataStore:
     # -- upload sessions -------------------------------------------------------------------
     def create_upload(self, upload_id: str, repo: str) -> None:
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(uploads.insert().values(id=upload_id, repo_name=repo, created_at=now, updated_at=now))
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
@@ -359,11 +376,11 @@ class MetadataStore:
         return UploadRecord(*row) if row else None
 
     def touch_upload(self, upload_id: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(update(uploads).where(uploads.c.id == upload_id).values(updated_at=utcnow()))
 
     def delete_upload(self, upload_id: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return conn.execute(delete(uploads).where(uploads.c.id == upload_id)).rowcount > 0
 
     def expired_uploads(self, before: dt.datetime) -> list[str]:

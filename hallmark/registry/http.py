@@ -16,6 +16,7 @@ from aiohttp import web
 
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import OCI_INDEX
+from hallmark.registry.sendfile import SendfileResponse
 from hallmark.registry.service import BlobInfo, RegistryService, upload_location
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -158,7 +159,7 @@ async def blob(request: web.Request, svc: RegistryService, m: dict[str, str]) ->
         headers = {"Docker-Content-Digest": info.digest, "Content-Type": "application/octet-stream"}
         if info.path is not None:
             # FileResponse serves Range requests and uses sendfile(2): no copy through Python.
-            resp = web.FileResponse(info.path, headers=headers)
+            resp = SendfileResponse(info.path, svc.executor, headers=headers)
             resp.etag = info.digest.replace(":", "-")
             return resp
         raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})

@@ -97,6 +97,12 @@ class RegistryService:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A metadata read: inline for local SQLite (no thread hop on hot paths), pooled otherwise."""
+        if self.meta.inline_reads:
+            return fn(*args)
+        return await self.run(fn, *args)
+
     def _notify(self, event: str, repo: str, digest: str, tag: str | None) -> None:
         for listener in self.listeners:
             try:
@@ -108,7 +114,7 @@ class RegistryService:
     async def stat_blob(self, repo: str, digest: str) -> BlobInfo:
         check_name(repo)
         check_digest(digest)
-        size = await self.run(self.meta.blob_size, repo, digest)
+        size = await self.read(self.meta.blob_size, repo, digest)
         if size is None:
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
         return BlobInfo(digest, size, self.blobs.local_path(digest))
@@ -126,7 +132,7 @@ class RegistryService:
         check_name(repo)
         if not valid_name(source):
             return False
-        size = await self.run(self.meta.blob_size, source, digest)
+        size = await self.read(self.meta.blob_size, source, digest)
         if size is None or self.blobs.stat(digest) is None:
             return False
         await self.run(self.meta.link_blob, repo, digest, size)
@@ -136,22 +142,26 @@ class RegistryService:
     async def start_upload(self, repo: str) -> str:
         check_name(repo)
         upload_id = uuid.uuid4().hex
-        writer = await self.run(self.blobs.writer, upload_id, False)
-        await self.run(self.meta.create_upload, upload_id, repo)
+        writer = await self.run(self._start_sync, upload_id, repo)
         up = _Upload()
         up.writer = writer
         self._uploads[upload_id] = up
         return upload_id
 
+    def _start_sync(self, upload_id: str, repo: str) -> BlobWriter:
+        writer = self.blobs.writer(upload_id, False)
+        self.meta.create_upload(upload_id, repo)
+        return writer
+
     async def _session(self, repo: str, upload_id: str) -> _Upload:
         check_name(repo)
-        rec = await self.run(self.meta.get_upload, upload_id)
+        rec = await self.read(self.meta.get_upload, upload_id)
         if rec is None or rec.repo_name != repo:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
         return self._uploads.setdefault(upload_id, _Upload())
 
     async def _writer(self, upload_id: str, up: _Upload) -> BlobWriter:
-        on_disk = await self.run(self.blobs.upload_size, upload_id)
+        on_disk = self.blobs.upload_size(upload_id)
         if on_disk is None:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
         if up.writer is not None and up.writer.size == on_disk:
@@ -172,8 +182,12 @@ class RegistryService:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
         return size
 
-    async def _pump(self, writer: BlobWriter, body: AsyncIterator[bytes], limit: int | None) -> int:
-        """Copy the request body into the writer; the pool hashes+writes while the loop reads."""
+    async def _pump(self, writer: BlobWriter, body: AsyncIterator[bytes], limit: int | None) -> tuple[int, bytes]:
+        """Copy the request body into the writer; the pool hashes+writes while the loop reads.
+
+        Returns the byte count and the unwritten tail, which the caller writes in the
+        same pool call as its commit so a small blob costs one thread hop.
+        """
         pending: asyncio.Future[None] | None = None
         buf = bytearray()
         written = 0
@@ -192,12 +206,26 @@ class RegistryService:
             if pending is not None:
                 await pending
                 pending = None
-            if buf:
-                await self.run(writer.write, bytes(buf))
-        finally:
+        except BaseException:
             if pending is not None:
                 await asyncio.wait([pending])
-        return written
+            if buf:
+                await self.run(writer.write, bytes(buf))
+            raise
+        return written, bytes(buf)
+
+    def _patch_done(self, writer: BlobWriter, tail: bytes, upload_id: str) -> None:
+        if tail:
+            writer.write(tail)
+        writer.flush()
+        self.meta.touch_upload(upload_id)
+
+    def _complete(self, writer: BlobWriter, tail: bytes, digest: str, repo: str, upload_id: str | None) -> int:
+        if tail:
+            writer.write(tail)
+        size = writer.commit(digest)
+        self.meta.link_blob(repo, digest, size, upload_id)
+        return size
 
     async def patch_upload(
         self,
@@ -225,12 +253,13 @@ class RegistryService:
                 if content_length is not None and content_length != expected:
                     raise RegistryError("SIZE_INVALID", detail="Content-Length does not match Content-Range")
             try:
-                got = await self._pump(writer, body, expected)
-            finally:
+                got, tail = await self._pump(writer, body, expected)
+            except BaseException:
                 await self.run(writer.flush)
+                raise
+            await self.run(self._patch_done, writer, tail, upload_id)
             if expected is not None and got != expected:
                 raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
-            await self.run(self.meta.touch_upload, upload_id)
             return writer.size
 
     async def finish_upload(
@@ -248,6 +277,7 @@ class RegistryService:
         up = await self._session(repo, upload_id)
         async with up.lock:
             writer = await self._writer(upload_id, up)
+            tail = b""
             if body is not None and (content_length or content_range):
                 expected = content_length
                 if content_range is not None:
@@ -259,17 +289,16 @@ class RegistryService:
                             headers={"Range": f"0-{max(writer.size - 1, 0)}"},
                         )
                     expected = content_range[1] - content_range[0] + 1
-                got = await self._pump(writer, body, expected)
+                got, tail = await self._pump(writer, body, expected)
                 if expected is not None and got != expected:
+                    await self.run(self._patch_done, writer, tail, upload_id)
                     raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
             try:
-                size = await self.run(writer.commit, digest)
+                size = await self.run(self._complete, writer, tail, digest, repo, upload_id)
             except DigestMismatch as exc:
                 await self._drop_upload(upload_id, writer)
                 raise RegistryError("DIGEST_INVALID", detail={"expected": exc.expected, "actual": exc.actual}) from exc
             self._uploads.pop(upload_id, None)
-            await self.run(self.meta.delete_upload, upload_id)
-            await self.run(self.meta.link_blob, repo, digest, size)
             return BlobInfo(digest, size, self.blobs.local_path(digest))
 
     async def monolithic_upload(
@@ -280,17 +309,16 @@ class RegistryService:
         upload_id = uuid.uuid4().hex
         writer = await self.run(self.blobs.writer, upload_id, False)
         try:
-            got = await self._pump(writer, body, content_length)
+            got, tail = await self._pump(writer, body, content_length)
             if content_length is not None and got != content_length:
                 raise RegistryError("SIZE_INVALID", detail=f"expected {content_length} bytes, received {got}")
-            size = await self.run(writer.commit, digest)
+            size = await self.run(self._complete, writer, tail, digest, repo, None)
         except DigestMismatch as exc:
             await self.run(writer.cancel)
             raise RegistryError("DIGEST_INVALID", detail={"expected": exc.expected, "actual": exc.actual}) from exc
         except BaseException:
             await self.run(writer.cancel)
             raise
-        await self.run(self.meta.link_blob, repo, digest, size)
         return BlobInfo(digest, size, self.blobs.local_path(digest))
 
     async def _drop_upload(self, upload_id: str, writer: BlobWriter | None) -> None:
@@ -364,14 +392,14 @@ class RegistryService:
             check_digest(reference)
         elif not valid_tag(reference):
             raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
-        rec = await self.run(self.meta.get_manifest, repo, reference, by_digest)
+        rec = await self.read(self.meta.get_manifest, repo, reference, by_digest)
         if rec is None:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
         if accept and not by_digest and rec.media_type in INDEX_TYPES and not _accepts(accept, rec.media_type):
             # A client that cannot read an index gets the linux/amd64 image, as distribution does.
             child = _default_platform(rec.content, accept)
             if child is not None:
-                sub = await self.run(self.meta.get_manifest, repo, child, True)
+                sub = await self.read(self.meta.get_manifest, repo, child, True)
                 if sub is not None:
                     return sub
             raise RegistryError("MANIFEST_UNKNOWN", message="no manifest matching the Accept header")
@@ -388,7 +416,7 @@ class RegistryService:
         else:
             if not valid_tag(reference):
                 raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
-            if await self.run(self.meta.tag_is_immutable, repo):
+            if await self.read(self.meta.tag_is_immutable, repo):
                 raise RegistryError("DENIED", message=f"tag {reference!r} in {repo} is immutable")
             ok = await self.run(self.meta.delete_tag, repo, reference)
             event = "untag"
@@ -407,14 +435,14 @@ class RegistryService:
     async def list_tags(self, repo: str, n: str | None, last: str | None) -> tuple[list[str], bool]:
         check_name(repo)
         page = self._page(n)
-        names = await self.run(self.meta.list_tags, repo, page + 1, last)
+        names = await self.read(self.meta.list_tags, repo, page + 1, last)
         if names is None:
             raise RegistryError("NAME_UNKNOWN", detail={"name": repo})
         return names[:page], len(names) > page
 
     async def catalog(self, n: str | None, last: str | None) -> tuple[list[str], bool]:
         page = self._page(n)
-        names = await self.run(self.meta.list_repositories, page + 1, last)
+        names = await self.read(self.meta.list_repositories, page + 1, last)
         return names[:page], len(names) > page
 
     async def referrers(
@@ -423,7 +451,7 @@ class RegistryService:
         check_name(repo)
         check_digest(digest)
         page = self.config.referrers_page_size
-        refs = await self.run(self.meta.referrers, repo, digest, artifact_type, page + 1, last)
+        refs = await self.read(self.meta.referrers, repo, digest, artifact_type, page + 1, last)
         return refs[:page], len(refs) > page
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints Hallmark's figures against a named peer measured in the same run."""

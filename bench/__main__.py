@@ -1,0 +1,19 @@
+"""``make bench``: run every benchmark (or the ones named on the command line)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = ["registry"]
+
+
+def main() -> None:
+    names = sys.argv[1:] or BENCHES
+    for name in names:
+        print(f"\n=== bench/{name}.py ===", flush=True)
+        importlib.import_module(f"bench.{name}").main([])
+
+
+if __name__ == "__main__":
+    main()
