@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from cyclonedx.factory.license import LicenseFactory
 from cyclonedx.model import Property
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
@@ -38,6 +37,11 @@ from spdx_tools.spdx.model.package import PackagePurpose
 from spdx_tools.spdx.writer.json.json_writer import write_document_to_stream
 
 from hallmark import __version__ as hallmark_version
+
+try:  # cyclonedx-python-lib >= 11.x moved it; older 7.x-10.x only have the old path
+    from cyclonedx.contrib.license.factories import LicenseFactory
+except ImportError:  # pragma: no cover
+    from cyclonedx.factory.license import LicenseFactory  # type: ignore[no-redef]
 from hallmark.index.indexer import IndexResult
 from hallmark.model import Package
 
@@ -108,10 +112,10 @@ def _spdx_license(licenses: list[str]) -> Any:
     if not licenses:
         return SpdxNoAssertion()
     expr = " AND ".join(f"({x})" if " " in x else x for x in licenses)
-    info = spdx_licensing.validate(expr, strict=True)
-    if info.errors or info.invalid_symbols:
+    try:
+        return spdx_licensing.parse(expr, validate=True, strict=True)
+    except Exception:  # license-expression raises several unrelated types (and has bugs) on bad input
         return SpdxNoAssertion()
-    return spdx_licensing.parse(expr)
 
 
 def _spdx_id(text: str) -> str:

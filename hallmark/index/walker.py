@@ -96,7 +96,7 @@ class LayerEntry:
         f = self._tar.extractfile(self._info)
         if f is None:
             raise ValueError(f"{self.path} has no data")
-        return f
+        return io.BufferedReader(_GuardedReader(f, f"layer {self.layer_index} ({self.layer_digest[:19]})"))
 
     def read(self, limit: int) -> bytes:
         """All bytes of this file; raises :class:`FileTooLarge` past ``limit``."""
@@ -107,6 +107,25 @@ class LayerEntry:
         if len(data) != self.size:
             raise IndexFailed(f"layer {self.layer_digest}: truncated archive (short read of /{self.path})")
         return data
+
+
+class _GuardedReader(io.RawIOBase):
+    """A member's data stream whose decompression/truncation errors become :class:`IndexFailed`."""
+
+    def __init__(self, inner: IO[bytes], label: str) -> None:
+        self.inner = inner
+        self.label = label
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self.inner.read(len(buffer))
+        except _DECOMPRESS_ERRORS as exc:
+            raise IndexFailed(f"{self.label}: truncated or corrupt archive: {exc or type(exc).__name__}") from exc
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class FileTooLarge(Exception):
@@ -208,8 +227,9 @@ def _entry(
         elif base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             kind = OTHER  # aufs bookkeeping (.wh..wh.plnk etc.), not content
         else:
-            kind, path = WHITEOUT, posixpath.join(parent, base[len(WHITEOUT_PREFIX) :])
-            normalize_path(path, limits)
+            kind, path = WHITEOUT, normalize_path(posixpath.join(parent, base[len(WHITEOUT_PREFIX) :]), limits)
+            if not path:
+                raise IndexFailed(f"path traversal guard: whiteout {info.name!r} would delete the image root")
     elif info.isreg():
         kind = FILE
     elif info.isdir():
