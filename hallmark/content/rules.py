@@ -1,0 +1,210 @@
+"""Loading the rule bundle (secret rules, YARA rules, SHA-256 blocklist) from a data folder.
+
+A bundle is a folder in the layout of the shared data set, so ``hallmark db update`` can
+download a newer one and ``load_rules`` reads it unchanged::
+
+    <dir>/secrets/**/*.toml      gitleaks-format secret rules (all files merged)
+    <dir>/yara/**/*.yar[a]       YARA rules, one namespace per file
+    <dir>/blocklist/*.txt        "<sha256> [name]" lines, '#' comments
+
+Hallmark's own rules (``builtin/``: the EICAR test rule and secret rules gitleaks lacks) are
+added unless ``include_builtin=False``. Compiling the YARA set takes seconds, so compiled
+rules are cached in memory and, with ``cache_dir``, on disk, keyed by a digest of the rule
+texts and the yara-x version: an updated bundle gets a new digest and is compiled again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yara_x
+
+from hallmark.content.secrets import DEFAULT_PATH_ALLOWLIST, SecretRuleSet
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).with_name("builtin")
+SECRETS_SUBDIR = "secrets"
+YARA_SUBDIR = "yara"
+BLOCKLIST_SUBDIR = "blocklist"
+YARA_SUFFIXES = (".yar", ".yara")
+
+_lock = threading.Lock()
+_yara_cache: dict[str, tuple[yara_x.Rules, tuple[str, ...]]] = {}
+_secret_cache: dict[str, SecretRuleSet] = {}
+
+
+class RulesError(Exception):
+    """The rule bundle cannot be loaded (missing folder, unusable secret rules)."""
+
+
+@dataclass
+class RuleBundle:
+    """Compiled, ready-to-share rules. Immutable after loading; safe to share across threads."""
+
+    secrets: SecretRuleSet
+    yara: yara_x.Rules | None
+    blocklist: dict[str, str]  # sha256 hex -> name
+    digest: str  # identifies the bundle content (use it in reports and caches)
+    sources: list[str] = field(default_factory=list)  # files the bundle was built from
+    warnings: list[str] = field(default_factory=list)  # YARA files that did not compile, bad lines
+
+
+def _files(root: Path, sub: str, suffixes: tuple[str, ...]) -> list[Path]:
+    base = root / sub
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def _digest(paths: Iterable[Path], salt: str) -> str:
+    h = hashlib.sha256(salt.encode())
+    for p in paths:
+        h.update(str(p).encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _yara_version() -> str:
+    try:
+        return importlib.metadata.version("yara-x")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - vendored build
+        return "unknown"
+
+
+def _compile_yara(files: Sequence[Path], roots: Sequence[Path]) -> tuple[yara_x.Rules, tuple[str, ...]]:
+    """Compile every file in its own namespace; a file that fails is left out with a warning."""
+    compiler = yara_x.Compiler()
+    warnings: list[str] = []
+    for f in files:
+        ns = next((str(f.relative_to(r)) for r in roots if f.is_relative_to(r)), f.name)
+        try:
+            compiler.new_namespace(ns)
+            compiler.add_source(f.read_text(encoding="utf-8", errors="replace"), origin=str(f))
+        except (yara_x.CompileError, OSError) as exc:
+            warnings.append(f"{f}: left out: {str(exc).splitlines()[0]}")
+    return compiler.build(), tuple(warnings)
+
+
+def _load_yara(
+    files: Sequence[Path], roots: Sequence[Path], cache_dir: Path | None
+) -> tuple[yara_x.Rules, tuple[str, ...]]:
+    key = _digest(files, "yara-x " + _yara_version())
+    with _lock:
+        if key in _yara_cache:
+            return _yara_cache[key]
+    cached = cache_dir / f"yara-{key}.bin" if cache_dir else None
+    result: tuple[yara_x.Rules, tuple[str, ...]] | None = None
+    if cached is not None and cached.is_file():
+        try:
+            with cached.open("rb") as fh:
+                result = (yara_x.Rules.deserialize_from(fh), ())
+        except Exception as exc:  # a corrupt or foreign cache file is only a cache miss
+            log.warning("ignoring YARA cache %s: %s", cached, exc)
+    if result is None:
+        result = _compile_yara(files, roots)
+        if cached is not None and not result[1]:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".yara-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    result[0].serialize_into(fh)
+                os.replace(tmp, cached)
+            except OSError as exc:
+                log.warning("cannot write YARA cache %s: %s", cached, exc)
+                Path(tmp).unlink(missing_ok=True)
+    with _lock:
+        _yara_cache[key] = result
+    return result
+
+
+def load_blocklist(files: Iterable[Path]) -> tuple[dict[str, str], list[str]]:
+    """Parse "<sha256> [name]" lines; bad lines become warnings, not errors."""
+    out: dict[str, str] = {}
+    warnings: list[str] = []
+    for f in files:
+        for n, raw in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            digest, _, name = line.partition(" ")
+            digest = digest.lower().removeprefix("sha256:")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                warnings.append(f"{f}:{n}: not a SHA-256: {digest[:80]!r}")
+                continue
+            out[digest] = name.strip() or f.stem
+    return out, warnings
+
+
+def load_rules(
+    directory: str | os.PathLike[str] | None,
+    *,
+    include_builtin: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    path_allowlist: Sequence[str] = DEFAULT_PATH_ALLOWLIST,
+    yara: bool = True,
+) -> RuleBundle:
+    """Load a rule bundle from ``directory`` (``None``: built-in rules only).
+
+    Raises ``RulesError`` when the folder is missing or a secret rule file is unusable (a
+    broken secret rule set would silently hide leaks); YARA files that fail to compile are
+    left out and listed in ``warnings`` so one bad upstream rule does not disable malware
+    scanning.
+    """
+    roots: list[Path] = []
+    if directory is not None:
+        root = Path(directory)
+        if not root.is_dir():
+            raise RulesError(f"rule folder {root} does not exist")
+        roots.append(root.resolve())
+    if include_builtin:
+        roots.append(BUILTIN_DIR.resolve())
+    secret_files = [f for r in roots for f in _files(r, SECRETS_SUBDIR, (".toml",))]
+    yara_files = [f for r in roots for f in _files(r, YARA_SUBDIR, YARA_SUFFIXES)] if yara else []
+    block_files = [f for r in roots for f in _files(r, BLOCKLIST_SUBDIR, (".txt",))]
+    if not secret_files:
+        log.warning("no secret rules under %s", ", ".join(map(str, roots)))
+
+    skey = _digest(secret_files, "secrets\0" + "\0".join(path_allowlist))
+    with _lock:
+        secrets = _secret_cache.get(skey)
+    if secrets is None:
+        try:
+            secrets = SecretRuleSet.from_files(secret_files, path_allowlist)
+        except ValueError as exc:
+            raise RulesError(str(exc)) from exc
+        with _lock:
+            _secret_cache[skey] = secrets
+
+    warnings: list[str] = []
+    compiled: yara_x.Rules | None = None
+    if yara_files:
+        compiled, ywarn = _load_yara(yara_files, roots, Path(cache_dir) if cache_dir else None)
+        warnings.extend(ywarn)
+    blocklist, bwarn = load_blocklist(block_files)
+    warnings.extend(bwarn)
+    all_files = secret_files + yara_files + block_files
+    return RuleBundle(
+        secrets=secrets,
+        yara=compiled,
+        blocklist=blocklist,
+        digest=_digest(all_files, "bundle"),
+        sources=[str(f) for f in all_files],
+        warnings=warnings,
+    )
+
+
+def clear_caches() -> None:
+    """Forget compiled rules (tests; a long-running server after ``db update`` needs nothing:
+    new content means a new digest)."""
+    with _lock:
+        _yara_cache.clear()
+        _secret_cache.clear()
