@@ -92,7 +92,11 @@ def iter_zip(data: bytes, budget: ArchiveBudget) -> Iterator[Member | Problem]:
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: ArchiveBudget) -> bytes | Problem:
-    """Inflate one member chunk by chunk, checking the real size and ratio as it grows."""
+    """Inflate one member chunk by chunk, checking the real size and ratio as it grows.
+
+    ``zipfile`` already stops at the declared size (and then fails the CRC), so these checks
+    are defence in depth should that ever change; the declared-size checks catch real bombs.
+    """
     lim = budget.limits
     buf = bytearray()
     try:
