@@ -19,17 +19,17 @@ def elf_section(data: bytes, wanted: str) -> bytes | None:
     end = "<" if data[5] == 1 else ">"
     try:
         if is64:
-            shoff, = struct.unpack_from(end + "Q", data, 0x28)
+            (shoff,) = struct.unpack_from(end + "Q", data, 0x28)
             shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x3A)
         else:
-            shoff, = struct.unpack_from(end + "I", data, 0x20)
+            (shoff,) = struct.unpack_from(end + "I", data, 0x20)
             shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x2E)
         if not shoff or shnum == 0 or shstrndx >= shnum or shoff + shnum * shentsize > len(data):
             return None
 
         def section(i: int) -> tuple[int, int, int]:
             base = shoff + i * shentsize
-            name, = struct.unpack_from(end + "I", data, base)
+            (name,) = struct.unpack_from(end + "I", data, base)
             if is64:
                 off, size = struct.unpack_from(end + "QQ", data, base + 0x18)
             else:

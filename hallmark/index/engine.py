@@ -76,9 +76,7 @@ def _prefilter(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
 
 
-def scan_layer(
-    entries: Iterable[LayerEntry], digest: str, detectors: Sequence[Detector], limits: Limits
-) -> LayerFacts:
+def scan_layer(entries: Iterable[LayerEntry], digest: str, detectors: Sequence[Detector], limits: Limits) -> LayerFacts:
     """Read one layer's entries, running detectors on the files they want (and only those)."""
     facts = LayerFacts(digest)
     prefilter = _prefilter(detectors)

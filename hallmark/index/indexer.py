@@ -161,6 +161,7 @@ def _index(
         [d.digest for d in manifest.layers],
         merged.warnings,
         platform=platform,
+        indexer_version=INDEXER_VERSION,
     )
 
 

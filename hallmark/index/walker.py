@@ -214,9 +214,7 @@ def iter_layer(
         raise IndexFailed(f"{label}: content does not match its digest {desc.digest}")
 
 
-def _entry(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, index: int, digest: str, limits: Limits
-) -> LayerEntry:
+def _entry(tar: tarfile.TarFile, info: tarfile.TarInfo, index: int, digest: str, limits: Limits) -> LayerEntry:
     path = normalize_path(info.name, limits)
     base = posixpath.basename(path)
     linkname = ""

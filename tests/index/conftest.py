@@ -148,6 +148,4 @@ def layer2() -> Layer:
 
 @pytest.fixture(scope="session")
 def debian_image() -> Image:
-    return build_image(
-        [(layer0().tar_bytes(), "gzip"), (layer1().tar_bytes(), "zstd"), (layer2().tar_bytes(), None)]
-    )
+    return build_image([(layer0().tar_bytes(), "gzip"), (layer1().tar_bytes(), "zstd"), (layer2().tar_bytes(), None)])

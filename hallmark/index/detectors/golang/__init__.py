@@ -67,15 +67,16 @@ def parse_modinfo(go_version: str, modinfo: str) -> list[Package]:
                 type="application" if parts[0] == "mod" else "library",
             )
             pkgs.append(last)
-        elif parts[0] == "=>" and last is not None and len(parts) >= 3:  # replace directive
+        elif parts[0] == "=>" and last is not None and len(parts) >= 2:  # replace directive
+            if parts[1].startswith((".", "/")):  # a local folder: no module version to match, keep the original
+                last.extra["replaced_by"] = parts[1]
+                continue
             last.extra["replaced"] = f"{last.name}@{last.version}"
-            last.name, last.version = parts[1], parts[2]
-            last.purl = golang_purl(parts[1], parts[2])
+            last.name, last.version = parts[1], parts[2] if len(parts) > 2 else ""
+            last.purl = golang_purl(last.name, last.version)
     if go_version.startswith("go"):
         v = go_version[2:].split(" ")[0].split("-")[0]
-        pkgs.append(
-            Package(name="stdlib", version=v, ecosystem="Go", purl=golang_purl("stdlib", v), type="stdlib")
-        )
+        pkgs.append(Package(name="stdlib", version=v, ecosystem="Go", purl=golang_purl("stdlib", v), type="stdlib"))
     return pkgs
 
 

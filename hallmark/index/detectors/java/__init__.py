@@ -84,9 +84,7 @@ def scan_archive(data: bytes, where: str, depth: int, warnings: list[str]) -> li
                 if name.startswith("META-INF/maven/") and name.endswith("/pom.properties"):
                     props = parse_properties(zf.read(info).decode("utf-8", "replace"))
                     if props.get("artifactId") and props.get("version"):
-                        pkgs.append(
-                            maven_pkg(props.get("groupId"), props["artifactId"], props["version"], where, [])
-                        )
+                        pkgs.append(maven_pkg(props.get("groupId"), props["artifactId"], props["version"], where, []))
                 elif name.upper() == "META-INF/MANIFEST.MF":
                     manifest = parse_manifest(zf.read(info).decode("utf-8", "replace"))
                 elif name.lower().endswith(ARCHIVE_EXT) and not info.is_dir():
