@@ -24,9 +24,9 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     assert cfg.server.listen == "0.0.0.0:6000" and cfg.registry.upload_expiry_seconds == 120
     cfg = load_config(f, overrides={("data_dir",): "/cli/wins"}, environ={"HALLMARK_DATA_DIR": "/env"})
     assert cfg.data_dir == "/cli/wins"
-    with pytest.raises(ConfigError, match="server.listen"):
+    with pytest.raises(ConfigError, match=r"server\.listen"):
         load_config(environ={"HALLMARK_LISTEN": "nonsense"})
-    with pytest.raises(ConfigError, match="registry.bogus"):
+    with pytest.raises(ConfigError, match=r"registry\.bogus"):
         load_config(environ={"HALLMARK_REGISTRY__BOGUS": "1"})
     with pytest.raises(ConfigError, match="upload_expiry_seconds"):
         load_config(environ={"HALLMARK_REGISTRY__UPLOAD_EXPIRY_SECONDS": "abc"})
