@@ -1,0 +1,1 @@
+"""The scanning pipeline behind the registry: index -> match -> report -> sign, run as background jobs."""
