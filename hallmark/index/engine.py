@@ -11,11 +11,12 @@ earliest layer of the unbroken run of writes that still contained it.
 from __future__ import annotations
 
 import copy
+import io
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from hallmark.index.detect import Detection, Detector
 from hallmark.index.limits import Limits
@@ -76,8 +77,41 @@ def _prefilter(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
 
 
-def scan_layer(entries: Iterable[LayerEntry], digest: str, detectors: Sequence[Detector], limits: Limits) -> LayerFacts:
-    """Read one layer's entries, running detectors on the files they want (and only those)."""
+EntryHook = Callable[[LayerEntry, IO[bytes] | None], None]
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read (a magic-number peek) followed by the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head = head
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def scan_layer(
+    entries: Iterable[LayerEntry],
+    digest: str,
+    detectors: Sequence[Detector],
+    limits: Limits,
+    on_entry: EntryHook | None = None,
+) -> LayerFacts:
+    """Read one layer's entries, running detectors on the files they want (and only those).
+
+    ``on_entry(entry, stream)`` sees every entry too (``stream`` is None for non-files), so a
+    content check can share this single read of the layer instead of decompressing it again.
+    """
     facts = LayerFacts(digest)
     prefilter = _prefilter(detectors)
     magic_detectors = [d for d in detectors if d.magic]
@@ -85,12 +119,16 @@ def scan_layer(entries: Iterable[LayerEntry], digest: str, detectors: Sequence[D
         facts.entries.append((e.path, e.kind, e.linkname))
         if e.kind == HARDLINK:
             _copy_hardlink_findings(facts, e.path, e.linkname)
-            continue
         if e.kind != FILE:
+            if on_entry is not None:
+                on_entry(e, None)
             continue
         wanting = [d for d in detectors if d.wants(e.path)] if prefilter and prefilter.match(e.path) else []
         maybe_binary = bool(magic_detectors) and e.mode & 0o111 and e.size >= 64
         if not wanting and not maybe_binary:
+            if on_entry is not None:
+                with e.open() as f:
+                    on_entry(e, f)
             continue
         try:
             if wanting:
@@ -98,14 +136,22 @@ def scan_layer(entries: Iterable[LayerEntry], digest: str, detectors: Sequence[D
             else:
                 with e.open() as f:
                     head = f.read(4)
-                    if not any(head.startswith(m) for d in magic_detectors for m in d.magic):
+                    is_binary = any(head.startswith(m) for d in magic_detectors for m in d.magic)
+                    if not is_binary or e.size > limits.max_file_bytes:
+                        if is_binary:
+                            facts.warnings.append(f"skipped /{e.path}: {e.size} bytes exceeds the per-file limit")
+                        if on_entry is not None:
+                            on_entry(e, io.BufferedReader(_Prefixed(head, f)))
                         continue
-                    if e.size > limits.max_file_bytes:
-                        raise FileTooLarge(f"/{e.path}: {e.size} bytes exceeds the per-file limit")
                     data = head + f.read(e.size - 4)
         except FileTooLarge as exc:
             facts.warnings.append(f"skipped {exc}")
+            if on_entry is not None:
+                with e.open() as f:
+                    on_entry(e, f)
             continue
+        if on_entry is not None:
+            on_entry(e, io.BytesIO(data))
         wanting += [d for d in magic_detectors if d not in wanting and any(data.startswith(m) for m in d.magic)]
         for d in wanting:
             _run(d, e.path, data, facts)

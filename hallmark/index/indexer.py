@@ -12,7 +12,7 @@ from hallmark.digest import digest_bytes
 from hallmark.index.cache import IndexCache
 from hallmark.index.detect import Detector
 from hallmark.index.detectors import all_detectors
-from hallmark.index.engine import LayerFacts, merge, scan_layer
+from hallmark.index.engine import EntryHook, LayerFacts, merge, scan_layer
 from hallmark.index.limits import IndexFailed, Limits
 from hallmark.index.walker import iter_layer
 from hallmark.model import Distro, Package
@@ -84,20 +84,23 @@ def index_image(
     limits: Limits | None = None,
     progress: Progress | None = None,
     detectors: Sequence[Detector] | None = None,
+    on_entry: EntryHook | None = None,
 ) -> IndexResult:
     """Index one single-platform image. Never raises for a bad image: returns a failed result.
 
     ``open_layer(digest)`` returns a readable stream of the layer blob as stored (compressed);
-    every layer not in ``cache`` is read exactly once, start to end.
+    every layer not in ``cache`` is read exactly once, start to end. ``on_entry(entry, stream)``
+    is called for every tar entry of every layer read (content checks ride along on the same
+    read); with it set, the caches are written but not read, so the hook sees every layer.
     """
     digest = manifest_digest or digest_bytes(manifest)
-    if cache is not None:
+    if cache is not None and on_entry is None:
         hit = cache.get("image", INDEXER_VERSION, digest)
         if hit is not None:
             return IndexResult.from_json(hit)
     try:
         parsed = ImageManifest.parse(manifest, digest)
-        result = _index(parsed, config, open_layer, cache, limits or Limits(), progress, detectors)
+        result = _index(parsed, config, open_layer, cache, limits or Limits(), progress, detectors, on_entry)
     except (IndexFailed, OciError) as exc:
         return IndexResult("failed", digest, error=getattr(exc, "reason", None) or str(exc))
     except OSError as exc:
@@ -117,6 +120,7 @@ def _index(
     limits: Limits,
     progress: Progress | None,
     detectors: Sequence[Detector] | None,
+    on_entry: EntryHook | None = None,
 ) -> IndexResult:
     dets = tuple(detectors) if detectors is not None else all_detectors()
     try:
@@ -139,7 +143,8 @@ def _index(
     for i, desc in enumerate(manifest.layers):
         if desc.media_type and desc.media_type not in LAYER_TYPES:
             raise IndexFailed(f"layer {i} has unsupported media type {desc.media_type}")
-        hit = cache.get("layer", INDEXER_VERSION, desc.digest) if cache is not None else None
+        use_cache = cache is not None and on_entry is None
+        hit = cache.get("layer", INDEXER_VERSION, desc.digest) if use_cache and cache is not None else None
         if hit is not None:
             facts.append(LayerFacts.from_json(hit))
             advance(max(desc.size, 0))
@@ -148,7 +153,7 @@ def _index(
             stream: BinaryIO = raw
             if progress is not None:
                 stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)  # type: ignore[assignment]
-            lf = scan_layer(iter_layer(stream, desc, i, limits), desc.digest, dets, limits)
+            lf = scan_layer(iter_layer(stream, desc, i, limits), desc.digest, dets, limits, on_entry)
         facts.append(lf)
         if cache is not None:
             cache.put("layer", INDEXER_VERSION, desc.digest, lf.to_json())
