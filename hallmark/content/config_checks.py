@@ -131,7 +131,7 @@ SENSITIVE_NAME = re.compile(
 )
 NON_SECRET_NAME = re.compile(r"(?i)[_.-](?:file|path|dir|url|uri|host|port|user(?:name)?|name|id|type|len(?:gth)?)$")
 NON_SECRET_VALUE = re.compile(r"(?i)^(?:|true|false|yes|no|none|null|0|1|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|/.*)$")
-BUILD_ARGS = re.compile(r"^\|(\d+)\s+(.*)$", re.S)
+BUILD_ARGS = re.compile(r"^(?:RUN\s+)?\|(\d+)\s+(.*)$", re.S)  # classic and BuildKit spellings
 ENV_INSTR = re.compile(r"(?:^|#\(nop\)\s+)ENV\s+(.*)", re.S)
 MAX_HISTORY_TEXT = 64 * 1024  # created_by strings are short; a huge one is cut, not scanned whole
 ADD_REMOTE = re.compile(r"(?i)(?:^|#\(nop\)\s+|\s)ADD\s+(?:--\S+\s+)*(?:(?:https?|ftp)://|url:)\S*")

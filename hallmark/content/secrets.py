@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 import re2
 
+from hallmark.content.config_checks import is_sensitive
 from hallmark.content.model import Finding, Severity
 
 # Rules that match any "key = value" shape; a specific rule that found the same secret wins.
@@ -313,6 +315,19 @@ def _drop_generic_duplicates(matches: list[SecretMatch]) -> list[SecretMatch]:
     return kept
 
 
+_ASSIGNMENT = re.compile(r"""([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*[=:][ \t]*("(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;'"]+)""")
+
+
+def sensitive_value_spans(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Values of ``password=...``-style assignments in ``text[lo:hi]``: masked in previews too,
+    so the context around one finding never shows a credential no rule matched."""
+    spans = []
+    for m in _ASSIGNMENT.finditer(text, lo, hi):
+        if is_sensitive(m.group(1), m.group(2).strip("\"'")):
+            spans.append((m.start(2), m.end(2)))
+    return spans
+
+
 def redacted_preview(text: str, match: SecretMatch, all_matches: Sequence[SecretMatch]) -> str:
     """The line around ``match`` with every detected secret on it masked, shortened to context."""
     ls = text.rfind("\n", 0, match.start) + 1
@@ -321,7 +336,9 @@ def redacted_preview(text: str, match: SecretMatch, all_matches: Sequence[Secret
     # Mask every secret that touches this window, so a neighbour never leaks through.
     lo = max(ls, match.start - PREVIEW_CONTEXT)
     hi = min(le, match.end + PREVIEW_CONTEXT)
-    spans = sorted((m.start, m.end) for m in all_matches if m.start < le and m.end > ls)
+    # (assignments are looked for near the window only: a minified file can be one huge line)
+    nearby = sensitive_value_spans(text, max(ls, lo - 256), min(le, hi + 256))
+    spans = sorted([(m.start, m.end) for m in all_matches if m.start < le and m.end > ls] + nearby)
     pieces: list[str] = []
     pos = lo
     for s, e in spans:

@@ -125,7 +125,7 @@ def test_global_and_default_path_allowlists(scanner: ContentScanner, fake: FakeS
 
 
 def test_path_allowlist_is_configurable(data_dir: Path, fake: FakeSecrets) -> None:
-    strict = ContentScanner(load_rules(data_dir, path_allowlist=()))
+    strict = ContentScanner(load_rules(data_dir, path_allowlist=(), yara=False))
     found = strict.scan_file("usr/share/doc/pkg/examples/env", 0, "d", f"T={fake.github}\n".encode()).findings
     assert [f.rule_id for f in found] == ["github-pat"]
 
@@ -216,3 +216,10 @@ def test_broken_secret_rule_file_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(RulesError, match="bad regex"):
         _bundle(tmp_path, "[[rules]]\nid = 'x'\nregex = '''(unclosed'''\n")
+
+
+def test_preview_masks_nearby_password_assignments(scanner: ContentScanner, fake: FakeSecrets) -> None:
+    """A credential that no rule matched but that sits next to a finding is masked too."""
+    findings = _scan_text(scanner, "app/run.sh", f"DB_PASSWORD=hunter2hunter2 TOKEN={fake.github}\n")
+    assert [f.rule_id for f in findings] == ["github-pat"]
+    assert "hunter2" not in (findings[0].preview or "")
