@@ -52,8 +52,18 @@ class ScanOptions:
     record_binary_skips: bool = True  # one Skip("binary") per binary file; off for terse reports
 
 
+def utf8_clean(text: str) -> str:
+    """Replace lone surrogates (``tarfile`` names, JSON ``\\ud800``) that RE2 cannot encode."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def normalize_path(path: str) -> str:
-    """Layer paths as reported: absolute, no ``./``, no duplicate slashes."""
+    """Layer paths as reported: absolute, no ``./``, no duplicate slashes, valid UTF-8."""
+    path = utf8_clean(path)
     while path.startswith("./"):
         path = path[2:]
     return posixpath.normpath("/" + path.lstrip("/"))
@@ -382,7 +392,8 @@ class ContentScanner:
                     (f"history[{i}].created_by", str(h.get("created_by") or "")[: config_checks.MAX_HISTORY_TEXT])
                     for i, h in enumerate(config_doc.get("history") or [])
                 ]
-                for location, text in texts:
+                for location, raw in texts:
+                    text = utf8_clean(raw)
                     matches = self.rules.secrets.find(text, location)
                     out.findings.extend(
                         to_findings(text, matches, path=None, layer_index=None, layer_digest=None, location=location)

@@ -167,3 +167,9 @@ def test_malformed_config_documents_do_not_raise(scanner: ContentScanner) -> Non
     ]:
         out = scanner.scan_config(doc)  # type: ignore[arg-type]
         assert all(isinstance(f, Finding) for f in out.findings)
+    # a lone surrogate (valid JSON "\\ud800") must not stop the secret rules
+    out = scanner.scan_config({"config": {"Env": ["NOTE=caf\ud800", "API_TOKEN=zQ8vW2xK9mP4rT7y"]}})
+    assert out.skipped == []
+    assert [(f.rule_id, f.location) for f in out.findings if f.rule_id == "secret-in-env"] == [
+        ("secret-in-env", "config.Env[1]")
+    ]
