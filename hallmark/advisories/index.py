@@ -35,6 +35,10 @@ class AdvisoryIndex:
     imports: list[ImportStats] = field(default_factory=list)
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
     _key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _adv_info: dict[str, tuple[list[str], bool]] = field(default_factory=dict)  # aliases, KEV flag
+    _support_by_name: dict[str, list[SupportNotice]] | None = None
+    _support_patterns: list[tuple[re.Pattern[str], SupportNotice]] = field(default_factory=list)
+    _support_cache: dict[tuple[str, str | None], list[SupportNotice]] = field(default_factory=dict)
 
     def add(self, advisories: list[Advisory], affected: list[AffectedPackage], stats: ImportStats) -> None:
         """Add one source's advisories; an (advisory, ecosystem, package) already present is kept once."""
@@ -62,14 +66,22 @@ class AdvisoryIndex:
         return self.by_package.get((ecosystem, name), [])
 
     def support_notices(self, package: str, release: str | None) -> list[SupportNotice]:
-        """debian-security-support notices for a Debian source package."""
-
-        out = []
-        for n in self.support:
-            if n.kind == "ended" and n.release != release:
-                continue
-            if n.package == package or (n.kind == "limited" and re.fullmatch(n.package, package)):
-                out.append(n)
+        """debian-security-support notices for a Debian source package (memoised per index)."""
+        ck = (package, release)
+        hit = self._support_cache.get(ck)
+        if hit is not None:
+            return hit
+        if self._support_by_name is None:
+            self._support_by_name = defaultdict(list)
+            self._support_patterns = []
+            for n in self.support:
+                if n.kind == "limited" and any(c in n.package for c in "*?[]+"):
+                    self._support_patterns.append((re.compile(n.package), n))
+                else:
+                    self._support_by_name[n.package].append(n)
+        out = [n for n in self._support_by_name.get(package, ()) if n.kind == "limited" or n.release == release]
+        out.extend(n for pat, n in self._support_patterns if pat.fullmatch(package))
+        self._support_cache[ck] = out
         return out
 
 

@@ -126,6 +126,7 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
     result = MatchResult()
     os_eco = os_ecosystem(distro)
     cache = index._key_cache
+    adv_info = index._adv_info
     kev = index.kev
     seen: set[tuple[str, str, str, str]] = set()
     for pkg in packages:
@@ -142,8 +143,8 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
             continue
         keys: dict[str, Any] = {}
         for entry in entries:
-            scheme_names = {r.scheme.name for r in entry.ranges}
-            for sn in scheme_names:
+            for rng in entry.ranges:
+                sn = rng.scheme.name
                 if sn not in keys:
                     ck = (sn, version)
                     if ck in cache:
@@ -159,10 +160,16 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                 continue
             seen.add(ident)
             fixed = _fixed_above(entry, keys)
+            info = adv_info.get(adv.id)
+            if info is None:
+                info = adv_info[adv.id] = (
+                    list(dict.fromkeys((*adv.aliases, *adv.related))),
+                    kev is not None and any(c in kev.entries for c in adv.cves),
+                )
             result.findings.append(
                 Finding(
                     advisory_id=adv.id,
-                    aliases=list(dict.fromkeys((*adv.aliases, *adv.related))),
+                    aliases=list(info[0]),
                     package=pkg.name,
                     ecosystem=eco,
                     installed_version=pkg.version,
@@ -171,7 +178,7 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                     severity=adv.severity,
                     cvss_score=adv.cvss_score,
                     cvss_vector=adv.cvss_vector,
-                    kev=bool(kev) and any(c in kev.entries for c in adv.cves),  # type: ignore[union-attr]
+                    kev=info[1],
                     layer=pkg.layer,
                     purl=pkg.purl or entry.purl,
                     links=list(adv.references),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -218,7 +219,7 @@ class AffectedPackage:
     scheme: VersionScheme | None
     ranges: tuple[CompiledRange, ...] = ()
     versions: frozenset[str] = frozenset()
-    version_keys: tuple[Any, ...] = ()
+    version_keys: frozenset[Any] | tuple[Any, ...] = ()  # a set when the scheme's keys are hashable
     purl: str | None = None
     status_hint: str | None = None  # "wont_fix" from distro trackers (<no-dsa>, <end-of-life>)
     note: str | None = None
@@ -247,7 +248,7 @@ class AffectedPackage:
             v = _key_for(self.scheme, version, keys)
             if v is None:
                 return Verdict.UNKNOWN
-            if any(v == k for k in self.version_keys):
+            if v in self.version_keys:
                 return Verdict.AFFECTED
         return Verdict.UNKNOWN if uncertain else Verdict.NOT_AFFECTED
 
@@ -385,11 +386,18 @@ def parse_record(
                     scheme=scheme,
                     ranges=tuple(ranges),
                     versions=frozenset(versions),
-                    version_keys=tuple(vkeys),
+                    version_keys=_key_set(vkeys),
                     purl=pkg.get("purl") if isinstance(pkg.get("purl"), str) else None,
                 )
             )
     return adv, entries, problems
+
+
+def _key_set(keys: list[Any]) -> frozenset[Any] | tuple[Any, ...]:
+    try:
+        return frozenset(keys)
+    except TypeError:  # cmp_to_key-based keys are not hashable
+        return tuple(keys)
 
 
 def _canonical_ecosystem(eco: str) -> str:
@@ -496,7 +504,7 @@ def parse_osv_zip(fh: IO[bytes], source: str, ecosystem_filter: str | None = Non
                 continue
             try:
                 raw = zf.read(info)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
                 stats.skip(f"corrupt zip member ({type(exc).__name__})", name)
                 continue
             try:
