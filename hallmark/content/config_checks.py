@@ -135,6 +135,7 @@ BUILD_ARGS = re.compile(r"^(?:RUN\s+)?\|(\d+)\s+(.*)$", re.S)  # classic and Bui
 ENV_INSTR = re.compile(r"(?:^|#\(nop\)\s+)ENV\s+(.*)", re.S)
 MAX_HISTORY_TEXT = 64 * 1024  # created_by strings are short; a huge one is cut, not scanned whole
 ADD_REMOTE = re.compile(r"(?i)(?:^|#\(nop\)\s+|\s)ADD\s+(?:--\S+\s+)*(?:(?:https?|ftp)://|url:)\S*")
+URL_USERINFO = re.compile(r"://[^/\s@]+@")
 FROM_REF = re.compile(r"(?i)(?:^|\s)FROM\s+(?:--platform=\S+\s+)?([^\s]+)")
 BASE_LABELS = ("org.opencontainers.image.base.name", "org.label-schema.base-image", "base.image")
 
@@ -253,7 +254,8 @@ def _check_history(i: int, created_by: str, comment: str) -> Iterator[Finding]:
                 )
     add = ADD_REMOTE.search(text)
     if add:
-        yield finding("add-remote-url", location=loc, preview=add.group(0).strip()[:200])
+        url = URL_USERINFO.sub("://********@", add.group(0).strip())  # never echo URL credentials
+        yield finding("add-remote-url", location=loc, preview=url[:200])
     for source in (text, comment):
         ref = FROM_REF.search(source)
         if ref and _is_latest(ref.group(1)):

@@ -119,8 +119,10 @@ class ContentScanner:
         opts = self.options
         if isinstance(data, bytes | bytearray | memoryview):
             raw = bytes(data)
-            digest = hashlib.sha256(raw).hexdigest() if len(raw) <= opts.max_hash_bytes else None
-            return (raw if len(raw) <= opts.max_file_bytes else None), digest
+            if len(raw) > opts.max_hash_bytes:
+                out.skipped.append(Skip(path, layer, "all", "too-large", f"{len(raw)} bytes > {opts.max_hash_bytes}"))
+                return None, None
+            return (raw if len(raw) <= opts.max_file_bytes else None), hashlib.sha256(raw).hexdigest()
         if size is not None and size > opts.max_hash_bytes:
             out.skipped.append(Skip(path, layer, "all", "too-large", f"{size} bytes > {opts.max_hash_bytes}"))
             return None, None

@@ -117,3 +117,8 @@ def test_random_bytes_and_truncated_archives(scanner: ContentScanner) -> None:
         scanner.scan_file("r.bin", 0, "d", blob)
         scanner.scan_file("r.zip", 0, "d", b"PK\x03\x04" + blob)
         scanner.scan_file("r.txt", 0, "d", blob.replace(b"\0", b" "))
+
+
+def test_oversized_bytes_argument_is_skipped(rules: RuleBundle) -> None:
+    out = ContentScanner(rules, ScanOptions(max_hash_bytes=1024)).scan_file("big", 0, "d", b"x" * 2048)
+    assert [(k.scanner, k.reason) for k in out.skipped] == [("all", "too-large")]

@@ -107,6 +107,7 @@ def test_build_args_env_and_add_in_history(scanner: ContentScanner, fake: FakeSe
             {"created_by": f"RUN |2 DEPLOY_TOKEN=s3cr3t-build-value GH={fake.github} /bin/sh -c make # buildkit"},
             {"created_by": "/bin/sh -c #(nop)  ENV ADMIN_PASSWORD=letmein123"},
             {"created_by": "ENV MODE=prod # buildkit"},
+            {"created_by": "ADD https://deploy:pw-in-url-123@example.invalid/a.tgz /a # buildkit"},
         ],
     )
     out = scanner.scan_config(doc)
@@ -114,12 +115,13 @@ def test_build_args_env_and_add_in_history(scanner: ContentScanner, fake: FakeSe
     assert got == [
         ("config", "add-remote-url", "history[0].created_by"),
         ("config", "add-remote-url", "history[1].created_by"),
+        ("config", "add-remote-url", "history[5].created_by"),
         ("config", "secret-in-build-arg", "history[2].created_by"),
         ("config", "secret-in-env", "history[3].created_by"),
         ("secret", "github-pat", "history[2].created_by"),
     ]
     dumped = json.dumps([f.to_dict() for f in out.findings])
-    assert "s3cr3t-build-value" not in dumped and "letmein123" not in dumped
+    assert "s3cr3t-build-value" not in dumped and "letmein123" not in dumped and "pw-in-url-123" not in dumped
 
 
 def test_latest_base_image_from_labels_and_history(scanner: ContentScanner) -> None:

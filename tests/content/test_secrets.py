@@ -223,3 +223,60 @@ def test_preview_masks_nearby_password_assignments(scanner: ContentScanner, fake
     findings = _scan_text(scanner, "app/run.sh", f"DB_PASSWORD=hunter2hunter2 TOKEN={fake.github}\n")
     assert [f.rule_id for f in findings] == ["github-pat"]
     assert "hunter2" not in (findings[0].preview or "")
+
+
+def test_other_credential_kinds_from_the_issue(scanner: ContentScanner) -> None:
+    """GCP service-account JSON, OpenSSH and PGP private keys, Azure storage key and SAS, GitLab
+    and Stripe tokens: each found by the expected rule (values generated here)."""
+    import base64
+    import random
+    import string
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    rng = random.Random(99)
+    alnum = string.ascii_letters + string.digits
+
+    def pick(alphabet: str, n: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    pkcs8 = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    openssh = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
+    account_key = base64.b64encode(bytes(rng.getrandbits(8) for _ in range(64))).decode()
+    cases = {
+        "gcp-sa.json": (
+            json.dumps(
+                {"type": "service_account", "private_key_id": pick("0123456789abcdef", 40), "private_key": pkcs8}
+            ),
+            "private-key",
+        ),
+        "id_ed25519": (openssh, "private-key"),
+        "signing.asc": (
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n"
+            + "\n".join(pick(alnum, 64) for _ in range(4))
+            + "\n-----END PGP PRIVATE KEY BLOCK-----\n",
+            "private-key",
+        ),
+        "azure.env": (
+            f"CONN=DefaultEndpointsProtocol=https;AccountName=demo;AccountKey={account_key};EndpointSuffix=x\n",
+            "azure-storage-account-key",
+        ),
+        "sas.txt": (
+            f"u = https://d.blob.core.windows.net/c/f?sv=2022-11-02&sp=r&se=2030-01-01&sig={pick(alnum, 43)}%3D\n",
+            "azure-sas-token",
+        ),
+        "gitlab.env": ("GL=glpat-" + pick(alnum, 20) + "\n", "gitlab-pat"),
+        "stripe.env": ("STRIPE=sk_" + "live_" + pick(alnum, 24) + "\n", "stripe-access-token"),
+    }
+    for name, (content, rule) in cases.items():
+        findings = _scan_text(scanner, f"app/{name}", content)
+        assert [f.rule_id for f in findings] == [rule], name
