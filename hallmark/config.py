@@ -8,6 +8,7 @@ being silently ignored. Nested keys use ``__`` in the environment, e.g.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -69,12 +70,85 @@ class RegistryConfig(_Section):
     referrers_page_size: int = Field(default=1000, ge=1, le=100_000)
 
 
+class PipelineConfig(_Section):
+    # Index, scan and sign every pushed image in the background.
+    enabled: bool = True
+    # Job-running threads inside `hallmark serve` (0: leave jobs to `hallmark worker` processes).
+    workers: int = Field(default=1, ge=0, le=64)
+    poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Content checks (malware, secrets, configuration) during indexing.
+    content_checks: bool = True
+    # Rule bundles (yara/, secrets/, blocklist) downloaded by `hallmark db update`; defaults to <data_dir>/rules.
+    rules_dir: str | None = None
+
+
+class AdvisoryConfig(_Section):
+    # Where `hallmark db update` reads feeds: an https base URL in production, or a mirror folder.
+    osv_url: str = "https://osv-vulnerabilities.storage.googleapis.com"
+    osv_ecosystems: list[str] = [
+        "PyPI",
+        "npm",
+        "Go",
+        "crates.io",
+        "Maven",
+        "RubyGems",
+        "Packagist",
+        "NuGet",
+        "Debian",
+        "Alpine",
+    ]
+    mirror: str | None = None
+    update_interval_hours: float = Field(default=6.0, ge=0)
+    webhooks: list[str] = []
+    webhook_secret: str | None = None
+
+
+class SigningConfig(_Section):
+    # Enterprise key and certificate chain (PEM/PKCS#8 or PKCS#12); reports and promotions are signed when set.
+    key: str | None = None
+    cert: str | None = None
+    envelope: str = "jws"
+
+    @field_validator("envelope")
+    @classmethod
+    def _check_envelope(cls, v: str) -> str:
+        if v not in {"jws", "cose"}:
+            raise ValueError("envelope must be jws or cose")
+        return v
+
+
+class AccessConfig(_Section):
+    """Authentication, authorization and audit (``[access]``); on by default: no anonymous push."""
+
+    enabled: bool = True
+    # Docker token service name (the JWT audience) and issuer.
+    service: str = "hallmark"
+    # Token endpoint URL given in WWW-Authenticate; default <public_url or request base>/auth/token.
+    realm: str | None = None
+    token_lifetime_seconds: int = Field(default=300, ge=30, le=24 * 3600)
+    # Whether repositories without an explicit setting allow anonymous pull.
+    anonymous_pull_default: bool = False
+    # Accept HTTP Basic credentials directly on /v2 (for clients without token support).
+    basic_on_registry: bool = True
+    # Failed logins: at most this many per user and per client address within the window, then 429.
+    max_failed_per_user: int = Field(default=5, ge=1)
+    max_failed_per_address: int = Field(default=30, ge=1)
+    failed_window_seconds: int = Field(default=300, ge=1)
+    # Audit entries older than this are pruned (a checkpoint keeps the chain verifiable); 0 keeps all.
+    audit_retention_days: int = Field(default=0, ge=0)
+    audit_flush_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+
+
 class Config(_Section):
     data_dir: str = DEFAULT_DATA_DIR
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     database: DatabaseConfig = DatabaseConfig()
     registry: RegistryConfig = RegistryConfig()
+    access: AccessConfig = AccessConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    advisories: AdvisoryConfig = AdvisoryConfig()
+    signing: SigningConfig = SigningConfig()
 
     @property
     def data_path(self) -> Path:
@@ -83,6 +157,14 @@ class Config(_Section):
     @property
     def blob_path(self) -> Path:
         return Path(self.storage.path).expanduser().resolve() if self.storage.path else self.data_path / "blobs"
+
+    @property
+    def rules_path(self) -> Path:
+        return (
+            Path(self.pipeline.rules_dir).expanduser().resolve()
+            if self.pipeline.rules_dir
+            else self.data_path / "rules"
+        )
 
     @property
     def database_url(self) -> str:
@@ -135,11 +217,18 @@ def load_config(
     for name, value in env.items():
         if not name.startswith("HALLMARK_") or name in _NOT_CONFIG or name.startswith("HALLMARK_TEST_"):
             continue
+        value_: Any = value
+        if value.startswith("[") and value.endswith("]"):
+            # Lists come as JSON in the environment: HALLMARK_ADVISORIES__WEBHOOKS='["https://..."]'
+            try:
+                value_ = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: not a valid JSON list") from exc
         if name in _ALIASES:
-            _set(tree, _ALIASES[name], value)
+            _set(tree, _ALIASES[name], value_)
         else:
             parts = tuple(p.lower() for p in name[len("HALLMARK_") :].split("__"))
-            _set(tree, parts, value)
+            _set(tree, parts, value_)
     for path_, value in (overrides or {}).items():
         if value is not None:
             _set(tree, path_, value)

@@ -478,3 +478,59 @@ def _default_platform(content: bytes, accept: Sequence[str]) -> str | None:
         ):
             return str(child["digest"])
     return None
+
+
+@dataclass
+class ArtifactLayer:
+    media_type: str
+    data: bytes
+    annotations: dict[str, str] | None = None
+
+
+EMPTY_CONFIG = b"{}"
+EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
+
+
+def attach_artifact(
+    svc: RegistryService,
+    repo: str,
+    subject: ManifestRecord,
+    artifact_type: str,
+    layers: Sequence[ArtifactLayer],
+    annotations: dict[str, str] | None = None,
+    extra_blobs: Sequence[bytes] = (),
+) -> str:
+    """Store an OCI 1.1 artifact whose ``subject`` is ``subject`` (blocking; run it in a worker).
+
+    Reports, SBOMs and signatures that Hallmark makes go through the same
+    validation and storage as a client push, so ``referrers`` lists them.
+    """
+    for data in (EMPTY_CONFIG, *(layer.data for layer in layers), *extra_blobs):
+        digest, size = svc.blobs.put(data)
+        svc.meta.link_blob(repo, digest, size)
+    descs = []
+    for layer in layers:
+        d: dict[str, Any] = {"mediaType": layer.media_type, "digest": digest_bytes(layer.data), "size": len(layer.data)}
+        if layer.annotations:
+            d["annotations"] = layer.annotations
+        descs.append(d)
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": digest_bytes(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)},
+        "layers": descs,
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": len(subject.content)},
+    }
+    if annotations:
+        doc["annotations"] = annotations
+    return push_manifest_sync(svc, repo, orjson.dumps(doc), doc["mediaType"])
+
+
+def push_manifest_sync(svc: RegistryService, repo: str, content: bytes, media_type: str) -> str:
+    parsed = parse_manifest(content, media_type)
+    digest = digest_bytes(content)
+    record = ManifestRecord(digest, parsed.media_type, content, parsed.artifact_type, parsed.subject)
+    annotations = orjson.dumps(parsed.annotations).decode() if parsed.annotations else None
+    svc.meta.put_manifest(repo, record, parsed.blob_refs, parsed.manifest_refs, None, annotations)
+    return digest

@@ -1,0 +1,221 @@
+"""``hallmark db update``: fetch advisory feeds into a new set folder, validate it, then switch atomically.
+
+Each set is a folder ``<data_dir>/advisories/<n>/`` in the feeds' production
+layout (``osv/<Ecosystem>/all.zip``, ``debian/...``, ``kev/...``), the same
+layout as the offline snapshot, so one loader reads both. Sources are fetched
+from an https base (production) or from a mirror folder (air-gapped sites) by
+the same code. Unchanged feeds are not downloaded again (ETag/Last-Modified)
+but hard-linked from the previous set. Only when the new set loads completely
+does one transaction mark it active; readers keep using the previous set until
+then, and a failed update changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hallmark.advisories.index import AdvisoryIndex, load_snapshot
+from hallmark.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Feed:
+    """One file of the set: where it comes from and where it goes in the layout."""
+
+    path: str  # relative path inside the set, e.g. "osv/PyPI/all.zip"
+    url: str  # relative to the base (mirror folder or URL)
+    required: bool = False
+
+
+def feeds(config: Config, base_is_mirror: bool) -> list[Feed]:
+    out = [
+        Feed(f"osv/{eco}/all.zip", f"osv/{eco}/all.zip" if base_is_mirror else f"{eco}/all.zip")
+        for eco in config.advisories.osv_ecosystems
+    ]
+    if base_is_mirror:
+        # The offline layout carries the Debian tracker lists, Alpine secdb, KEV and support tables too.
+        out += [
+            Feed("debian/security-tracker/data/DSA/list", "debian/security-tracker/data/DSA/list"),
+            Feed("debian/security-tracker/data/DLA/list", "debian/security-tracker/data/DLA/list"),
+            Feed("kev/known_exploited_vulnerabilities.json", "kev/known_exploited_vulnerabilities.json"),
+        ]
+    else:
+        out += [
+            Feed(
+                "kev/known_exploited_vulnerabilities.json",
+                "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json",
+            ),
+        ]
+    return out
+
+
+class UpdateError(Exception):
+    pass
+
+
+def _sets_root(config: Config) -> Path:
+    return config.data_path / "advisories"
+
+
+def load_active(config: Config, meta: dict[str, Any]) -> AdvisoryIndex:
+    folder = _sets_root(config) / str(meta["sources"]["folder"])
+    return load_snapshot(folder)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check(path: Path) -> None:
+    """Integrity: a zip must be readable end to end (CRC of every member), JSON must start like JSON."""
+    if path.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+        except zipfile.BadZipFile as exc:
+            raise UpdateError(f"{path.name}: not a zip file ({exc})") from exc
+        if bad is not None:
+            raise UpdateError(f"{path}: corrupt member {bad}")
+    elif path.suffix == ".json":
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+        if not head.startswith((b"{", b"[")):
+            raise UpdateError(f"{path}: not JSON")
+
+
+def _fetch(
+    client: httpx.Client | None,
+    base: str,
+    feed: Feed,
+    dest: Path,
+    previous: dict[str, Any] | None,
+    prev_dir: Path | None,
+) -> dict[str, Any]:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"path": feed.path}
+    url = feed.url if "://" in feed.url else (base.rstrip("/") + "/" + feed.url)
+    if "://" not in url or url.startswith("file://"):
+        src = Path(url.removeprefix("file://"))
+        if not src.exists():
+            record["status"] = "missing"
+            return record
+        shutil.copyfile(src, dest)
+        record.update(source=str(src), status="copied")
+    else:
+        assert client is not None
+        headers = {}
+        if previous and prev_dir is not None and (prev_dir / feed.path).exists():
+            if previous.get("etag"):
+                headers["If-None-Match"] = previous["etag"]
+            if previous.get("last_modified"):
+                headers["If-Modified-Since"] = previous["last_modified"]
+        try:
+            with client.stream("GET", url, headers=headers) as resp:
+                if resp.status_code == 304 and prev_dir is not None:
+                    os.link(prev_dir / feed.path, dest)
+                    record.update(previous or {}, status="not-modified", source=url)
+                    return record
+                if resp.status_code != 200:
+                    record.update(status=f"http {resp.status_code}", source=url)
+                    return record
+                tmp = dest.with_suffix(dest.suffix + ".part")
+                with open(tmp, "wb") as f:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        f.write(chunk)
+                os.replace(tmp, dest)
+                record.update(
+                    source=url,
+                    status="downloaded",
+                    etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
+                )
+        except httpx.HTTPError as exc:
+            record.update(status=f"error: {exc}", source=url)
+            return record
+    _check(dest)
+    record["sha256"] = _sha256(dest)
+    record["size"] = dest.stat().st_size
+    return record
+
+
+def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
+    """Import a new advisory set and activate it; returns the import record."""
+    config: Config = pipeline.config
+    base = mirror or config.advisories.mirror or config.advisories.osv_url
+    is_mirror = "://" not in base or base.startswith("file://")
+    if is_mirror and not Path(base.removeprefix("file://")).is_dir():
+        raise UpdateError(f"mirror folder {base} does not exist")
+    root = _sets_root(config)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = root / stamp
+    work = root / f".{stamp}.tmp"
+    work.mkdir()
+    active = pipeline.store.active_advisory_set()
+    prev_records = {r["path"]: r for r in (active["sources"]["files"] if active else [])}
+    prev_dir = root / active["sources"]["folder"] if active else None
+    client = None if is_mirror else httpx.Client(timeout=120, follow_redirects=True)
+    try:
+        files = [
+            _fetch(client, base, feed, work / feed.path, prev_records.get(feed.path), prev_dir)
+            for feed in feeds(config, is_mirror)
+        ]
+        got = [f for f in files if "sha256" in f]
+        if not got:
+            raise UpdateError(f"no advisory feed could be fetched from {base}")
+        index = load_snapshot(work)  # validates the whole set before anyone uses it
+        os.replace(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+    sources = {
+        "folder": stamp,
+        "base": base,
+        "imported_at": dt.datetime.now(dt.UTC).isoformat(),
+        "files": files,
+        "stats": [_stats(s) for s in index.imports],
+        "advisories": len(index.advisories),
+        "ecosystems": sorted(index.ecosystems),
+    }
+    digest = "sha256:" + hashlib.sha256(repr(sorted((f["path"], f.get("sha256")) for f in files)).encode()).hexdigest()
+    set_id = pipeline.store.add_advisory_set(digest, sources)
+    pipeline.store.add_event("advisories.updated", None, None, {"set": set_id, "advisories": sources["advisories"]})
+    pipeline.jobs.enqueue("rematch", f"set-{set_id}", {"set": set_id})
+    pipeline.wake()
+    _prune(root, keep={stamp, active["sources"]["folder"] if active else stamp})
+    return {"set": set_id, **sources}
+
+
+def _stats(stats: Any) -> dict[str, Any]:
+    try:
+        import dataclasses
+
+        return dataclasses.asdict(stats)
+    except TypeError:
+        return {"repr": repr(stats)}
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    """Keep the new and the previous set (readers may still hold the previous one)."""
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,215 @@
+"""The pipeline for one image: index (SBOM) -> content checks -> match -> report -> sign.
+
+Each stage is a job in the shared queue (:mod:`hallmark.pipeline.jobs`), so the
+work survives restarts and spreads over replicas and ``hallmark worker``
+processes. Results are stored in the database and attached to the image in the
+registry as OCI artifacts with ``subject``, so ``referrers`` lists them.
+Re-matching after an advisory update reads only stored inventories, never layers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from hallmark.config import Config
+from hallmark.index import INDEXER_VERSION, IndexResult, index_image
+from hallmark.index.sbom import to_cyclonedx, to_spdx
+from hallmark.metadata.store import ManifestRecord, MetadataStore
+from hallmark.pipeline.jobs import Job, JobQueue
+from hallmark.pipeline.store import DbIndexCache, PipelineStore
+from hallmark.registry.manifests import IMAGE_TYPES
+from hallmark.registry.service import ArtifactLayer, RegistryService, attach_artifact, push_manifest_sync
+from hallmark.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+IMAGE_CONFIG_TYPES = frozenset(
+    {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
+)
+CYCLONEDX = "application/vnd.cyclonedx+json"
+SPDX = "application/spdx+json"
+VULN_REPORT = "application/vnd.hallmark.vulnerability-report.v1+json"
+CONTENT_REPORT = "application/vnd.hallmark.content-report.v1+json"
+REPORT_KIND_ANNOTATION = "dev.hallmark.report.kind"
+MAX_CONFIG_BYTES = 8 << 20
+
+
+class Pipeline:
+    def __init__(self, config: Config, meta: MetadataStore, blobs: BlobStore, registry: RegistryService) -> None:
+        self.config = config
+        self.meta = meta
+        self.blobs = blobs
+        self.registry = registry
+        self.jobs = JobQueue(meta)
+        self.store = PipelineStore(meta)
+        self.cache = DbIndexCache(meta)
+        self._lock = threading.Lock()
+        self._signer: Any = None
+        self._signer_loaded = False
+        self.wake: Callable[[], None] = lambda: None
+        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "index": self._job_index,
+            "match": self._job_match,
+            "rematch": self._job_rematch,
+        }
+
+    # -- triggers -----------------------------------------------------------------------------
+    def on_push(self, repo: str, digest: str) -> None:
+        """Queue indexing of a pushed manifest (blocking: call from a worker thread)."""
+        if self.jobs.enqueue("index", f"{repo}@{digest}", {"repo": repo, "digest": digest}):
+            self.wake()
+
+    def on_delete(self, repo: str, digest: str) -> None:
+        self.store.forget_image(repo, digest)
+
+    # -- job runner -----------------------------------------------------------------------------
+    def run_one(self, worker: str) -> bool:
+        """Claim and run one job; False when the queue had nothing ready."""
+        job = self.jobs.claim(worker, list(self.handlers))
+        if job is None:
+            return False
+        self._run(job)
+        return True
+
+    def _run(self, job: Job) -> None:
+        try:
+            self.handlers[job.kind](job.payload)
+        except Exception as exc:
+            log.exception("job %s %s failed", job.kind, job.key)
+            self.jobs.failed(job, f"{type(exc).__name__}: {exc}")
+            return
+        self.jobs.done(job)
+
+    def drain(self, worker: str = "drain", limit: int = 10_000) -> int:
+        """Run jobs until none is ready (CLI and tests)."""
+        n = 0
+        while n < limit and self.run_one(worker):
+            n += 1
+        return n
+
+    # -- stage: index -----------------------------------------------------------------------------
+    def _image_manifest(self, repo: str, digest: str) -> tuple[ManifestRecord, dict[str, Any]] | None:
+        rec = self.meta.get_manifest(repo, digest, True)
+        if rec is None or rec.media_type not in IMAGE_TYPES or rec.subject:
+            return None
+        doc = orjson.loads(rec.content)
+        config = doc.get("config") or {}
+        if config.get("mediaType") not in IMAGE_CONFIG_TYPES:
+            return None  # an artifact (SBOM, signature, Helm chart...), not a runnable image
+        return rec, doc
+
+    def _job_index(self, payload: dict[str, Any]) -> None:
+        repo, digest = payload["repo"], payload["digest"]
+        found = self._image_manifest(repo, digest)
+        if found is None:
+            return
+        rec, doc = found
+        self.store.set_image(repo, digest, status="indexing", reason=None)
+        config_digest = doc["config"]["digest"]
+        if (self.blobs.stat(config_digest) or 0) > MAX_CONFIG_BYTES:
+            self._fail(repo, digest, "index failed: image config larger than 8 MiB")
+            return
+        with self.blobs.open(config_digest) as f:
+            config = f.read(MAX_CONFIG_BYTES)
+        result = index_image(rec.content, config, self.blobs.open, manifest_digest=digest, cache=self.cache)
+        if result.status != "done":
+            self._fail(repo, digest, result.failure or "index failed")
+            return
+        self.store.set_image(
+            repo,
+            digest,
+            status="indexed",
+            indexer_version=INDEXER_VERSION,
+            distro=result.distro.__dict__ if result.distro else None,
+            package_count=len(result.packages),
+        )
+        name = f"{repo}@{digest}"
+        for kind, media_type, body in (
+            ("sbom-cyclonedx", CYCLONEDX, to_cyclonedx(result, name)),
+            ("sbom-spdx", SPDX, to_spdx(result, name)),
+        ):
+            self._attach_report(repo, rec, kind, media_type, body.encode())
+        self.store.add_event("image.indexed", repo, digest, {"packages": len(result.packages)})
+        self.jobs.enqueue("match", f"{repo}@{digest}", {"repo": repo, "digest": digest})
+
+    def _fail(self, repo: str, digest: str, reason: str) -> None:
+        self.store.set_image(repo, digest, status="failed", reason=reason)
+        self.store.add_event("image.failed", repo, digest, {"reason": reason})
+
+    def inventory(self, digest: str) -> IndexResult | None:
+        doc = self.cache.get("image", INDEXER_VERSION, digest)
+        return IndexResult.from_json(doc) if doc else None
+
+    # -- stage: match (filled in by the advisories wiring) ------------------------------------------------
+    def _job_match(self, payload: dict[str, Any]) -> None:
+        from hallmark.pipeline.matching import match_image
+
+        match_image(self, payload["repo"], payload["digest"])
+
+    def _job_rematch(self, payload: dict[str, Any]) -> None:
+        from hallmark.pipeline.matching import rematch_all
+
+        stats = rematch_all(self)
+        self.store.add_event("advisories.rematched", None, None, {"set": payload.get("set"), **stats})
+
+    # -- reports and signatures ----------------------------------------------------------------------
+    def _attach_report(
+        self, repo: str, subject: ManifestRecord, kind: str, media_type: str, body: bytes, doc: Any = None
+    ) -> str:
+        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        artifact = attach_artifact(
+            self.registry,
+            repo,
+            subject,
+            media_type,
+            [ArtifactLayer(media_type, body)],
+            annotations={"org.opencontainers.image.created": created, REPORT_KIND_ANNOTATION: kind},
+        )
+        signature = self._sign(repo, artifact)
+        self.store.put_report(
+            repo,
+            subject.digest,
+            kind,
+            doc if doc is not None else orjson.loads(body),
+            artifact_digest=artifact,
+            signature_digest=signature,
+        )
+        return artifact
+
+    def signer(self) -> Any:
+        with self._lock:
+            if not self._signer_loaded:
+                self._signer_loaded = True
+                if self.config.signing.key:
+                    from hallmark.signing import load_signer
+
+                    self._signer = load_signer(self.config.signing.key, self.config.signing.cert)
+            return self._signer
+
+    def _sign(self, repo: str, artifact_digest: str) -> str | None:
+        signer = self.signer()
+        if signer is None:
+            return None
+        return sign_manifest(self, repo, artifact_digest, signer)
+
+
+def sign_manifest(pipeline: Pipeline, repo: str, digest: str, signer: Any) -> str:
+    """Sign a stored manifest with a Notary Project signature attached as its referrer."""
+    from hallmark.signing import build_signature
+    from hallmark.signing.layout import Descriptor
+
+    rec = pipeline.meta.get_manifest(repo, digest, True)
+    if rec is None:
+        raise KeyError(f"{repo}@{digest}")
+    subject = Descriptor(rec.media_type, rec.digest, len(rec.content), rec.artifact_type)
+    sig = build_signature(subject, signer, pipeline.config.signing.envelope)
+    for blob_digest, (_mt, data) in sig.blobs.items():
+        stored, size = pipeline.blobs.put(data, blob_digest)
+        pipeline.meta.link_blob(repo, stored, size)
+    return push_manifest_sync(pipeline.registry, repo, sig.manifest, "application/vnd.oci.image.manifest.v1+json")

@@ -1,0 +1,260 @@
+"""SQL for pipeline state: image status, index cache, reports, advisory sets and the event log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import zstandard
+from sqlalchemy import delete, select, update
+
+from hallmark.metadata.store import MetadataStore, utcnow
+from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports
+
+_ZC = zstandard.ZstdCompressor(level=6)
+
+
+def pack(doc: Any) -> bytes:
+    return _ZC.compress(orjson.dumps(doc))
+
+
+def unpack(blob: bytes) -> Any:
+    return orjson.loads(zstandard.ZstdDecompressor().decompress(blob))
+
+
+class DbIndexCache:
+    """:class:`hallmark.index.IndexCache` in the metadata database (shared by all replicas and workers)."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+
+    def get(self, kind: str, version: str, digest: str) -> dict[str, Any] | None:
+        with self.meta.engine.connect() as conn:
+            row = conn.execute(
+                select(index_cache.c.doc).where(
+                    index_cache.c.kind == kind, index_cache.c.version == version, index_cache.c.digest == digest
+                )
+            ).first()
+        return unpack(bytes(row[0])) if row else None
+
+    def put(self, kind: str, version: str, digest: str, doc: dict[str, Any]) -> None:
+        data = pack(doc)
+        with self.meta._tx() as conn:
+            conn.execute(
+                delete(index_cache).where(
+                    index_cache.c.kind == kind, index_cache.c.version == version, index_cache.c.digest == digest
+                )
+            )
+            conn.execute(
+                index_cache.insert().values(kind=kind, version=version, digest=digest, doc=data, created_at=utcnow())
+            )
+
+
+class PipelineStore:
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+
+    # -- images ---------------------------------------------------------------------------
+    def set_image(self, repo: str, digest: str, **values: Any) -> None:
+        values["updated_at"] = utcnow()
+        for key in ("distro", "summary"):
+            if key in values and values[key] is not None and not isinstance(values[key], str):
+                values[key] = orjson.dumps(values[key]).decode()
+        with self.meta._tx() as conn:
+            res = conn.execute(
+                update(images).where(images.c.repo_name == repo, images.c.digest == digest).values(**values)
+            )
+            if res.rowcount == 0:
+                values.setdefault("status", "queued")
+                conn.execute(images.insert().values(repo_name=repo, digest=digest, **values))
+
+    def get_image(self, repo: str, digest: str) -> dict[str, Any] | None:
+        with self.meta.engine.connect() as conn:
+            row = (
+                conn.execute(select(images).where(images.c.repo_name == repo, images.c.digest == digest))
+                .mappings()
+                .first()
+            )
+        return _image_row(row) if row else None
+
+    def list_images(self, repo: str | None = None) -> list[dict[str, Any]]:
+        q = select(images).order_by(images.c.repo_name, images.c.updated_at.desc())
+        if repo is not None:
+            q = q.where(images.c.repo_name == repo)
+        with self.meta.engine.connect() as conn:
+            return [_image_row(r) for r in conn.execute(q).mappings()]
+
+    def indexed_images(self) -> Iterator[tuple[str, str]]:
+        with self.meta.engine.connect() as conn:
+            rows = conn.execute(
+                select(images.c.repo_name, images.c.digest).where(images.c.status.in_(["indexed", "scanning", "done"]))
+            ).all()
+        yield from ((r[0], r[1]) for r in rows)
+
+    def forget_image(self, repo: str, digest: str) -> None:
+        with self.meta._tx() as conn:
+            conn.execute(delete(images).where(images.c.repo_name == repo, images.c.digest == digest))
+            conn.execute(delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest))
+
+    # -- reports ----------------------------------------------------------------------------
+    def put_report(
+        self,
+        repo: str,
+        digest: str,
+        kind: str,
+        doc: Any,
+        artifact_digest: str | None = None,
+        signature_digest: str | None = None,
+    ) -> None:
+        data = pack(doc)
+        with self.meta._tx() as conn:
+            conn.execute(
+                delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest, reports.c.kind == kind)
+            )
+            conn.execute(
+                reports.insert().values(
+                    repo_name=repo,
+                    digest=digest,
+                    kind=kind,
+                    doc=data,
+                    artifact_digest=artifact_digest,
+                    signature_digest=signature_digest,
+                    created_at=utcnow(),
+                )
+            )
+
+    def set_report_signature(self, repo: str, digest: str, kind: str, signature_digest: str) -> None:
+        with self.meta._tx() as conn:
+            conn.execute(
+                update(reports)
+                .where(reports.c.repo_name == repo, reports.c.digest == digest, reports.c.kind == kind)
+                .values(signature_digest=signature_digest)
+            )
+
+    def get_report(self, repo: str, digest: str, kind: str) -> dict[str, Any] | None:
+        with self.meta.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(reports).where(
+                        reports.c.repo_name == repo, reports.c.digest == digest, reports.c.kind == kind
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return {
+            "kind": row["kind"],
+            "doc": unpack(bytes(row["doc"])),
+            "artifact_digest": row["artifact_digest"],
+            "signature_digest": row["signature_digest"],
+            "created_at": row["created_at"],
+        }
+
+    def report_kinds(self, repo: str, digest: str) -> list[dict[str, Any]]:
+        with self.meta.engine.connect() as conn:
+            rows = conn.execute(
+                select(reports.c.kind, reports.c.artifact_digest, reports.c.signature_digest, reports.c.created_at)
+                .where(reports.c.repo_name == repo, reports.c.digest == digest)
+                .order_by(reports.c.kind)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    # -- advisory sets --------------------------------------------------------------------------
+    def add_advisory_set(self, blob_digest: str, sources: dict[str, Any]) -> int:
+        """Record an imported set and make it the active one in the same transaction (the atomic switch)."""
+        with self.meta._tx() as conn:
+            conn.execute(update(advisory_sets).values(active=False))
+            res = conn.execute(
+                advisory_sets.insert().values(
+                    blob_digest=blob_digest, sources=orjson.dumps(sources).decode(), active=True, created_at=utcnow()
+                )
+            )
+            pk = res.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def active_advisory_set(self) -> dict[str, Any] | None:
+        with self.meta.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(advisory_sets).where(advisory_sets.c.active.is_(True)).order_by(advisory_sets.c.id.desc())
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return {
+            "id": row["id"],
+            "blob_digest": row["blob_digest"],
+            "sources": orjson.loads(row["sources"]),
+            "created_at": row["created_at"],
+        }
+
+    def advisory_set_history(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.meta.engine.connect() as conn:
+            rows = conn.execute(select(advisory_sets).order_by(advisory_sets.c.id.desc()).limit(limit)).mappings()
+            return [
+                {
+                    "id": r["id"],
+                    "blob_digest": r["blob_digest"],
+                    "active": bool(r["active"]),
+                    "sources": orjson.loads(r["sources"]),
+                    "created_at": r["created_at"],
+                }
+                for r in rows
+            ]
+
+    # -- events -------------------------------------------------------------------------------------
+    def add_event(self, type_: str, repo: str | None, digest: str | None, payload: dict[str, Any]) -> int:
+        with self.meta._tx() as conn:
+            res = conn.execute(
+                events.insert().values(
+                    type=type_,
+                    repo_name=repo,
+                    digest=digest,
+                    payload=orjson.dumps(payload).decode(),
+                    created_at=utcnow(),
+                )
+            )
+            pk = res.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def list_events(
+        self, since_id: int = 0, limit: int = 100, type_: str | None = None, repo: str | None = None
+    ) -> list[dict[str, Any]]:
+        q = select(events).where(events.c.id > since_id).order_by(events.c.id).limit(limit)
+        if type_:
+            q = q.where(events.c.type == type_)
+        if repo:
+            q = q.where(events.c.repo_name == repo)
+        with self.meta.engine.connect() as conn:
+            return [
+                {
+                    "id": r["id"],
+                    "type": r["type"],
+                    "repository": r["repo_name"],
+                    "digest": r["digest"],
+                    "payload": orjson.loads(r["payload"]),
+                    "created_at": r["created_at"],
+                }
+                for r in conn.execute(q).mappings()
+            ]
+
+
+def _image_row(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    for key in ("distro", "summary"):
+        if d.get(key):
+            d[key] = orjson.loads(d[key])
+    d["repository"] = d.pop("repo_name")
+    return d
+
+
+def now() -> dt.datetime:
+    return utcnow()
