@@ -52,7 +52,7 @@ class Allowlist:
     paths: tuple[Any, ...] = ()
     regexes: tuple[Any, ...] = ()
     regex_target: str = "secret"  # "secret" | "match" | "line"
-    stopwords: tuple[str, ...] = ()
+    stopwords: tuple[Any, ...] = ()  # one compiled alternation of the lower-cased stopwords
     condition_and: bool = False
 
     def path_matches(self, path: str) -> bool:
@@ -68,7 +68,7 @@ class Allowlist:
             checks.append(any(r.search(target) for r in self.regexes))
         if self.stopwords:
             low = secret.lower()
-            checks.append(any(w in low for w in self.stopwords))
+            checks.append(any(w.search(low) for w in self.stopwords))
         if not checks:
             return False
         return all(checks) if self.condition_and else any(checks)
@@ -109,13 +109,27 @@ def _allowlist(raw: dict[str, Any], where: str) -> Allowlist:
     target = str(raw.get("regexTarget", "secret")).lower()
     if target not in {"secret", "match", "line"}:
         raise RuleFileError(f"{where}: unknown regexTarget {target!r}")
+    stopwords = [str(w).lower() for w in raw.get("stopwords", [])]
     return Allowlist(
-        paths=tuple(_compile(p, where) for p in raw.get("paths", [])),
-        regexes=tuple(_compile(r, where) for r in raw.get("regexes", [])),
+        paths=_combined(raw.get("paths", []), where),
+        regexes=_combined(raw.get("regexes", []), where),
         regex_target=target,
-        stopwords=tuple(str(w).lower() for w in raw.get("stopwords", [])),
+        # one RE2 pass over the secret instead of ~1,400 substring tests per candidate
+        stopwords=(re2.compile("|".join(re2.escape(w) for w in stopwords)),) if stopwords else (),
         condition_and=str(raw.get("condition", "OR")).upper() == "AND",
     )
+
+
+def _combined(patterns: Sequence[str], where: str) -> tuple[Any, ...]:
+    """Compile each pattern (to name the bad one), then join them into one RE2 alternation so
+    an allowlist costs one search, not one per pattern; fall back to the list if joining fails."""
+    compiled = tuple(_compile(p, where) for p in patterns)
+    if len(compiled) < 2:
+        return compiled
+    try:
+        return (re2.compile("|".join(f"(?:{p})" for p in patterns)),)
+    except re2.error:
+        return compiled
 
 
 def _severity_for(rule_id: str) -> Severity:
