@@ -26,7 +26,7 @@ from hallmark.content.archives import ArchiveBudget, ArchiveLimits, Member, is_z
 from hallmark.content.clamd import ClamdClient, ClamdConfig, ClamdError
 from hallmark.content.model import SEVERITY_ORDER, Finding, ScanOutcome, Severity, Skip
 from hallmark.content.rules import RuleBundle
-from hallmark.content.secrets import fingerprint, to_findings
+from hallmark.content.secrets import to_findings
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class ContentScanner:
             return
         if sha is not None and self.options.malware:
             self._blocklist(path, layer, digest, sha, out)
-        if self.options.secrets:
+        if self.options.secrets and not self.rules.secrets.path_skipped(path):
             for rule in self.rules.secrets.path_rules(path):
                 out.findings.append(
                     Finding(
@@ -431,4 +431,4 @@ def _yara_severity(meta: dict[str, Any]) -> Severity:
     return _CATEGORY_SEVERITY.get(str(meta.get("category", "")).upper(), "high")
 
 
-__all__ = ["ContentScanner", "ScanOptions", "fingerprint", "normalize_path"]
+__all__ = ["ContentScanner", "ScanOptions", "normalize_path", "utf8_clean"]
