@@ -201,6 +201,26 @@ class Tree:
         self.root = _Node(DIR, -1, "")
         self.max_hops = max_hops
         self.on_remove: Callable[[_Node], None] = lambda node: None
+        # resolve() of parent folders, memoised: most entries share a parent. Any change to a
+        # path that some cached resolution walked through (``_walked``) drops the memo.
+        self._parents: dict[str, str] = {}
+        self._walked: set[str] = set()
+
+    def _forget(self) -> None:
+        if self._parents:
+            self._parents.clear()
+            self._walked.clear()
+
+    def resolve_parent(self, path: str) -> str:
+        hit = self._parents.get(path)
+        if hit is None:
+            hit = self.resolve(path)
+            self._parents[path] = hit
+            for p in (path, hit):
+                while p and p not in self._walked:
+                    self._walked.add(p)
+                    p = p.rpartition("/")[0]
+        return hit
 
     def lookup(self, path: str) -> _Node | None:
         node: _Node | None = self.root
@@ -260,6 +280,7 @@ class Tree:
                 stack.extend(n.children.values())
 
     def remove(self, path: str) -> None:
+        self._forget()
         parent = self.lookup(self.resolve(posixpath.dirname(path)))
         if parent is not None and parent.children is not None:
             gone = parent.children.pop(posixpath.basename(path), None)
@@ -267,6 +288,7 @@ class Tree:
                 self._removed(gone)
 
     def clear_dir(self, path: str) -> None:
+        self._forget()
         node = self.lookup(self.resolve(path))
         if node is not None and node.children:
             for child in node.children.values():
@@ -274,15 +296,17 @@ class Tree:
             node.children = {}
 
     def add(self, path: str, kind: str, layer: int, target: str = "") -> _Node:
-        parent_path = self.resolve(posixpath.dirname(path))
+        parent_path = self.resolve_parent(path.rpartition("/")[0])
         parent = self._dir(parent_path, layer)
-        name = posixpath.basename(path)
+        name = path.rpartition("/")[2]
         full = f"{parent_path}/{name}" if parent_path else name
         assert parent.children is not None
         existing = parent.children.get(name)
         if kind == DIR and existing is not None and existing.kind == DIR:
             existing.layer = layer
             return existing
+        if full in self._walked or path in self._walked:
+            self._forget()  # a folder some cached resolution went through is replaced
         if existing is not None and existing.children:  # same path rewritten: only its subtree is gone
             for child in existing.children.values():
                 self._removed(child)

@@ -160,3 +160,34 @@ def test_truncated_plain_tar_inside_an_unread_file_fails() -> None:
     r = run([(layer[:6000], None)])
     assert r.status == "failed"
     assert r.error is not None and "truncated" in r.error
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_in_every_tar_format(fmt: int) -> None:
+    """GNU ././@LongLink, PAX path records and the ustar prefix field all give the full path."""
+    deep = "/".join(["d" * 30] * 4) + "/node_modules/pkg"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        data = b'{"name": "pkg", "version": "1.0.0"}'
+        info = tarfile.TarInfo(f"{deep}/package.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        if fmt != tarfile.USTAR_FORMAT:  # ustar has no room for a long link target
+            link = tarfile.TarInfo(f"{deep}/../../alias/node_modules/pkg/package.json")
+            link.type, link.linkname = tarfile.LNKTYPE, f"{deep}/package.json"
+            tar.addfile(link)
+    r = run([(buf.getvalue(), "gzip")])
+    assert r.status == "done", r.error
+    [pkg] = r.packages
+    expected = [f"/{deep}/package.json"]
+    if fmt != tarfile.USTAR_FORMAT:
+        expected.append("/" + "/".join(["d" * 30] * 4) + "/alias/node_modules/pkg/package.json")
+    assert pkg.paths == sorted(expected)
+
+
+def test_bad_header_checksum_is_corrupt() -> None:
+    tar = bytearray(Layer().file("a", "1").tar_bytes())
+    pax_header_blocks = 0 if tar[156:157] != b"x" else 1 + (int(tar[124:135], 8) + 511) // 512
+    tar[pax_header_blocks * 512 + 0] ^= 0x01  # flip a bit in the name; the checksum no longer matches
+    r = run([(bytes(tar), None)])
+    assert r.status == "failed" and r.error is not None and "checksum" in r.error

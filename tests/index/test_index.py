@@ -127,3 +127,18 @@ def test_symlink_cannot_escape_the_image_root() -> None:
     img = build_image([(layer.tar_bytes(), None)])
     r = index_image(img.manifest, img.config, img.open_layer)
     assert r.distro is not None and r.distro.id == "alpine"
+
+
+def test_parent_folder_replaced_by_symlink_mid_layer() -> None:
+    """Entries after a folder becomes a symlink go through the new symlink (no stale resolution)."""
+    meta = "Name: {0}\nVersion: 1\n"
+    layer0 = Layer().file("opt/a/x-1.dist-info/METADATA", meta.format("x")).file("srv/keep", "1")
+    layer1 = (
+        Layer()
+        .file("opt/a/y-1.dist-info/METADATA", meta.format("y"))  # resolves opt/a (a real folder) ...
+        .symlink("opt/a", "/srv")  # ... which is then replaced by a symlink
+        .file("opt/a/z-1.dist-info/METADATA", meta.format("z"))  # so this one lands in /srv
+    )
+    img = build_image([(layer0.tar_bytes(), None), (layer1.tar_bytes(), None)])
+    r = index_image(img.manifest, img.config, img.open_layer)
+    assert [(p.name, p.paths) for p in r.packages] == [("z", ["/srv/z-1.dist-info"])]
