@@ -182,3 +182,26 @@ def test_registry_unknown_tag(registry: int) -> None:
     r = index_source(src)
     src.close()
     assert r.status == "failed" and r.error is not None and "404" in r.error
+
+
+def test_docker_archive_in_oci_form(tmp_path: Path, debian_image: Image) -> None:
+    """``docker save`` since Docker 25 writes an OCI layout inside the tarball."""
+    import tarfile
+
+    layout = tmp_path / "layout"
+    write_layout(str(layout), {"docker.io/library/debian:12": debian_image})
+    archive = tmp_path / "saved.tar"
+    with tarfile.open(archive, "w") as tar:
+        for p in sorted(layout.rglob("*")):
+            if p.is_file():
+                tar.add(p, arcname=str(p.relative_to(layout)))
+        manifest_json = json.dumps([{"Config": "x", "Layers": []}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest_json)
+        import io
+
+        tar.addfile(info, io.BytesIO(manifest_json))
+    r = index_source(open_source(f"docker-archive:{archive}"))
+    assert r.status == "done", r.error
+    assert r.image_digest == debian_image.digest
+    assert {(p.ecosystem, p.name, p.version) for p in r.packages} == index_source_names(debian_image)
