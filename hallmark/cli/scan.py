@@ -1,0 +1,274 @@
+"""``hallmark scan REF``: index an image, match it against advisory data, run the requested
+content checks, apply VEX triage and print a report, with an exit code for CI pipelines.
+
+Exit codes (documented in docs/report-schema.md):
+
+* 0 - scan finished and no unsuppressed finding reaches ``--fail-on`` (or no ``--fail-on``);
+* 1 - ``--fail-on`` given and an unsuppressed finding (vulnerability or content) reaches it;
+* 2 - usage or input error (bad option, unreadable REF, VEX, ``--db`` or rules; image that
+  cannot be indexed);
+* 3 - ``--fail-on`` given, nothing reached it, but the result is incomplete: no advisory
+  data at all, or an OS release with no advisory data (e.g. Debian 12 on a snapshot without
+  bookworm). "No findings" would then be a false "clean"; ``--allow-incomplete`` makes
+  this case exit 0 instead. Without ``--fail-on`` the warning is printed and the exit is 0.
+
+Content checks share the indexer's single read of each layer (``index_image(on_entry=)``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from hallmark.cli._common import ConfigOption, DataDirOption, get_config
+
+SCANNERS = ("vuln", "malware", "secret", "config")
+EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+class Format(StrEnum):
+    json = "json"
+    sarif = "sarif"
+    cyclonedx = "cyclonedx"
+    openvex = "openvex"
+    table = "table"
+
+
+class Threshold(StrEnum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
+def _fail(msg: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(code)
+
+
+def _parse_scanners(text: str) -> set[str]:
+    wanted = {s.strip().lower() for s in text.split(",") if s.strip()}
+    unknown = wanted - set(SCANNERS)
+    if unknown or not wanted:
+        raise _fail(f"--scanners: unknown {', '.join(sorted(unknown)) or '(empty)'}; use {','.join(SCANNERS)}")
+    return wanted
+
+
+def _advisories(db: str | None, data_dir: str | None, config_file: str | None) -> tuple[dict[str, Any], Any] | None:
+    """(set metadata, AdvisoryIndex) from ``--db`` or the data folder's active set, or None."""
+    from hallmark.advisories.index import load_snapshot
+
+    if db is not None:
+        path = Path(db)
+        if not path.is_dir():
+            raise _fail(f"--db {db}: not a folder")
+        idx = load_snapshot(path)
+        if not idx.ecosystems:
+            raise _fail(
+                f"--db {db}: no advisory feeds found (expected osv/<Ecosystem>/all.zip, debian/..., alpine/...)"
+            )
+        mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat().replace("+00:00", "Z")
+        return {"id": f"dir:{path.resolve()}", "created_at": mtime}, idx
+    cfg = get_config(data_dir, config_file)
+    url = cfg.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # no data folder database yet: do not create one as a side effect
+    try:
+        from hallmark.metadata.db import make_engine
+        from hallmark.metadata.store import MetadataStore
+        from hallmark.pipeline.advisory_sets import load_active
+        from hallmark.pipeline.store import PipelineStore
+
+        meta = PipelineStore(MetadataStore(make_engine(url))).active_advisory_set()
+        if meta is None:
+            return None
+        return meta, load_active(cfg, meta)
+    except Exception as exc:  # an unreadable/old database means "no data", said loudly below
+        typer.echo(f"warning: cannot read the active advisory set from {url}: {exc}", err=True)
+        return None
+
+
+class _ContentRun:
+    """Content checks riding along on the indexer's layer read."""
+
+    def __init__(self, scanners: set[str], rules_dir: str | None, data_rules: Path) -> None:
+        from hallmark.content import ContentScanner, LayerHistory, ScanOptions, load_rules
+        from hallmark.content.model import ScanOutcome
+
+        self.kinds = scanners & {"malware", "secret", "config"}
+        folder: str | Path | None = rules_dir
+        if folder is None and data_rules.is_dir():
+            folder = data_rules
+        self.rules = load_rules(folder, yara="malware" in self.kinds)
+        self.rules_source = str(folder) if folder is not None else "built-in"
+        opts = ScanOptions(
+            secrets="secret" in self.kinds, malware="malware" in self.kinds, config="config" in self.kinds
+        )
+        self.scanner = ContentScanner(self.rules, opts)
+        self.history = LayerHistory()
+        self.outcome = ScanOutcome()
+
+    def on_entry(self, entry: Any, stream: IO[bytes] | None) -> None:
+        from hallmark.index.walker import DIR, FILE, OPAQUE, WHITEOUT
+
+        path = "/" + entry.path
+        if entry.kind == WHITEOUT:
+            self.history.delete(entry.layer_index, path)
+        elif entry.kind == OPAQUE:
+            self.history.opaque(entry.layer_index, path)
+        else:
+            self.history.add(entry.layer_index, path)
+        if entry.kind == FILE and stream is not None:
+            self.outcome.extend(
+                self.scanner.scan_file(path, entry.layer_index, entry.layer_digest, stream, entry.size, mode=entry.mode)
+            )
+        elif entry.kind == DIR:
+            self.outcome.findings.extend(
+                self.scanner.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True)
+            )
+
+    def finish(self, config_doc: dict[str, Any] | None) -> dict[str, Any]:
+        from collections import Counter
+
+        from hallmark.content import correlate_layers
+        from hallmark.content.model import SEVERITY_ORDER
+
+        if config_doc is not None:
+            self.outcome.extend(self.scanner.scan_config(config_doc))
+        found = [f for f in correlate_layers(self.outcome.findings, self.history) if f.kind in self.kinds]
+        found.sort(key=lambda f: (-SEVERITY_ORDER.get(f.severity, 0), f.kind, f.path or f.location or ""))
+        skipped = [s for s in self.outcome.skipped if s.reason != "binary"]
+        return {
+            "content_findings": [f.to_dict() for f in found],
+            "content_scan": {
+                "scanners": sorted(self.kinds),
+                "rules": self.rules_source,
+                "rules_digest": self.rules.digest,
+                "rule_warnings": self.rules.warnings[:50],
+                "skipped": len(skipped),
+                "skipped_by_reason": dict(sorted(Counter(s.reason for s in skipped).items())),
+            },
+        }
+
+
+def scan(
+    ref: Annotated[str, typer.Argument(help="host/repo:tag|@digest, oci:DIR[:tag] or docker-archive:FILE")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    fail_on: Annotated[
+        Threshold | None, typer.Option("--fail-on", help="Exit 1 when an unsuppressed finding is this severe or worse.")
+    ] = None,
+    scanners: Annotated[str, typer.Option("--scanners", help="Comma-separated: vuln,malware,secret,config.")] = "vuln",
+    vex: Annotated[
+        list[str] | None, typer.Option("--vex", help="OpenVEX document (repeatable): suppress triaged findings.")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Advisory data folder (shared/data layout) instead of the active set.")
+    ] = None,
+    rules: Annotated[
+        str | None, typer.Option("--rules", help="Rule folder for content checks (secrets/, yara/, blocklist/).")
+    ] = None,
+    allow_incomplete: Annotated[
+        bool, typer.Option("--allow-incomplete", help="With --fail-on: exit 0, not 3, when advisory data is missing.")
+    ] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry.")] = False,
+    platform: Annotated[str | None, typer.Option("--platform", help="os/arch or os/arch/variant to pick from an index.")] = None,
+    data_dir: DataDirOption = None,
+    config_file: ConfigOption = None,
+) -> None:
+    """Scan an image for vulnerabilities (and, with --scanners, malware, secrets and config issues)."""
+    from hallmark.index import index_source
+    from hallmark.oci import OciError, open_source
+    from hallmark.pipeline.matching import make_report
+    from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize, threshold_crossed
+    from hallmark.report.table import print_report
+
+    wanted = _parse_scanners(scanners)
+    try:
+        vex_docs = [load_vex(p) for p in vex or []]
+    except VexError as exc:
+        raise _fail(str(exc)) from exc
+    for d in vex_docs:
+        for w in d.warnings:
+            typer.echo(f"warning: {d.source}: {w}", err=True)
+    active = _advisories(db, data_dir, config_file) if "vuln" in wanted else None
+
+    content: _ContentRun | None = None
+    if wanted & {"malware", "secret", "config"}:
+        from hallmark.content import RulesError
+
+        data_rules = Path(".")
+        if rules is None:
+            data_rules = get_config(data_dir, config_file).rules_path
+        try:
+            content = _ContentRun(wanted, rules, data_rules)
+        except RulesError as exc:
+            raise _fail(f"rules: {exc}") from exc
+
+    try:
+        source = open_source(ref, insecure=insecure, platform=platform)
+    except OciError as exc:
+        raise _fail(str(exc)) from exc
+    config_doc: dict[str, Any] | None = None
+    try:
+        result = index_source(source, on_entry=content.on_entry if content else None)
+        if content is not None and result.status == "done" and wanted & {"config", "secret"}:
+            import json
+
+            try:
+                config_doc = json.loads(source.get_config(source.get_manifest()))
+            except (OciError, ValueError) as exc:
+                typer.echo(f"warning: image config not checked: {exc}", err=True)
+    finally:
+        source.close()
+    if result.status != "done":
+        raise _fail(result.failure or "index failed")
+
+    report = make_report(result, active, source.name, result.image_digest or "")
+    if "vuln" not in wanted:
+        report["notes"] = ["vulnerability matching not requested (--scanners)"]
+    elif active is not None and db is not None:
+        report["advisory_set"]["source"] = db
+    if content is not None:
+        report.update(content.finish(config_doc))
+    report["scanners"] = sorted(wanted)
+    report = apply_vex(report, vex_docs) if vex_docs else {**report, "summary": summarize(report)}
+
+    formatter = get_format(fmt.value)
+    if fmt == Format.table and not output:
+        print_report(report, Console())
+    else:
+        text = formatter.render(report)
+        if output:
+            tmp = f"{output}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.write("\n")
+            os.replace(tmp, output)
+        else:
+            sys.stdout.write(text + "\n")
+
+    incomplete = "vuln" in wanted and (report.get("advisory_set") is None or bool(report.get("unsupported_releases")))
+    if fmt != Format.table or output:  # the terminal table already shows the notes
+        for note in report.get("notes") or []:
+            typer.echo(f"warning: {note}", err=True)
+    if fail_on is None:
+        return
+    crossed = threshold_crossed(report, fail_on.value)
+    if crossed:
+        typer.echo(f"{len(crossed)} unsuppressed finding(s) at or above {fail_on.value}", err=True)
+        raise typer.Exit(EXIT_THRESHOLD)
+    if incomplete and not allow_incomplete:
+        typer.echo("result incomplete: the image is NOT known to be clean (exit 3; --allow-incomplete)", err=True)
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
