@@ -11,10 +11,15 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hallmark import __version__
+from hallmark.access import http as access_http
+from hallmark.access.service import AccessService
+from hallmark.api import images as api_images
 from hallmark.api import repositories as api_repositories
 from hallmark.config import Config
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
+from hallmark.pipeline.runtime import server_context
+from hallmark.pipeline.service import Pipeline
 from hallmark.registry import http as registry_http
 from hallmark.registry.service import RegistryService
 from hallmark.storage import BlobStore, FilesystemBlobStore
@@ -30,6 +35,9 @@ class Hallmark:
     meta: MetadataStore
     blobs: BlobStore
     registry: RegistryService
+    pipeline: Pipeline
+    # Access control; set by build_app (or AccessService.for_metadata for CLI use).
+    access: AccessService | None = None
 
     @classmethod
     def open(cls, config: Config, run_migrations: bool = True) -> Hallmark:
@@ -39,7 +47,8 @@ class Hallmark:
             migrate(engine)
         meta = MetadataStore(engine)
         blobs = FilesystemBlobStore(config.blob_path)
-        return cls(config, meta, blobs, RegistryService(blobs, meta, config.registry))
+        registry = RegistryService(blobs, meta, config.registry)
+        return cls(config, meta, blobs, registry, Pipeline(config, meta, blobs, registry))
 
     def close(self) -> None:
         self.registry.executor.shutdown(wait=False, cancel_futures=True)
@@ -70,6 +79,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app[HALLMARK_KEY] = hm
     registry_http.add_routes(app, hm.registry)
     app.router.add_get("/healthz", _health)
+    app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
 
     async def background(app: web.Application) -> AsyncIterator[None]:
@@ -79,5 +89,7 @@ def build_app(hm: Hallmark) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    access_http.install(app, hm)
     app.cleanup_ctx.append(background)
+    app.cleanup_ctx.append(server_context(hm.pipeline, hm.registry))
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool
 
+from hallmark.access.http import readable
 from hallmark.api.common import ApiError, json_response, parse_body
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
@@ -24,7 +25,7 @@ def _name(request: web.Request) -> str:
 
 def routes(svc: RegistryService) -> list[web.RouteDef]:
     async def list_repositories(request: web.Request) -> web.Response:
-        names = await svc.run(svc.meta.list_repositories, None, None)
+        names = readable(request, await svc.run(svc.meta.list_repositories, None, None))
         return json_response({"repositories": names})
 
     async def get_repository(request: web.Request) -> web.Response:

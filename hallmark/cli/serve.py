@@ -42,7 +42,7 @@ def _run_worker(config: Config, sock: socket.socket | None, announce: bool) -> N
             access_log=None,
             print=None,
             reuse_port=False,
-            handler_args={"read_bufsize": 1 << 22},
+            read_bufsize=1 << 22,
         )
     finally:
         hm.close()

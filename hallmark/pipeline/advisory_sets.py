@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from hallmark.advisories.index import AdvisoryIndex, load_snapshot
 from hallmark.config import Config
@@ -206,12 +207,8 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
 
 
 def _stats(stats: Any) -> dict[str, Any]:
-    try:
-        import dataclasses
-
-        return dataclasses.asdict(stats)
-    except TypeError:
-        return {"repr": repr(stats)}
+    doc = stats.as_dict() if hasattr(stats, "as_dict") else {"repr": repr(stats)}
+    return dict(orjson.loads(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)))
 
 
 def _prune(root: Path, keep: set[str]) -> None:

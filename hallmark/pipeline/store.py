@@ -161,7 +161,7 @@ class PipelineStore:
                 .where(reports.c.repo_name == repo, reports.c.digest == digest)
                 .order_by(reports.c.kind)
             ).mappings()
-            return [dict(r) for r in rows]
+            return [_plain(r) for r in rows]
 
     # -- advisory sets --------------------------------------------------------------------------
     def add_advisory_set(self, blob_digest: str, sources: dict[str, Any]) -> int:
@@ -247,8 +247,13 @@ class PipelineStore:
             ]
 
 
+def _plain(row: Any) -> dict[str, Any]:
+    """Row mapping -> dict with plain ``str`` keys (SQLAlchemy hands out ``quoted_name`` keys)."""
+    return {str(k): v for k, v in row.items()}
+
+
 def _image_row(row: Any) -> dict[str, Any]:
-    d = dict(row)
+    d = _plain(row)
     for key in ("distro", "summary"):
         if d.get(key):
             d[key] = orjson.loads(d[key])

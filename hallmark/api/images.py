@@ -1,0 +1,122 @@
+"""Image status, reports, events and advisory sets (``/api/v1``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from hallmark.api.common import ApiError, json_response, parse_body
+from hallmark.digest import is_digest
+from hallmark.pipeline.service import Pipeline
+from hallmark.registry.names import valid_name
+from hallmark.registry.service import RegistryService
+
+REPORT_KINDS = ("sbom-cyclonedx", "sbom-spdx", "vulnerabilities", "content")
+
+
+class UpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mirror: str | None = None
+
+
+def _image(request: web.Request) -> tuple[str, str]:
+    name, digest = request.match_info["name"], request.match_info["digest"]
+    if not valid_name(name):
+        raise ApiError(400, "NAME_INVALID", f"invalid repository name {name!r}")
+    if not is_digest(digest):
+        raise ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
+    return name, digest
+
+
+def _int(request: web.Request, key: str, default: int, maximum: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise ApiError(400, "INVALID_INPUT", f"{key} must be a non-negative integer")
+    return min(int(raw), maximum)
+
+
+def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
+    run = registry.run
+    store = pipeline.store
+    image_path = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}"
+
+    async def list_images(request: web.Request) -> web.Response:
+        repo = request.query.get("repository")
+        if repo is not None and not valid_name(repo):
+            raise ApiError(400, "NAME_INVALID", f"invalid repository name {repo!r}")
+        return json_response({"images": await run(store.list_images, repo)})
+
+    async def get_image(request: web.Request) -> web.Response:
+        name, digest = _image(request)
+        image = await run(store.get_image, name, digest)
+        if image is None:
+            raise ApiError(404, "NOT_FOUND", "image not known to the pipeline (not an image, or not indexed yet)")
+        image["tags"] = await run(registry.meta.tags_for, name, digest)
+        image["reports"] = await run(store.report_kinds, name, digest)
+        return json_response(image)
+
+    async def get_report(request: web.Request) -> web.StreamResponse:
+        name, digest = _image(request)
+        kind = request.match_info["kind"]
+        if kind not in REPORT_KINDS:
+            raise ApiError(400, "INVALID_INPUT", f"unknown report kind {kind!r} (known: {', '.join(REPORT_KINDS)})")
+        report = await run(store.get_report, name, digest, kind)
+        if report is None:
+            raise ApiError(404, "NOT_FOUND", f"no {kind} report for this image yet")
+        fmt = request.query.get("format", "json")
+        doc: Any = report["doc"]
+        if fmt != "json":
+            try:
+                from hallmark.report import render
+            except ImportError as exc:
+                raise ApiError(400, "UNSUPPORTED", "report formats are not available") from exc
+            try:
+                out: Any = render(doc, fmt)
+            except (KeyError, ValueError) as exc:
+                raise ApiError(400, "INVALID_INPUT", str(exc)) from exc
+            body, ctype = out if isinstance(out, tuple) else (out, "application/json")
+            return web.Response(body=body, content_type=str(ctype).split(";")[0])
+        resp = json_response(doc)
+        if report["artifact_digest"]:
+            resp.headers["Hallmark-Artifact-Digest"] = report["artifact_digest"]
+        if report["signature_digest"]:
+            resp.headers["Hallmark-Signature-Digest"] = report["signature_digest"]
+        return resp
+
+    async def rescan(request: web.Request) -> web.Response:
+        name, digest = _image(request)
+        await run(pipeline.on_push, name, digest)
+        return json_response({"queued": True}, status=202)
+
+    async def list_events(request: web.Request) -> web.Response:
+        since = _int(request, "since", 0, 2**62)
+        limit = _int(request, "limit", 100, 1000)
+        events = await run(store.list_events, since, limit, request.query.get("type"), request.query.get("repository"))
+        return json_response({"events": events})
+
+    async def advisories(request: web.Request) -> web.Response:
+        return json_response({"sets": await run(store.advisory_set_history)})
+
+    async def update_advisories(request: web.Request) -> web.Response:
+        body = await parse_body(request, UpdateRequest)
+        from hallmark.pipeline.advisory_sets import UpdateError, update
+
+        try:
+            record = await run(update, pipeline, body.mirror)
+        except UpdateError as exc:
+            raise ApiError(502, "UPDATE_FAILED", str(exc)) from exc
+        return json_response({"set": record["set"], "advisories": record["advisories"]}, status=201)
+
+    return [
+        web.get("/api/v1/images", list_images),
+        web.get(image_path, get_image),
+        web.get(image_path + "/reports/{kind}", get_report),
+        web.post(image_path + "/rescan", rescan),
+        web.get("/api/v1/events", list_events),
+        web.get("/api/v1/advisories", advisories),
+        web.post("/api/v1/advisories/update", update_advisories),
+    ]
