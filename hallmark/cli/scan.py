@@ -179,7 +179,9 @@ def scan(
         bool, typer.Option("--allow-incomplete", help="With --fail-on: exit 0, not 3, when advisory data is missing.")
     ] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry.")] = False,
-    platform: Annotated[str | None, typer.Option("--platform", help="os/arch or os/arch/variant to pick from an index.")] = None,
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="os/arch or os/arch/variant to pick from an index.")
+    ] = None,
     data_dir: DataDirOption = None,
     config_file: ConfigOption = None,
 ) -> None:
@@ -243,7 +245,8 @@ def scan(
 
     formatter = get_format(fmt.value)
     if fmt == Format.table and not output:
-        print_report(report, Console())
+        # Piped or captured output is read by tools and logs: do not wrap it at 80 columns.
+        print_report(report, Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True))
     else:
         text = formatter.render(report)
         if output:

@@ -198,9 +198,7 @@ def test_content_findings_count_in_summary_and_threshold(bullseye_report: dict[s
     crossed = threshold_crossed(report, "critical")
     assert [c.get("rule_id") for c in crossed] == ["aws-access-token"]
     # the only high vulnerability is suppressed; the DSA has no severity and never crosses
-    assert [c.get("rule_id") or c.get("advisory_id") for c in threshold_crossed(report, "high")] == [
-        "aws-access-token"
-    ]
+    assert [c.get("rule_id") or c.get("advisory_id") for c in threshold_crossed(report, "high")] == ["aws-access-token"]
     assert json.loads(render(report, "json"))["content_findings"][0]["fingerprint"] == "f" * 64
 
 
