@@ -96,8 +96,12 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
 class Server:
     """A running ``hallmark serve`` subprocess."""
 
-    def __init__(self, data_dir: Path, db_url: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, db_url: str | None = None, env: dict[str, str] | None = None, access: bool = False
+    ) -> None:
         self.data_dir = data_dir
+        # Access control is on by default in Hallmark; suites that do not test it run without credentials.
+        self.access = access
         self.db_url = db_url
         self.extra_env = env or {}
         self.port = free_port()
@@ -112,7 +116,10 @@ class Server:
         return f"http://{self.host}"
 
     def start(self) -> Server:
-        env = {**os.environ, "HALLMARK_DATA_DIR": str(self.data_dir), **self.extra_env}
+        env = {**os.environ, "HALLMARK_DATA_DIR": str(self.data_dir)}
+        if not self.access:
+            env["HALLMARK_ACCESS__ENABLED"] = "false"
+        env.update(self.extra_env)
         if self.db_url:
             env["HALLMARK_DATABASE_URL"] = self.db_url
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
@@ -127,7 +134,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {(self.data_dir.parent / f'server-{self.port}.log').read_text()}")
             try:
-                if httpx.get(self.url + "/v2/", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/v2/", timeout=1).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)

@@ -25,6 +25,10 @@ _READ = 1 << 20
 
 Handler = Callable[[web.Request, RegistryService, dict[str, str]], Awaitable[web.StreamResponse]]
 SERVICE_KEY = web.AppKey("registry_service", RegistryService)
+# Optional guard (access control): awaited as guard(request, handler, svc, params) instead of the handler.
+GUARD_KEY: web.AppKey[Any] = web.AppKey("registry_guard")
+# Request key the guard sets to False when the caller may not read the cross-mount source repository.
+MOUNT_ALLOWED = "hallmark.mount_allowed"
 
 
 def error_response(err: RegistryError, head: bool = False) -> web.Response:
@@ -179,7 +183,7 @@ async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, 
         from hallmark.registry.service import check_digest
 
         check_digest(mount)
-        if source and await svc.mount_blob(repo, mount, source):
+        if source and request.get(MOUNT_ALLOWED, True) and await svc.mount_blob(repo, mount, source):
             return web.Response(
                 status=201,
                 headers={
@@ -275,7 +279,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if found is None:
             raise RegistryError("NAME_INVALID", message="unknown registry endpoint", status=404)
         handler, params = found
-        resp = await handler(request, svc, params)
+        guard = request.app.get(GUARD_KEY)
+        if guard is not None:
+            resp = await guard(request, handler, svc, params)
+        else:
+            resp = await handler(request, svc, params)
     except RegistryError as err:
         resp = error_response(err, head)
     resp.headers.update(API_VERSION)
