@@ -1,29 +1,32 @@
-"""``hallmark key generate``, ``hallmark sign`` and ``hallmark verify`` for OCI layouts (``oci:DIR[:tag]``).
+"""``hallmark key generate``, ``hallmark sign`` and ``hallmark verify``.
 
-Registry references are wired later through the same ``ArtifactSource``/``ArtifactTarget`` core.
+REF is an OCI layout (``oci:DIR[:tag|@digest]``) or a registry image (``host/repo:tag|@digest``);
+both go through the same ``ArtifactSource``/``ArtifactTarget`` core.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hallmark.signing.artifact import LayoutStore, sign_artifact, verify_artifact
+from hallmark.signing.artifact import ArtifactTarget, LayoutStore, sign_artifact, verify_artifact
 from hallmark.signing.certs import TrustStore
+from hallmark.signing.cosign import CosignError, load_public_key, verify_cosign_signatures
 from hallmark.signing.errors import EnvelopeError, PolicyError, SigningError
 from hallmark.signing.keys import generate_test_ca_and_leaf, load_signer, write_test_pki
 from hallmark.signing.layout import LayoutError
 from hallmark.signing.policy import load_policy
+from hallmark.signing.registry import RegistryStore
 
 
 def _parse_oci_ref(ref: str) -> tuple[str, str]:
     """``oci:DIR[:tag|@digest]`` -> (DIR, reference); the tag defaults to ``latest``."""
-    if not ref.startswith("oci:"):
-        typer.echo(f"error: {ref!r}: only oci:DIR[:tag] references are supported for now", err=True)
-        raise typer.Exit(2)
     body = ref[4:]
     if "@" in body:
         path, _, digest = body.rpartition("@")
@@ -32,6 +35,35 @@ def _parse_oci_ref(ref: str) -> tuple[str, str]:
     if sep and "/" not in tag and Path(path).is_dir():
         return path, tag
     return body, "latest"
+
+
+@contextmanager
+def open_target(
+    ref: str, *, insecure: bool, push: bool, credentials: tuple[str, str] | None = None
+) -> Iterator[tuple[ArtifactTarget, str, str]]:
+    """(store, reference inside it, default registryScopes name) for a layout or registry REF."""
+    if ref.startswith("oci:"):
+        path, reference = _parse_oci_ref(ref)
+        yield LayoutStore(path), reference, "local/oci-layout"
+        return
+    store, parsed = RegistryStore.for_reference(ref, insecure=insecure, push=push, credentials=credentials)
+    try:
+        yield store, parsed.reference, f"{parsed.host}/{parsed.repository}"
+    finally:
+        store.close()
+
+
+def _credentials(username: str | None, password_stdin: bool) -> tuple[str, str] | None:
+    """Registry credentials; the password only from stdin so it never sits in argv or shell history."""
+    if not username:
+        return None
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else ""
+    return username, password
+
+
+_INSECURE = typer.Option("--insecure", help="Plain HTTP to the registry.")
+_USERNAME = typer.Option("--username", "-u", help="Registry user (token or Basic auth).")
+_PASSWORD_STDIN = typer.Option("--password-stdin", help="Read the registry password from stdin.")
 
 
 def key_generate(
@@ -53,24 +85,27 @@ def key_generate(
 
 
 def sign(
-    ref: Annotated[str, typer.Argument(help="oci:DIR[:tag]")],
+    ref: Annotated[str, typer.Argument(help="host/repo:tag|@digest or oci:DIR[:tag]")],
     key: Annotated[Path, typer.Option("--key", help="PEM/PKCS#8 key or PKCS#12 file.")],
     cert: Annotated[Path | None, typer.Option("--cert", help="PEM chain, signing cert first.")] = None,
     envelope: Annotated[str, typer.Option("--envelope", help="jws or cose.")] = "jws",
     expiry_days: Annotated[int | None, typer.Option("--expiry-days", help="Signature expiry.")] = None,
+    insecure: Annotated[bool, _INSECURE] = False,
+    username: Annotated[str | None, _USERNAME] = None,
+    password_stdin: Annotated[bool, _PASSWORD_STDIN] = False,
 ) -> None:
     """Sign an artifact and store the signature next to it (OCI 1.1 subject manifest)."""
-    path, reference = _parse_oci_ref(ref)
     try:
         signer = load_signer(key, cert)
-        target = LayoutStore(path)
-        sig = sign_artifact(
-            target,
-            reference,
-            signer,
-            envelope,
-            expiry=dt.timedelta(days=expiry_days) if expiry_days else None,
-        )
+        creds = _credentials(username, password_stdin)
+        with open_target(ref, insecure=insecure, push=True, credentials=creds) as (target, reference, _scope):
+            sig = sign_artifact(
+                target,
+                reference,
+                signer,
+                envelope,
+                expiry=dt.timedelta(days=expiry_days) if expiry_days else None,
+            )
     except (SigningError, EnvelopeError, LayoutError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -78,39 +113,76 @@ def sign(
 
 
 def verify(
-    ref: Annotated[str, typer.Argument(help="oci:DIR[:tag]")],
-    policy: Annotated[Path, typer.Option("--policy", help="trustpolicy.json (Notary format).")] = Path(
-        "trustpolicy.json"
-    ),
+    ref: Annotated[str, typer.Argument(help="host/repo:tag|@digest or oci:DIR[:tag]")],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="trustpolicy.json (Notary format); default ./trustpolicy.json.")
+    ] = None,
     trust_store: Annotated[Path, typer.Option("--trust-store", help="Folder with x509/<type>/<name>/.")] = Path(
         "truststore"
     ),
     scope: Annotated[
-        str, typer.Option("--scope", help="Repository name matched against registryScopes.")
-    ] = "local/oci-layout",
+        str | None,
+        typer.Option("--scope", help="Name matched against registryScopes (default host/repo, or local/oci-layout)."),
+    ] = None,
+    cosign_key: Annotated[
+        Path | None, typer.Option("--cosign-key", help="Also accept cosign signatures (sha256-<hex>.sig) by this key.")
+    ] = None,
+    insecure: Annotated[bool, _INSECURE] = False,
+    username: Annotated[str | None, _USERNAME] = None,
+    password_stdin: Annotated[bool, _PASSWORD_STDIN] = False,
 ) -> None:
-    """Verify an artifact's signatures; exit 0 only when it passes at the policy's level."""
-    path, reference = _parse_oci_ref(ref)
+    """Verify an artifact's signatures; exit 0 only when it passes at the policy's level.
+
+    With ``--cosign-key`` a valid cosign signature by that key also passes; without a trust policy
+    file only the cosign signature is checked.
+    """
+    if policy is None and (Path("trustpolicy.json").is_file() or cosign_key is None):
+        policy = Path("trustpolicy.json")
+    passed = False
     try:
-        doc = load_policy(policy.read_bytes())
-        result = verify_artifact(LayoutStore(path), reference, doc, TrustStore(trust_store), repository=scope)
-    except (PolicyError, LayoutError, OSError) as exc:
+        public_key = load_public_key(cosign_key.read_bytes()) if cosign_key else None
+        doc = load_policy(policy.read_bytes()) if policy else None
+        creds = _credentials(username, password_stdin)
+        with open_target(ref, insecure=insecure, push=False, credentials=creds) as (source, reference, default_scope):
+            result = None
+            if doc is not None:
+                result = verify_artifact(
+                    source, reference, doc, TrustStore(trust_store), repository=scope or default_scope
+                )
+            cosign = []
+            if public_key is not None:
+                subject = result.subject if result and result.subject else source.resolve(reference)
+                cosign = verify_cosign_signatures(source, subject.digest, public_key)
+    except (PolicyError, LayoutError, CosignError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    for sig in result.signatures:
-        for warning in sig.warnings:
-            typer.echo(f"warning: {warning}", err=True)
-    if not result.passed:
-        typer.echo(f"error: signature verification failed: {result.error}", err=True)
+    if result is not None:
+        for sig in result.signatures:
+            for warning in sig.warnings:
+                typer.echo(f"warning: {warning}", err=True)
+        if not result.passed:
+            typer.echo(f"error: signature verification failed: {result.error}", err=True)
+        elif result.level == "skip":
+            passed = True
+            typer.echo(f"trust policy {result.policy!r} is configured to skip signature verification for {ref}")
+        else:
+            passed = True
+            verified = result.verified
+            typer.echo(
+                f"verified {ref} ({result.subject.digest if result.subject else ''}) at level {result.level}: "
+                f"signature {verified.signature_manifest if verified else ''}"
+            )
+    if public_key is not None:
+        if not cosign:
+            typer.echo(f"error: no cosign signature found for {ref}", err=True)
+        for c in cosign:
+            if c.passed:
+                passed = True
+                typer.echo(f"verified cosign signature of {ref} ({c.signature_manifest})")
+            else:
+                typer.echo(f"error: cosign signature {c.signature_manifest}: {c.error}", err=True)
+    if not passed:
         raise typer.Exit(1)
-    if result.level == "skip":
-        typer.echo(f"trust policy {result.policy!r} is configured to skip signature verification for {ref}")
-        return
-    verified = result.verified
-    typer.echo(
-        f"verified {ref} ({result.subject.digest if result.subject else ''}) at level {result.level}: "
-        f"signature {verified.signature_manifest if verified else ''}"
-    )
 
 
 def register(app: typer.Typer) -> None:

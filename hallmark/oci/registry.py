@@ -6,6 +6,7 @@ few lines every registry client writes, since no maintained Python library does 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -89,52 +90,90 @@ class _StreamReader(io.RawIOBase):
         super().close()
 
 
-class RegistrySource:
-    """An image in a remote registry; anonymous pulls only (the catalog reads public or local images)."""
+class RegistryClient:
+    """HTTP to one repository of a registry: Bearer-token (RFC 6750) and Basic flows, pull or pull+push.
+
+    Shared by the read side (``RegistrySource``) and by signing's ``RegistryStore`` so the auth
+    dance lives in one place. Credentials are optional (anonymous pulls); they and tokens are never
+    put in error messages.
+    """
 
     def __init__(
-        self, ref: str, *, insecure: bool = False, platform: Platform | None = None, timeout: float = 60.0
+        self,
+        host: str,
+        repository: str,
+        *,
+        insecure: bool = False,
+        push: bool = False,
+        credentials: tuple[str, str] | None = None,
+        timeout: float = 60.0,
     ) -> None:
-        self.ref = Reference.parse(ref)
-        self.platform = platform or Platform()
-        scheme = "http" if insecure else "https"
-        self._base = f"{scheme}://{self.ref.host}/v2/{self.ref.repository}"
+        self.host = host
+        self.repository = repository
+        self.root = f"{'http' if insecure else 'https'}://{host}"
+        self.base = f"{self.root}/v2/{repository}"
+        self.actions = "pull,push" if push else "pull"
+        self._credentials = credentials
         self._client = httpx.Client(timeout=timeout, follow_redirects=True)
-        self._token: str | None = None
+        self._authorization: str | None = None
 
     @property
     def name(self) -> str:
-        return str(self.ref)
+        return f"{self.host}/{self.repository}"
 
-    def _headers(self, accept: str | None = None) -> dict[str, str]:
-        h = {}
-        if accept:
-            h["Accept"] = accept
-        if self._token:
-            h["Authorization"] = f"Bearer {self._token}"
-        return h
+    def url(self, location: str) -> str:
+        """Absolute URL for a (possibly relative) ``Location`` header."""
+        return str(httpx.URL(self.root).join(location))
 
     def _authenticate(self, challenge: str) -> None:
         scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if not self._credentials:
+                raise OciError(f"{self.name}: registry wants Basic auth and no credentials were given")
+            user, password = self._credentials
+            self._authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            return
         if scheme.lower() != "bearer":
-            raise OciError(f"{self.name}: registry wants {scheme or '?'} auth; only anonymous Bearer works")
+            raise OciError(f"{self.name}: registry wants {scheme or '?'} auth; only Bearer and Basic work")
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         realm = fields.pop("realm", None)
         if not realm:
             raise OciError(f"{self.name}: Bearer challenge without realm")
-        fields.setdefault("scope", f"repository:{self.ref.repository}:pull")
-        resp = self._client.get(realm, params=fields)
+        if self.actions != "pull" or "scope" not in fields:
+            fields["scope"] = f"repository:{self.repository}:{self.actions}"
+        auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
+        try:
+            resp = self._client.get(realm, params=fields, auth=auth)
+        except httpx.HTTPError as exc:
+            raise OciError(f"{self.name}: token endpoint: {exc}") from exc
         if resp.status_code != 200:
             raise OciError(f"{self.name}: token endpoint answered {resp.status_code}")
         body = resp.json()
         token = body.get("token") or body.get("access_token")
         if not token:
             raise OciError(f"{self.name}: token endpoint returned no token")
-        self._token = str(token)
+        self._authorization = f"Bearer {token}"
 
-    def _send(self, url: str, accept: str | None = None, stream: bool = False) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        accept: str | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        stream: bool = False,
+        expect: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        """Send, authenticating once on a 401 challenge; a status outside ``expect`` raises ``OciError``."""
         for attempt in range(2):
-            req = self._client.build_request("GET", url, headers=self._headers(accept))
+            h = dict(headers or {})
+            if accept:
+                h["Accept"] = accept
+            if self._authorization:
+                h["Authorization"] = self._authorization
+            req = self._client.build_request(method, url, headers=h, content=content, params=params)
             try:
                 resp = self._client.send(req, stream=stream)
             except httpx.HTTPError as exc:
@@ -143,11 +182,41 @@ class RegistrySource:
                 resp.close()
                 self._authenticate(resp.headers["www-authenticate"])
                 continue
-            if resp.status_code != 200:
+            if resp.status_code not in expect:
                 resp.close()
-                raise OciError(f"{self.name}: GET {url} answered {resp.status_code}")
+                raise OciError(f"{self.name}: {method} {req.url.path} answered {resp.status_code}")
             return resp
         raise OciError(f"{self.name}: unauthorized")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RegistrySource:
+    """An image in a remote registry (read side of ``hallmark sbom``); anonymous unless credentials are given."""
+
+    def __init__(
+        self,
+        ref: str,
+        *,
+        insecure: bool = False,
+        platform: Platform | None = None,
+        timeout: float = 60.0,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        self.ref = Reference.parse(ref)
+        self.platform = platform or Platform()
+        self._http = RegistryClient(
+            self.ref.host, self.ref.repository, insecure=insecure, credentials=credentials, timeout=timeout
+        )
+        self._base = self._http.base
+
+    @property
+    def name(self) -> str:
+        return str(self.ref)
+
+    def _send(self, url: str, accept: str | None = None, stream: bool = False) -> httpx.Response:
+        return self._http.request("GET", url, accept=accept, stream=stream)
 
     def _get_manifest(self, reference: str) -> tuple[bytes, str]:
         resp = self._send(f"{self._base}/manifests/{reference}", accept=mt.ACCEPT_MANIFESTS)
@@ -183,4 +252,4 @@ class RegistrySource:
         return cast(BinaryIO, io.BufferedReader(_StreamReader(resp), 1 << 16))
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

@@ -96,3 +96,48 @@ def verify_simple_signing(
 def cosign_tag(manifest_digest: str) -> str:
     """The tag cosign stores signatures under: ``sha256-<hex>.sig``."""
     return manifest_digest.replace(":", "-") + ".sig"
+
+
+@dataclass
+class CosignVerification:
+    """One layer of a ``.sig`` manifest: verified with the given key, or why not."""
+
+    signature_manifest: str
+    passed: bool
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+def verify_cosign_signatures(
+    source: Any, manifest_digest: str, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+) -> list[CosignVerification]:
+    """Find the ``sha256-<hex>.sig`` tag next to an image (registry or layout) and verify each layer.
+
+    ``source`` is an ``ArtifactSource``; an absent tag gives an empty list (the image is not
+    cosign-signed), unreadable content gives failed results rather than exceptions.
+    """
+    from hallmark.signing.layout import LayoutError
+
+    try:
+        desc = source.resolve(cosign_tag(manifest_digest))
+    except LayoutError:
+        return []
+    try:
+        manifest = json.loads(source.fetch_manifest(desc.digest))
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    except (ValueError, LayoutError) as exc:
+        return [CosignVerification(desc.digest, False, f"cannot read cosign signature manifest: {exc}")]
+    out: list[CosignVerification] = []
+    for layer in layers if isinstance(layers, list) else []:
+        if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
+            continue
+        try:
+            blob = source.fetch_blob(str(layer.get("digest")))
+            doc = verify_simple_signing(from_layer(layer, blob), public_key, manifest_digest)
+        except (CosignError, LayoutError) as exc:
+            out.append(CosignVerification(desc.digest, False, str(exc)))
+            continue
+        out.append(CosignVerification(desc.digest, True, None, doc))
+    if not out:
+        out.append(CosignVerification(desc.digest, False, "cosign signature manifest has no simple-signing layer"))
+    return out
