@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hallmark.access.tables import (
     audit_checkpoints,
@@ -428,11 +429,27 @@ class AccessStore:
 
     # -- audit chain ------------------------------------------------------------------------------
     def append_audit(self, entries: Sequence[dict[str, Any]], chain: Any) -> int:
-        """Append entries in one transaction; ``chain(prev_hash, seq, entry) -> hash`` links each to the last."""
+        """Append entries in one transaction; ``chain(prev_hash, seq, entry) -> hash`` links each to the last.
+
+        Other processes append to the same chain: PostgreSQL serialises on an advisory lock, SQLite
+        takes its write lock before reading the head; a lost race (unique ``seq``) is retried.
+        """
+        for attempt in range(20):
+            try:
+                return self._append_audit(entries, chain)
+            except (IntegrityError, OperationalError):
+                if attempt == 19:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        return 0
+
+    def _append_audit(self, entries: Sequence[dict[str, Any]], chain: Any) -> int:
         with self._tx() as conn:
             if self.dialect == "postgresql":
-                # Replicas append to one chain: serialise on an advisory lock for this transaction.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7263542)")
+            else:
+                # Any write statement takes SQLite's write lock, so the head read below is current.
+                conn.execute(update(audit_checkpoints).where(audit_checkpoints.c.id == -1).values(last_seq=0))
             last = conn.execute(
                 select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
             ).first()
