@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEB_STAMP := $(VENV)/.debs
-DEBS := skopeo postgresql docker-registry wrk umoci debootstrap
+DEBS := skopeo postgresql docker-registry wrk umoci debootstrap clamav-daemon
 
 .PHONY: run test bench lint debs clean
 

@@ -57,6 +57,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             raise ApiError(404, "NOT_FOUND", "image not known to the pipeline (not an image, or not indexed yet)")
         image["tags"] = await run(registry.meta.tags_for, name, digest)
         image["reports"] = await run(store.report_kinds, name, digest)
+        from hallmark.signing.service import verification_status
+
+        image["verification"] = await run(verification_status, pipeline, name, digest)
         return json_response(image)
 
     async def get_report(request: web.Request) -> web.StreamResponse:
@@ -70,16 +73,14 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         fmt = request.query.get("format", "json")
         doc: Any = report["doc"]
         if fmt != "json":
-            try:
-                from hallmark.report import render
-            except ImportError as exc:
-                raise ApiError(400, "UNSUPPORTED", "report formats are not available") from exc
-            try:
-                out: Any = render(doc, fmt)
-            except (KeyError, ValueError) as exc:
-                raise ApiError(400, "INVALID_INPUT", str(exc)) from exc
-            body, ctype = out if isinstance(out, tuple) else (out, "application/json")
-            return web.Response(body=body, content_type=str(ctype).split(";")[0])
+            from hallmark.report import FORMATS, media_type, render
+
+            if fmt not in FORMATS or kind != "vulnerabilities":
+                raise ApiError(400, "INVALID_INPUT", f"format {fmt!r} not available for {kind} (json always is)")
+            content = await run(store.get_report, name, digest, "content")
+            if content is not None:
+                doc = {**doc, "content_findings": content["doc"]["findings"]}
+            return web.Response(body=render(doc, fmt).encode(), content_type=media_type(fmt).split(";")[0])
         resp = json_response(doc)
         if report["artifact_digest"]:
             resp.headers["Hallmark-Artifact-Digest"] = report["artifact_digest"]

@@ -203,7 +203,43 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
     pipeline.jobs.enqueue("rematch", f"set-{set_id}", {"set": set_id})
     pipeline.wake()
     _prune(root, keep={stamp, active["sources"]["folder"] if active else stamp})
+    if is_mirror:
+        sources["rules"] = install_rules(config, Path(base.removeprefix("file://")))
     return {"set": set_id, **sources}
+
+
+RULE_FOLDERS = ("yara", "secrets", "blocklist")
+
+
+def install_rules(config: Config, mirror: Path) -> list[str]:
+    """Copy the content-check rule bundles (YARA, gitleaks secrets, SHA-256 blocklist) from a mirror.
+
+    The new bundle is assembled beside the old one and swapped in with renames; a
+    reader that catches the instant between them falls back to the built-in rules.
+    """
+    present = [name for name in RULE_FOLDERS if (mirror / name).is_dir()]
+    if not present:
+        return []
+    dest = config.rules_path
+    staging = dest.with_name(dest.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in present:
+        shutil.copytree(mirror / name, staging / name)
+    from hallmark.content import RulesError, load_rules
+
+    try:
+        load_rules(staging)  # a broken bundle never replaces a working one
+    except RulesError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UpdateError(f"rule bundle rejected: {exc}") from exc
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return present
 
 
 def _stats(stats: Any) -> dict[str, Any]:

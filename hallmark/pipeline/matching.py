@@ -124,6 +124,9 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
     report = build_report(pipeline, repo, digest)
     if report is None:
         return None
+    content = pipeline.store.get_report(repo, digest, "content")
+    if content is not None:
+        report["summary"]["content"] = content["doc"]["summary"]
     previous = pipeline.store.get_report(repo, digest, "vulnerabilities")
     old = {finding_key(f) for f in previous["doc"]["findings"]} if previous else set()
     new = {finding_key(f) for f in report["findings"]}

@@ -117,10 +117,21 @@ class Pipeline:
             return
         with self.blobs.open(config_digest) as f:
             config = f.read(MAX_CONFIG_BYTES)
-        result = index_image(rec.content, config, self.blobs.open, manifest_digest=digest, cache=self.cache)
+        content = self._content_run()
+        result = index_image(
+            rec.content,
+            config,
+            self.blobs.open,
+            manifest_digest=digest,
+            cache=self.cache,
+            on_entry=content.on_entry if content is not None else None,
+        )
         if result.status != "done":
             self._fail(repo, digest, result.failure or "index failed")
             return
+        if content is not None:
+            doc = content.report(config, repo, digest)
+            self._attach_report(repo, rec, "content", CONTENT_REPORT, orjson.dumps(doc), doc)
         self.store.set_image(
             repo,
             digest,
@@ -137,6 +148,17 @@ class Pipeline:
             self._attach_report(repo, rec, kind, media_type, body.encode())
         self.store.add_event("image.indexed", repo, digest, {"packages": len(result.packages)})
         self.jobs.enqueue("match", f"{repo}@{digest}", {"repo": repo, "digest": digest})
+
+    def _content_run(self) -> Any:
+        if not self.config.pipeline.content_checks:
+            return None
+        from hallmark.pipeline.content import ContentRun, rules_for
+
+        try:
+            return ContentRun(rules_for(self.config))
+        except Exception as exc:  # bad rule bundle: index anyway, say why content checks did not run
+            log.error("content checks disabled for this run: %s", exc)
+            return None
 
     def _fail(self, repo: str, digest: str, reason: str) -> None:
         self.store.set_image(repo, digest, status="failed", reason=reason)

@@ -56,7 +56,7 @@ def hallmark_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]
 
 
 def wait_for(
-    client: httpx.Client, repo: str, digest: str, status: str = "done", timeout: float = 120
+    client: httpx.Client, repo: str, digest: str, status: str = "done", timeout: float = 300
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -102,6 +102,7 @@ def test_push_is_indexed_matched_and_reported(server: Server) -> None:
         assert types == [
             "application/spdx+json",
             "application/vnd.cyclonedx+json",
+            "application/vnd.hallmark.content-report.v1+json",
             "application/vnd.hallmark.vulnerability-report.v1+json",
         ]
         sbom = c.get(f"/api/v1/repositories/pipeline/bullseye/images/{d11}/reports/sbom-cyclonedx").json()
@@ -228,3 +229,48 @@ def test_db_update_failure_changes_nothing(tmp_path: Path) -> None:
     assert json.loads(r.stdout) == []
     assert not [p for p in (data / "advisories").iterdir()] if (data / "advisories").exists() else True
     _ = io
+
+
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR" + b"-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def test_content_checks_ride_along_on_indexing(tmp_path: Path) -> None:
+    import zipfile as zf_mod
+
+    from tests.ocihelp import OCI_MANIFEST, image, push_blob, push_manifest, tar_layer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = Server(data).start()
+    try:
+        secret_url = b"DATABASE_URL=postgres://appuser:Zx9vQ2mR7pLk4sT8@db.internal:5432/app\n"
+        zbuf = io.BytesIO()
+        with zf_mod.ZipFile(zbuf, "w") as z:
+            z.writestr("inner/eicar.com", EICAR)
+        base = tar_layer({"etc/os-release": b'ID=debian\nVERSION_ID="11"\n', "app/.env": secret_url})
+        top = tar_layer({"app/.wh..env": b"", "app/payload.zip": zbuf.getvalue()})
+        config, manifest = image([base, top], config_extra={"config": {"Env": ["PATH=/usr/bin"]}})
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for blob in (base, top, config):
+                push_blob(c, "content/app", blob)
+            assert push_manifest(c, "content/app", "v1", manifest, OCI_MANIFEST).status_code == 201
+            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            img = wait_for(c, "content/app", digest)
+            assert img["status"] == "done", img
+            rep = c.get(f"/api/v1/repositories/content/app/images/{digest}/reports/content").json()
+            kinds = {(f["kind"], f.get("status")) for f in rep["findings"]}
+            secrets = [f for f in rep["findings"] if f["kind"] == "secret"]
+            assert secrets, rep["findings"]
+            assert secrets[0]["status"] == "removed" and secrets[0]["removed_in_layer"] == 1
+            assert "Zx9vQ2mR7pLk4sT8" not in json.dumps(rep)  # never the secret itself
+            malware = [f for f in rep["findings"] if f["kind"] == "malware"]
+            assert any("payload.zip!" in f["path"] for f in malware), kinds
+            assert any(f["rule_id"] == "root-user" for f in rep["findings"] if f["kind"] == "config")
+            assert img["summary"]["content"]["total"] == len(rep["findings"])
+            sarif = c.get(
+                f"/api/v1/repositories/content/app/images/{digest}/reports/vulnerabilities", params={"format": "sarif"}
+            )
+            assert sarif.status_code == 200
+            assert any(r["ruleId"] for r in sarif.json()["runs"][0]["results"])
+    finally:
+        srv.stop()
