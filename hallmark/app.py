@@ -15,6 +15,7 @@ from hallmark.access import http as access_http
 from hallmark.access.service import AccessService
 from hallmark.api import images as api_images
 from hallmark.api import repositories as api_repositories
+from hallmark.api import signing as api_signing
 from hallmark.config import Config
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
@@ -80,6 +81,8 @@ def build_app(hm: Hallmark) -> web.Application:
     registry_http.add_routes(app, hm.registry)
     app.router.add_get("/healthz", _health)
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
+    # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
+    app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
 
     async def background(app: web.Application) -> AsyncIterator[None]:

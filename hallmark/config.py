@@ -108,6 +108,9 @@ class SigningConfig(_Section):
     key: str | None = None
     cert: str | None = None
     envelope: str = "jws"
+    # Notary trust policy (JSON file) and trust store (folder with x509/<type>/<name>/) for the verification API.
+    trust_policy: str | None = None
+    trust_store: str | None = None
 
     @field_validator("envelope")
     @classmethod

@@ -4,6 +4,7 @@ from alembic import context
 
 import hallmark.access.tables  # noqa: F401  (registers its tables on the shared metadata)
 import hallmark.pipeline.tables  # noqa: F401  (registers its tables on the shared metadata)
+import hallmark.signing.tables  # noqa: F401  (registers its tables on the shared metadata)
 from hallmark.metadata.tables import metadata
 
 connection = context.config.attributes.get("connection")
