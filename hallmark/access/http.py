@@ -394,7 +394,7 @@ async def api_guard(request: web.Request, handler: Callable[[web.Request], Await
         return await handler(request)
     from hallmark.api.access import OWN_PREFIXES
 
-    if path.startswith(OWN_PREFIXES):
+    if any(path == p or path.startswith(p.rstrip("/") + "/") for p in OWN_PREFIXES):
         return await handler(request)  # these handlers check their own roles
     repo = _repo_api_name(request)
     if path == "/api/v1/repositories" and request.method == "GET":

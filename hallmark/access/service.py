@@ -143,6 +143,8 @@ class AccessService:
         # Verified Basic credentials for a minute, keyed by an HMAC (never the password) and the stored hash.
         self._verified: dict[bytes, float] = {}
         self._cache_key = secrets.token_bytes(32)
+        # Signature-verified JWTs by SHA-256 of the token: (expiry, identity).
+        self._jwt_cache: dict[bytes, tuple[float, Identity]] = {}
 
     @classmethod
     def for_metadata(cls, config: Config, meta: Any) -> AccessService:
@@ -249,7 +251,27 @@ class AccessService:
         return ident
 
     def verify_jwt(self, token: str) -> Identity:
-        """A registry JWT we issued; revocation and disabled accounts are honoured at once."""
+        """A registry JWT we issued; revocation and disabled accounts are honoured at once.
+
+        The signature check is cached per token until it expires (the hot pull path); the
+        revocation check is one indexed read every time, so a revoked token fails everywhere at once.
+        """
+        key = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        hit = self._jwt_cache.get(key)
+        if hit is not None and hit[0] > time.time():
+            ident = hit[1]
+        else:
+            ident, exp = self._decode_jwt(token)
+            if len(self._jwt_cache) > 10_000:
+                self._jwt_cache.clear()
+            self._jwt_cache[key] = (exp, ident)
+        if ident.principal_id is not None and not self.store.session_valid(
+            ident.principal_id, ident.token_id, utcnow()
+        ):
+            raise AuthFailed("token no longer valid")
+        return ident
+
+    def _decode_jwt(self, token: str) -> tuple[Identity, float]:
         try:
             claims = self.signer.verify(token)
         except jwt.InvalidTokenError as exc:
@@ -263,14 +285,16 @@ class AccessService:
             pid = hm.get("pid")
             tid = hm.get("tid")
             kind = str(hm.get("kind", "anonymous"))
-        except (KeyError, TypeError, AttributeError) as exc:
+            exp = float(claims["exp"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise AuthFailed("invalid token") from exc
-        if pid is not None:
-            if not isinstance(pid, int) or not self.store.session_valid(pid, tid, utcnow()):
-                raise AuthFailed("token no longer valid")
-        elif kind != "anonymous":
+        if pid is not None and not isinstance(pid, int):
             raise AuthFailed("invalid token")
-        return Identity(str(claims["sub"]), kind, pid, tid, None, access)
+        if pid is None and kind != "anonymous":
+            raise AuthFailed("invalid token")
+        if tid is not None and not isinstance(tid, str):
+            raise AuthFailed("invalid token")
+        return Identity(str(claims["sub"]), kind, pid, tid, None, access), exp
 
     # -- authorization -----------------------------------------------------------------------------
     def underlying(self, ident: Identity) -> Identity:
@@ -288,7 +312,8 @@ class AccessService:
         return self.cfg.anonymous_pull_default if v is None else v
 
     def permissions(self, ident: Identity) -> Permissions:
-        if ident.principal_id is None:
+        if ident.principal_id is None or (ident.restricted and ident.jwt_access is not None):
+            # Anonymous, or a registry JWT: its claims are the whole answer, no grants query.
             return Permissions(ident, frozenset(), [], self)
         roles: set[str] = set()
         rules = []

@@ -110,6 +110,12 @@ class AccessStore:
     def __init__(self, engine: Engine, write_lock: threading.Lock | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        self._SQL_PRINCIPAL = f"SELECT disabled FROM access_principals WHERE id = {mark}"
+        self._SQL_TOKEN = (
+            "SELECT p.disabled, t.revoked_at, t.expires_at FROM access_tokens t "
+            f"JOIN access_principals p ON p.id = t.principal_id WHERE t.id = {mark} AND p.id = {mark}"
+        )
         # Share the registry's SQLite writer lock when given: one writer per process.
         self._write_lock = write_lock if write_lock is not None else threading.Lock()
         if self.dialect != "sqlite":
@@ -396,19 +402,21 @@ class AccessStore:
             return res.rowcount > 0
 
     def session_valid(self, pid: int, token_id: str | None, now: dt.datetime) -> bool:
-        """One indexed read per request: the principal is enabled and the token (if any) still live."""
+        """One indexed read per request: the principal is enabled and the token (if any) still live.
+
+        Plain SQL on the driver: this runs on every authenticated /v2 request.
+        """
         with self.engine.connect() as conn:
             if token_id is None:
-                row = conn.execute(select(principals.c.disabled).where(principals.c.id == pid)).first()
+                row = conn.exec_driver_sql(self._SQL_PRINCIPAL, (pid,)).first()
                 return row is not None and not row[0]
-            row = conn.execute(
-                select(principals.c.disabled, tokens.c.revoked_at, tokens.c.expires_at)
-                .select_from(tokens.join(principals))
-                .where(tokens.c.id == token_id, principals.c.id == pid)
-            ).first()
+            row = conn.exec_driver_sql(self._SQL_TOKEN, (token_id, pid)).first()
         if row is None or row[0] or row[1] is not None:
             return False
-        expires = aware(row[2])
+        expires = row[2]
+        if isinstance(expires, str):  # SQLite hands back text through the raw driver
+            expires = dt.datetime.fromisoformat(expires)
+        expires = aware(expires)
         return expires is None or expires > now
 
     # -- repository visibility ---------------------------------------------------------------
