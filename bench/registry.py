@@ -51,7 +51,13 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 def start_hallmark(tmp: Path, workers: int) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    env = {**os.environ, "HALLMARK_DATA_DIR": str(tmp / "hallmark")}
+    # The peer runs without authentication; so does Hallmark here, to compare the same work.
+    env = {
+        **os.environ,
+        "HALLMARK_DATA_DIR": str(tmp / "hallmark"),
+        "HALLMARK_ACCESS__ENABLED": "false",
+        "HALLMARK_PIPELINE__ENABLED": "false",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "hallmark", "serve", "--listen", f"127.0.0.1:{port}", "--workers", str(workers)],
         env=env,
