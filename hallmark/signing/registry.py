@@ -104,7 +104,7 @@ class RegistryStore:
 
     def _manifest(self, reference: str, missing_ok: bool = False) -> bytes | None:
         data = self._get(
-            f"manifests/{quote(reference)}", accept=ACCEPT, limit=MAX_MANIFEST_BYTES, missing_ok=missing_ok
+            f"manifests/{quote(reference, safe=':')}", accept=ACCEPT, limit=MAX_MANIFEST_BYTES, missing_ok=missing_ok
         )
         if data is not None and is_digest(reference) and digest_bytes(data) != reference:
             raise RegistryArtifactError(f"{self.name}: manifest {reference} does not match its digest")
