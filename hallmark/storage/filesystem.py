@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +23,8 @@ from hallmark.storage.base import BlobNotFound, DigestMismatch, UploadNotFound
 
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _READ_CHUNK = 1 << 20
+_PARALLEL_HASH_MIN = 1 << 20
+_HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hallmark-hash")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,6 +60,14 @@ class FilesystemWriter:
     def write(self, chunk: bytes | memoryview) -> None:
         if self._fh is None:
             raise ValueError("writer is closed")
+        if len(chunk) >= _PARALLEL_HASH_MIN:
+            # Both release the GIL: hash on a helper thread while this one writes.
+            hashed = _HASH_POOL.submit(self._hasher.update, chunk)
+            try:
+                self._fh.write(chunk)
+            finally:
+                hashed.result()
+            return
         self._fh.write(chunk)
         self._hasher.update(chunk)
 
