@@ -274,3 +274,51 @@ def test_cosign_signature_in_the_registry(site: Site, tmp_path: Path) -> None:
     assert "verified cosign signature" in out
     code, out = _cli("verify", ref, "--insecure", "--cosign-key", str(other))
     assert code == 1 and "does not verify with the given public key" in out
+
+
+def test_sign_and_verify_with_access_control(site: Site, tmp_path: Path) -> None:
+    """With access control on, the CLI gets push- and pull-scoped tokens with the user's credentials."""
+    from hallmark.access.service import AccessService
+    from hallmark.config import load_config
+    from hallmark.metadata.db import make_engine, migrate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(data)})
+    engine = make_engine(cfg.database_url, 2)
+    migrate(engine)
+    access = AccessService(cfg, engine)
+    password = "signer-Secret-246810"
+    access.add_user("test", "signer", password)
+    access.grant("test", "principal", "signer", "namespace", "sec", "write")
+    access.audit.flush()
+    engine.dispose()
+    srv = Server(data, access=True).start()
+    try:
+        r = httpx.get(
+            srv.url + "/auth/token",
+            params={"service": "hallmark", "scope": "repository:sec/app:pull,push"},
+            auth=("signer", password),
+        )
+        assert r.status_code == 200, r.text
+        headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        with httpx.Client(base_url=srv.url, headers=headers, timeout=30) as c:
+            push_image(c, "sec/app", "v1")
+        ref = f"{srv.host}/sec/app:v1"
+        key, chain = str(site.keys["key"]), str(site.keys["chain"])
+        runner = CliRunner()
+        anonymous = runner.invoke(cli_app, ["sign", ref, "--insecure", "--key", key, "--cert", chain])
+        assert anonymous.exit_code == 1 and "401" in anonymous.output
+        signed = runner.invoke(
+            cli_app,
+            ["sign", ref, "--insecure", "--key", key, "--cert", chain, "-u", "signer", "--password-stdin"],
+            input=password + "\n",
+        )
+        assert signed.exit_code == 0, signed.output
+        assert password not in signed.output
+        args = ["verify", ref, "--insecure", "--policy", str(site.policy), "--trust-store", str(site.good_store)]
+        ok = runner.invoke(cli_app, [*args, "-u", "signer", "--password-stdin"], input=password + "\n")
+        assert ok.exit_code == 0, ok.output
+        assert runner.invoke(cli_app, args).exit_code == 1  # anonymous pull is off by default
+    finally:
+        srv.stop()
