@@ -3,7 +3,10 @@ and verification of Sigstore cosign key-based signatures.
 
 Public entry points: ``build_signature`` (pure), ``sign_artifact`` / ``verify_artifact`` (through an
 ``ArtifactSource``/``ArtifactTarget``), ``verify_envelope``, ``load_signer``, ``load_policy``,
-``TrustStore``, ``generate_test_ca_and_leaf``.
+``TrustStore``, ``generate_test_ca_and_leaf``. Stores: ``LayoutStore`` (OCI layouts),
+``hallmark.signing.registry.RegistryStore`` (remote registries) and
+``hallmark.signing.service.LocalStore`` (this server); ``hallmark.signing.service`` also has
+``sign_image``/``verify_image`` for the API and the catalog's promotion gate.
 """
 
 from hallmark.signing.artifact import (

@@ -1,7 +1,8 @@
 """Sign and verify artifacts through an abstract source/target, plus the OCI-layout implementation.
 
-``ArtifactSource``/``ArtifactTarget`` are the only things the core needs, so a registry client can be
-plugged in later without touching the signing code.
+``ArtifactSource``/``ArtifactTarget`` are the only things the core needs; registries
+(``hallmark.signing.registry``) and the server's own stores (``hallmark.signing.service``) plug in
+without touching the signing code.
 """
 
 from __future__ import annotations
