@@ -228,8 +228,9 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         owner = body.owner or ident.name
         if owner != ident.name and not perms.has_role("administrator"):
             raise ApiError(403, "DENIED", "only administrators create tokens for others")
-        if ident.restricted and owner == ident.name and body.scopes is None:
-            raise ApiError(403, "DENIED", "a scoped credential cannot mint an unscoped token")
+        if ident.restricted:
+            # A scoped token or registry JWT must not mint a token wider than itself.
+            raise ApiError(403, "DENIED", "log in with a password or an unscoped token to create tokens")
         tid, token = await run(
             access.create_token, ident.name, owner, body.name, body.scopes, body.expires_in_days, client_addr(request)
         )

@@ -305,6 +305,8 @@ def test_api_user_team_permission_lifecycle(site: Site) -> None:
     with httpx.Client(base_url=site.server.url, auth=("carol", tok["token"])) as t:
         assert t.get("/v2/carol/app/manifests/v1").status_code == 200
         assert t.post("/v2/carol/app/blobs/uploads/").status_code == 403
+        # The narrow token cannot mint a wider one.
+        assert t.post("/api/v1/tokens", json={"scopes": ["repository:carol/app:pull,push"]}).status_code == 403
     assert "token" not in carol.get("/api/v1/tokens").json()["tokens"][0]
     assert carol.delete(f"/api/v1/tokens/{tok['id']}").status_code == 204
     with httpx.Client(base_url=site.server.url, auth=("carol", tok["token"])) as t:
