@@ -397,6 +397,8 @@ async def api_guard(request: web.Request, handler: Callable[[web.Request], Await
     if any(path == p or path.startswith(p.rstrip("/") + "/") for p in OWN_PREFIXES):
         return await handler(request)  # these handlers check their own roles
     repo = _repo_api_name(request)
+    if repo is not None and "/images/" in repo:
+        return await handler(request)  # image sub-resources check pull/push per repository themselves
     if path == "/api/v1/repositories" and request.method == "GET":
         await api_permissions(request)  # the handler filters by readability
     elif repo is not None and request.method in ("GET", "HEAD"):

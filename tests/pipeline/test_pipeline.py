@@ -274,3 +274,35 @@ def test_content_checks_ride_along_on_indexing(tmp_path: Path) -> None:
             assert any(r["ruleId"] for r in sarif.json()["runs"][0]["results"])
     finally:
         srv.stop()
+
+
+def test_image_api_respects_repository_permissions(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = Server(data, access=True).start()
+    try:
+        admin = ("admin", (data / "initial-admin-password").read_text().strip())
+        with httpx.Client(base_url=srv.url, timeout=30, auth=admin) as c:
+            da = push_image(c, "teama/app", "v1")
+            db = push_image(c, "teamb/app", "v1")
+            assert c.post("/api/v1/users", json={"name": "alice", "password": "alice-password-1"}).status_code == 201
+            r = c.post(
+                "/api/v1/permissions",
+                json={"subject": "alice", "scope_kind": "repository", "scope": "teama/app", "role": "read"},
+            )
+            assert r.status_code in (200, 201), r.text
+            wait_for(c, "teama/app", da)
+            wait_for(c, "teamb/app", db)
+        with httpx.Client(base_url=srv.url, timeout=30, auth=("alice", "alice-password-1")) as c:
+            assert c.get(f"/api/v1/repositories/teama/app/images/{da}").status_code == 200
+            assert c.get(f"/api/v1/repositories/teama/app/images/{da}/reports/sbom-spdx").status_code == 200
+            assert c.get(f"/api/v1/repositories/teamb/app/images/{db}").status_code == 403
+            assert c.get(f"/api/v1/repositories/teamb/app/images/{db}/reports/vulnerabilities").status_code == 403
+            assert c.post(f"/api/v1/repositories/teama/app/images/{da}/rescan").status_code == 403
+            listed = {i["repository"] for i in c.get("/api/v1/images").json()["images"]}
+            assert listed == {"teama/app"}
+            assert {e["repository"] for e in c.get("/api/v1/events").json()["events"]} <= {"teama/app", None}
+        with httpx.Client(base_url=srv.url, timeout=30) as anon:
+            assert anon.get(f"/api/v1/repositories/teama/app/images/{da}").status_code == 401
+    finally:
+        srv.stop()
