@@ -36,6 +36,8 @@ class AdvisoryIndex:
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
     _key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
     _adv_info: dict[str, tuple[list[str], bool]] = field(default_factory=dict)  # aliases, KEV flag
+    #: (ecosystem, name, version) -> the entries that apply, evaluated once (see matcher.match_inventory)
+    _match_cache: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict)
     _support_by_name: dict[str, list[SupportNotice]] | None = None
     _support_patterns: list[tuple[re.Pattern[str], SupportNotice]] = field(default_factory=list)
     _support_cache: dict[tuple[str, str | None], list[SupportNotice]] = field(default_factory=dict)

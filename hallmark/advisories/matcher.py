@@ -121,13 +121,60 @@ def _fixed_above(entry: AffectedPackage, keys: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+#: One applicable entry for an (ecosystem, name, version): entry, status, fixed versions, aliases, KEV flag.
+_Hit = tuple[AffectedPackage, str, tuple[str, ...], list[str], bool]
+
+
+def _evaluate(index: AdvisoryIndex, eco: str, name: str, version: str) -> tuple[_Hit, ...]:
+    """Every entry of (eco, name) that applies to ``version`` (or cannot be compared), in index order.
+
+    The result depends only on the index and these three strings, so it is memoised per index:
+    images built on the same bases repeat the same package versions, and re-matching then costs
+    a dict lookup per package instead of a range evaluation per advisory.
+    """
+    ck = (eco, name, version)
+    hit = index._match_cache.get(ck)
+    if hit is not None:
+        return hit
+    entries = index.by_package.get((eco, name))
+    if not entries:
+        index._match_cache[ck] = ()
+        return ()
+    cache = index._key_cache
+    adv_info = index._adv_info
+    kev = index.kev
+    keys: dict[str, Any] = {}
+    out: list[_Hit] = []
+    for entry in entries:
+        for rng in entry.ranges:
+            sn = rng.scheme.name
+            if sn not in keys:
+                kk = (sn, version)
+                if kk in cache:
+                    keys[sn] = cache[kk]
+                else:
+                    keys[sn] = cache[kk] = _safe_key(entry, sn, version)
+        verdict = entry.evaluate(version, keys)
+        if verdict is Verdict.NOT_AFFECTED:
+            continue
+        adv = entry.advisory
+        fixed = _fixed_above(entry, keys)
+        info = adv_info.get(adv.id)
+        if info is None:
+            info = adv_info[adv.id] = (
+                list(dict.fromkeys((*adv.aliases, *adv.related))),
+                kev is not None and any(c in kev.entries for c in adv.cves),
+            )
+        out.append((entry, _status(entry, verdict, fixed), tuple(fixed), info[0], info[1]))
+    result = tuple(out)
+    index._match_cache[ck] = result
+    return result
+
+
 def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distro | None = None) -> MatchResult:
     """Match one image's packages; see the module docstring for the rules."""
     result = MatchResult()
     os_eco = os_ecosystem(distro)
-    cache = index._key_cache
-    adv_info = index._adv_info
-    kev = index.kev
     seen: set[tuple[str, str, str, str]] = set()
     for pkg in packages:
         eco, name, version = _match_target(pkg, os_eco)
@@ -138,47 +185,26 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                 result.unsupported_releases.append(eco)
         if not covered:
             continue
-        entries = index.by_package.get((eco, name))
-        if not entries:
-            continue
-        keys: dict[str, Any] = {}
-        for entry in entries:
-            for rng in entry.ranges:
-                sn = rng.scheme.name
-                if sn not in keys:
-                    ck = (sn, version)
-                    if ck in cache:
-                        keys[sn] = cache[ck]
-                    else:
-                        keys[sn] = cache[ck] = _safe_key(entry, sn, version)
-            verdict = entry.evaluate(version, keys)
-            if verdict is Verdict.NOT_AFFECTED:
-                continue
+        hits = _evaluate(index, eco, name, version)
+        for entry, status, fixed, aliases, kev_flag in hits:
             adv = entry.advisory
             ident = (adv.id, eco, name, pkg.name)
             if ident in seen:
                 continue
             seen.add(ident)
-            fixed = _fixed_above(entry, keys)
-            info = adv_info.get(adv.id)
-            if info is None:
-                info = adv_info[adv.id] = (
-                    list(dict.fromkeys((*adv.aliases, *adv.related))),
-                    kev is not None and any(c in kev.entries for c in adv.cves),
-                )
             result.findings.append(
                 Finding(
                     advisory_id=adv.id,
-                    aliases=list(info[0]),
+                    aliases=list(aliases),
                     package=pkg.name,
                     ecosystem=eco,
                     installed_version=pkg.version,
-                    fixed_versions=fixed,
-                    status=_status(entry, verdict, fixed),
+                    fixed_versions=list(fixed),
+                    status=status,
                     severity=adv.severity,
                     cvss_score=adv.cvss_score,
                     cvss_vector=adv.cvss_vector,
-                    kev=info[1],
+                    kev=kev_flag,
                     layer=pkg.layer,
                     purl=pkg.purl or entry.purl,
                     links=list(adv.references),
@@ -187,7 +213,7 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                     note=entry.note,
                 )
             )
-        if ecosystem_base(eco) == "Debian" and index.support:
+        if index.support and ecosystem_base(eco) == "Debian" and index.by_package.get((eco, name)):
             release = eco.split(":", 1)[1] if ":" in eco else None
             result.support_notices.extend(index.support_notices(name, release))
     result.findings.sort(key=lambda f: (-_SEVERITY_ORDER.get(f.severity or "", -1), f.package, f.advisory_id))
