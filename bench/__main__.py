@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["registry"]
+BENCHES = ["registry", "advisories", "content_checks"]
 
 
 def main() -> None:
