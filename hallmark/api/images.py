@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from hallmark.access.http import ACCESS_KEY, api_permissions, require_repo
 from hallmark.api.common import ApiError, json_response, parse_body
+from hallmark.api.guards import audit, guard_repo, visible
 from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
@@ -31,19 +31,6 @@ def _image(request: web.Request) -> tuple[str, str]:
     return name, digest
 
 
-async def _guard(request: web.Request, repo: str, action: str) -> None:
-    """Per-repository permission when access control is on (the API middleware only checks login)."""
-    if ACCESS_KEY in request.app:
-        await require_repo(request, repo, action)
-
-
-async def _visible(request: web.Request, repos: list[str | None]) -> set[str | None]:
-    if ACCESS_KEY not in request.app:
-        return set(repos)
-    perms = await api_permissions(request)
-    return {r for r in repos if r is None or perms.can(r, "pull")}
-
-
 def _int(request: web.Request, key: str, default: int, maximum: int) -> int:
     raw = request.query.get(key)
     if raw is None:
@@ -63,12 +50,12 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         if repo is not None and not valid_name(repo):
             raise ApiError(400, "NAME_INVALID", f"invalid repository name {repo!r}")
         images = await run(store.list_images, repo)
-        allowed = await _visible(request, list({i["repository"] for i in images}))
+        allowed = await visible(request, list({i["repository"] for i in images}))
         return json_response({"images": [i for i in images if i["repository"] in allowed]})
 
     async def get_image(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await _guard(request, name, "pull")
+        await guard_repo(request, name, "pull")
         image = await run(store.get_image, name, digest)
         if image is None:
             raise ApiError(404, "NOT_FOUND", "image not known to the pipeline (not an image, or not indexed yet)")
@@ -81,7 +68,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def get_report(request: web.Request) -> web.StreamResponse:
         name, digest = _image(request)
-        await _guard(request, name, "pull")
+        await guard_repo(request, name, "pull")
         kind = request.match_info["kind"]
         if kind not in REPORT_KINDS:
             raise ApiError(400, "INVALID_INPUT", f"unknown report kind {kind!r} (known: {', '.join(REPORT_KINDS)})")
@@ -108,15 +95,16 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def rescan(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await _guard(request, name, "push")
+        await guard_repo(request, name, "push")
         await run(pipeline.on_push, name, digest)
+        await audit(request, "rescan", name, digest, {})
         return json_response({"queued": True}, status=202)
 
     async def list_events(request: web.Request) -> web.Response:
         since = _int(request, "since", 0, 2**62)
         limit = _int(request, "limit", 100, 1000)
         events = await run(store.list_events, since, limit, request.query.get("type"), request.query.get("repository"))
-        allowed = await _visible(request, list({e["repository"] for e in events}))
+        allowed = await visible(request, list({e["repository"] for e in events}))
         events = [e for e in events if e["repository"] in allowed]
         return json_response({"events": events})
 
@@ -131,6 +119,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             record = await run(update, pipeline, body.mirror)
         except UpdateError as exc:
             raise ApiError(502, "UPDATE_FAILED", str(exc)) from exc
+        await audit(request, "advisories.update", None, None, {"set": record["set"], "base": record["base"]})
         return json_response({"set": record["set"], "advisories": record["advisories"]}, status=201)
 
     return [

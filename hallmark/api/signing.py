@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hallmark.api.common import ApiError, json_response
+from hallmark.api.guards import audit, guard_repo, guard_role
 from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
@@ -30,6 +31,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     async def verification(request: web.Request) -> web.Response:
         """Verify now (signatures change outside the pipeline) and return per-signature results."""
         name, digest = _image(request)
+        await guard_repo(request, name, "pull")
         reports = request.query.get("reports", "0").lower() in ("1", "true", "yes")
         try:
             result = await run(lambda: verify_image(pipeline, name, digest, reports=reports))
@@ -42,12 +44,15 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     async def sign(request: web.Request) -> web.Response:
         """Sign with the configured enterprise key; also re-verify when a trust policy is configured."""
         name, digest = _image(request)
+        await guard_role(request, "security_reviewer")
+        await guard_repo(request, name, "pull")
         try:
             signature = await run(sign_image, pipeline, name, digest)
         except NotFound as exc:
             raise ApiError(404, "NOT_FOUND", f"no manifest {digest} in {name}") from exc
         except (SigningError, EnvelopeError) as exc:
             raise ApiError(409, "SIGNING_NOT_CONFIGURED", str(exc)) from exc
+        await audit(request, "sign", name, digest, {"signature": signature})
         body: dict[str, object] = {"repository": name, "digest": digest, "signature": signature}
         if pipeline.config.signing.trust_policy:
             try:
