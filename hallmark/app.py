@@ -16,6 +16,7 @@ from hallmark.access.service import AccessService
 from hallmark.api import images as api_images
 from hallmark.api import repositories as api_repositories
 from hallmark.api import signing as api_signing
+from hallmark.api import vex as api_vex
 from hallmark.config import Config
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
@@ -83,6 +84,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
+    app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
 
     async def background(app: web.Application) -> AsyncIterator[None]:

@@ -39,6 +39,7 @@ OWN_PREFIXES = (
     "/api/v1/namespaces",
     "/api/v1/audit",
     "/api/v1/access/",
+    "/api/v1/vex",  # hallmark/api/vex.py checks security_reviewer / repository pull itself
 )
 
 

@@ -2,8 +2,8 @@
 
 from alembic import context
 
-import hallmark.access.tables  # noqa: F401  (registers its tables on the shared metadata)
-import hallmark.pipeline.tables  # noqa: F401  (registers its tables on the shared metadata)
+import hallmark.access.tables
+import hallmark.pipeline.tables
 import hallmark.signing.tables  # noqa: F401  (registers its tables on the shared metadata)
 from hallmark.metadata.tables import metadata
 

@@ -124,6 +124,7 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
     report = build_report(pipeline, repo, digest)
     if report is None:
         return None
+    report = apply_stored_vex(pipeline, report, repo, digest)
     content = pipeline.store.get_report(repo, digest, "content")
     if content is not None:
         report["summary"]["content"] = content["doc"]["summary"]
@@ -131,7 +132,12 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
     old = {finding_key(f) for f in previous["doc"]["findings"]} if previous else set()
     new = {finding_key(f) for f in report["findings"]}
     diff = {"new": sorted(new - old), "resolved": sorted(old - new)}
-    if previous is not None and not diff["new"] and not diff["resolved"] and notify:
+
+    def suppressed(findings: list[dict[str, Any]]) -> set[str]:
+        return {finding_key(f) for f in findings if f.get("suppressed")}
+
+    same_triage = previous is not None and suppressed(previous["doc"]["findings"]) == suppressed(report["findings"])
+    if previous is not None and not diff["new"] and not diff["resolved"] and same_triage and notify:
         # Nothing changed for this image: keep the attached report, refresh the status only.
         pipeline.store.set_image(
             repo, digest, status="done", summary=report["summary"], advisory_set=report["summary"]["advisory_set"]
@@ -151,6 +157,21 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
 
         deliver(pipeline.config, "image.findings_changed", payload)
     return diff
+
+
+def apply_stored_vex(pipeline: Pipeline, report: dict[str, Any], repo: str, digest: str) -> dict[str, Any]:
+    """Mark findings that uploaded OpenVEX documents (global or for this image) suppress."""
+    from hallmark.report.vex import VexError, apply_vex, parse_vex
+
+    docs = []
+    for row in pipeline.store.vex_for(repo, digest):
+        try:
+            docs.append(parse_vex(row["doc"], source=f"vex:{row['id']} uploaded by {row['uploaded_by']}"))
+        except VexError:
+            continue  # validated on upload; a document that no longer parses is ignored, not fatal
+    if not docs:
+        return report
+    return apply_vex(report, docs)  # summary recomputed: suppressed findings are not counted
 
 
 def rematch_all(pipeline: Pipeline) -> dict[str, int]:

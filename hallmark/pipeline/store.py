@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 import zstandard
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from hallmark.metadata.store import MetadataStore, utcnow
-from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports
+from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports, vex_documents
 
 _ZC = zstandard.ZstdCompressor(level=6)
 
@@ -208,6 +208,49 @@ class PipelineStore:
                 }
                 for r in rows
             ]
+
+    # -- VEX -----------------------------------------------------------------------------------------
+    def add_vex(self, repo: str | None, digest: str | None, doc: str, uploaded_by: str) -> int:
+        with self.meta._tx() as conn:
+            res = conn.execute(
+                vex_documents.insert().values(
+                    repo_name=repo, digest=digest, doc=doc, uploaded_by=uploaded_by, created_at=utcnow()
+                )
+            )
+            pk = res.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    def vex_for(self, repo: str, digest: str) -> list[dict[str, Any]]:
+        """Global documents and the ones for this image, oldest first."""
+        q = (
+            select(vex_documents)
+            .where(
+                or_(
+                    and_(vex_documents.c.repo_name.is_(None), vex_documents.c.digest.is_(None)),
+                    and_(vex_documents.c.repo_name == repo, vex_documents.c.digest == digest),
+                )
+            )
+            .order_by(vex_documents.c.id)
+        )
+        with self.meta.engine.connect() as conn:
+            return [_plain(r) for r in conn.execute(q).mappings()]
+
+    def list_vex(self, repo: str | None = None) -> list[dict[str, Any]]:
+        q = select(vex_documents).order_by(vex_documents.c.id)
+        if repo is not None:
+            q = q.where(vex_documents.c.repo_name == repo)
+        with self.meta.engine.connect() as conn:
+            return [_plain(r) for r in conn.execute(q).mappings()]
+
+    def get_vex(self, vex_id: int) -> dict[str, Any] | None:
+        with self.meta.engine.connect() as conn:
+            row = conn.execute(select(vex_documents).where(vex_documents.c.id == vex_id)).mappings().first()
+        return _plain(row) if row else None
+
+    def delete_vex(self, vex_id: int) -> bool:
+        with self.meta._tx() as conn:
+            return conn.execute(delete(vex_documents).where(vex_documents.c.id == vex_id)).rowcount > 0
 
     # -- events -------------------------------------------------------------------------------------
     def add_event(self, type_: str, repo: str | None, digest: str | None, payload: dict[str, Any]) -> int:

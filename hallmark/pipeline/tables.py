@@ -87,3 +87,16 @@ events = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_events_created", "created_at"),
 )
+
+# OpenVEX documents: per image (repo_name + digest) or global (both NULL); applied at match time.
+vex_documents = Table(
+    "vex_documents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repo_name", String(255), nullable=True),
+    Column("digest", String(140), nullable=True),
+    Column("doc", Text, nullable=False),
+    Column("uploaded_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_vex_image", "repo_name", "digest"),
+)

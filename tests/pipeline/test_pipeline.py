@@ -306,3 +306,58 @@ def test_image_api_respects_repository_permissions(tmp_path: Path) -> None:
             assert anon.get(f"/api/v1/repositories/teama/app/images/{da}").status_code == 401
     finally:
         srv.stop()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "osv").is_dir(), reason="shared advisory snapshot not present")
+def test_vex_upload_suppresses_but_keeps_findings_visible(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = Server(data).start()
+    try:
+        with zipfile.ZipFile(SHARED_DATA / "osv" / "PyPI" / "all.zip") as zf:
+            jinja = zf.read("PYSEC-2019-217.json")
+        mirror = tmp_path / "mirror"
+        _osv_zip(mirror / "osv" / "PyPI" / "all.zip", [jinja])
+        assert hallmark_cli(srv, "db", "update", "--mirror", str(mirror)).returncode == 0
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            digest = push_image(c, "vex/app", "v1", files=image_files("11", "bullseye"))
+            img = wait_for(c, "vex/app", digest)
+            assert img["summary"]["total"] >= 1
+            before = img["summary"]["total"]
+            vex = {
+                "@context": "https://openvex.dev/ns/v0.2.0",
+                "@id": "https://example.com/vex/1",
+                "author": "security@example.com",
+                "timestamp": "2026-01-01T00:00:00Z",
+                "version": 1,
+                "statements": [
+                    {
+                        "vulnerability": {"name": "CVE-2019-10906"},
+                        "products": [{"@id": f"pkg:oci/app@{digest}"}],
+                        "status": "not_affected",
+                        "justification": "vulnerable_code_not_in_execute_path",
+                    }
+                ],
+            }
+            r = c.post(f"/api/v1/repositories/vex/app/images/{digest}/vex", content=json.dumps(vex))
+            assert r.status_code == 201, r.text
+            bad = c.post("/api/v1/vex", content=b"{not json")
+            assert bad.status_code == 400
+            deadline = time.monotonic() + 60
+            finding: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                rep = c.get(f"/api/v1/repositories/vex/app/images/{digest}/reports/vulnerabilities").json()
+                finding = next(f for f in rep["findings"] if f["advisory_id"] == "PYSEC-2019-217")
+                if finding.get("suppressed"):
+                    break
+                time.sleep(0.2)
+            assert finding.get("suppressed"), finding
+            assert finding["suppressed"]["justification"] == "vulnerable_code_not_in_execute_path"
+            assert finding["suppressed"]["by"] == "security@example.com"
+            img = c.get(f"/api/v1/repositories/vex/app/images/{digest}").json()
+            assert img["summary"]["total"] == before - 1
+            assert img["summary"]["suppressed"] == 1
+            docs = c.get("/api/v1/vex").json()["documents"]
+            assert len(docs) == 1 and docs[0]["repo_name"] == "vex/app" and docs[0]["uploaded_by"]
+    finally:
+        srv.stop()
