@@ -120,6 +120,75 @@ class SigningConfig(_Section):
         return v
 
 
+def _group_map(v: Any) -> Any:
+    """``{group: [teams]}``; a value may be one comma-separated string (from the environment)."""
+    if isinstance(v, dict):
+        return {
+            str(k).lower(): [x.strip() for x in val.split(",") if x.strip()] if isinstance(val, str) else val
+            for k, val in v.items()
+        }
+    return v
+
+
+class LdapConfig(_Section):
+    """LDAP bind authentication (``[access.ldap]``); on when ``url`` is set. See docs/access.md."""
+
+    url: str | None = None  # ldap://host:389 or ldaps://host:636
+    start_tls: bool = False
+    ca_file: str | None = None  # PEM bundle to verify the server certificate (system store otherwise)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Either bind directly as a DN built from the user name ...
+    user_dn_template: str | None = None  # e.g. "uid={username},ou=people,dc=example,dc=com"
+    # ... or search for it with a service account.
+    bind_dn: str | None = None
+    bind_password: str | None = None
+    bind_password_file: str | None = None
+    user_base_dn: str | None = None
+    user_filter: str = "(uid={username})"
+    # Groups of the user: {dn} and {username} are escaped before substitution.
+    group_base_dn: str | None = None
+    group_filter: str = "(|(member={dn})(uniqueMember={dn})(memberUid={username}))"
+    group_name_attribute: str = "cn"
+    # LDAP group name (case-insensitive) -> Hallmark teams / catalog roles, re-synced at every login.
+    group_teams: dict[str, list[str]] = {}
+    group_roles: dict[str, list[str]] = {}
+    # Seconds a successful bind is remembered per (user, password); 0 binds on every request.
+    cache_seconds: int = Field(default=60, ge=0, le=3600)
+
+    _maps = field_validator("group_teams", "group_roles", mode="before")(_group_map)
+
+
+class OidcConfig(_Section):
+    """OpenID Connect login for the portal (``[access.oidc]``); on when ``issuer`` is set."""
+
+    issuer: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    client_secret_file: str | None = None
+    # Default: <public_url or request base>/auth/oidc/callback.
+    redirect_uri: str | None = None
+    scopes: list[str] = ["openid", "profile", "email"]
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    algorithms: list[str] = ["RS256", "ES256", "PS256"]
+    group_teams: dict[str, list[str]] = {}
+    group_roles: dict[str, list[str]] = {}
+    session_lifetime_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    # Secure cookies need https; turn off only for a plain-http localhost portal.
+    cookie_secure: bool = True
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    _maps = field_validator("group_teams", "group_roles", mode="before")(_group_map)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _check_algs(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a[:2] not in ("RS", "ES", "PS", "Ed")]
+        if bad or not v:
+            raise ValueError(f"only asymmetric algorithms are accepted, not {bad}")
+        return v
+
+
 class AccessConfig(_Section):
     """Authentication, authorization and audit (``[access]``); on by default: no anonymous push."""
 
@@ -140,6 +209,8 @@ class AccessConfig(_Section):
     # Audit entries older than this are pruned (a checkpoint keeps the chain verifiable); 0 keeps all.
     audit_retention_days: int = Field(default=0, ge=0)
     audit_flush_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    ldap: LdapConfig = LdapConfig()
+    oidc: OidcConfig = OidcConfig()
 
 
 class Config(_Section):

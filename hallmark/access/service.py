@@ -22,8 +22,9 @@ import jwt
 import orjson
 from sqlalchemy import Engine
 
-from hallmark.access import crypto
+from hallmark.access import crypto, shadow
 from hallmark.access.audit import ALLOWED, DENIED, AuditLog
+from hallmark.access.ldap import LdapLogin
 from hallmark.access.model import (
     ADMIN,
     ADMINISTRATOR,
@@ -145,6 +146,7 @@ class AccessService:
         self._cache_key = secrets.token_bytes(32)
         # Signature-verified JWTs by SHA-256 of the token: (expiry, identity).
         self._jwt_cache: dict[bytes, tuple[float, Identity]] = {}
+        self.ldap = LdapLogin(self.cfg.ldap) if self.cfg.ldap.url else None
 
     @classmethod
     def for_metadata(cls, config: Config, meta: Any) -> AccessService:
@@ -191,7 +193,10 @@ class AccessService:
         else:
             p = self.store.principal(username)
             stored = p.password_hash if p is not None and p.kind == "user" else None
-            if self._cached_ok(username, secret, stored) or crypto.verify_password(stored, secret):
+            if self.ldap is not None and (p is None or shadow.backed_by(p, "ldap")):
+                # Unknown here or owned by the directory: LDAP checks the password (never stored).
+                ident, reason = self.ldap.login(self, username, secret, client_addr)
+            elif self._cached_ok(username, secret, stored) or crypto.verify_password(stored, secret):
                 assert p is not None
                 if p.disabled:
                     reason = "account disabled"
