@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEB_STAMP := $(VENV)/.debs
-DEBS := skopeo postgresql docker-registry wrk umoci debootstrap clamav-daemon slapd ldap-utils
+DEBS := skopeo postgresql docker-registry wrk umoci debootstrap clamav-daemon slapd ldap-utils chromium
 
 .PHONY: run test bench lint debs clean
 

@@ -22,6 +22,7 @@ from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
 from hallmark.pipeline.runtime import server_context
 from hallmark.pipeline.service import Pipeline
+from hallmark.portal import routes as portal_routes
 from hallmark.registry import http as registry_http
 from hallmark.registry.service import RegistryService
 from hallmark.storage import BlobStore, FilesystemBlobStore
@@ -86,6 +87,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
+    app.router.add_routes(portal_routes.routes(hm))  # web portal at /, over the same services
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_periodic_cleanup(hm))

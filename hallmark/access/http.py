@@ -52,11 +52,30 @@ def _basic(value: str) -> tuple[str, str]:
     return user, secret
 
 
+# The web portal's session: a short-lived personal token in an HttpOnly, SameSite=Strict cookie.
+SESSION_COOKIE = "hallmark_session"
+
+
+def session_token(request: web.Request) -> str | None:
+    """The portal session cookie, honoured only for reads outside /v2 and /auth: a cookie rides along
+    with cross-site requests, so it must never authorize a change (the portal's own POSTs check CSRF)."""
+    if request.method not in ("GET", "HEAD") or request.path.startswith(("/v2", "/auth/")):
+        return None
+    value = request.cookies.get(SESSION_COOKIE)
+    return value if value and value.startswith("hmk_") and len(value) <= 256 else None
+
+
 async def identify(access: AccessService, request: web.Request, allow_basic: bool = True) -> Identity:
-    """The caller from the Authorization header; anonymous without one. Raises AuthFailed/RateLimited."""
+    """The caller from the Authorization header (else the portal session cookie on reads); anonymous
+    without either. Raises AuthFailed/RateLimited."""
     header = request.headers.get("Authorization")
     if header is None:
-        return ANONYMOUS
+        cookie = session_token(request)
+        if cookie is None:
+            return ANONYMOUS
+        return await asyncio.get_running_loop().run_in_executor(
+            None, access.authenticate_token, cookie, client_addr(request)
+        )
     if len(header) > MAX_AUTH_HEADER:
         raise AuthFailed("Authorization header too large")
     scheme, _, value = header.strip().partition(" ")

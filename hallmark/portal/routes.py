@@ -1,0 +1,478 @@
+"""The web portal: server-rendered pages over the services the JSON API uses.
+
+Nothing here reads SQL or files: pages call ``PipelineStore``, ``MetadataStore``,
+``RegistryService`` and ``AccessService`` through ``hm.registry.run`` and filter by the
+same permissions as ``/api/v1``, so the portal can never show more than the API would.
+
+Sessions: a password login creates a short-lived personal token (``AccessService.create_token``)
+kept in an HttpOnly, SameSite=Strict cookie; ``access.http.identify`` honours it for GETs only,
+so the download links (``/api/v1/.../reports/...``) work in the browser while no state change
+can ride on the cookie. The portal's own POST forms carry a double-submit CSRF token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+import orjson
+from aiohttp import web
+
+from hallmark import __version__
+from hallmark.access import crypto
+from hallmark.access.http import ACCESS_KEY, SESSION_COOKIE, api_permissions, client_addr
+from hallmark.access.model import PULL
+from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
+from hallmark.api.common import ApiError
+from hallmark.digest import is_digest
+from hallmark.registry.names import valid_name
+
+if TYPE_CHECKING:
+    from hallmark.app import Hallmark
+
+HERE = Path(__file__).resolve().parent
+CSRF_COOKIE = "hallmark_csrf"
+SESSION_HOURS = 8
+NAME = "{name:[a-z0-9][a-z0-9._/-]*}"
+DIGEST = "{digest:sha(?:256|512):[a-f0-9]+}"
+SEVERITIES = ("critical", "high", "medium", "low", "unknown")
+CONTENT_SEVERITIES = ("critical", "high", "medium", "low", "info")
+EVENTS_PAGE = 100
+# Report downloads offered on the image page: (report kind, format, label).
+DOWNLOADS = (
+    ("sbom-cyclonedx", "json", "SBOM CycloneDX"),
+    ("sbom-spdx", "json", "SBOM SPDX"),
+    ("vulnerabilities", "json", "Report JSON"),
+    ("vulnerabilities", "sarif", "SARIF"),
+    ("vulnerabilities", "cyclonedx", "CycloneDX VEX"),
+    ("vulnerabilities", "openvex", "OpenVEX"),
+    ("content", "json", "Content checks JSON"),
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Bounce(Exception):
+    """Send the browser to the login page (no or expired session)."""
+
+    def __init__(self, clear: bool = False) -> None:
+        self.clear = clear
+
+
+class _Fail(Exception):
+    """Render the error page with this status (not found, forbidden, bad form)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at the page; ``perms`` is None when access control is off (everything visible)."""
+
+    name: str | None
+    perms: Permissions | None
+
+    def can_read(self, repo: str | None) -> bool:
+        return repo is None or self.perms is None or self.perms.can(repo, PULL)
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "" if value is None else str(value)
+
+
+def _short(digest: Any) -> str:
+    text = str(digest or "")
+    algo, _, hexpart = text.partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else text
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template, whatever its name
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["short"] = _short
+    env.filters["path"] = lambda v: quote(str(v), safe="/:")
+    env.globals["version"] = __version__
+    return env
+
+
+def _safe_next(value: str | None) -> str:
+    """Only local paths: ``next`` must never send a fresh session to another site."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return "/" if parts.scheme or parts.netloc else value
+
+
+def _sev_key(finding: dict[str, Any]) -> tuple[int, int, str]:
+    sev = finding.get("severity") or "unknown"
+    order = SEVERITIES.index(sev) if sev in SEVERITIES else len(SEVERITIES)
+    return (1 if finding.get("suppressed") else 0, order, str(finding.get("advisory_id") or ""))
+
+
+def _content_key(finding: dict[str, Any]) -> tuple[int, str]:
+    sev = finding.get("severity") or "info"
+    order = CONTENT_SEVERITIES.index(sev) if sev in CONTENT_SEVERITIES else len(CONTENT_SEVERITIES)
+    return (order, str(finding.get("rule_id") or ""))
+
+
+class Portal:
+    def __init__(self, hm: Hallmark) -> None:
+        self.hm = hm
+        self.run = hm.registry.run
+        self.meta = hm.meta
+        self.store = hm.pipeline.store
+        self.env = _environment()
+        self.css = (HERE / "static" / "portal.css").read_bytes()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @staticmethod
+    def _access(request: web.Request) -> AccessService | None:
+        return request.app[ACCESS_KEY] if ACCESS_KEY in request.app else None
+
+    async def viewer(self, request: web.Request, required: bool = True) -> Viewer:
+        """The caller and its permissions, resolved exactly as the API resolves them."""
+        if self._access(request) is None:
+            return Viewer(None, None)
+        try:
+            perms = await api_permissions(request)
+        except ApiError as exc:  # expired, revoked or forged session cookie
+            if required:
+                raise _Bounce(clear=True) from exc
+            return Viewer(None, None)
+        if perms.identity.anonymous:
+            if required:
+                raise _Bounce()
+            return Viewer(None, None)
+        viewer = request["portal.viewer"] = Viewer(perms.identity.name, perms)
+        return viewer
+
+    @staticmethod
+    def _csrf(request: web.Request) -> str:
+        token = request.get("portal.csrf")
+        if token is None:
+            have = request.cookies.get(CSRF_COOKIE, "")
+            token = have if 32 <= len(have) <= 64 and have.replace("-", "").replace("_", "").isalnum() else None
+            request["portal.csrf"] = token or secrets.token_urlsafe(32)
+            request["portal.csrf_new"] = token is None
+        return str(request["portal.csrf"])
+
+    async def _check_form(self, request: web.Request) -> dict[str, str]:
+        """Double-submit CSRF check (cookie vs. form field), plus Origin when the browser sends it."""
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            raise _Fail(403, "Cross-site form submission refused.")
+        form = await request.post()
+        sent = str(form.get("csrf", ""))
+        have = request.cookies.get(CSRF_COOKIE, "")
+        if not sent or not have or not hmac.compare_digest(sent.encode(), have.encode()):
+            raise _Fail(403, "The form expired or was not sent by this portal (CSRF check failed). Reload and retry.")
+        return {k: str(v) for k, v in form.items() if isinstance(v, str)}
+
+    def render(
+        self, request: web.Request, template: str, viewer: Viewer | None, status: int = 200, **ctx: Any
+    ) -> web.Response:
+        html = self.env.get_template(template).render(
+            user=viewer.name if viewer else None,
+            access=self._access(request) is not None,
+            csrf=self._csrf(request),
+            path=request.path,
+            **ctx,
+        )
+        resp = web.Response(text=html, content_type="text/html", status=status)
+        return self._finish(request, resp)
+
+    def _finish(self, request: web.Request, resp: web.Response) -> web.Response:
+        resp.headers.update(SECURITY_HEADERS)
+        if request.get("portal.csrf_new"):
+            resp.set_cookie(
+                CSRF_COOKIE, self._csrf(request), httponly=True, samesite="Strict", secure=request.secure, path="/"
+            )
+        return resp
+
+    def _redirect(self, request: web.Request, location: str) -> web.Response:
+        resp = web.Response(status=303, headers={"Location": location})
+        return self._finish(request, resp)
+
+    def page(self, handler: Handler) -> Handler:
+        """Turn _Bounce/_Fail into a login redirect or an error page for every route."""
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except _Bounce as exc:
+                resp = self._redirect(request, "/login?next=" + quote(request.path_qs, safe=""))
+                if exc.clear:
+                    resp.del_cookie(SESSION_COOKIE, path="/")
+                return resp
+            except _Fail as exc:
+                viewer = request.get("portal.viewer")
+                return self.render(request, "error.html", viewer, status=exc.status, message=exc.message)
+
+        return wrapped
+
+    # -- session ---------------------------------------------------------------------------------------
+    async def login_form(self, request: web.Request) -> web.StreamResponse:
+        nxt = _safe_next(request.query.get("next"))
+        if self._access(request) is None or (await self.viewer(request, required=False)).name:
+            return self._redirect(request, nxt)
+        return self.render(request, "login.html", None, next=nxt, error=None, username="")
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        form = await self._check_form(request)
+        access = self._access(request)
+        nxt = _safe_next(form.get("next"))
+        if access is None:
+            return self._redirect(request, nxt)
+        username, password = form.get("username", "")[:128], form.get("password", "")[:1024]
+        addr = client_addr(request)
+
+        def refuse(status: int, error: str) -> web.Response:
+            return self.render(request, "login.html", None, status, next=nxt, error=error, username=username)
+
+        if not username or not password:
+            return refuse(400, "Enter a user name and a password.")
+        if crypto.parse_token_id(password) is not None:
+            # A (possibly scoped) token must not turn into an unscoped portal session.
+            return refuse(401, "Sign in with your password; tokens are for the API and the registry.")
+        try:
+            ident = await self.run(access.authenticate, username, password, addr, True)
+        except RateLimited:
+            return refuse(429, "Too many failed logins; try again later.")
+        except AuthFailed:
+            return refuse(401, "Invalid user name or password.")
+        if ident.kind != "user" or ident.token_id is not None:
+            return refuse(401, "Only users can sign in to the portal.")
+        _, token = await self.run(
+            access.create_token, ident.name, ident.name, "portal session", None, SESSION_HOURS / 24, addr
+        )
+        resp = self._redirect(request, nxt)
+        resp.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=SESSION_HOURS * 3600,
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/",
+        )
+        # A fresh CSRF token for the new session: one planted before login is worthless after it.
+        request["portal.csrf"], request["portal.csrf_new"] = secrets.token_urlsafe(32), True
+        resp.set_cookie(
+            CSRF_COOKIE, request["portal.csrf"], httponly=True, samesite="Strict", secure=request.secure, path="/"
+        )
+        return resp
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        await self._check_form(request)
+        access = self._access(request)
+        token = request.cookies.get(SESSION_COOKIE)
+        if access is not None and token:
+            addr = client_addr(request)
+            try:
+                ident = await self.run(access.authenticate_token, token, addr)
+            except AuthFailed:
+                ident = None  # already expired or revoked: only the cookie is left to drop
+            if ident is not None and ident.token_id is not None:
+                await self.run(access.revoke_token, ident.name, ident.token_id, addr)
+        resp = self._redirect(request, "/login" if access is not None else "/")
+        resp.del_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    # -- pages ----------------------------------------------------------------------------------------
+    async def repositories(self, request: web.Request) -> web.StreamResponse:
+        viewer = await self.viewer(request)
+        query = request.query.get("q", "").strip()[:100]
+        needle = query.lower()
+
+        def load() -> list[dict[str, Any]]:
+            names = [n for n in self.meta.list_repositories(None, None) if viewer.can_read(n)]
+            infos = [i for i in (self.meta.repository_info(n) for n in names) if i is not None]
+            if needle:
+                infos = [
+                    i for i in infos if needle in i["name"].lower() or needle in str(i.get("description") or "").lower()
+                ]
+            wanted = {i["name"] for i in infos}
+            per_repo: dict[str, list[dict[str, Any]]] = {}
+            for img in self.store.list_images(None):
+                if img["repository"] in wanted:
+                    per_repo.setdefault(img["repository"], []).append(img)
+            for info in infos:
+                imgs = per_repo.get(info["name"], [])
+                info["images"] = len(imgs)
+                info["severity"] = _sum_severity(imgs)
+                info["updated_at"] = max((i["updated_at"] for i in imgs), default=None)
+            return infos
+
+        repos = await self.run(load)
+        return self.render(request, "repositories.html", viewer, repos=repos, query=query, severities=SEVERITIES)
+
+    def _repo_name(self, request: web.Request, viewer: Viewer) -> str:
+        name = request.match_info["name"]
+        # Unreadable and unknown look the same: the portal does not confirm that a repository exists.
+        if not valid_name(name) or not viewer.can_read(name):
+            raise _Fail(404, "No such repository, or you may not read it.")
+        return name
+
+    async def repository(self, request: web.Request) -> web.StreamResponse:
+        viewer = await self.viewer(request)
+        name = self._repo_name(request, viewer)
+        from hallmark.signing.service import verification_status
+
+        def load() -> dict[str, Any] | None:
+            info = self.meta.repository_info(name)
+            if info is None:
+                return None
+            images = self.store.list_images(name)
+            digest_of: dict[str, str] = {}
+            for img in images:
+                img["tags"] = self.meta.tags_for(name, img["digest"])
+                img["verification"] = verification_status(self.hm.pipeline, name, img["digest"])
+                digest_of.update(dict.fromkeys(img["tags"], img["digest"]))
+            # A tag on a manifest the pipeline does not index (an index, an artifact) shows without a link.
+            tags = [(t, digest_of.get(t)) for t in self.meta.list_tags(name) or []]
+            return {"info": info, "images": images, "tags": tags}
+
+        data = await self.run(load)
+        if data is None:
+            raise _Fail(404, "No such repository, or you may not read it.")
+        return self.render(
+            request,
+            "repository.html",
+            viewer,
+            name=name,
+            severities=SEVERITIES,
+            content_severities=CONTENT_SEVERITIES,
+            **data,
+        )
+
+    async def image(self, request: web.Request) -> web.StreamResponse:
+        viewer = await self.viewer(request)
+        name = self._repo_name(request, viewer)
+        digest = request.match_info["digest"]
+        if not is_digest(digest):
+            raise _Fail(404, "No such image.")
+        from hallmark.signing.service import verification_status
+
+        def load() -> dict[str, Any] | None:
+            img = self.store.get_image(name, digest)
+            if img is None:
+                return None
+            img["tags"] = self.meta.tags_for(name, digest)
+            vulns = self.store.get_report(name, digest, "vulnerabilities")
+            content = self.store.get_report(name, digest, "content")
+            return {
+                "image": img,
+                "kinds": {r["kind"] for r in self.store.report_kinds(name, digest)},
+                "verification": verification_status(self.hm.pipeline, name, digest),
+                "vulns": vulns["doc"] if vulns else None,
+                "content": content["doc"] if content else None,
+            }
+
+        data = await self.run(load)
+        if data is None:
+            raise _Fail(404, "This image is not known to the pipeline (not an image, or not indexed yet).")
+        refs, more = await self.hm.registry.referrers(name, digest, None, None)
+        referrers = [
+            {
+                "digest": r.digest,
+                "artifact_type": r.artifact_type or r.media_type,
+                "size": r.size,
+                "kind": (orjson.loads(r.annotations) if r.annotations else {}).get("dev.hallmark.report.kind"),
+            }
+            for r in refs
+        ]
+        vulns = data["vulns"] or {}
+        content = data["content"] or {}
+        base = f"/api/v1/repositories/{name}/images/{digest}/reports/"
+        downloads = [
+            (label, base + kind + ("" if fmt == "json" else f"?format={fmt}"))
+            for kind, fmt, label in DOWNLOADS
+            if kind in data["kinds"]
+        ]
+        return self.render(
+            request,
+            "image.html",
+            viewer,
+            name=name,
+            digest=digest,
+            image=data["image"],
+            verification=data["verification"],
+            findings=sorted(vulns.get("findings") or [], key=_sev_key),
+            notes=vulns.get("notes") or [],
+            content_findings=sorted(content.get("findings") or [], key=_content_key),
+            downloads=downloads,
+            referrers=referrers,
+            more_referrers=more,
+            severities=SEVERITIES,
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        viewer = await self.viewer(request)
+        raw = request.query.get("since", "0")
+        since = min(int(raw), 2**62) if raw.isdigit() else 0
+        kind = request.query.get("type", "").strip()[:64] or None
+        rows = await self.run(self.store.list_events, since, EVENTS_PAGE, kind, None)
+        shown = [e for e in rows if viewer.can_read(e["repository"])]
+        nxt = rows[-1]["id"] if len(rows) == EVENTS_PAGE else None
+        return self.render(request, "events.html", viewer, events=shown, next_since=nxt, type=kind or "")
+
+    async def advisories(self, request: web.Request) -> web.StreamResponse:
+        viewer = await self.viewer(request)
+        sets = await self.run(self.store.advisory_set_history)
+        return self.render(request, "advisories.html", viewer, sets=sets)
+
+    async def stylesheet(self, request: web.Request) -> web.StreamResponse:
+        resp = web.Response(body=self.css, content_type="text/css")
+        resp.headers.update(SECURITY_HEADERS)
+        resp.headers["Cache-Control"] = "public, max-age=3600"
+        return resp
+
+
+def _sum_severity(images: list[dict[str, Any]]) -> dict[str, int]:
+    total = dict.fromkeys(SEVERITIES, 0)
+    for img in images:
+        for sev, n in ((img.get("summary") or {}).get("by_severity") or {}).items():
+            if sev in total:
+                total[sev] += int(n)
+    return total
+
+
+def routes(hm: Hallmark) -> list[web.RouteDef]:
+    """Portal routes; register them after the API so ``/api/v1`` and ``/v2`` keep their own handlers."""
+    p = Portal(hm)
+    return [
+        web.get("/", p.page(p.repositories)),
+        web.get("/login", p.page(p.login_form)),
+        web.post("/login", p.page(p.login)),
+        web.post("/logout", p.page(p.logout)),
+        web.get(f"/repositories/{NAME}/images/{DIGEST}", p.page(p.image)),
+        web.get(f"/repositories/{NAME}", p.page(p.repository)),
+        web.get("/events", p.page(p.events)),
+        web.get("/advisories", p.page(p.advisories)),
+        web.get("/static/portal.css", p.stylesheet),
+    ]

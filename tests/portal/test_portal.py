@@ -1,0 +1,296 @@
+"""The web portal in a real browser: headless Debian Chromium (Playwright) against a real ``hallmark serve``.
+
+One server with access control on; admin pushes two images, a reader may read one repository and a
+nobody may read none. Each test gets a fresh browser context (its own cookies).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import ROOT, Server
+from tests.ocihelp import push_image
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CACHE = ROOT / "tests" / ".cache"
+PASSWORD = "correct horse battery"
+
+DPKG_STATUS = b"""Package: libssl1.1
+Status: install ok installed
+Architecture: amd64
+Source: openssl
+Version: 1.1.1n-0+deb11u3
+
+Package: zlib1g
+Status: install ok installed
+Architecture: amd64
+Source: zlib
+Version: 1:1.2.11.dfsg-2+deb11u2
+"""
+FILES = {
+    "etc/os-release": b'ID=debian\nVERSION_ID="11"\nVERSION_CODENAME=bullseye\n',
+    "var/lib/dpkg/status": DPKG_STATUS,
+}
+
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian package chromium not installed")
+
+
+@dataclass
+class Site:
+    server: Server
+    admin: tuple[str, str]
+    digest: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def _wait_done(c: httpx.Client, repo: str, digest: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        r = c.get(f"/api/v1/repositories/{repo}/images/{digest}")
+        if r.status_code == 200:
+            last = r.json()
+            if last is not None and last["status"] in ("done", "failed"):
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"image never reached done: {last}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    data = tmp_path_factory.mktemp("portal") / "data"
+    data.mkdir()
+    srv = Server(data, access=True).start()
+    try:
+        admin = ("admin", (data / "initial-admin-password").read_text().strip())
+        with httpx.Client(base_url=srv.url, auth=admin, timeout=30) as c:
+            digest = push_image(c, "portal/app", "v1", files=FILES)
+            push_image(c, "tools/builder", "latest")
+            for user in ("reader", "nobody"):
+                assert c.post("/api/v1/users", json={"name": user, "password": PASSWORD}).status_code == 201
+            grant = {"subject": "reader", "scope_kind": "repository", "scope": "portal/app", "role": "read"}
+            assert c.post("/api/v1/permissions", json=grant).status_code in (200, 201)
+            img = _wait_done(c, "portal/app", digest)
+            assert img["status"] == "done", img
+        yield Site(srv, admin, digest)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    ctx = browser.new_context(base_url=site.url)
+    pg = ctx.new_page()
+    pg.set_default_timeout(10_000)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def login(page: Page, user: str, password: str) -> None:
+    page.goto("/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login")
+
+
+def session_cookie(page: Page) -> str | None:
+    for c in page.context.cookies():
+        if c["name"] == "hallmark_session":
+            return str(c["value"])
+    return None
+
+
+def test_wrong_password_shows_an_error(page: Page, site: Site) -> None:
+    resp = page.goto("/")
+    assert resp is not None and "/login?next=" in page.url
+    page.fill("#username", "admin")
+    page.fill("#password", "not-the-password")
+    page.click("#login")
+    assert "Invalid user name or password" in page.inner_text("#login-error")
+    assert session_cookie(page) is None
+
+
+def test_admin_browses_to_the_image_and_downloads_the_sbom(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    assert page.inner_text("#current-user") == "admin"
+    cookie = next(c for c in page.context.cookies() if c["name"] == "hallmark_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    listing = page.inner_text("#repositories")
+    assert "portal/app" in listing and "tools/builder" in listing
+
+    page.fill("#q", "APP")
+    page.click("#search")
+    page.wait_for_url("**/?q=APP")
+    listing = page.inner_text("#repositories")
+    assert "portal/app" in listing and "tools/builder" not in listing
+
+    page.click("text=portal/app")
+    page.wait_for_url("**/repositories/portal/app")
+    images = page.inner_text("#images")
+    assert "done" in images and "debian 11" in images and "v1" in page.inner_text("#tags")
+
+    page.click(f"#images a[href$='{site.digest}']")
+    page.wait_for_url(f"**/images/{site.digest}")
+    assert page.inner_text("#image-status") == "done"
+    assert page.inner_text("#package-count") == "2"
+    assert "bullseye" in page.inner_text("#distro")
+    assert "root-user" in page.inner_text("#content-findings")
+    assert "sbom-cyclonedx" in page.inner_text("#referrers")
+    CACHE.mkdir(exist_ok=True)
+    page.screenshot(path=str(CACHE / "portal-image.png"), full_page=True)
+
+    # The download links are the JSON API itself, authorized by the session cookie on GET.
+    href = page.get_attribute("text=SBOM CycloneDX", "href")
+    assert href == f"/api/v1/repositories/portal/app/images/{site.digest}/reports/sbom-cyclonedx"
+    sbom = page.request.get(href)
+    assert sbom.status == 200
+    doc = json.loads(sbom.body())
+    assert doc["bomFormat"] == "CycloneDX"
+    assert {"libssl1.1", "zlib1g"} <= {c["name"] for c in doc["components"]}
+    sarif_href = page.get_attribute("text=SARIF", "href")
+    assert sarif_href is not None and sarif_href.endswith("?format=sarif")
+    sarif = page.request.get(sarif_href)
+    assert sarif.status == 200 and json.loads(sarif.body())["version"] == "2.1.0"
+
+
+def test_security_headers_and_escaping(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    resp = page.goto("/?q=%3Cscript%3Ealert(1)%3C/script%3E")
+    assert resp is not None
+    headers = resp.headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    assert "<script>alert(1)</script>" in page.inner_text("#no-repositories")
+    assert page.locator("script").count() == 0
+
+
+def test_permissions_decide_what_a_user_sees(page: Page, site: Site) -> None:
+    login(page, "reader", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    listing = page.inner_text("#repositories")
+    assert "portal/app" in listing and "tools/builder" not in listing
+    resp = page.goto("/repositories/tools/builder")
+    assert resp is not None and resp.status == 404
+
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    login(page, "nobody", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    assert page.inner_text("#no-repositories") == "No repository you can read yet."
+    resp = page.goto("/repositories/portal/app")
+    assert resp is not None and resp.status == 404
+    resp = page.goto(f"/repositories/portal/app/images/{site.digest}")
+    assert resp is not None and resp.status == 404
+    api = page.request.get(f"/api/v1/repositories/portal/app/images/{site.digest}/reports/sbom-cyclonedx")
+    assert api.status == 403
+
+
+def test_logout_revokes_the_session(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    token = session_cookie(page)
+    assert token is not None
+    assert httpx.get(site.url + "/api/v1/me", cookies={"hallmark_session": token}).json()["name"] == "admin"
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    assert session_cookie(page) is None
+    page.goto("/events")
+    assert "/login?next=%2Fevents" in page.url
+    # The token behind the cookie is revoked, not only forgotten by the browser.
+    assert httpx.get(site.url + "/api/v1/me", cookies={"hallmark_session": token}).status_code == 401
+
+
+def test_posts_need_the_csrf_token_and_the_cookie_never_authorizes_writes(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    req = page.request
+    assert req.post("/logout", form={}).status == 403
+    assert req.post("/logout", form={"csrf": "x" * 43}).status == 403
+    assert req.post("/login", form={"username": "admin", "password": site.admin[1]}).status == 403
+    # Still signed in: the rejected logout did nothing.
+    resp = page.goto("/events")
+    assert resp is not None and resp.status == 200 and page.url.endswith("/events")
+    assert "Events" in page.inner_text("h1")
+    # The session cookie is for reads: an API change with it alone is anonymous.
+    rescan = req.post(f"/api/v1/repositories/portal/app/images/{site.digest}/rescan")
+    assert rescan.status == 401
+    assert req.post("/api/v1/tokens", data="{}", headers={"Content-Type": "application/json"}).status == 401
+
+
+def test_events_and_advisory_pages(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.goto("/events")
+    assert "image.indexed" in page.inner_text("#events")
+    page.goto("/advisories")
+    assert "hallmark db update" in page.inner_text("main")
+
+
+def test_a_token_is_not_a_portal_password(site: Site) -> None:
+    """A scoped token used as the password must not become an unscoped portal session."""
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        r = c.post("/api/v1/tokens", json={"name": "ci", "scopes": ["repository:portal/app:pull"]})
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+    with httpx.Client(base_url=site.url, timeout=30) as c:
+        c.get("/login")
+        csrf = c.cookies["hallmark_csrf"]
+        r = c.post("/login", data={"csrf": csrf, "username": "admin", "password": token})
+        assert r.status_code == 401 and "hallmark_session" not in c.cookies
+
+
+def test_without_access_control_everything_is_visible(browser: Browser, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = Server(data, access=False).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            push_image(c, "open/app", "v1")
+        ctx = browser.new_context(base_url=srv.url)
+        try:
+            pg = ctx.new_page()
+            resp = pg.goto("/")
+            assert resp is not None and resp.status == 200 and pg.url == srv.url + "/"
+            assert "open/app" in pg.inner_text("#repositories")
+            assert "access control off" in pg.inner_text("header")
+            pg.goto("/login")
+            assert pg.url == srv.url + "/"
+        finally:
+            ctx.close()
+    finally:
+        srv.stop()
