@@ -465,6 +465,10 @@ def install(app: web.Application, hm: Hallmark) -> None:
     app.router.add_route("GET", "/auth/token", token_endpoint)
     app.router.add_route("POST", "/auth/token", token_endpoint)
     app.router.add_routes(api_access.routes(access))
+    if hm.config.access.oidc.issuer:
+        from hallmark.access import oidc
+
+        app.router.add_routes(oidc.routes(access, hm.config))
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access.audit.run())

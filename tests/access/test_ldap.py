@@ -225,14 +225,32 @@ def test_skopeo_push_as_ldap_user(server: Server, tmp_path: Path) -> None:
     creds = f"lena:{PASSWORDS['lena']}"
     dest = f"docker://{server.host}/ldapns/app:v1"
     subprocess.run(
-        ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{src}:v1", dest],
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            f"oci:{src}:v1",
+            dest,
+        ],
         check=True,
         capture_output=True,
         timeout=120,
     )
+    mark_creds = f"mark:{PASSWORDS['mark']}"
     denied = subprocess.run(
-        ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-creds", f"mark:{PASSWORDS['mark']}"]
-        + [f"oci:{src}:v1", dest],
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            mark_creds,
+            f"oci:{src}:v1",
+            dest,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -246,7 +264,11 @@ def test_filter_injection_is_refused(server: Server, slapd: Slapd) -> None:
         assert status == 401, name
     # The same names straight at the directory layer (past Hallmark's user-name check): escaped, no match.
     cfg = LdapConfig(
-        url=slapd.url, bind_dn=ROOT_DN, bind_password=ROOT_PW, user_base_dn=f"ou=people,{SUFFIX}", user_filter="(uid={username})"
+        url=slapd.url,
+        bind_dn=ROOT_DN,
+        bind_password=ROOT_PW,
+        user_base_dn=f"ou=people,{SUFFIX}",
+        user_filter="(uid={username})",
     )
     directory = LdapDirectory(cfg)
     assert directory.authenticate("lena", PASSWORDS["lena"]) is not None
