@@ -124,6 +124,8 @@ def _safe_next(value: str | None) -> str:
     """Only local paths: ``next`` must never send a fresh session to another site."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return "/"  # browsers drop tabs and newlines: "/\t/evil.example" would become "//evil.example"
     parts = urlsplit(value)
     return "/" if parts.scheme or parts.netloc else value
 

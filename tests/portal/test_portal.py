@@ -164,6 +164,8 @@ def test_admin_browses_to_the_image_and_downloads_the_sbom(page: Page, site: Sit
     page.wait_for_url("**/repositories/portal/app")
     images = page.inner_text("#images")
     assert "done" in images and "debian 11" in images and "v1" in page.inner_text("#tags")
+    CACHE.mkdir(exist_ok=True)
+    page.screenshot(path=str(CACHE / "portal-repository.png"), full_page=True)
 
     page.click(f"#images a[href$='{site.digest}']")
     page.wait_for_url(f"**/images/{site.digest}")
@@ -172,7 +174,6 @@ def test_admin_browses_to_the_image_and_downloads_the_sbom(page: Page, site: Sit
     assert "bullseye" in page.inner_text("#distro")
     assert "root-user" in page.inner_text("#content-findings")
     assert "sbom-cyclonedx" in page.inner_text("#referrers")
-    CACHE.mkdir(exist_ok=True)
     page.screenshot(path=str(CACHE / "portal-image.png"), full_page=True)
 
     # The download links are the JSON API itself, authorized by the session cookie on GET.

@@ -1,9 +1,10 @@
-"""The image page's findings table, rendered without a server: the marks a browser test with no
-advisory data cannot reach (KEV, VEX suppression, fixed versions) and escaping of hostile report text."""
+"""Portal pieces checked without a server: the image page's findings table (the marks a browser test
+with no advisory data cannot reach: KEV, VEX suppression, fixed versions), escaping of hostile report
+text, and the login redirect target."""
 
 from __future__ import annotations
 
-from hallmark.portal.routes import SEVERITIES, _environment, _sev_key
+from hallmark.portal.routes import SEVERITIES, _environment, _safe_next, _sev_key
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -67,3 +68,9 @@ def test_report_text_is_escaped() -> None:
         [{"advisory_id": "<img src=x onerror=alert(1)>", "package": "p", "installed_version": "1", "status": "fixed"}]
     )
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_login_redirects_only_to_local_paths() -> None:
+    assert _safe_next("/repositories/a?x=1") == "/repositories/a?x=1"
+    for bad in ("https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "", None, "x"):
+        assert _safe_next(bad) == "/", bad
