@@ -237,12 +237,16 @@ class Portal:
 
         return wrapped
 
+    def _oidc(self) -> bool:
+        """OpenID Connect login (``access/oidc.py``) ends in the same session cookie: offer it when on."""
+        return bool(self.hm.config.access.oidc.issuer)
+
     # -- session ---------------------------------------------------------------------------------------
     async def login_form(self, request: web.Request) -> web.StreamResponse:
         nxt = _safe_next(request.query.get("next"))
         if self._access(request) is None or (await self.viewer(request, required=False)).name:
             return self._redirect(request, nxt)
-        return self.render(request, "login.html", None, next=nxt, error=None, username="")
+        return self.render(request, "login.html", None, next=nxt, error=None, username="", oidc=self._oidc())
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await self._check_form(request)
@@ -254,7 +258,9 @@ class Portal:
         addr = client_addr(request)
 
         def refuse(status: int, error: str) -> web.Response:
-            return self.render(request, "login.html", None, status, next=nxt, error=error, username=username)
+            return self.render(
+                request, "login.html", None, status, next=nxt, error=error, username=username, oidc=self._oidc()
+            )
 
         if not username or not password:
             return refuse(400, "Enter a user name and a password.")

@@ -74,3 +74,10 @@ def test_login_redirects_only_to_local_paths() -> None:
     assert _safe_next("/repositories/a?x=1") == "/repositories/a?x=1"
     for bad in ("https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "", None, "x"):
         assert _safe_next(bad) == "/", bad
+
+
+def test_login_page_offers_oidc_only_when_configured() -> None:
+    login = _environment().get_template("login.html")
+    ctx = {"user": None, "access": True, "csrf": "t" * 43, "path": "/login", "error": None, "username": ""}
+    assert "/auth/oidc/login?next=/events" in login.render(**ctx, next="/events", oidc=True)
+    assert "oidc" not in login.render(**ctx, next="/events", oidc=False)
