@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import multiprocessing
+import os
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,7 @@ import orjson
 
 from hallmark.advisories.index import AdvisoryIndex
 from hallmark.advisories.matcher import match_inventory
-from hallmark.index import IndexResult
+from hallmark.index import INDEXER_VERSION, IndexResult
 from hallmark.pipeline.advisory_sets import load_active
 
 if TYPE_CHECKING:
@@ -116,6 +119,12 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fingerprint(report: dict[str, Any]) -> str:
+    """What makes two reports of one image equivalent: the findings and their triage state."""
+    keys = sorted(finding_key(f) + ("|suppressed" if f.get("suppressed") else "") for f in report["findings"])
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
 def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False) -> dict[str, Any] | None:
     """Match one image and store/attach the report; returns the diff against the previous report."""
     found = pipeline._image_manifest(repo, digest)
@@ -129,24 +138,25 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
     if content is not None:
         report["summary"]["content"] = content["doc"]["summary"]
     previous = pipeline.store.get_report(repo, digest, "vulnerabilities")
-    old = {finding_key(f) for f in previous["doc"]["findings"]} if previous else set()
+    return _store_report(pipeline, repo, found[0], report, previous["doc"]["findings"] if previous else None, notify)
+
+
+def _store_report(
+    pipeline: Pipeline,
+    repo: str,
+    subject: Any,
+    report: dict[str, Any],
+    previous_findings: list[dict[str, Any]] | None,
+    notify: bool,
+) -> dict[str, Any]:
+    digest = subject.digest
+    old = {finding_key(f) for f in previous_findings or []}
     new = {finding_key(f) for f in report["findings"]}
     diff = {"new": sorted(new - old), "resolved": sorted(old - new)}
-
-    def suppressed(findings: list[dict[str, Any]]) -> set[str]:
-        return {finding_key(f) for f in findings if f.get("suppressed")}
-
-    same_triage = previous is not None and suppressed(previous["doc"]["findings"]) == suppressed(report["findings"])
-    if previous is not None and not diff["new"] and not diff["resolved"] and same_triage and notify:
-        # Nothing changed for this image: keep the attached report, refresh the status only.
-        pipeline.store.set_image(
-            repo, digest, status="done", summary=report["summary"], advisory_set=report["summary"]["advisory_set"]
-        )
-        return diff
-    body = orjson.dumps(report)
+    report["summary"]["fingerprint"] = fingerprint(report)
     from hallmark.pipeline.service import VULN_REPORT
 
-    pipeline._attach_report(repo, found[0], "vulnerabilities", VULN_REPORT, body, report)
+    pipeline._attach_report(repo, subject, "vulnerabilities", VULN_REPORT, orjson.dumps(report), report)
     pipeline.store.set_image(
         repo, digest, status="done", summary=report["summary"], advisory_set=report["summary"]["advisory_set"]
     )
@@ -159,27 +169,115 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
     return diff
 
 
-def apply_stored_vex(pipeline: Pipeline, report: dict[str, Any], repo: str, digest: str) -> dict[str, Any]:
-    """Mark findings that uploaded OpenVEX documents (global or for this image) suppress."""
-    from hallmark.report.vex import VexError, apply_vex, parse_vex
+def _vex_docs(rows: list[dict[str, Any]]) -> list[Any]:
+    from hallmark.report.vex import VexError, parse_vex
 
     docs = []
-    for row in pipeline.store.vex_for(repo, digest):
+    for row in rows:
         try:
             docs.append(parse_vex(row["doc"], source=f"vex:{row['id']} uploaded by {row['uploaded_by']}"))
         except VexError:
             continue  # validated on upload; a document that no longer parses is ignored, not fatal
+    return docs
+
+
+def apply_stored_vex(pipeline: Pipeline, report: dict[str, Any], repo: str, digest: str) -> dict[str, Any]:
+    """Mark findings that uploaded OpenVEX documents (global or for this image) suppress."""
+    from hallmark.report.vex import apply_vex
+
+    docs = _vex_docs(pipeline.store.vex_for(repo, digest))
     if not docs:
         return report
     return apply_vex(report, docs)  # summary recomputed: suppressed findings are not counted
 
 
-def rematch_all(pipeline: Pipeline) -> dict[str, int]:
-    """Re-match every indexed image against the active set (no layer is read)."""
-    stats = {"images": 0, "changed": 0}
-    for repo, digest in list(pipeline.store.indexed_images()):
-        diff = match_image(pipeline, repo, digest, notify=True)
-        stats["images"] += 1
-        if diff and (diff["new"] or diff["resolved"]):
-            stats["changed"] += 1
+_WORK: tuple[Any, list[tuple[str, str, dict[str, Any], list[Any], dict[str, Any]]]] | None = None
+
+
+def _triage(active: Any, item: tuple[str, str, dict[str, Any], list[Any], dict[str, Any]]) -> dict[str, Any]:
+    from hallmark.report.vex import apply_vex
+
+    repo, digest, inv, docs, old_summary = item
+    report = make_report(IndexResult.from_json(inv), active, repo, digest)
+    if docs:
+        report = apply_vex(report, docs)
+    if "content" in old_summary:
+        report["summary"]["content"] = old_summary["content"]
+    report["summary"]["fingerprint"] = fingerprint(report)
+    return report
+
+
+def _summary_of(i: int) -> tuple[str, dict[str, Any]]:
+    """Pool worker: the fingerprint and summary of item ``i`` (the inputs come with the fork)."""
+    assert _WORK is not None
+    report = _triage(_WORK[0], _WORK[1][i])
+    return report["summary"]["fingerprint"], report["summary"]
+
+
+def _summaries(active: Any, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Match on every core: forked workers inherit the loaded advisory index and the inputs."""
+    global _WORK
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(items) < 64 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_summary_of_local(active, it) for it in items]
+    _WORK = (active, items)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_summary_of, range(len(items)), chunksize=max(1, len(items) // (workers * 8)))
+    finally:
+        _WORK = None
+
+
+def _summary_of_local(active: Any, item: Any) -> tuple[str, dict[str, Any]]:
+    report = _triage(active, item)
+    return report["summary"]["fingerprint"], report["summary"]
+
+
+def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
+    """Re-match every indexed image against the active set, reading no layer.
+
+    Built for thousands of images: the advisory set, VEX documents and image rows are
+    read once and inventories in batches; matching runs on every core (forked workers
+    share the loaded advisory index). An image whose findings and triage are unchanged
+    (same fingerprint) only gets its summary refreshed, in one transaction per batch;
+    a changed image gets a new report, an event and a webhook call.
+    """
+    stats = {"images": 0, "changed": 0, "unchanged": 0, "failed": 0}
+    active = active_index(pipeline)
+    vex_rows = pipeline.store.list_vex()
+    global_vex = _vex_docs([r for r in vex_rows if r["repo_name"] is None])
+    image_vex: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in vex_rows:
+        if r["repo_name"] is not None:
+            image_vex.setdefault((r["repo_name"], r["digest"]), []).append(r)
+    rows = pipeline.store.rematch_candidates()
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        inventories = pipeline.cache.get_many("image", INDEXER_VERSION, [r["digest"] for r in part])
+        items = []
+        for row in part:
+            stats["images"] += 1
+            inv = inventories.get(row["digest"])
+            if inv is None:
+                stats["failed"] += 1
+                continue
+            docs = global_vex + _vex_docs(image_vex.get((row["repository"], row["digest"]), []))
+            items.append((row["repository"], row["digest"], inv, docs, row["summary"] or {}))
+        refresh: list[tuple[str, str, dict[str, Any]]] = []
+        for item, (fp, summary) in zip(items, _summaries(active, items), strict=True):
+            repo, digest, old_summary = item[0], item[1], item[4]
+            if old_summary.get("fingerprint") == fp:
+                refresh.append((repo, digest, summary))
+                stats["unchanged"] += 1
+                continue
+            found = pipeline._image_manifest(repo, digest)
+            if found is None:
+                continue
+            report = _triage(active, item)  # the full report, only for the images that changed
+            previous = pipeline.store.get_report(repo, digest, "vulnerabilities")
+            old_findings = previous["doc"]["findings"] if previous else None
+            diff = _store_report(pipeline, repo, found[0], report, old_findings, notify=True)
+            if diff["new"] or diff["resolved"]:
+                stats["changed"] += 1
+        pipeline.store.refresh_summaries(refresh)
     return stats

@@ -51,6 +51,21 @@ class DbIndexCache:
                 index_cache.insert().values(kind=kind, version=version, digest=digest, doc=data, created_at=utcnow())
             )
 
+    def get_many(self, kind: str, version: str, digests: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with self.meta.engine.connect() as conn:
+            for i in range(0, len(digests), 500):
+                rows = conn.execute(
+                    select(index_cache.c.digest, index_cache.c.doc).where(
+                        index_cache.c.kind == kind,
+                        index_cache.c.version == version,
+                        index_cache.c.digest.in_(digests[i : i + 500]),
+                    )
+                )
+                for digest, blob in rows:
+                    out[digest] = unpack(bytes(blob))
+        return out
+
 
 class PipelineStore:
     def __init__(self, meta: MetadataStore) -> None:
@@ -92,6 +107,35 @@ class PipelineStore:
                 select(images.c.repo_name, images.c.digest).where(images.c.status.in_(["indexed", "scanning", "done"]))
             ).all()
         yield from ((r[0], r[1]) for r in rows)
+
+    def rematch_candidates(self) -> list[dict[str, Any]]:
+        """Every image with a stored inventory: repository, digest and current summary."""
+        q = select(images.c.repo_name, images.c.digest, images.c.summary).where(
+            images.c.status.in_(["indexed", "scanning", "done"])
+        )
+        with self.meta.engine.connect() as conn:
+            return [
+                {"repository": r[0], "digest": r[1], "summary": orjson.loads(r[2]) if r[2] else None}
+                for r in conn.execute(q)
+            ]
+
+    def refresh_summaries(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Write many summaries in one transaction (re-matching thousands of unchanged images)."""
+        if not items:
+            return
+        now = utcnow()
+        with self.meta._tx() as conn:
+            for repo, digest, summary in items:
+                conn.execute(
+                    update(images)
+                    .where(images.c.repo_name == repo, images.c.digest == digest)
+                    .values(
+                        summary=orjson.dumps(summary).decode(),
+                        advisory_set=summary.get("advisory_set"),
+                        status="done",
+                        updated_at=now,
+                    )
+                )
 
     def forget_image(self, repo: str, digest: str) -> None:
         with self.meta._tx() as conn:
