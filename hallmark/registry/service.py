@@ -185,34 +185,37 @@ class RegistryService:
     async def _pump(self, writer: BlobWriter, body: AsyncIterator[bytes], limit: int | None) -> tuple[int, bytes]:
         """Copy the request body into the writer; the pool hashes+writes while the loop reads.
 
-        Returns the byte count and the unwritten tail, which the caller writes in the
-        same pool call as its commit so a small blob costs one thread hop.
+        Chunks are handed over as a list (no concatenation copies). Returns the byte count
+        and the unwritten tail, which the caller writes in the same pool call as its commit
+        so a small blob costs one thread hop.
         """
         pending: asyncio.Future[None] | None = None
-        buf = bytearray()
+        parts: list[bytes] = []
+        buffered = 0
         written = 0
         loop = asyncio.get_running_loop()
         try:
             async for chunk in body:
-                buf += chunk
+                parts.append(chunk)
+                buffered += len(chunk)
                 written += len(chunk)
                 if limit is not None and written > limit:
                     raise RegistryError("SIZE_INVALID", detail="body is longer than Content-Length/Content-Range")
-                if len(buf) >= _BUFFER:
+                if buffered >= _BUFFER:
                     if pending is not None:
                         await pending
-                    pending = loop.run_in_executor(self.executor, writer.write, bytes(buf))
-                    buf.clear()
+                    pending = loop.run_in_executor(self.executor, writer.write_parts, parts)
+                    parts, buffered = [], 0
             if pending is not None:
                 await pending
                 pending = None
         except BaseException:
             if pending is not None:
                 await asyncio.wait([pending])
-            if buf:
-                await self.run(writer.write, bytes(buf))
+            if parts:
+                await self.run(writer.write_parts, parts)
             raise
-        return written, bytes(buf)
+        return written, b"".join(parts)
 
     def _patch_done(self, writer: BlobWriter, tail: bytes, upload_id: str) -> None:
         if tail:

@@ -34,6 +34,10 @@ class BlobWriter(Protocol):
 
     def write(self, chunk: bytes | memoryview) -> None: ...
 
+    def write_parts(self, parts: list[bytes]) -> None:
+        """Write consecutive chunks (one call per buffered batch of a request body)."""
+        ...
+
     def commit(self, expected_digest: str) -> int:
         """Verify the content against ``expected_digest`` and publish it; returns the size."""
         ...

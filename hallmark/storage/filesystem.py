@@ -84,22 +84,31 @@ class FilesystemWriter:
         return self._hasher.size
 
     def write(self, chunk: bytes | memoryview) -> None:
-        if self._fh is None:
+        self.write_parts([bytes(chunk)] if isinstance(chunk, memoryview) else [chunk])
+
+    def write_parts(self, parts: list[bytes]) -> None:
+        fh = self._fh
+        if fh is None:
             raise ValueError("writer is closed")
-        if len(chunk) >= _PARALLEL_HASH_MIN:
+        total = sum(len(p) for p in parts)
+        if total >= _PARALLEL_HASH_MIN:
             # Both release the GIL: hash on a helper thread while this one writes.
-            hashed = _HASH_POOL.submit(self._hasher.update, chunk)
+            hashed = _HASH_POOL.submit(self._hash_parts, parts)
             try:
-                self._fh.write(chunk)
+                fh.writelines(parts)
             finally:
                 hashed.result()
         else:
-            self._fh.write(chunk)
-            self._hasher.update(chunk)
+            fh.writelines(parts)
+            self._hash_parts(parts)
         if _START_WRITEBACK is not None and self._hasher.size - self._flushed >= _WRITEBACK_EVERY:
-            self._fh.flush()
-            _START_WRITEBACK(self._fh.fileno(), self._flushed, self._hasher.size - self._flushed)
+            fh.flush()
+            _START_WRITEBACK(fh.fileno(), self._flushed, self._hasher.size - self._flushed)
             self._flushed = self._hasher.size
+
+    def _hash_parts(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self._hasher.update(part)
 
     def _actual_digest(self, algorithm: str) -> str:
         if self._hasher.has(algorithm):
