@@ -38,6 +38,15 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _sqlite_ts(value: dt.datetime) -> str:
+    """The text SQLAlchemy's SQLite DateTime type stores (UTC, no offset), so both paths agree."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _parse_sqlite_ts(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+
+
 class TagImmutable(Exception):
     def __init__(self, repo: str, tag: str) -> None:
         super().__init__(f"tag {tag!r} in {repo} is immutable")
@@ -99,6 +108,8 @@ class MetadataStore:
         if conn is None:
             conn = sqlite3.connect(self._sqlite_path, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
@@ -158,8 +169,34 @@ class MetadataStore:
             conn.execute(update(repositories).where(repositories.c.id == rid).values(immutable_tags=immutable_tags))
 
     # -- blobs -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _fast_tx(self, fast: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        assert self._write_lock is not None
+        with self._write_lock:
+            try:
+                yield fast
+            except BaseException:
+                fast.rollback()
+                raise
+            fast.commit()
+
     def link_blob(self, repo: str, digest: str, size: int, finished_upload: str | None = None) -> None:
         now = utcnow()
+        fast = self._fast()
+        if fast is not None:
+            ts = _sqlite_ts(now)
+            with self._fast_tx(fast) as c:
+                if finished_upload is not None:
+                    c.execute("DELETE FROM uploads WHERE id = ?", (finished_upload,))
+                c.execute(
+                    "INSERT OR IGNORE INTO repositories (name, immutable_tags, created_at) VALUES (?, 0, ?)", (repo, ts)
+                )
+                rid = c.execute("SELECT id FROM repositories WHERE name = ?", (repo,)).fetchone()[0]
+                c.execute("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)", (digest, size, ts))
+                c.execute(
+                    "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)", (rid, digest, ts)
+                )
+            return
         with self._tx() as conn:
             if finished_upload is not None:
                 conn.execute(delete(uploads).where(uploads.c.id == finished_upload))
@@ -409,15 +446,37 @@ class MetadataStore:
     # -- upload sessions -------------------------------------------------------------------
     def create_upload(self, upload_id: str, repo: str) -> None:
         now = utcnow()
+        fast = self._fast()
+        if fast is not None:
+            ts = _sqlite_ts(now)
+            with self._fast_tx(fast) as c:
+                c.execute(
+                    "INSERT INTO uploads (id, repo_name, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                    (upload_id, repo, ts, ts),
+                )
+            return
         with self._tx() as conn:
             conn.execute(uploads.insert().values(id=upload_id, repo_name=repo, created_at=now, updated_at=now))
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
+        fast = self._fast()
+        if fast is not None:
+            r = fast.execute(
+                "SELECT id, repo_name, created_at, updated_at FROM uploads WHERE id = ?", (upload_id,)
+            ).fetchone()
+            if r is None:
+                return None
+            return UploadRecord(r[0], r[1], _parse_sqlite_ts(r[2]), _parse_sqlite_ts(r[3]))
         with self.engine.connect() as conn:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
         return UploadRecord(*row) if row else None
 
     def touch_upload(self, upload_id: str) -> None:
+        fast = self._fast()
+        if fast is not None:
+            with self._fast_tx(fast) as c:
+                c.execute("UPDATE uploads SET updated_at = ? WHERE id = ?", (_sqlite_ts(utcnow()), upload_id))
+            return
         with self._tx() as conn:
             conn.execute(update(uploads).where(uploads.c.id == upload_id).values(updated_at=utcnow()))
 
