@@ -109,40 +109,61 @@ def push_monolithic(url: str, repo: str, path: Path, digest: str) -> None:
     curl("-X", "PUT", "-H", "Content-Type: application/octet-stream", "-T", str(path), f"{loc}{sep}digest={digest}")
 
 
-def push_chunked(url: str, repo: str, path: Path, digest: str, chunk: int) -> None:
-    loc = start_upload(url, repo)
-    size = path.stat().st_size
+def make_blob(path: Path, mib: int, salt: bytes) -> tuple[Path, str]:
+    block = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(mib):
+            b = block[: -8 - len(salt)] + salt + i.to_bytes(8, "big")
+            f.write(b)
+            h.update(b)
+    return path, "sha256:" + h.hexdigest()
+
+
+def split_chunks(path: Path, chunk: int) -> list[Path]:
+    """Chunk files on disk, so curl uploads each from a file for both servers alike."""
+    parts = []
     with open(path, "rb") as f:
-        off = 0
-        while off < size:
-            data = f.read(chunk)
-            out = subprocess.run(
-                [
-                    "curl",
-                    "-sS",
-                    "--fail",
-                    "-D",
-                    "-",
-                    "-o",
-                    "/dev/null",
-                    "-X",
-                    "PATCH",
-                    "-H",
-                    "Content-Type: application/octet-stream",
-                    "-H",
-                    f"Content-Range: {off}-{off + len(data) - 1}",
-                    "--data-binary",
-                    "@-",
-                    loc,
-                ],
-                input=data,
-                capture_output=True,
-                check=True,
-            ).stdout.decode()
-            m = re.search(r"(?im)^location:\s*(\S+)", out)
-            assert m, out
-            loc = m.group(1) if m.group(1).startswith("http") else url + m.group(1)
-            off += len(data)
+        i = 0
+        while data := f.read(chunk):
+            part = path.with_name(f"{path.name}.part{i:04d}")
+            part.write_bytes(data)
+            parts.append(part)
+            i += 1
+    return parts
+
+
+def push_chunked(url: str, repo: str, parts: list[Path], digest: str) -> None:
+    loc = start_upload(url, repo)
+    off = 0
+    for part in parts:
+        size = part.stat().st_size
+        out = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-X",
+                "PATCH",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "-H",
+                f"Content-Range: {off}-{off + size - 1}",
+                "-T",
+                str(part),
+                loc,
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        m = re.search(r"(?im)^location:\s*(\S+)", out)
+        assert m, out
+        loc = m.group(1) if m.group(1).startswith("http") else url + m.group(1)
+        off += size
     sep = "&" if "?" in loc else "?"
     curl("-X", "PUT", "-H", "Content-Length: 0", f"{loc}{sep}digest={digest}")
 
@@ -241,16 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hallmark-bench-"))
     procs = []
     try:
-        big = tmp / "big.bin"
-        with open(big, "wb") as f:
-            block = os.urandom(1 << 20)
-            h = hashlib.sha256()
-            for i in range(args.size_mib):
-                b = block[:-8] + i.to_bytes(8, "big")
-                f.write(b)
-                h.update(b)
-        digest = "sha256:" + h.hexdigest()
+        big, digest = make_blob(tmp / "big.bin", args.size_mib, b"mono")
+        # Different content for the chunked push, so neither server can reuse the first blob.
+        big2, digest2 = make_blob(tmp / "big2.bin", args.size_mib, b"chunked")
         small = [os.urandom(4096) for _ in range(args.small)]
+        parts = split_chunks(big2, args.chunk_mib << 20)
         hm_url, p1 = start_hallmark(tmp, args.workers)
         procs.append(p1)
         peer_url, p2 = start_distribution(tmp)
@@ -260,9 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, url in (("hallmark", hm_url), ("distribution", peer_url)):
             r: dict[str, float] = {}
             r["push_mono"] = mib / timed(lambda url=url: push_monolithic(url, "bench/mono", big, digest))
-            r["push_chunked"] = mib / timed(
-                lambda url=url: push_chunked(url, "bench/chunked", big, digest, args.chunk_mib << 20)
-            )
+            r["push_chunked"] = mib / timed(lambda url=url: push_chunked(url, "bench/chunked", parts, digest2))
             pull(url, "bench/mono", digest)  # warm page cache equally
             r["pull"] = mib / timed(lambda url=url: pull(url, "bench/mono", digest))
             r["small"] = args.small / timed(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +38,46 @@ _BLOB_SIZE_SQL = (
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class _SqliteWriteLock:
+    """One SQLite writer at a time, across threads and across ``--workers`` processes.
+
+    SQLite's own busy handler sleeps and retries (1, 2, 5... ms) when another
+    connection holds the write lock; queueing on a thread lock plus an ``flock`` on
+    a side file wakes the next writer as soon as the previous one commits.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._path = f"{database}.writelock" if database and database != ":memory:" else None
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._path is None:
+            return None
+        if self._fd is None or self._pid != os.getpid():  # a forked worker needs its own open file
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None and self._pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
 
 def _sqlite_ts(value: dt.datetime) -> str:
@@ -89,7 +131,9 @@ class MetadataStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         # SQLite allows one writer: queue writers here instead of in SQLite's sleeping busy handler.
-        self._write_lock: threading.Lock | None = threading.Lock() if self.dialect == "sqlite" else None
+        self._write_lock: _SqliteWriteLock | None = (
+            _SqliteWriteLock(engine.url.database) if self.dialect == "sqlite" else None
+        )
         # Local SQLite reads take microseconds: callers may run them on the event loop directly.
         self.inline_reads = self.dialect == "sqlite"
         self._local = threading.local()
