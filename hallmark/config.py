@@ -97,6 +97,11 @@ class AdvisoryConfig(_Section):
         "Debian",
         "Alpine",
     ]
+    alpine_releases: list[str] = ["v3.18", "v3.19", "v3.20", "v3.21"]
+    debian_tracker_url: str = "https://security-tracker.debian.org/tracker/data/json"
+    security_support_url: str = "https://salsa.debian.org/debian/debian-security-support/-/raw/master"
+    alpine_secdb_url: str = "https://secdb.alpinelinux.org"
+    kev_url: str = "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json"
     mirror: str | None = None
     update_interval_hours: float = Field(default=6.0, ge=0)
     webhooks: list[str] = []

@@ -99,6 +99,9 @@ def load_snapshot(data_dir: str | Path) -> AdvisoryIndex:
         p = tracker / name / "list"
         if p.exists():
             idx.add(*debian_tracker.load_list(p))
+    tracker_json = tracker.parent / "tracker.json"
+    if tracker_json.exists():  # production feed: the tracker's full JSON export
+        idx.add(*debian_tracker.parse_tracker_json(tracker_json.read_bytes(), str(tracker_json)))
     for p in sorted(base.glob("alpine/secdb/*/*.json")):
         idx.add(*alpine.load_secdb(p))
     support = base / "debian" / "security-support"

@@ -40,25 +40,43 @@ class Feed:
     required: bool = False
 
 
-def feeds(config: Config, base_is_mirror: bool) -> list[Feed]:
-    out = [
-        Feed(f"osv/{eco}/all.zip", f"osv/{eco}/all.zip" if base_is_mirror else f"{eco}/all.zip")
-        for eco in config.advisories.osv_ecosystems
-    ]
+SUPPORT_TABLES = (
+    "security-support-ended.deb10",
+    "security-support-ended.deb11",
+    "security-support-ended.deb12",
+    "security-support-limited",
+)
+# Files of the offline layout besides OSV, as glob patterns under the mirror folder.
+MIRROR_GLOBS = (
+    "debian/security-tracker/data/DSA/list",
+    "debian/security-tracker/data/DLA/list",
+    "debian/security-tracker/tracker.json",
+    "debian/security-support/security-support-*",
+    "alpine/secdb/*/*.json",
+    "kev/known_exploited_vulnerabilities.json",
+)
+
+
+def feeds(config: Config, base: str, base_is_mirror: bool) -> list[Feed]:
+    """Every file of a set: OSV per ecosystem, then Debian, Alpine, support tables and KEV."""
+    adv = config.advisories
     if base_is_mirror:
-        # The offline layout carries the Debian tracker lists, Alpine secdb, KEV and support tables too.
+        root = Path(base.removeprefix("file://"))
+        out = [Feed(f"osv/{eco}/all.zip", f"osv/{eco}/all.zip") for eco in adv.osv_ecosystems]
+        for pattern in MIRROR_GLOBS:
+            for found in sorted(root.glob(pattern)):
+                rel = found.relative_to(root).as_posix()
+                out.append(Feed(rel, rel))
+        return out
+    out = [Feed(f"osv/{eco}/all.zip", f"{eco}/all.zip") for eco in adv.osv_ecosystems]
+    out.append(Feed("debian/security-tracker/tracker.json", adv.debian_tracker_url))
+    out += [Feed(f"debian/security-support/{t}", f"{adv.security_support_url}/{t}") for t in SUPPORT_TABLES]
+    for rel in adv.alpine_releases:
         out += [
-            Feed("debian/security-tracker/data/DSA/list", "debian/security-tracker/data/DSA/list"),
-            Feed("debian/security-tracker/data/DLA/list", "debian/security-tracker/data/DLA/list"),
-            Feed("kev/known_exploited_vulnerabilities.json", "kev/known_exploited_vulnerabilities.json"),
+            Feed(f"alpine/secdb/{rel}/{repo}.json", f"{adv.alpine_secdb_url}/{rel}/{repo}.json")
+            for repo in ("main", "community")
         ]
-    else:
-        out += [
-            Feed(
-                "kev/known_exploited_vulnerabilities.json",
-                "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json",
-            ),
-        ]
+    out.append(Feed("kev/known_exploited_vulnerabilities.json", adv.kev_url))
     return out
 
 
@@ -175,7 +193,7 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
     try:
         files = [
             _fetch(client, base, feed, work / feed.path, prev_records.get(feed.path), prev_dir)
-            for feed in feeds(config, is_mirror)
+            for feed in feeds(config, base, is_mirror)
         ]
         got = [f for f in files if "sha256" in f]
         if not got:
