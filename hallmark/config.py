@@ -102,6 +102,8 @@ class AdvisoryConfig(_Section):
     security_support_url: str = "https://salsa.debian.org/debian/debian-security-support/-/raw/master"
     alpine_secdb_url: str = "https://secdb.alpinelinux.org"
     kev_url: str = "https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json"
+    # FIRST EPSS daily scores; empty to skip.
+    epss_url: str = "https://epss.cyentia.com/epss_scores-current.csv.gz"
     mirror: str | None = None
     update_interval_hours: float = Field(default=6.0, ge=0)
     webhooks: list[str] = []

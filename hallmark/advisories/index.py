@@ -35,7 +35,8 @@ class AdvisoryIndex:
     imports: list[ImportStats] = field(default_factory=list)
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
     _key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
-    _adv_info: dict[str, tuple[list[str], bool]] = field(default_factory=dict)  # aliases, KEV flag
+    _adv_info: dict[str, tuple[list[str], bool, float | None]] = field(default_factory=dict)  # aliases, KEV, EPSS
+    epss: dict[str, float] = field(default_factory=dict)  # CVE -> exploitation probability (FIRST EPSS)
     #: (ecosystem, name, version) -> the entries that apply, evaluated once (see matcher.match_inventory)
     _match_cache: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict)
     _support_by_name: dict[str, list[SupportNotice]] | None = None
@@ -107,6 +108,11 @@ def load_snapshot(data_dir: str | Path) -> AdvisoryIndex:
     support = base / "debian" / "security-support"
     if support.is_dir():
         idx.support = debian_tracker.load_security_support(support)
+    epss = base / "epss" / "epss_scores-current.csv.gz"
+    if epss.exists():
+        from .epss import load_epss
+
+        idx.epss = load_epss(epss)
     kev = base / "kev" / "known_exploited_vulnerabilities.json"
     if kev.exists():
         idx.kev = load_kev(kev)

@@ -46,6 +46,7 @@ class Finding:
     summary: str = ""
     matched_name: str = ""  # the (source) package name the advisory names
     note: str | None = None
+    epss: float | None = None  # highest EPSS probability among the advisory's CVEs, when EPSS is loaded
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -122,7 +123,7 @@ def _fixed_above(entry: AffectedPackage, keys: dict[str, Any]) -> list[str]:
 
 
 #: One applicable entry for an (ecosystem, name, version): entry, status, fixed versions, aliases, KEV flag.
-_Hit = tuple[AffectedPackage, str, tuple[str, ...], list[str], bool]
+_Hit = tuple[AffectedPackage, str, tuple[str, ...], list[str], bool, float | None]
 
 
 def _evaluate(index: AdvisoryIndex, eco: str, name: str, version: str) -> tuple[_Hit, ...]:
@@ -164,8 +165,9 @@ def _evaluate(index: AdvisoryIndex, eco: str, name: str, version: str) -> tuple[
             info = adv_info[adv.id] = (
                 list(dict.fromkeys((*adv.aliases, *adv.related))),
                 kev is not None and any(c in kev.entries for c in adv.cves),
+                max((index.epss[c] for c in adv.cves if c in index.epss), default=None),
             )
-        out.append((entry, _status(entry, verdict, fixed), tuple(fixed), info[0], info[1]))
+        out.append((entry, _status(entry, verdict, fixed), tuple(fixed), info[0], info[1], info[2]))
     result = tuple(out)
     index._match_cache[ck] = result
     return result
@@ -186,7 +188,7 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
         if not covered:
             continue
         hits = _evaluate(index, eco, name, version)
-        for entry, status, fixed, aliases, kev_flag in hits:
+        for entry, status, fixed, aliases, kev_flag, epss in hits:
             adv = entry.advisory
             ident = (adv.id, eco, name, pkg.name)
             if ident in seen:
@@ -205,6 +207,7 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                     cvss_score=adv.cvss_score,
                     cvss_vector=adv.cvss_vector,
                     kev=kev_flag,
+                    epss=epss,
                     layer=pkg.layer,
                     purl=pkg.purl or entry.purl,
                     links=list(adv.references),

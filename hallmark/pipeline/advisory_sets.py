@@ -54,6 +54,7 @@ MIRROR_GLOBS = (
     "debian/security-support/security-support-*",
     "alpine/secdb/*/*.json",
     "kev/known_exploited_vulnerabilities.json",
+    "epss/epss_scores-current.csv.gz",
 )
 
 
@@ -77,6 +78,8 @@ def feeds(config: Config, base: str, base_is_mirror: bool) -> list[Feed]:
             for repo in ("main", "community")
         ]
     out.append(Feed("kev/known_exploited_vulnerabilities.json", adv.kev_url))
+    if adv.epss_url:
+        out.append(Feed("epss/epss_scores-current.csv.gz", adv.epss_url))
     return out
 
 
