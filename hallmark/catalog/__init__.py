@@ -1,0 +1,1 @@
+"""Image catalog: lifecycle stage, ownership and promotion gates per image (repository + digest)."""
