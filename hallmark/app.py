@@ -13,6 +13,7 @@ from aiohttp import web
 from hallmark import __version__
 from hallmark.access import http as access_http
 from hallmark.access.service import AccessService
+from hallmark.api import catalog as api_catalog
 from hallmark.api import images as api_images
 from hallmark.api import repositories as api_repositories
 from hallmark.api import signing as api_signing
@@ -86,6 +87,7 @@ def build_app(hm: Hallmark) -> web.Application:
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
+    app.router.add_routes(api_catalog.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
     app.router.add_routes(portal_routes.routes(hm))  # web portal at /, over the same services
 

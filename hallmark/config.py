@@ -127,6 +127,21 @@ class SigningConfig(_Section):
         return v
 
 
+class CatalogConfig(_Section):
+    # Promotion gates for approval (staging/deprecated -> approved); see docs/architecture.md.
+    gate_max_severity: str = "critical"  # refuse unsuppressed findings at or above this; "none" turns it off
+    require_complete_scan: bool = True  # advisory data missing for the OS release: only with force + reason
+    require_signature_verification: bool = False  # the trust policy must verify an existing signature
+    block_malware: bool = True
+
+    @field_validator("gate_max_severity")
+    @classmethod
+    def _check_severity(cls, v: str) -> str:
+        if v not in {"critical", "high", "medium", "low", "none"}:
+            raise ValueError("gate_max_severity must be critical, high, medium, low or none")
+        return v
+
+
 def _group_map(v: Any) -> Any:
     """``{group: [teams]}``; a value may be one comma-separated string (from the environment)."""
     if isinstance(v, dict):
@@ -230,6 +245,7 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     advisories: AdvisoryConfig = AdvisoryConfig()
     signing: SigningConfig = SigningConfig()
+    catalog: CatalogConfig = CatalogConfig()
 
     @property
     def data_path(self) -> Path:

@@ -40,6 +40,7 @@ OWN_PREFIXES = (
     "/api/v1/audit",
     "/api/v1/access/",
     "/api/v1/vex",  # hallmark/api/vex.py checks security_reviewer / repository pull itself
+    "/api/v1/catalog",  # hallmark/api/catalog.py filters by pull permission itself
 )
 
 

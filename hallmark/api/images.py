@@ -64,6 +64,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         from hallmark.signing.service import verification_status
 
         image["verification"] = await run(verification_status, pipeline, name, digest)
+        from hallmark.catalog.service import catalog_entry
+
+        image["catalog"] = await run(catalog_entry, pipeline, name, digest)
         return json_response(image)
 
     async def get_report(request: web.Request) -> web.StreamResponse:

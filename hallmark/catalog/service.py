@@ -1,0 +1,291 @@
+"""Catalog logic: lifecycle stages, promotion gates and the approval stamp.
+
+Stages follow what Harbor/Quay users expect of a curated catalog: every pushed image starts in
+``staging``; a security reviewer approves it only when the gates pass (scan finished, no
+unsuppressed finding at or above the configured severity, complete advisory coverage, no
+malware, optionally a verified signature). Approval signs the manifest with the enterprise key
+when one is configured, so anyone can check later that the catalog approved exactly this digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from hallmark.catalog.store import DEFAULT_STAGE, CatalogStore
+from hallmark.report.base import SEVERITY_RANK
+
+if TYPE_CHECKING:
+    from hallmark.access.audit import AuditLog
+    from hallmark.pipeline.service import Pipeline
+
+STAGES = ("staging", "approved", "deprecated", "retired")
+TRANSITIONS = frozenset(
+    {
+        ("staging", "approved"),
+        ("approved", "deprecated"),
+        ("deprecated", "approved"),
+        ("approved", "retired"),
+        ("deprecated", "retired"),
+    }
+)
+_ENTRY_FIELDS = ("owner", "owner_kind", "description", "support_status", "signature_digest", "updated_at")
+
+
+class CatalogError(Exception):
+    """Base class; ``status`` and ``code`` map to the API error."""
+
+    status = 400
+    code = "INVALID_INPUT"
+
+
+class NotFound(CatalogError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class InvalidTransition(CatalogError):
+    status = 409
+    code = "INVALID_TRANSITION"
+
+
+class GateFailed(CatalogError):
+    status = 409
+    code = "GATE_FAILED"
+
+    def __init__(self, message: str, gates: list[Gate]) -> None:
+        super().__init__(message)
+        self.gates = gates
+
+
+class StampFailed(CatalogError):
+    """The approval could not be signed; the stage is left unchanged rather than approved unsigned."""
+
+    status = 500
+    code = "SIGNING_FAILED"
+
+
+@dataclass
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CatalogService:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.store = CatalogStore(pipeline.meta)
+
+    @property
+    def cfg(self) -> Any:
+        return self.pipeline.config.catalog
+
+    # -- reads -------------------------------------------------------------------------------
+    def entry(self, repo: str, digest: str, *, history: bool = True) -> dict[str, Any]:
+        """Entry, image status, signature verification status and (optionally) the stage history."""
+        from hallmark.signing.service import verification_status
+
+        image = self.pipeline.store.get_image(repo, digest)
+        if image is None:
+            raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
+        out: dict[str, Any] = {"repository": repo, "digest": digest, **summary(self.store, repo, digest)}
+        out["image_status"] = image["status"]
+        out["verification"] = verification_status(self.pipeline, repo, digest)
+        if history:
+            out["history"] = self.store.history(repo, digest)
+        return out
+
+    def search(self, stage: str | None, q: str | None, owner: str | None) -> list[dict[str, Any]]:
+        if stage is not None and stage not in STAGES:
+            raise CatalogError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+        return self.store.search(stage, q, owner)
+
+    # -- changes -----------------------------------------------------------------------------
+    def update(self, repo: str, digest: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Owner, description and support status (descriptive metadata; no stage change)."""
+        if self.pipeline.store.get_image(repo, digest) is None:
+            raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
+        if values.get("owner") is not None and values.get("owner_kind") is None:
+            values["owner_kind"] = "team"
+        self.store.set_fields(repo, digest, values)
+        return self.entry(repo, digest, history=False)
+
+    def gates(self, repo: str, digest: str, force: bool = False) -> list[Gate]:
+        """Every approval gate with its outcome; disabled gates pass and say so."""
+        image = self.pipeline.store.get_image(repo, digest)
+        if image is None:
+            raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
+        summary_ = image.get("summary") or {}
+        done = image["status"] == "done"
+        gates = [Gate("scan", done, f"pipeline status is {image['status']}" + ("" if done else "; wait for done"))]
+        gates.append(self._severity_gate(summary_, done))
+        gates.append(self._complete_gate(summary_, done, force))
+        gates.append(self._malware_gate(repo, digest, done))
+        gates.append(self._signature_gate(repo, digest))
+        return gates
+
+    def _severity_gate(self, summary_: dict[str, Any], done: bool) -> Gate:
+        limit = self.cfg.gate_max_severity
+        if limit == "none":
+            return Gate("severity", True, "not required (catalog.gate_max_severity = none)")
+        if not done:
+            return Gate("severity", False, "no vulnerability report yet")
+        by = summary_.get("by_severity") or {}
+        over = {s: n for s, n in by.items() if n and SEVERITY_RANK.get(s, -1) >= SEVERITY_RANK[limit]}
+        suppressed = summary_.get("suppressed") or 0
+        note = f" ({suppressed} suppressed by VEX)" if suppressed else ""
+        if over:
+            counts = ", ".join(f"{s}: {n}" for s, n in over.items())
+            return Gate(
+                "severity", False, f"{sum(over.values())} unsuppressed finding(s) at or above {limit} ({counts}){note}"
+            )
+        return Gate("severity", True, f"no unsuppressed finding at or above {limit}{note}")
+
+    def _complete_gate(self, summary_: dict[str, Any], done: bool, force: bool) -> Gate:
+        if not self.cfg.require_complete_scan:
+            return Gate("complete_scan", True, "not required (catalog.require_complete_scan = false)")
+        if not done:
+            return Gate("complete_scan", False, "no vulnerability report yet")
+        if summary_.get("complete", False):
+            return Gate("complete_scan", True, "advisory data covers the image's OS release")
+        missing = ", ".join(summary_.get("unsupported_releases") or []) or "the OS release"
+        if force:
+            return Gate("complete_scan", True, f"forced by the reviewer: no advisory data for {missing}")
+        return Gate(
+            "complete_scan", False, f"no advisory data for {missing}; approve with force and a reason to accept that"
+        )
+
+    def _malware_gate(self, repo: str, digest: str, done: bool) -> Gate:
+        if not self.cfg.block_malware:
+            return Gate("malware", True, "not required (catalog.block_malware = false)")
+        report = self.pipeline.store.get_report(repo, digest, "content")
+        if report is None:
+            if not self.pipeline.config.pipeline.content_checks:
+                return Gate("malware", True, "content checks are off (pipeline.content_checks = false)")
+            return Gate("malware", False, "no content-check report yet")
+        hits = [
+            f for f in report["doc"].get("findings") or [] if f.get("kind") == "malware" and not f.get("suppressed")
+        ]
+        if hits:
+            paths = ", ".join(str(f.get("path")) for f in hits[:5])
+            return Gate("malware", False, f"{len(hits)} malware finding(s): {paths}")
+        return Gate("malware", True, "no malware found")
+
+    def _signature_gate(self, repo: str, digest: str) -> Gate:
+        if not self.cfg.require_signature_verification:
+            return Gate("signature", True, "not required (catalog.require_signature_verification = false)")
+        from hallmark.signing.errors import PolicyError
+        from hallmark.signing.service import NotFound as SigNotFound
+        from hallmark.signing.service import verify_image
+
+        try:
+            result = verify_image(self.pipeline, repo, digest)
+        except (PolicyError, SigNotFound) as exc:
+            return Gate("signature", False, f"cannot verify: {exc}")
+        if result.get("passed"):
+            return Gate("signature", True, f"verified under trust policy {result.get('policy')!r}")
+        return Gate("signature", False, f"verification failed: {result.get('error') or 'no valid signature'}")
+
+    def promote(
+        self,
+        repo: str,
+        digest: str,
+        to: str,
+        actor: str,
+        reason: str,
+        *,
+        force: bool = False,
+        audit: AuditLog | None = None,
+        client_addr: str | None = None,
+    ) -> dict[str, Any]:
+        """Move an image to another stage; approval runs the gates and stamps (signs) the manifest.
+
+        Raises ``InvalidTransition`` / ``GateFailed`` (409), ``NotFound``, ``CatalogError`` (bad input).
+        A refused approval is audited as denied, so reviewers' attempts are visible too.
+        """
+        if to not in STAGES:
+            raise CatalogError(f"unknown stage {to!r} (known: {', '.join(STAGES)})")
+        if not reason.strip():
+            raise CatalogError("a reason is required for every stage change")
+        if self.pipeline.store.get_image(repo, digest) is None:
+            raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
+        current = _stage(self.store, repo, digest)
+        if (current, to) not in TRANSITIONS:
+            allowed = sorted(t for f, t in TRANSITIONS if f == current)
+            raise InvalidTransition(
+                f"cannot move {repo}@{digest} from {current} to {to}; from {current} it can go to: "
+                + (", ".join(allowed) or "nothing (final stage)")
+            )
+        detail: dict[str, Any] = {"from": current, "to": to, "reason": reason[:500], "forced": force}
+        gates = self.gates(repo, digest, force) if to == "approved" else []
+        failed = [g for g in gates if not g.passed]
+        if failed:
+            if audit is not None:
+                audit.record(
+                    actor,
+                    "promote",
+                    repo,
+                    digest,
+                    "denied",
+                    client_addr,
+                    {**detail, "failed": [g.name for g in failed]},
+                )
+            raise GateFailed(
+                f"approval refused by {', '.join(g.name for g in failed)}: " + "; ".join(g.detail for g in failed),
+                gates,
+            )
+        signature = self._stamp(repo, digest) if to == "approved" else None
+        ok = self.store.transition(
+            repo,
+            digest,
+            current,
+            to,
+            actor,
+            reason,
+            forced=force,
+            signature_digest=signature,
+            detail={"gates": [g.as_dict() for g in gates]},
+        )
+        if not ok:
+            raise InvalidTransition(f"{repo}@{digest} changed stage while this request ran; reload and retry")
+        if audit is not None:
+            audit.record(actor, "promote", repo, digest, "allowed", client_addr, {**detail, "signature": signature})
+        return {
+            "repository": repo,
+            "digest": digest,
+            "from": current,
+            "to": to,
+            "gates": [g.as_dict() for g in gates],
+            "signature_digest": signature,
+            "entry": self.entry(repo, digest, history=False),
+        }
+
+    def _stamp(self, repo: str, digest: str) -> str | None:
+        """Sign the manifest with the enterprise key, or None when no key is configured."""
+        if self.pipeline.signer() is None:
+            return None
+        from hallmark.signing.service import sign_image
+
+        try:
+            return sign_image(self.pipeline, repo, digest)
+        except Exception as exc:  # any signing failure must stop the approval, not approve unsigned
+            raise StampFailed(f"could not sign the approval: {exc}") from exc
+
+
+def _stage(store: CatalogStore, repo: str, digest: str) -> str:
+    row = store.get(repo, digest)
+    return str(row["stage"]) if row else DEFAULT_STAGE
+
+
+def summary(store: CatalogStore, repo: str, digest: str) -> dict[str, Any]:
+    """The catalog fields of one image (defaults when nothing is stored), for the image API."""
+    row = store.get(repo, digest) or {}
+    return {"stage": row.get("stage", DEFAULT_STAGE), **{k: row.get(k) for k in _ENTRY_FIELDS}}
+
+
+def catalog_entry(pipeline: Pipeline, repo: str, digest: str) -> dict[str, Any]:
+    return summary(CatalogStore(pipeline.meta), repo, digest)

@@ -1,0 +1,88 @@
+"""``hallmark catalog list`` and ``hallmark catalog promote``: the catalog service on the data folder.
+
+Same gates, approval stamp and audit entries as the API (actor ``cli``), for operators and scripts
+that run next to the database rather than through the server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+
+from hallmark.cli._common import ConfigOption, DataDirOption, get_config
+
+catalog_app = typer.Typer(no_args_is_help=True, help="Image catalog: stages and promotion.")
+
+
+@catalog_app.command("list")
+def list_cmd(
+    stage: Annotated[str | None, typer.Option("--stage", help="staging, approved, deprecated or retired")] = None,
+    query: Annotated[str | None, typer.Option("--query", "-q", help="Search name, description, owner.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List catalogued images (every indexed image; staging unless promoted)."""
+    from hallmark.app import Hallmark
+    from hallmark.catalog.service import CatalogError, CatalogService
+
+    hm = Hallmark.open(get_config(data_dir, config))
+    try:
+        entries = CatalogService(hm.pipeline).search(stage, query, None)
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        hm.close()
+    if as_json:
+        typer.echo(orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC).decode())
+        return
+    for e in entries:
+        owner = e.get("owner") or "-"
+        typer.echo(f"{e['stage']:<10} {e['repository']}@{e['digest']}  owner={owner}  {e.get('description') or ''}")
+
+
+@catalog_app.command("promote")
+def promote_cmd(
+    ref: Annotated[str, typer.Argument(help="REPO@DIGEST")],
+    to: Annotated[str, typer.Option("--to", help="approved, deprecated or retired")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history and audit log).")],
+    force: Annotated[bool, typer.Option("--force", help="Approve although advisory data is missing.")] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Change an image's stage; approval runs the gates and signs the manifest when a key is set."""
+    from hallmark.access.service import AccessService
+    from hallmark.app import Hallmark
+    from hallmark.catalog.service import CatalogError, CatalogService, GateFailed
+
+    repo, sep, digest = ref.rpartition("@")
+    if not sep or not repo:
+        typer.echo("error: REF must be REPO@DIGEST", err=True)
+        raise typer.Exit(2)
+    cfg = get_config(data_dir, config)
+    hm = Hallmark.open(cfg)
+    access = AccessService.for_metadata(cfg, hm.meta)
+    try:
+        result = CatalogService(hm.pipeline).promote(repo, digest, to, "cli", reason, force=force, audit=access.audit)
+    except GateFailed as exc:
+        for g in exc.gates:
+            typer.echo(f"{'pass' if g.passed else 'FAIL'}  {g.name}: {g.detail}", err=True)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        access.audit.flush()
+        hm.close()
+    for g in result["gates"]:
+        typer.echo(f"pass  {g['name']}: {g['detail']}")
+    stamp = f" (signed: {result['signature_digest']})" if result["signature_digest"] else ""
+    typer.echo(f"{repo}@{digest}: {result['from']} -> {result['to']}{stamp}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(catalog_app, name="catalog")
