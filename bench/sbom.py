@@ -311,10 +311,10 @@ def run_trivy() -> tuple[dict[str, set[tuple[str, str]]], float, int]:
     return purl_pkgs([(c.get("purl", ""), c["name"], c.get("version", "")) for c in comps]), wall, rss
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tools", default="hallmark,syft,trivy")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     build_fixture()
     truth = ground_truth()
     runners = {"hallmark": run_hallmark, "syft": run_syft, "trivy": run_trivy}
