@@ -18,7 +18,7 @@ import pytest
 
 from hallmark.signing.keys import generate_test_ca_and_leaf, write_certificates, write_test_pki
 from hallmark.signing.manifest import SIGNATURE_ARTIFACT_TYPE
-from tests.conftest import SHARED_DATA, Server
+from tests.conftest import SHARED_DATA, PostgresServer, Server, free_port
 from tests.ocihelp import push_image
 from tests.pipeline.test_pipeline import EICAR, _osv_zip, image_files, wait_for
 
@@ -71,7 +71,7 @@ def _cli(site: Site, *args: str, extra: dict[str, str] | None = None) -> subproc
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("catalog")
     pki = generate_test_ca_and_leaf("ec", curve="p256", common_name="Hallmark Catalog Signer")
     keys = write_test_pki(root / "keys", pki)
@@ -107,7 +107,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     advisory = json.loads(raw)["id"]
     mirror = root / "mirror"
     _osv_zip(mirror / "osv" / "PyPI" / "all.zip", [raw])
-    srv = Server(data, env=env, access=True).start()
+    db_url = None
+    if backend == "postgres":  # the search join and compare-and-set transitions on both databases
+        pg: PostgresServer = request.getfixturevalue("postgres")
+        db_url = pg.create_db(f"t{free_port()}")
+        env["HALLMARK_DATABASE_URL"] = db_url
+    srv = Server(data, db_url, env=env, access=True).start()
     cli_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HALLMARK_DATA_DIR": str(data), **env}
     try:
         admin = ("admin", (data / "initial-admin-password").read_text().strip())
