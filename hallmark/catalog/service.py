@@ -17,6 +17,7 @@ from hallmark.report.base import SEVERITY_RANK
 
 if TYPE_CHECKING:
     from hallmark.access.audit import AuditLog
+    from hallmark.config import CatalogConfig
     from hallmark.pipeline.service import Pipeline
 
 STAGES = ("staging", "approved", "deprecated", "retired")
@@ -81,7 +82,7 @@ class CatalogService:
         self.store = CatalogStore(pipeline.meta)
 
     @property
-    def cfg(self) -> Any:
+    def cfg(self) -> CatalogConfig:
         return self.pipeline.config.catalog
 
     # -- reads -------------------------------------------------------------------------------
@@ -109,8 +110,8 @@ class CatalogService:
         """Owner, description and support status (descriptive metadata; no stage change)."""
         if self.pipeline.store.get_image(repo, digest) is None:
             raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
-        if values.get("owner") is not None and values.get("owner_kind") is None:
-            values["owner_kind"] = "team"
+        if "owner" in values:  # a named owner is a team unless said otherwise; clearing it clears the kind
+            values["owner_kind"] = values.get("owner_kind") or ("team" if values["owner"] else None)
         self.store.set_fields(repo, digest, values)
         return self.entry(repo, digest, history=False)
 
