@@ -41,7 +41,21 @@ def routes(svc: RegistryService) -> list[web.RouteDef]:
             await svc.run(svc.meta.set_repository_options, name, body.immutable_tags)
         return json_response(await svc.run(svc.meta.repository_info, name))
 
+    async def garbage_collect(request: web.Request) -> web.Response:
+        """Administrators only (the API guard requires it for writes outside owned prefixes)."""
+        from hallmark.api.guards import audit
+        from hallmark.registry.gc import collect
+
+        dry_run = request.query.get("dry_run", "0").lower() in ("1", "true", "yes")
+        raw = request.query.get("grace_seconds", "3600")
+        if not raw.isdigit():
+            raise ApiError(400, "INVALID_INPUT", "grace_seconds must be a non-negative integer")
+        result = await svc.run(collect, svc.meta, svc.blobs, int(raw), dry_run)
+        await audit(request, "gc", None, None, {"dry_run": dry_run, "deleted": len(result.deleted)})
+        return json_response(result.as_dict())
+
     return [
+        web.post("/api/v1/gc", garbage_collect),
         web.get("/api/v1/repositories", list_repositories),
         web.get("/api/v1/repositories/{name:.+}", get_repository),
         web.patch("/api/v1/repositories/{name:.+}", patch_repository),

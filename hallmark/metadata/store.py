@@ -273,17 +273,65 @@ class MetadataStore:
             res = conn.execute(delete(repo_blobs).where(repo_blobs.c.repo_id == rid, repo_blobs.c.digest == digest))
             return res.rowcount > 0
 
-    def unreferenced_blobs(self) -> list[str]:
+    def unreferenced_links(self, before: dt.datetime) -> list[tuple[str, str]]:
+        """(repository, digest) links older than ``before`` that no manifest of the repository uses."""
+        q = (
+            select(repositories.c.name, repo_blobs.c.digest)
+            .select_from(repo_blobs.join(repositories))
+            .where(
+                repo_blobs.c.created_at < before,
+                ~select(manifest_refs.c.ref_digest)
+                .where(
+                    manifest_refs.c.repo_id == repo_blobs.c.repo_id, manifest_refs.c.ref_digest == repo_blobs.c.digest
+                )
+                .exists(),
+            )
+            .order_by(repositories.c.name, repo_blobs.c.digest)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(q)]
+
+    def unlink_blobs(self, pairs: list[tuple[str, str]]) -> int:
+        """Drop links that are still unused (re-checked in the same transaction)."""
+        n = 0
+        with self._tx() as conn:
+            for repo, digest in pairs:
+                rid = conn.execute(select(repositories.c.id).where(repositories.c.name == repo)).scalar()
+                if rid is None:
+                    continue
+                used = conn.execute(
+                    select(manifest_refs.c.ref_digest).where(
+                        manifest_refs.c.repo_id == rid, manifest_refs.c.ref_digest == digest
+                    )
+                ).first()
+                if used is None:
+                    n += conn.execute(
+                        delete(repo_blobs).where(repo_blobs.c.repo_id == rid, repo_blobs.c.digest == digest)
+                    ).rowcount
+        return n
+
+    def repositories_linking(self, digest: str) -> list[str]:
+        q = select(repositories.c.name).select_from(repo_blobs.join(repositories)).where(repo_blobs.c.digest == digest)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    def unreferenced_blobs(self, before: dt.datetime | None = None) -> list[str]:
         """Blobs no repository links any more (garbage-collection candidates)."""
         q = select(blobs.c.digest).where(
             ~select(repo_blobs.c.digest).where(repo_blobs.c.digest == blobs.c.digest).exists()
         )
+        if before is not None:
+            q = q.where(blobs.c.created_at < before)
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars())
 
-    def forget_blob(self, digest: str) -> None:
+    def forget_blob(self, digest: str) -> bool:
+        """Delete the blob row if still unlinked (re-checked in the transaction); True when deleted."""
         with self._tx() as conn:
-            conn.execute(delete(blobs).where(blobs.c.digest == digest))
+            linked = conn.execute(select(repo_blobs.c.digest).where(repo_blobs.c.digest == digest)).first()
+            if linked is not None:
+                return False
+            return conn.execute(delete(blobs).where(blobs.c.digest == digest)).rowcount > 0
 
     # -- manifests ---------------------------------------------------------------------
     def put_manifest(

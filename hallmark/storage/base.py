@@ -82,4 +82,16 @@ class BlobStore(Protocol):
 
     def delete(self, digest: str) -> None: ...
 
+    def trash(self, digest: str) -> bool:
+        """Garbage collection, step 1: move the blob out of sight; False when absent."""
+        ...
+
+    def untrash(self, digest: str) -> None:
+        """Put a trashed blob back (it was linked again while being collected)."""
+        ...
+
+    def purge(self, digest: str) -> None:
+        """Garbage collection, last step: remove a trashed blob for good."""
+        ...
+
     def iterate(self) -> Iterator[str]: ...

@@ -131,12 +131,9 @@ class FilesystemWriter:
             raise DigestMismatch(expected_digest, actual)
         size = self._hasher.size
         target = self._store.blob_path(expected_digest)
-        if target.exists():
-            # Already stored (same content from another push or repository): keep one copy.
-            fh.close()
-            self._fh = None
-            self._path.unlink()
-            return size
+        # Identical content from another push replaces the file in place (one copy either way).
+        # Always renaming, never "already there, skip", is what keeps garbage collection safe:
+        # a blob being collected is renamed away first, and a concurrent push puts it back.
         os.fsync(fh.fileno())
         fh.close()
         self._fh = None
@@ -227,6 +224,31 @@ class FilesystemBlobStore:
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.blob_path(digest).unlink()
+
+    def _trash_path(self, digest: str) -> Path:
+        algo, hexpart = parse_digest(digest)
+        return self.root / "trash" / f"{algo}-{hexpart}"
+
+    def trash(self, digest: str) -> bool:
+        """Move a blob out of sight (first step of garbage collection); False if absent."""
+        dest = self._trash_path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(self.blob_path(digest), dest)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def untrash(self, digest: str) -> None:
+        """Undo :meth:`trash` (the blob was linked again meanwhile)."""
+        target = self.blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self._trash_path(digest), target)
+
+    def purge(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._trash_path(digest).unlink()
 
     def iterate(self) -> Iterator[str]:
         for algo in ALGORITHMS:

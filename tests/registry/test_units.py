@@ -94,3 +94,30 @@ def test_expired_uploads_are_cleaned(tmp_path: Path) -> None:
         assert hm.blobs.upload_size("orphan-upload-1") is None
     finally:
         hm.close()
+
+
+def test_gc_puts_back_a_blob_linked_while_it_was_collected(tmp_path: Path) -> None:
+    from hallmark.registry.gc import collect
+
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path)}))
+    try:
+        digest, size = hm.blobs.put(b"x" * 100)
+        hm.meta.link_blob("race/a", digest, size)
+        assert hm.meta.unlink_blob("race/a", digest)
+        original = hm.blobs.trash
+
+        def racing_trash(d: str) -> bool:
+            moved = original(d)
+            hm.meta.link_blob("race/b", d, size)  # a push of the same content lands meanwhile
+            return moved
+
+        hm.blobs.trash = racing_trash  # type: ignore[method-assign]
+        res = collect(hm.meta, hm.blobs, grace_seconds=0)
+        assert res.kept == [digest] and res.deleted == []
+        assert hm.blobs.stat(digest) == 100 and hm.meta.blob_size("race/b", digest) == 100
+        hm.blobs.trash = original  # type: ignore[method-assign]
+        assert hm.meta.unlink_blob("race/b", digest)
+        res = collect(hm.meta, hm.blobs, grace_seconds=0)
+        assert res.deleted == [digest] and hm.blobs.stat(digest) is None
+    finally:
+        hm.close()
