@@ -384,6 +384,7 @@ class Portal:
         digest = request.match_info["digest"]
         if not is_digest(digest):
             raise _Fail(404, "No such image.")
+        from hallmark.catalog.service import catalog_entry
         from hallmark.signing.service import verification_status
 
         def load() -> dict[str, Any] | None:
@@ -397,6 +398,7 @@ class Portal:
                 "image": img,
                 "kinds": {r["kind"] for r in self.store.report_kinds(name, digest)},
                 "verification": verification_status(self.hm.pipeline, name, digest),
+                "catalog": catalog_entry(self.hm.pipeline, name, digest),
                 "vulns": vulns["doc"] if vulns else None,
                 "content": content["doc"] if content else None,
             }
@@ -430,6 +432,7 @@ class Portal:
             digest=digest,
             image=data["image"],
             verification=data["verification"],
+            catalog=data["catalog"],
             findings=sorted(vulns.get("findings") or [], key=_sev_key),
             notes=vulns.get("notes") or [],
             content_findings=sorted(content.get("findings") or [], key=_content_key),

@@ -171,6 +171,7 @@ def test_admin_browses_to_the_image_and_downloads_the_sbom(page: Page, site: Sit
     page.wait_for_url(f"**/images/{site.digest}")
     assert page.inner_text("#image-status") == "done"
     assert page.inner_text("#package-count") == "2"
+    assert page.inner_text("#catalog-stage").startswith("staging")
     assert "bullseye" in page.inner_text("#distro")
     assert "root-user" in page.inner_text("#content-findings")
     assert "sbom-cyclonedx" in page.inner_text("#referrers")
