@@ -244,9 +244,18 @@ def wrk(url: str, seconds: int, connections: int) -> float:
 
 
 def timed(fn: Callable[[], object]) -> float:
+    # Start every measurement with no dirty pages pending, so one run's writeback does not
+    # land on the next (both servers write to the same disk).
+    os.sync()
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def median_rate(amount: float, runs: int, fn: Callable[[int], object]) -> float:
+    """Median rate over ``runs`` repetitions (``fn(i)`` must use a fresh repository each time)."""
+    rates = sorted(amount / timed(lambda i=i: fn(i)) for i in range(runs))
+    return rates[len(rates) // 2]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2, help="Hallmark server processes")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions of each big-blob transfer (median shown)")
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="hallmark-bench-"))
@@ -275,10 +285,15 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, dict[str, float]] = {}
         for name, url in (("hallmark", hm_url), ("distribution", peer_url)):
             r: dict[str, float] = {}
-            r["push_mono"] = mib / timed(lambda url=url: push_monolithic(url, "bench/mono", big, digest))
-            r["push_chunked"] = mib / timed(lambda url=url: push_chunked(url, "bench/chunked", parts, digest2))
-            pull(url, "bench/mono", digest)  # warm page cache equally
-            r["pull"] = mib / timed(lambda url=url: pull(url, "bench/mono", digest))
+            reps = args.repeat
+            r["push_mono"] = median_rate(
+                mib, reps, lambda i, url=url: push_monolithic(url, f"bench/mono{i}", big, digest)
+            )
+            r["push_chunked"] = median_rate(
+                mib, reps, lambda i, url=url: push_chunked(url, f"bench/chunked{i}", parts, digest2)
+            )
+            pull(url, "bench/mono0", digest)  # warm page cache equally
+            r["pull"] = median_rate(mib, reps, lambda i, url=url: pull(url, "bench/mono0", digest))
             r["small"] = args.small / timed(
                 lambda url=url: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
             )
@@ -293,7 +308,10 @@ def main(argv: list[str] | None = None) -> None:
             (f"{args.small} x 4 KiB pushes @{args.concurrency} (blobs/s)", "small", 3.0),
             ("manifest GET by tag @32 (req/s)", "manifest_get", 5.0),
         ]
-        print(f"\nRegistry benchmark: {mib} MiB blob; Hallmark with {args.workers} worker(s); peer = CNCF distribution")
+        print(
+            f"\nRegistry benchmark: {mib} MiB blob (median of {args.repeat}); Hallmark with {args.workers} "
+            "worker(s); peer = CNCF distribution"
+        )
         print(f"{'workload':44} {'hallmark':>10} {'distribution':>13} {'ratio':>7} {'target':>7}")
         for label, key, target in rows:
             a, b = results["hallmark"][key], results["distribution"][key]
