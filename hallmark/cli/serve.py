@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import signal
 import socket
 from typing import Annotated
 
@@ -72,15 +75,34 @@ def serve(
     sock.listen(1024)
     sock.set_inheritable(True)
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_run_worker, args=(cfg, sock, i == 0)) for i in range(cfg.server.workers)]
+    procs = [ctx.Process(target=_worker_main, args=(cfg, sock, i == 0)) for i in range(cfg.server.workers)]
     for p in procs:
         p.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         for p in procs:
             p.join()
     except KeyboardInterrupt:
+        stop(signal.SIGINT, None)
         for p in procs:
-            p.terminate()
+            p.join(10)
+
+
+def _worker_main(config: Config, sock: socket.socket, announce: bool) -> None:
+    """A forked worker: dies with its parent, so no orphan keeps the port after a crash or kill -9."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler still stops us
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _run_worker(config, sock, announce)
 
 
 def register(app: typer.Typer) -> None:
