@@ -27,7 +27,10 @@ $(DEB_STAMP): | $(BIN)/python
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  for attempt in 1 2 3; do \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null && break; \
+	    [ $$attempt = 3 ] && exit 1; echo "apt-get failed, retrying"; sleep 10; \
+	  done; \
 	fi
 	touch $@
 
