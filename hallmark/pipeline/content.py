@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -27,21 +28,35 @@ CONTENT_SCHEMA = "https://hallmark.dev/schemas/content-report/v1"
 _MAX_SKIPS_LISTED = 200
 
 _lock = threading.Lock()
-_rules: dict[str, RuleBundle] = {}
+_rules: dict[str, tuple[tuple[tuple[str, int, int, int], ...], RuleBundle]] = {}
+
+
+def _stat_signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """Cheap change detector for the rule folder: ``db update`` swaps it in with renames."""
+    if not root.is_dir():
+        return ()
+    out = []
+    for p in sorted(root.rglob("*")):
+        st = p.stat()
+        out.append((str(p), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def rules_for(config: Config) -> RuleBundle:
-    """The rule bundle in the data folder (from ``hallmark db update``), else the built-in rules."""
+    """The rule bundle in the data folder (from ``hallmark db update``), else the built-in rules.
+
+    Loaded once per process and reused for every image until the folder changes (checked by
+    ``stat`` only; loading hashes and compiles megabytes of rules).
+    """
     root = config.rules_path
-    key = str(root)
+    signature = _stat_signature(root)
     with _lock:
-        bundle = _rules.get(key)
-    directory = root if root.is_dir() and any(root.iterdir()) else None
-    fresh = load_rules(directory, cache_dir=config.data_path / "cache" / "yara")
-    if bundle is None or bundle.digest != fresh.digest:
-        with _lock:
-            _rules[key] = fresh
-        bundle = fresh
+        hit = _rules.get(str(root))
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    bundle = load_rules(root if signature else None, cache_dir=config.data_path / "cache" / "yara")
+    with _lock:
+        _rules[str(root)] = (signature, bundle)
     return bundle
 
 

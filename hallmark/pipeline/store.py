@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -100,13 +98,6 @@ class PipelineStore:
             q = q.where(images.c.repo_name == repo)
         with self.meta.engine.connect() as conn:
             return [_image_row(r) for r in conn.execute(q).mappings()]
-
-    def indexed_images(self) -> Iterator[tuple[str, str]]:
-        with self.meta.engine.connect() as conn:
-            rows = conn.execute(
-                select(images.c.repo_name, images.c.digest).where(images.c.status.in_(["indexed", "scanning", "done"]))
-            ).all()
-        yield from ((r[0], r[1]) for r in rows)
 
     def rematch_candidates(self) -> list[dict[str, Any]]:
         """Every image with a stored inventory: repository, digest and current summary."""
@@ -346,7 +337,3 @@ def _image_row(row: Any) -> dict[str, Any]:
             d[key] = orjson.loads(d[key])
     d["repository"] = d.pop("repo_name")
     return d
-
-
-def now() -> dt.datetime:
-    return utcnow()

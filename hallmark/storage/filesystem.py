@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import os
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -259,6 +258,3 @@ class FilesystemBlobStore:
                 if prefix.is_dir():
                     for entry in os.scandir(prefix.path):
                         yield f"{algo}:{entry.name}"
-
-    def now(self) -> float:
-        return time.time()
