@@ -267,7 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2, help="Hallmark server processes")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of each big-blob transfer (median shown)")
+    ap.add_argument("--only", default="", help="comma-separated subset: push_mono,push_chunked,pull,small,manifest_get")
     args = ap.parse_args(argv)
+    only = set(filter(None, args.only.split(",")))
+
+    def want(key: str) -> bool:
+        return not only or key in only
 
     tmp = Path(tempfile.mkdtemp(prefix="hallmark-bench-"))
     procs = []
@@ -286,19 +291,24 @@ def main(argv: list[str] | None = None) -> None:
         for name, url in (("hallmark", hm_url), ("distribution", peer_url)):
             r: dict[str, float] = {}
             reps = args.repeat
-            r["push_mono"] = median_rate(
-                mib, reps, lambda i, url=url: push_monolithic(url, f"bench/mono{i}", big, digest)
-            )
-            r["push_chunked"] = median_rate(
-                mib, reps, lambda i, url=url: push_chunked(url, f"bench/chunked{i}", parts, digest2)
-            )
-            pull(url, "bench/mono0", digest)  # warm page cache equally
-            r["pull"] = median_rate(mib, reps, lambda i, url=url: pull(url, "bench/mono0", digest))
-            r["small"] = args.small / timed(
-                lambda url=url: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
-            )
-            push_manifest(url, "bench/manifest", "latest")
-            r["manifest_get"] = wrk(f"{url}/v2/bench/manifest/manifests/latest", args.seconds, 32)
+            if want("push_mono") or want("pull"):
+                r["push_mono"] = median_rate(
+                    mib, reps, lambda i, url=url: push_monolithic(url, f"bench/mono{i}", big, digest)
+                )
+            if want("push_chunked"):
+                r["push_chunked"] = median_rate(
+                    mib, reps, lambda i, url=url: push_chunked(url, f"bench/chunked{i}", parts, digest2)
+                )
+            if want("pull"):
+                pull(url, "bench/mono0", digest)  # warm page cache equally
+                r["pull"] = median_rate(mib, reps, lambda i, url=url: pull(url, "bench/mono0", digest))
+            if want("small"):
+                r["small"] = args.small / timed(
+                    lambda url=url: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
+                )
+            if want("manifest_get"):
+                push_manifest(url, "bench/manifest", "latest")
+                r["manifest_get"] = wrk(f"{url}/v2/bench/manifest/manifests/latest", args.seconds, 32)
             results[name] = r
             print(f"  measured {name}", flush=True)
         rows = [
@@ -314,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"{'workload':44} {'hallmark':>10} {'distribution':>13} {'ratio':>7} {'target':>7}")
         for label, key, target in rows:
+            if key not in results["hallmark"]:
+                continue
             a, b = results["hallmark"][key], results["distribution"][key]
             ratio = a / b if b else float("inf")
             mark = "ok" if ratio >= target else "below"

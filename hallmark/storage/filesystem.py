@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from hallmark.digest import ALGORITHMS, MultiHasher, parse_digest
+import orjson
+
+from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
 from hallmark.storage.base import BlobNotFound, DigestMismatch, UploadNotFound
 
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -51,6 +53,16 @@ _START_WRITEBACK = _load_sync_file_range()
 _WRITEBACK_EVERY = 16 << 20
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+_BOOT_ID = _boot_id()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -64,15 +76,22 @@ class FilesystemWriter:
         self.upload_id = upload_id
         self._store = store
         self._path = store.upload_path(upload_id)
-        self._hasher = MultiHasher()
+        self._state_path = store.state_path(upload_id)
+        self._hasher = StreamHasher()
         self._flushed = 0
         if resume:
             if not self._path.exists():
                 raise UploadNotFound(upload_id)
-            # Another process (or a restart) wrote the first part: rebuild the running hash.
-            with open(self._path, "rb") as f:
-                while chunk := f.read(_READ_CHUNK):
-                    self._hasher.update(chunk)
+            # Another process (or a restart) wrote the first part: take its saved hash state,
+            # or rebuild the running hash from the file.
+            saved = self._load_state()
+            if saved is not None:
+                self._hasher = saved
+            else:
+                with open(self._path, "rb") as f:
+                    while chunk := f.read(_READ_CHUNK):
+                        self._hasher.update(chunk)
+            self._flushed = self._hasher.size
             self._fh: BinaryIO | None = open(self._path, "ab")
         else:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,11 +158,50 @@ class FilesystemWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path, target)
         _fsync_dir(target.parent)
+        self._drop_state()
         return size
 
     def flush(self) -> None:
         if self._fh is not None:
             self._fh.flush()
+            self._save_state()
+
+    def _file_key(self) -> list[object]:
+        st = os.stat(self._path)
+        return [_BOOT_ID, st.st_ino, st.st_size, st.st_mtime_ns]
+
+    def _save_state(self) -> None:
+        """Keep the running hash beside the upload, for whichever process takes the next chunk.
+
+        Only trusted while the file is exactly as it was (same boot, inode, size and mtime):
+        after a crash the page cache that held the data is gone, so the file is re-read.
+        """
+        state = self._hasher.state()
+        if state is None:
+            return
+        doc = {"file": self._file_key(), "state": state.hex()}
+        tmp = self._state_path.with_name(f"{self._state_path.name}.{os.getpid()}")
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(orjson.dumps(doc))
+            os.replace(tmp, self._state_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _load_state(self) -> StreamHasher | None:
+        try:
+            doc = orjson.loads(self._state_path.read_bytes())
+            if not _BOOT_ID or doc["file"] != self._file_key():
+                return None
+            hasher = StreamHasher(bytes.fromhex(doc["state"]))
+        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            return None
+        return hasher if hasher.size == doc["file"][2] else None
+
+    def _drop_state(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._state_path.unlink()
 
     def close(self) -> None:
         if self._fh is not None:
@@ -155,6 +213,7 @@ class FilesystemWriter:
         self.close()
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
+        self._drop_state()
 
 
 class FilesystemBlobStore:
@@ -162,6 +221,7 @@ class FilesystemBlobStore:
         self.root = Path(root)
         self._blobs = self.root / "blobs"
         self._uploads = self.root / "uploads"
+        self._states = self.root / "upload-states"
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._uploads.mkdir(parents=True, exist_ok=True)
 
@@ -173,6 +233,9 @@ class FilesystemBlobStore:
         if not _UPLOAD_ID_RE.match(upload_id):
             raise UploadNotFound(upload_id)
         return self._uploads / upload_id
+
+    def state_path(self, upload_id: str) -> Path:
+        return self._states / upload_id
 
     def stat(self, digest: str) -> int | None:
         try:
@@ -214,6 +277,9 @@ class FilesystemBlobStore:
     def delete_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError, UploadNotFound):
             self.upload_path(upload_id).unlink()
+        if _UPLOAD_ID_RE.match(upload_id):
+            with contextlib.suppress(FileNotFoundError):
+                self.state_path(upload_id).unlink()
 
     def list_uploads(self) -> Iterator[tuple[str, float]]:
         for entry in os.scandir(self._uploads):
