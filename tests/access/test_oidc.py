@@ -196,7 +196,9 @@ def run_flow(server: Server, tamper_state: bool = False, drop_flow_cookie: bool 
         url = back.headers["location"]
         if tamper_state:
             q = parse_qs(urlparse(url).query)
-            url = url.split("?")[0] + "?" + urlencode({"code": q["code"][0], "state": "x" + q["state"][0][1:]})
+            state = q["state"][0]
+            forged = ("y" if state[0] == "x" else "x") + state[1:]  # always differs (1 in 64 states start with x)
+            url = url.split("?")[0] + "?" + urlencode({"code": q["code"][0], "state": forged})
         headers = {} if drop_flow_cookie else {"Cookie": "hallmark_oidc=" + cookie_value(flow)}
         cb = httpx.get(url, headers=headers, follow_redirects=False, timeout=30)
     session = set_cookies(cb).get("hallmark_session")
