@@ -26,6 +26,7 @@ from hallmark.pipeline.service import Pipeline
 from hallmark.portal import routes as portal_routes
 from hallmark.registry import http as registry_http
 from hallmark.registry.service import RegistryService
+from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import BlobStore, FilesystemBlobStore
 
 log = logging.getLogger("hallmark")
@@ -51,7 +52,8 @@ class Hallmark:
             migrate(engine)
         meta = MetadataStore(engine)
         blobs = FilesystemBlobStore(config.blob_path)
-        registry = RegistryService(blobs, meta, config.registry)
+        upload_ids = UploadIds(load_key(config.data_path / "registry" / "upload-session-key"))
+        registry = RegistryService(blobs, meta, config.registry, upload_ids=upload_ids)
         return cls(config, meta, blobs, registry, Pipeline(config, meta, blobs, registry))
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ def _load_sha256() -> tuple[Any, Any, Any] | None:
     except (OSError, AttributeError):
         return None
     init.argtypes = [ctypes.c_void_p]
-    update.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     final.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
     for fn in (init, update, final):
         fn.restype = ctypes.c_int
@@ -103,8 +103,12 @@ class StreamHasher:
 
     def update(self, chunk: bytes | memoryview) -> None:
         if self._ctx is not None and _SHA256 is not None:
-            data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-            _SHA256[1](self._ctx, data, len(data))
+            if isinstance(chunk, memoryview) and not chunk.readonly and chunk.contiguous and len(chunk):
+                # A writable buffer (an upload's aligned buffer) is hashed in place, not copied.
+                _SHA256[1](self._ctx, ctypes.addressof(ctypes.c_char.from_buffer(chunk)), len(chunk))
+            else:
+                data = chunk if isinstance(chunk, bytes) else bytes(chunk)
+                _SHA256[1](self._ctx, data, len(data))
         elif self._h is not None:
             self._h.update(chunk)
         self.size += len(chunk)

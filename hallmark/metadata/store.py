@@ -36,6 +36,16 @@ _BLOB_SIZE_SQL = (
 )
 
 
+_CLOSE_UPLOAD_SQL = (
+    "INSERT INTO uploads (id, repo_name, created_at, updated_at, closed) VALUES (?, ?, ?, ?, 1) "
+    "ON CONFLICT (id) DO UPDATE SET closed = 1, updated_at = excluded.updated_at"
+)
+_KEEP_UPLOAD_SQL = (
+    "INSERT INTO uploads (id, repo_name, created_at, updated_at, closed) VALUES (?, ?, ?, ?, 0) "
+    "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at"
+)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -124,6 +134,7 @@ class UploadRecord:
     repo_name: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    closed: bool = False
 
 
 class MetadataStore:
@@ -167,6 +178,12 @@ class MetadataStore:
             yield conn
 
     # -- helpers -----------------------------------------------------------------
+    def _upsert_upload(self, conn: Connection, upload_id: str, repo: str, created: dt.datetime, closed: bool) -> None:
+        ins = postgresql.insert(uploads) if self.dialect == "postgresql" else sqlite.insert(uploads)
+        now = utcnow()
+        stmt = ins.values(id=upload_id, repo_name=repo, created_at=created, updated_at=now, closed=closed)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"updated_at": now, "closed": closed}))
+
     def _insert_ignore(self, table: Any, index: list[str]) -> Any:
         ins = postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
         return ins.on_conflict_do_nothing(index_elements=index)
@@ -225,32 +242,45 @@ class MetadataStore:
             fast.commit()
 
     def link_blob(self, repo: str, digest: str, size: int, finished_upload: str | None = None) -> None:
+        """Link a stored blob into ``repo``; ``finished_upload`` becomes a tombstone in the same step."""
+        self.link_blobs([(repo, digest, size, finished_upload)])
+
+    def link_blobs(self, links: Sequence[tuple[str, str, int, str | None]]) -> None:
+        """Several :meth:`link_blob` calls in one transaction (group commit of small pushes)."""
+        if not links:
+            return
         now = utcnow()
         fast = self._fast()
         if fast is not None:
             ts = _sqlite_ts(now)
             with self._fast_tx(fast) as c:
-                if finished_upload is not None:
-                    c.execute("DELETE FROM uploads WHERE id = ?", (finished_upload,))
-                c.execute(
-                    "INSERT OR IGNORE INTO repositories (name, immutable_tags, created_at) VALUES (?, 0, ?)", (repo, ts)
-                )
-                rid = c.execute("SELECT id FROM repositories WHERE name = ?", (repo,)).fetchone()[0]
-                c.execute("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)", (digest, size, ts))
-                c.execute(
-                    "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)", (rid, digest, ts)
-                )
+                for repo, digest, size, finished_upload in links:
+                    if finished_upload is not None:
+                        c.execute(_CLOSE_UPLOAD_SQL, (finished_upload, repo, ts, ts))
+                    c.execute(
+                        "INSERT OR IGNORE INTO repositories (name, immutable_tags, created_at) VALUES (?, 0, ?)",
+                        (repo, ts),
+                    )
+                    rid = c.execute("SELECT id FROM repositories WHERE name = ?", (repo,)).fetchone()[0]
+                    c.execute(
+                        "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)", (digest, size, ts)
+                    )
+                    c.execute(
+                        "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)",
+                        (rid, digest, ts),
+                    )
             return
         with self._tx() as conn:
-            if finished_upload is not None:
-                conn.execute(delete(uploads).where(uploads.c.id == finished_upload))
-            rid = self._repo_id(conn, repo, create=True)
-            conn.execute(self._insert_ignore(blobs, ["digest"]).values(digest=digest, size=size, created_at=now))
-            conn.execute(
-                self._insert_ignore(repo_blobs, ["repo_id", "digest"]).values(
-                    repo_id=rid, digest=digest, created_at=now
+            for repo, digest, size, finished_upload in links:
+                if finished_upload is not None:
+                    self._upsert_upload(conn, finished_upload, repo, now, closed=True)
+                rid = self._repo_id(conn, repo, create=True)
+                conn.execute(self._insert_ignore(blobs, ["digest"]).values(digest=digest, size=size, created_at=now))
+                conn.execute(
+                    self._insert_ignore(repo_blobs, ["repo_id", "digest"]).values(
+                        repo_id=rid, digest=digest, created_at=now
+                    )
                 )
-            )
 
     def blob_size(self, repo: str, digest: str) -> int | None:
         fast = self._fast()
@@ -554,14 +584,29 @@ class MetadataStore:
         fast = self._fast()
         if fast is not None:
             r = fast.execute(
-                "SELECT id, repo_name, created_at, updated_at FROM uploads WHERE id = ?", (upload_id,)
+                "SELECT id, repo_name, created_at, updated_at, closed FROM uploads WHERE id = ?", (upload_id,)
             ).fetchone()
             if r is None:
                 return None
-            return UploadRecord(r[0], r[1], _parse_sqlite_ts(r[2]), _parse_sqlite_ts(r[3]))
+            return UploadRecord(r[0], r[1], _parse_sqlite_ts(r[2]), _parse_sqlite_ts(r[3]), bool(r[4]))
         with self.engine.connect() as conn:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
         return UploadRecord(*row) if row else None
+
+    def keep_upload(self, upload_id: str, repo: str, created: dt.datetime) -> None:
+        """Record (or refresh) an open session once data has been written to it."""
+        fast = self._fast()
+        if fast is not None:
+            with self._fast_tx(fast) as c:
+                c.execute(_KEEP_UPLOAD_SQL, (upload_id, repo, _sqlite_ts(created), _sqlite_ts(utcnow())))
+            return
+        with self._tx() as conn:
+            self._upsert_upload(conn, upload_id, repo, created, closed=False)
+
+    def close_upload(self, upload_id: str, repo: str) -> None:
+        """Turn a session into a tombstone: its id is refused until it expires."""
+        with self._tx() as conn:
+            self._upsert_upload(conn, upload_id, repo, utcnow(), closed=True)
 
     def touch_upload(self, upload_id: str) -> None:
         fast = self._fast()

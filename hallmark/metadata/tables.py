@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData(
@@ -98,4 +99,6 @@ uploads = Table(
     Column("repo_name", String(255), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # A finished or cancelled session (tombstone), kept until it expires so its id is refused.
+    Column("closed", Boolean, nullable=False, server_default=false()),
 )

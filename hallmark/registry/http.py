@@ -16,6 +16,7 @@ from aiohttp import web
 
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import OCI_INDEX
+from hallmark.registry.rawbody import RAW_KEY, raw_body
 from hallmark.registry.sendfile import SendfileResponse
 from hallmark.registry.service import BlobInfo, RegistryService, upload_location
 
@@ -193,7 +194,13 @@ async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, 
                 },
             )
     elif "digest" in q:
-        info = await svc.monolithic_upload(repo, q["digest"], _body(request), _content_length(request))
+        length = _content_length(request)
+        raw = raw_body(request, svc.executor, length)
+        try:
+            info = await svc.monolithic_upload(repo, q["digest"], raw or _body(request), length)
+        finally:
+            if raw is not None:
+                raw.release()
         return _blob_created(repo, info)
     upload_id = await svc.start_upload(repo)
     return web.Response(status=202, headers=_upload_headers(repo, upload_id, 0))
@@ -201,21 +208,20 @@ async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, 
 
 async def upload(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
     repo, upload_id = m["name"], m["uuid"]
-    if request.method == "PATCH":
-        size = await svc.patch_upload(
-            repo, upload_id, _body(request), _content_range(request), _content_length(request)
-        )
-        return web.Response(status=202, headers=_upload_headers(repo, upload_id, size))
-    if request.method == "PUT":
-        info = await svc.finish_upload(
-            repo,
-            upload_id,
-            request.query.get("digest"),
-            _body(request),
-            _content_range(request),
-            _content_length(request),
-        )
-        return _blob_created(repo, info)
+    if request.method in ("PATCH", "PUT"):
+        length, crange = _content_length(request), _content_range(request)
+        raw = raw_body(request, svc.executor, length)
+        try:
+            if request.method == "PATCH":
+                size = await svc.patch_upload(repo, upload_id, raw or _body(request), crange, length)
+                return web.Response(status=202, headers=_upload_headers(repo, upload_id, size))
+            info = await svc.finish_upload(
+                repo, upload_id, request.query.get("digest"), raw or _body(request), crange, length
+            )
+            return _blob_created(repo, info)
+        finally:
+            if raw is not None:
+                raw.release()
     if request.method == "GET":
         size = await svc.upload_status(repo, upload_id)
         return web.Response(status=204, headers=_upload_headers(repo, upload_id, size))
@@ -286,6 +292,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             resp = await handler(request, svc, params)
     except RegistryError as err:
         resp = error_response(err, head)
+    if request.get(RAW_KEY):
+        resp.force_close()  # the body bypassed the HTTP parser: this connection cannot be reused
     resp.headers.update(API_VERSION)
     return resp
 

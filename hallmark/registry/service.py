@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +30,17 @@ from hallmark.metadata.store import (
     TagImmutable,
     utcnow,
 )
+from hallmark.registry.commits import CommitBatcher
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import IMAGE_TYPES, INDEX_TYPES, parse_manifest
 from hallmark.registry.names import valid_name, valid_tag
+from hallmark.registry.sessions import UploadIds
 from hallmark.storage.base import BlobStore, BlobWriter, DigestMismatch, UploadNotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BUFFER = 4 << 20
+_GROUP_COMMIT_MAX = 1 << 20  # blobs up to this size are committed in groups (see commits.py)
 
 
 @dataclass
@@ -55,11 +58,17 @@ class PushedManifest:
 
 
 class _Upload:
-    """An open upload in this process; the lock orders PATCH/PUT on the same session."""
+    """An open upload in this process; the lock orders PATCH/PUT on the same session.
 
-    def __init__(self) -> None:
+    ``created`` is when the session was opened; ``recorded`` whether it has a row yet
+    (sessions get one only once data is written, see :mod:`hallmark.registry.sessions`).
+    """
+
+    def __init__(self, created: dt.datetime, recorded: bool) -> None:
         self.lock = asyncio.Lock()
         self.writer: BlobWriter | None = None
+        self.created = created
+        self.recorded = recorded
 
 
 def check_name(name: str) -> None:
@@ -86,8 +95,11 @@ class RegistryService:
         meta: MetadataStore,
         config: RegistryConfig,
         executor: ThreadPoolExecutor | None = None,
+        upload_ids: UploadIds | None = None,
     ) -> None:
         self.blobs = blobs
+        self.upload_ids = upload_ids or UploadIds()
+        self.batcher = CommitBatcher(blobs, meta)
         self.meta = meta
         self.config = config
         self.executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-io")
@@ -140,30 +152,39 @@ class RegistryService:
 
     # -- uploads -----------------------------------------------------------------------
     async def start_upload(self, repo: str) -> str:
+        """A new session id; nothing is stored until data arrives (see :mod:`.sessions`)."""
         check_name(repo)
-        upload_id = uuid.uuid4().hex
-        writer = await self.run(self._start_sync, upload_id, repo)
-        up = _Upload()
-        up.writer = writer
-        self._uploads[upload_id] = up
-        return upload_id
-
-    def _start_sync(self, upload_id: str, repo: str) -> BlobWriter:
-        writer = self.blobs.writer(upload_id, False)
-        self.meta.create_upload(upload_id, repo)
-        return writer
+        return self.upload_ids.new(repo)
 
     async def _session(self, repo: str, upload_id: str) -> _Upload:
         check_name(repo)
+        up = self._uploads.get(upload_id)
         rec = await self.read(self.meta.get_upload, upload_id)
-        if rec is None or rec.repo_name != repo:
+        if rec is not None:
+            if rec.closed or rec.repo_name != repo:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+            if up is None:
+                up = self._uploads[upload_id] = _Upload(rec.created_at, True)
+            up.recorded = True
+            return up
+        created = self.upload_ids.created(upload_id, repo)
+        now = utcnow().timestamp()
+        if created is None or now - created > self.config.upload_expiry_seconds or created > now + 300:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
-        return self._uploads.setdefault(upload_id, _Upload())
+        return up or _Upload(dt.datetime.fromtimestamp(created, dt.UTC), False)
 
     async def _writer(self, upload_id: str, up: _Upload) -> BlobWriter:
         on_disk = self.blobs.upload_size(upload_id)
         if on_disk is None:
-            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+            if up.recorded:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+            # First data of a session: its file starts now (opening a new file does not block).
+            try:
+                up.writer = self.blobs.writer(upload_id, False)
+            except FileExistsError:  # another process started it meanwhile
+                up.writer = await self.run(self.blobs.writer, upload_id, True)
+            self._uploads[upload_id] = up
+            return up.writer
         if up.writer is not None and up.writer.size == on_disk:
             return up.writer
         if up.writer is not None:
@@ -173,16 +194,19 @@ class RegistryService:
             up.writer = await self.run(self.blobs.writer, upload_id, True)
         except UploadNotFound as exc:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id}) from exc
+        self._uploads[upload_id] = up
         return up.writer
 
     async def upload_status(self, repo: str, upload_id: str) -> int:
-        await self._session(repo, upload_id)
+        up = await self._session(repo, upload_id)
         size = await self.run(self.blobs.upload_size, upload_id)
         if size is None:
-            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+            if up.recorded:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+            return 0
         return size
 
-    async def _pump(self, writer: BlobWriter, body: AsyncIterator[bytes], limit: int | None) -> tuple[int, bytes]:
+    async def _pump(self, writer: BlobWriter, body: AsyncIterable[bytes], limit: int | None) -> tuple[int, bytes]:
         """Copy the request body into the writer; the pool hashes+writes while the loop reads.
 
         Chunks are handed over as a list (no concatenation copies). Returns the byte count
@@ -217,11 +241,12 @@ class RegistryService:
             raise
         return written, b"".join(parts)
 
-    def _patch_done(self, writer: BlobWriter, tail: bytes, upload_id: str) -> None:
+    def _patch_done(self, writer: BlobWriter, tail: bytes, upload_id: str, repo: str, up: _Upload) -> None:
         if tail:
             writer.write(tail)
         writer.flush()
-        self.meta.touch_upload(upload_id)
+        self.meta.keep_upload(upload_id, repo, up.created)
+        up.recorded = True
 
     def _complete(self, writer: BlobWriter, tail: bytes, digest: str, repo: str, upload_id: str | None) -> int:
         if tail:
@@ -230,11 +255,16 @@ class RegistryService:
         self.meta.link_blob(repo, digest, size, upload_id)
         return size
 
+    async def _commit(self, writer: BlobWriter, tail: bytes, digest: str, repo: str, upload_id: str | None) -> int:
+        if writer.size + len(tail) <= _GROUP_COMMIT_MAX:
+            return await self.batcher.commit(writer, tail, digest, repo, upload_id)
+        return await self.run(self._complete, writer, tail, digest, repo, upload_id)
+
     async def patch_upload(
         self,
         repo: str,
         upload_id: str,
-        body: AsyncIterator[bytes],
+        body: AsyncIterable[bytes],
         content_range: tuple[int, int] | None,
         content_length: int | None,
     ) -> int:
@@ -260,7 +290,7 @@ class RegistryService:
             except BaseException:
                 await self.run(writer.flush)
                 raise
-            await self.run(self._patch_done, writer, tail, upload_id)
+            await self.run(self._patch_done, writer, tail, upload_id, repo, up)
             if expected is not None and got != expected:
                 raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
             return writer.size
@@ -270,7 +300,7 @@ class RegistryService:
         repo: str,
         upload_id: str,
         digest: str | None,
-        body: AsyncIterator[bytes] | None,
+        body: AsyncIterable[bytes] | None,
         content_range: tuple[int, int] | None,
         content_length: int | None,
     ) -> BlobInfo:
@@ -294,28 +324,28 @@ class RegistryService:
                     expected = content_range[1] - content_range[0] + 1
                 got, tail = await self._pump(writer, body, expected)
                 if expected is not None and got != expected:
-                    await self.run(self._patch_done, writer, tail, upload_id)
+                    await self.run(self._patch_done, writer, tail, upload_id, repo, up)
                     raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
             try:
-                size = await self.run(self._complete, writer, tail, digest, repo, upload_id)
+                size = await self._commit(writer, tail, digest, repo, upload_id)
             except DigestMismatch as exc:
-                await self._drop_upload(upload_id, writer)
+                await self._drop_upload(repo, upload_id, writer)
                 raise RegistryError("DIGEST_INVALID", detail={"expected": exc.expected, "actual": exc.actual}) from exc
             self._uploads.pop(upload_id, None)
             return BlobInfo(digest, size, self.blobs.local_path(digest))
 
     async def monolithic_upload(
-        self, repo: str, digest: str, body: AsyncIterator[bytes], content_length: int | None
+        self, repo: str, digest: str, body: AsyncIterable[bytes], content_length: int | None
     ) -> BlobInfo:
         check_name(repo)
         check_digest(digest)
         upload_id = uuid.uuid4().hex
-        writer = await self.run(self.blobs.writer, upload_id, False)
+        writer = self.blobs.writer(upload_id, False)  # a new empty file: does not block
         try:
             got, tail = await self._pump(writer, body, content_length)
             if content_length is not None and got != content_length:
                 raise RegistryError("SIZE_INVALID", detail=f"expected {content_length} bytes, received {got}")
-            size = await self.run(self._complete, writer, tail, digest, repo, None)
+            size = await self._commit(writer, tail, digest, repo, None)
         except DigestMismatch as exc:
             await self.run(writer.cancel)
             raise RegistryError("DIGEST_INVALID", detail={"expected": exc.expected, "actual": exc.actual}) from exc
@@ -324,17 +354,17 @@ class RegistryService:
             raise
         return BlobInfo(digest, size, self.blobs.local_path(digest))
 
-    async def _drop_upload(self, upload_id: str, writer: BlobWriter | None) -> None:
+    async def _drop_upload(self, repo: str, upload_id: str, writer: BlobWriter | None) -> None:
         self._uploads.pop(upload_id, None)
         if writer is not None:
             await self.run(writer.cancel)
         await self.run(self.blobs.delete_upload, upload_id)
-        await self.run(self.meta.delete_upload, upload_id)
+        await self.run(self.meta.close_upload, upload_id, repo)
 
     async def cancel_upload(self, repo: str, upload_id: str) -> None:
         up = await self._session(repo, upload_id)
         async with up.lock:
-            await self._drop_upload(upload_id, up.writer)
+            await self._drop_upload(repo, upload_id, up.writer)
 
     def cleanup_uploads(self, now: dt.datetime | None = None) -> int:
         """Remove expired sessions and orphaned partial files; returns how many were removed."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -71,6 +71,10 @@ class BlobStore(Protocol):
         ...
 
     def writer(self, upload_id: str, resume: bool = False) -> BlobWriter: ...
+
+    def commit_many(self, items: Sequence[tuple[BlobWriter, str]]) -> list[int | Exception]:
+        """Commit several uploads at once (group commit); per item the size or the error."""
+        ...
 
     def upload_size(self, upload_id: str) -> int | None: ...
 

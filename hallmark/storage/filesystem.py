@@ -13,21 +13,24 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import logging
 import mmap
 import os
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import orjson
 
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
-from hallmark.storage.base import BlobNotFound, DigestMismatch, UploadNotFound
+from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, UploadNotFound
 
+log = logging.getLogger(__name__)
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _READ_CHUNK = 1 << 20
 _PARALLEL_HASH_MIN = 1 << 20
@@ -56,6 +59,22 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 
 
 _START_WRITEBACK = _load_sync_file_range()
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int], int], fn)
+
+
+_SYNCFS = _load_syncfs()
+_SYNCFS_SLOW = 0.25
+_SYNCFS_PAUSE = 60.0
 _WRITEBACK_EVERY = 16 << 20
 
 
@@ -100,6 +119,13 @@ class _AlignedBuffers:
 
 
 _BUFFERS = _AlignedBuffers(_DIRECT_BUFFER)
+
+
+def _is_aligned(data: bytes | memoryview) -> bool:
+    """A writable, contiguous buffer starting on a page boundary (usable for O_DIRECT as is)."""
+    if not isinstance(data, memoryview) or data.readonly or not data.contiguous or len(data) < _ALIGN:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(data)) % _ALIGN == 0
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -160,6 +186,7 @@ class FilesystemWriter:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._disk = self._hasher.size  # bytes in the file; the rest of size is in _carry
+        self._digest = ""
 
     @property
     def size(self) -> int:
@@ -201,6 +228,14 @@ class FilesystemWriter:
             self._flushed = self._disk
 
     def _write_direct(self, fd: int, parts: list[bytes]) -> None:
+        if len(parts) == 1 and not self._carry and self._disk % _ALIGN == 0 and _is_aligned(parts[0]):
+            # The caller's buffer is page-aligned already (a socket read into it): no copy.
+            view = memoryview(parts[0])
+            whole = len(view) - len(view) % _ALIGN
+            if whole:
+                self._direct_block(fd, view[:whole])
+            self._carry = bytes(view[whole:])
+            return
         pending: list[bytes | memoryview] = [self._carry, *parts] if self._carry else list(parts)
         self._carry = b""
         misaligned = self._disk % _ALIGN
@@ -279,26 +314,39 @@ class FilesystemWriter:
                 h.update(chunk)
         return f"{algorithm}:{h.hexdigest()}"
 
-    def commit(self, expected_digest: str) -> int:
+    def finish(self, expected_digest: str) -> int:
+        """Write what is left and check the digest; the data is not durable or visible yet."""
         algo, _ = parse_digest(expected_digest)
-        fd = self._open_fd()
+        self._open_fd()
         self._write_carry()
         actual = self._actual_digest(algo)
         if actual != expected_digest:
             # The partial upload stays resumable; the caller decides whether to cancel it.
             raise DigestMismatch(expected_digest, actual)
-        size = self._hasher.size
-        target = self._store.blob_path(expected_digest)
+        self._digest = expected_digest
+        return self._hasher.size
+
+    def publish(self) -> Path:
+        """Close and rename the finished upload into place; returns the directory to sync."""
+        fd = self._open_fd()
+        os.close(fd)
+        self._fd = None
+        target = self._store.blob_path(self._digest)
         # Identical content from another push replaces the file in place (one copy either way).
         # Always renaming, never "already there, skip", is what keeps garbage collection safe:
         # a blob being collected is renamed away first, and a concurrent push puts it back.
-        os.fsync(fd)
-        os.close(fd)
-        self._fd = None
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path, target)
-        _fsync_dir(target.parent)
         self._drop_state()
+        return target.parent
+
+    def fsync(self) -> None:
+        os.fsync(self._open_fd())
+
+    def commit(self, expected_digest: str) -> int:
+        size = self.finish(expected_digest)
+        self.fsync()
+        _fsync_dir(self.publish())
         return size
 
     def flush(self) -> None:
@@ -366,8 +414,13 @@ class FilesystemBlobStore:
         self._states = self.root / "upload-states"
         # Cleared by the first writer that meets a filesystem without O_DIRECT.
         self.direct_io = hasattr(os, "O_DIRECT")
+        self._syncfs_paused_until = 0.0
+        self._root_fd_pid = 0
+        self._root_fd_value = -1
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._uploads.mkdir(parents=True, exist_ok=True)
+        # syncfs(2) covers one filesystem: group commit needs uploads and blobs on the same one.
+        self._single_fs = len({p.stat().st_dev for p in (self.root, self._blobs, self._uploads)}) == 1
 
     def blob_path(self, digest: str) -> Path:
         algo, hexpart = parse_digest(digest)
@@ -411,6 +464,71 @@ class FilesystemBlobStore:
 
     def writer(self, upload_id: str, resume: bool = False) -> FilesystemWriter:
         return FilesystemWriter(self, upload_id, resume)
+
+    def commit_many(self, items: Sequence[tuple[BlobWriter, str]]) -> list[int | Exception]:
+        """Group commit: finish every upload, make all data durable, rename all, make that durable.
+
+        Two fsyncs per blob (file, then directory) cost ~0.5 ms of CPU each on a VM and
+        dominated small pushes; one ``syncfs`` for a whole batch is ~0.05 ms per blob. The
+        order is the same as :meth:`FilesystemWriter.commit`: no file reaches its final
+        name before its data is on disk. ``syncfs`` also flushes unrelated dirty data on
+        the filesystem: when that makes it slow, this process goes back to per-file fsync
+        for a while.
+        """
+        results: list[int | Exception] = []
+        ready: list[FilesystemWriter] = []
+        for writer, digest in items:
+            try:
+                if not isinstance(writer, FilesystemWriter):
+                    raise TypeError("not a filesystem upload")
+                results.append(writer.finish(digest))
+                ready.append(writer)
+            except Exception as exc:
+                results.append(exc)
+        if not ready:
+            return results
+        done = 0
+        try:
+            if not self._syncfs():
+                for w in ready:
+                    w.fsync()
+            dirs = set()
+            for w in ready:
+                dirs.add(w.publish())
+                done += 1
+            if not self._syncfs():
+                for d in dirs:
+                    _fsync_dir(d)
+        except Exception as exc:
+            # Nothing is reported as stored unless this whole sequence succeeded.
+            for w in ready[done:]:
+                with contextlib.suppress(Exception):
+                    w.close()
+            failed = {id(w) for w in ready}
+            for i, (writer, _) in enumerate(items):
+                if id(writer) in failed:
+                    results[i] = exc
+        return results
+
+    def _syncfs(self) -> bool:
+        """syncfs(2) on the store's filesystem; False when per-file fsync must be used instead."""
+        if _SYNCFS is None or time.monotonic() < self._syncfs_paused_until or not self._single_fs:
+            return False
+        started = time.monotonic()
+        if _SYNCFS(self._root_fd()) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}")
+        took = time.monotonic() - started
+        if took > _SYNCFS_SLOW:
+            log.warning("syncfs took %.2f s (other writers on this filesystem): per-file fsync for a while", took)
+            self._syncfs_paused_until = time.monotonic() + _SYNCFS_PAUSE
+        return True
+
+    def _root_fd(self) -> int:
+        if self._root_fd_pid != os.getpid():
+            self._root_fd_value = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._root_fd_pid = os.getpid()
+        return self._root_fd_value
 
     def upload_size(self, upload_id: str) -> int | None:
         try:

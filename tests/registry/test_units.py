@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import os
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from hallmark.app import Hallmark
 from hallmark.config import ConfigError, load_config
 from hallmark.digest import StreamHasher, digest_bytes
+from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import DigestMismatch, FilesystemBlobStore
 from hallmark.storage.base import UploadNotFound
 
@@ -156,13 +158,47 @@ def test_writer_falls_back_to_buffered_writes_without_o_direct(tmp_path: Path, m
     assert store.open(digest_bytes(data)).read() == data
 
 
+@pytest.mark.parametrize("syncfs", [True, False])
+def test_group_commit_reports_each_upload_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    from hallmark.storage import filesystem
+
+    if not syncfs:
+        monkeypatch.setattr(filesystem, "_SYNCFS", None)  # per-file fsync, as on a busy filesystem
+    store = FilesystemBlobStore(tmp_path)
+    contents = [os.urandom(n) for n in (0, 10, 5000, 70_000)]
+    writers = []
+    for i, data in enumerate(contents):
+        w = store.writer(f"group-{i:04d}")
+        w.write(data)
+        writers.append(w)
+    digests = [digest_bytes(c) for c in contents]
+    digests[2] = digest_bytes(b"something else")  # one client lies about its digest
+    results = store.commit_many(list(zip(writers, digests, strict=True)))
+    assert results[0] == 0 and results[1] == 10 and results[3] == 70_000
+    assert isinstance(results[2], DigestMismatch)
+    assert sorted(store.iterate()) == sorted(digests[i] for i in (0, 1, 3))
+    for i in (0, 1, 3):
+        assert store.open(digests[i]).read() == contents[i]
+    # The refused upload is untouched and can still be finished with the right digest.
+    assert store.upload_size("group-0002") == 5000
+    assert writers[2].commit(digest_bytes(contents[2])) == 5000
+
+
 def test_expired_uploads_are_cleaned(tmp_path: Path) -> None:
     cfg = load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path), "HALLMARK_REGISTRY__UPLOAD_EXPIRY_SECONDS": "3600"})
     hm = Hallmark.open(cfg)
     try:
 
+        async def body(data: bytes) -> AsyncIterator[bytes]:
+            yield data
+
         async def start() -> tuple[str, str]:
-            return await hm.registry.start_upload("exp/repo"), await hm.registry.start_upload("exp/repo")
+            ids = await hm.registry.start_upload("exp/repo"), await hm.registry.start_upload("exp/repo")
+            for upload_id in ids:  # sessions are recorded once data is written to them
+                await hm.registry.patch_upload("exp/repo", upload_id, body(b"part"), None, 4)
+            return ids
 
         old, fresh = asyncio.run(start())
         # An orphaned partial file with no session (e.g. a killed monolithic push).
@@ -181,8 +217,55 @@ def test_expired_uploads_are_cleaned(tmp_path: Path) -> None:
             )
         assert hm.registry.cleanup_uploads() == 2
         assert hm.meta.get_upload(old) is None and hm.blobs.upload_size(old) is None
-        assert hm.meta.get_upload(fresh) is not None and hm.blobs.upload_size(fresh) == 0
+        assert hm.meta.get_upload(fresh) is not None and hm.blobs.upload_size(fresh) == 4
         assert hm.blobs.upload_size("orphan-upload-1") is None
+    finally:
+        hm.close()
+
+
+def test_upload_ids_are_the_servers_own_bound_to_their_repository_and_age(tmp_path: Path) -> None:
+    from hallmark.registry.errors import RegistryError
+
+    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path), "HALLMARK_REGISTRY__UPLOAD_EXPIRY_SECONDS": "3600"})
+    hm = Hallmark.open(cfg)
+    svc = hm.registry
+    try:
+
+        async def body(data: bytes) -> AsyncIterator[bytes]:
+            yield data
+
+        async def scenario() -> None:
+            upload_id = await svc.start_upload("ids/a")
+            assert hm.meta.get_upload(upload_id) is None  # opening a session stores nothing
+            assert await svc.upload_status("ids/a", upload_id) == 0
+            for repo, bad in [
+                ("ids/b", upload_id),  # another repository
+                ("ids/a", upload_id[:-2] + ("AA" if upload_id[-2:] != "AA" else "BB")),  # forged
+                ("ids/a", "0123456789abcdef0123456789abcdef"),  # made up
+                ("ids/a", svc.upload_ids.new("ids/a", now=dt.datetime.now(dt.UTC).timestamp() - 7200)),  # expired
+            ]:
+                with pytest.raises(RegistryError) as err:
+                    await svc.upload_status(repo, bad)
+                assert err.value.code == "BLOB_UPLOAD_UNKNOWN"
+            info = await svc.finish_upload("ids/a", upload_id, digest_bytes(b"blob"), body(b"blob"), None, 4)
+            assert info.size == 4
+            # A finished session is a tombstone: its id is refused from now on.
+            for call in (svc.upload_status("ids/a", upload_id), svc.cancel_upload("ids/a", upload_id)):
+                with pytest.raises(RegistryError) as err:
+                    await call
+                assert err.value.code == "BLOB_UPLOAD_UNKNOWN"
+            cancelled = await svc.start_upload("ids/a")
+            await svc.cancel_upload("ids/a", cancelled)
+            with pytest.raises(RegistryError):
+                await svc.patch_upload("ids/a", cancelled, body(b"x"), None, 1)
+            assert hm.blobs.upload_size(cancelled) is None
+            # Another server process (same data folder) recognises the id.
+            other = UploadIds(load_key(cfg.data_path / "registry" / "upload-session-key"))
+            fresh = await svc.start_upload("ids/a")
+            assert other.created(fresh, "ids/a") is not None
+            assert UploadIds().created(fresh, "ids/a") is None
+
+        asyncio.run(scenario())
     finally:
         hm.close()
 
