@@ -16,15 +16,15 @@ open a new connection for the next request, which costs nothing next to the body
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import mmap
 import os
 import select
-import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 
 from aiohttp import web
+
+from hallmark.buffers import AlignedBuffers
 
 RAW_MIN = 8 << 20
 BUFFER = 8 << 20
@@ -32,27 +32,7 @@ IDLE_TIMEOUT_MS = 60_000
 RAW_KEY = "hallmark.raw_body"
 
 
-class _Buffers:
-    def __init__(self) -> None:
-        self._free: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return mmap.mmap(-1, BUFFER)
-
-    def give(self, buf: mmap.mmap) -> None:
-        with self._lock:
-            if len(self._free) < 8:
-                self._free.append(buf)
-                return
-        with contextlib.suppress(BufferError):  # a chunk still referenced somewhere: leave it to GC
-            buf.close()
-
-
-_POOL = _Buffers()
+_POOL = AlignedBuffers(BUFFER)
 
 
 def _fill(fd: int, view: memoryview, want: int) -> int:

@@ -14,10 +14,8 @@ import ctypes.util
 import errno
 import fcntl
 import logging
-import mmap
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +25,7 @@ from typing import BinaryIO, cast
 
 import orjson
 
+from hallmark.buffers import AlignedBuffers
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
 from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, UploadNotFound
 
@@ -96,29 +95,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _AlignedBuffers:
-    """Page-aligned staging buffers for O_DIRECT writes, shared by all writers of a process."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._free: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> mmap.mmap:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return mmap.mmap(-1, self.size)
-
-    def give(self, buf: mmap.mmap) -> None:
-        with self._lock:
-            if len(self._free) < 8:
-                self._free.append(buf)
-                return
-        buf.close()
-
-
-_BUFFERS = _AlignedBuffers(_DIRECT_BUFFER)
+_BUFFERS = AlignedBuffers(_DIRECT_BUFFER)
 
 
 def _is_aligned(data: bytes | memoryview) -> bool:
