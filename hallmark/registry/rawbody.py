@@ -16,7 +16,6 @@ open a new connection for the next request, which costs nothing next to the body
 from __future__ import annotations
 
 import asyncio
-import mmap
 import os
 import select
 from collections.abc import AsyncIterator
@@ -65,7 +64,6 @@ class RawBody:
         self._executor = executor
         self._head = head
         self._remaining = remaining
-        self._buffers: list[mmap.mmap] = []
         self._views: list[memoryview] = []
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -84,10 +82,8 @@ class RawBody:
         # pages at a page-aligned address and the writer can hand it to O_DIRECT as is.
         i = 0
         while self._remaining > 0 or head:
-            if len(self._buffers) <= i:
-                buf = _POOL.take()
-                self._buffers.append(buf)
-                self._views.append(memoryview(buf))
+            if len(self._views) <= i:
+                self._views.append(_POOL.take())
             view = self._views[i]
             start = len(head)
             if head:
@@ -101,10 +97,8 @@ class RawBody:
 
     def release(self) -> None:
         for v in self._views:
-            v.release()
-        for b in self._buffers:
-            _POOL.give(b)
-        self._views, self._buffers = [], []
+            _POOL.give(v)
+        self._views = []
 
 
 def raw_body(request: web.Request, executor: Executor, length: int | None) -> RawBody | None:

@@ -1,15 +1,25 @@
-"""Zero-copy blob serving with sendfile(2), also under uvloop.
+"""Blob serving from a pool thread: sendfile(2) to remote clients, large copies to local ones.
 
 aiohttp's FileResponse relies on ``loop.sendfile``, which uvloop does not
 implement, so it silently falls back to reading the file through Python. This
-response flushes the headers, then lets a pool thread call ``os.sendfile`` on
-the connection's socket (waiting with poll() whenever the socket buffer is
-full) while the event loop keeps serving other requests.
+response flushes the headers, then lets a pool thread write the body straight to
+the connection's socket (waiting with poll() whenever the socket buffer is full)
+while the event loop keeps serving other requests.
+
+Remote clients get ``sendfile``: the NIC reads the page cache, no copy at all.
+Over loopback there is no NIC: the receiving process copies every byte out of the
+socket buffers and is the bottleneck. With sendfile those buffers point into the
+page cache; copying each 2 MiB piece through one reused page-aligned buffer instead
+(``hallmark.buffers``) hands the receiver freshly written socket buffers. Measured
+here, alternating 1 GiB pulls by curl from two Hallmark servers: median 2.8 GB/s
+against 2.1 GB/s with sendfile, for one more copy on the sending side. The same
+copy through a ``bytearray`` (not page-aligned) was slower than sendfile (1.0-1.4 GB/s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import select
 from concurrent.futures import Executor
@@ -17,7 +27,10 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from hallmark.buffers import AlignedBuffers
+
 _STEP = 16 << 20
+_COPY_BUFFER = 2 << 20
 
 
 def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
@@ -34,6 +47,47 @@ def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
             raise ConnectionResetError("connection closed during sendfile")
         offset += sent
         count -= sent
+
+
+_BUFFERS = AlignedBuffers(_COPY_BUFFER)
+
+
+def _copy_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+    buf = _BUFFERS.take()
+    try:
+        _copy_with(buf, sock_fd, file_fd, offset, count)
+    finally:
+        _BUFFERS.give(buf)
+
+
+def _copy_with(view: memoryview, sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLOUT)
+    while count > 0:
+        n = os.preadv(file_fd, [view[: min(count, len(view))]], offset)
+        if n == 0:
+            raise ConnectionResetError("blob file shorter than expected")
+        pending = view[:n]
+        while pending:
+            try:
+                sent = os.write(sock_fd, pending)
+            except BlockingIOError:
+                if not poller.poll(30_000):
+                    raise ConnectionResetError("client stopped reading") from None
+                continue
+            pending = pending[sent:]
+        offset += n
+        count -= n
+
+
+def _is_loopback(peer: Any) -> bool:
+    host = peer[0] if isinstance(peer, tuple) and peer else None
+    if not isinstance(host, str):
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class SendfileResponse(web.FileResponse):
@@ -58,6 +112,7 @@ class SendfileResponse(web.FileResponse):
         else:
             return await super()._sendfile_fallback(writer, fobj, offset, count)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _sendfile_all, sock.fileno(), fobj.fileno(), offset, count)
+        send = _copy_all if _is_loopback(transport.get_extra_info("peername")) else _sendfile_all
+        await loop.run_in_executor(self._executor, send, sock.fileno(), fobj.fileno(), offset, count)
         await web.StreamResponse.write_eof(self)
         return writer

@@ -233,8 +233,7 @@ class FilesystemWriter:
             self._disk += sum(len(h) for h in head)
             if self._disk % _ALIGN:
                 return  # everything fitted in the partial block
-        buf = _BUFFERS.take()
-        view = memoryview(buf)
+        view = _BUFFERS.take()
         try:
             filled = 0
             for part in pending:
@@ -252,8 +251,7 @@ class FilesystemWriter:
                 self._direct_block(fd, view[:whole])
             self._carry = bytes(view[whole:filled])
         finally:
-            view.release()
-            _BUFFERS.give(buf)
+            _BUFFERS.give(view)
 
     def _direct_block(self, fd: int, data: memoryview) -> None:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)

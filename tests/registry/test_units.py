@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -295,3 +296,52 @@ def test_gc_puts_back_a_blob_linked_while_it_was_collected(tmp_path: Path) -> No
         assert res.deleted == [digest] and hm.blobs.stat(digest) is None
     finally:
         hm.close()
+
+
+@pytest.mark.parametrize("mode", ["sendfile", "copy"])
+def test_blob_body_senders_deliver_the_exact_range(tmp_path: Path, mode: str) -> None:
+    """Both ways of sending a blob (sendfile to remote clients, copies to loopback ones)."""
+    import socket
+    import threading
+
+    from hallmark.registry.sendfile import _copy_all, _sendfile_all
+
+    data = os.urandom(5 * (1 << 20) + 17)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    offset, count = 12345, len(data) - 12345 - 99
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)  # as under the event loop: the sender must wait for room itself
+    received = bytearray()
+
+    def reader() -> None:
+        while len(received) < count:
+            chunk = theirs.recv(1 << 16)
+            if not chunk:
+                return
+            received.extend(chunk)
+            time.sleep(0.0005)  # a slow client: the socket buffer fills up
+
+    t = threading.Thread(target=reader)
+    t.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (_sendfile_all if mode == "sendfile" else _copy_all)(ours.fileno(), fd, offset, count)
+    finally:
+        os.close(fd)
+    t.join(30)
+    ours.close()
+    theirs.close()
+    assert bytes(received) == data[offset : offset + count]
+
+
+def test_only_loopback_clients_get_the_copying_sender() -> None:
+    from hallmark.registry.sendfile import _is_loopback
+
+    assert _is_loopback(("127.0.0.1", 40000))
+    assert _is_loopback(("127.8.9.10", 40000))
+    assert _is_loopback(("::1", 40000, 0, 0))
+    assert not _is_loopback(("10.1.2.3", 40000))
+    assert not _is_loopback(("2001:db8::1", 40000, 0, 0))
+    assert not _is_loopback(None)
+    assert not _is_loopback("/run/hallmark.sock")
