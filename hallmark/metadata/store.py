@@ -1,17 +1,14 @@
 """Registry metadata operations; the only place that writes SQL for the registry.
 
 Each public method is one short transaction. The hot read paths (manifest by tag,
-blob stat) are single statements.
+blob stat) are single statements; on SQLite they and the upload writes take the raw
+fast path in :mod:`hallmark.metadata.sqlite_fast`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import os
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,83 +17,13 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from hallmark.metadata import sqlite_fast as fast_sql
+from hallmark.metadata.sqlite_fast import FastSqlite, SqliteWriteLock, parse_sqlite_ts, sqlite_ts
 from hallmark.metadata.tables import blobs, manifest_refs, manifests, repo_blobs, repositories, tags, uploads
-
-_COLS = "m.digest, m.media_type, m.content, m.artifact_type, m.subject_digest"
-_BY_TAG_SQL = (
-    f"SELECT {_COLS} FROM tags t JOIN repositories r ON r.id = t.repo_id "
-    "JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest WHERE r.name = ? AND t.name = ?"
-)
-_BY_DIGEST_SQL = (
-    f"SELECT {_COLS} FROM manifests m JOIN repositories r ON r.id = m.repo_id WHERE r.name = ? AND m.digest = ?"
-)
-_BLOB_SIZE_SQL = (
-    "SELECT b.size FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id "
-    "JOIN blobs b ON b.digest = rb.digest WHERE r.name = ? AND rb.digest = ?"
-)
-
-
-_CLOSE_UPLOAD_SQL = (
-    "INSERT INTO uploads (id, repo_name, created_at, updated_at, closed) VALUES (?, ?, ?, ?, 1) "
-    "ON CONFLICT (id) DO UPDATE SET closed = 1, updated_at = excluded.updated_at"
-)
-_KEEP_UPLOAD_SQL = (
-    "INSERT INTO uploads (id, repo_name, created_at, updated_at, closed) VALUES (?, ?, ?, ?, 0) "
-    "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at"
-)
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class _SqliteWriteLock:
-    """One SQLite writer at a time, across threads and across ``--workers`` processes.
-
-    SQLite's own busy handler sleeps and retries (1, 2, 5... ms) when another
-    connection holds the write lock; queueing on a thread lock plus an ``flock`` on
-    a side file wakes the next writer as soon as the previous one commits.
-    """
-
-    def __init__(self, database: str | None) -> None:
-        self._thread_lock = threading.Lock()
-        self._path = f"{database}.writelock" if database and database != ":memory:" else None
-        self._fd: int | None = None
-        self._pid = 0
-
-    def _file(self) -> int | None:
-        if self._path is None:
-            return None
-        if self._fd is None or self._pid != os.getpid():  # a forked worker needs its own open file
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-        return self._fd
-
-    def __enter__(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            fd = self._file()
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self._fd is not None and self._pid == os.getpid():
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._thread_lock.release()
-
-
-def _sqlite_ts(value: dt.datetime) -> str:
-    """The text SQLAlchemy's SQLite DateTime type stores (UTC, no offset), so both paths agree."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _parse_sqlite_ts(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
 
 
 class TagImmutable(Exception):
@@ -142,31 +69,17 @@ class MetadataStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         # SQLite allows one writer: queue writers here instead of in SQLite's sleeping busy handler.
-        self._write_lock: _SqliteWriteLock | None = (
-            _SqliteWriteLock(engine.url.database) if self.dialect == "sqlite" else None
+        self._write_lock: SqliteWriteLock | None = (
+            SqliteWriteLock(engine.url.database) if self.dialect == "sqlite" else None
         )
         # Local SQLite reads take microseconds: callers may run them on the event loop directly.
         self.inline_reads = self.dialect == "sqlite"
-        self._local = threading.local()
-        self._sqlite_path = engine.url.database if self.dialect == "sqlite" else None
-
-    def _fast(self) -> sqlite3.Connection | None:
-        """A per-thread plain sqlite3 connection for the hot reads.
-
-        SQLAlchemy Core spends ~0.2 ms building and caching a statement per call,
-        more than SQLite takes to answer; the hot paths (manifest by tag, blob
-        stat) use fixed SQL text on a raw connection instead.
-        """
-        if self._sqlite_path in (None, "", ":memory:"):
-            return None
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._sqlite_path, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        database = engine.url.database if self.dialect == "sqlite" else None
+        self._sqlite = (
+            FastSqlite(database, self._write_lock)
+            if database not in (None, "", ":memory:") and self._write_lock is not None
+            else None
+        )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -230,17 +143,6 @@ class MetadataStore:
             conn.execute(update(repositories).where(repositories.c.id == rid).values(immutable_tags=immutable_tags))
 
     # -- blobs -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _fast_tx(self, fast: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        assert self._write_lock is not None
-        with self._write_lock:
-            try:
-                yield fast
-            except BaseException:
-                fast.rollback()
-                raise
-            fast.commit()
-
     def link_blob(self, repo: str, digest: str, size: int, finished_upload: str | None = None) -> None:
         """Link a stored blob into ``repo``; ``finished_upload`` becomes a tombstone in the same step."""
         self.link_blobs([(repo, digest, size, finished_upload)])
@@ -250,25 +152,16 @@ class MetadataStore:
         if not links:
             return
         now = utcnow()
-        fast = self._fast()
-        if fast is not None:
-            ts = _sqlite_ts(now)
-            with self._fast_tx(fast) as c:
+        if self._sqlite is not None:
+            ts = sqlite_ts(now)
+            with self._sqlite.tx() as c:
                 for repo, digest, size, finished_upload in links:
                     if finished_upload is not None:
-                        c.execute(_CLOSE_UPLOAD_SQL, (finished_upload, repo, ts, ts))
-                    c.execute(
-                        "INSERT OR IGNORE INTO repositories (name, immutable_tags, created_at) VALUES (?, 0, ?)",
-                        (repo, ts),
-                    )
-                    rid = c.execute("SELECT id FROM repositories WHERE name = ?", (repo,)).fetchone()[0]
-                    c.execute(
-                        "INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)", (digest, size, ts)
-                    )
-                    c.execute(
-                        "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?)",
-                        (rid, digest, ts),
-                    )
+                        c.execute(fast_sql.CLOSE_UPLOAD_SQL, (finished_upload, repo, ts, ts))
+                    c.execute(fast_sql.ADD_REPO_SQL, (repo, ts))
+                    rid = c.execute(fast_sql.REPO_ID_SQL, (repo,)).fetchone()[0]
+                    c.execute(fast_sql.ADD_BLOB_SQL, (digest, size, ts))
+                    c.execute(fast_sql.LINK_BLOB_SQL, (rid, digest, ts))
             return
         with self._tx() as conn:
             for repo, digest, size, finished_upload in links:
@@ -283,9 +176,8 @@ class MetadataStore:
                 )
 
     def blob_size(self, repo: str, digest: str) -> int | None:
-        fast = self._fast()
-        if fast is not None:
-            row = fast.execute(_BLOB_SIZE_SQL, (repo, digest)).fetchone()
+        if self._sqlite is not None:
+            row = self._sqlite.conn().execute(fast_sql.BLOB_SIZE_SQL, (repo, digest)).fetchone()
             return int(row[0]) if row else None
         q = (
             select(blobs.c.size)
@@ -460,9 +352,9 @@ class MetadataStore:
                     raise
 
     def get_manifest(self, repo: str, reference: str, by_digest: bool) -> ManifestRecord | None:
-        fast = self._fast()
-        if fast is not None:
-            row = fast.execute(_BY_DIGEST_SQL if by_digest else _BY_TAG_SQL, (repo, reference)).fetchone()
+        if self._sqlite is not None:
+            sql = fast_sql.BY_DIGEST_SQL if by_digest else fast_sql.BY_TAG_SQL
+            row = self._sqlite.conn().execute(sql, (repo, reference)).fetchone()
             if row is None:
                 return None
             return ManifestRecord(row[0], row[1], bytes(row[2]), row[3], row[4])
@@ -566,39 +458,21 @@ class MetadataStore:
             return [Referrer(*row) for row in conn.execute(q)]
 
     # -- upload sessions -------------------------------------------------------------------
-    def create_upload(self, upload_id: str, repo: str) -> None:
-        now = utcnow()
-        fast = self._fast()
-        if fast is not None:
-            ts = _sqlite_ts(now)
-            with self._fast_tx(fast) as c:
-                c.execute(
-                    "INSERT INTO uploads (id, repo_name, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                    (upload_id, repo, ts, ts),
-                )
-            return
-        with self._tx() as conn:
-            conn.execute(uploads.insert().values(id=upload_id, repo_name=repo, created_at=now, updated_at=now))
-
     def get_upload(self, upload_id: str) -> UploadRecord | None:
-        fast = self._fast()
-        if fast is not None:
-            r = fast.execute(
-                "SELECT id, repo_name, created_at, updated_at, closed FROM uploads WHERE id = ?", (upload_id,)
-            ).fetchone()
+        if self._sqlite is not None:
+            r = self._sqlite.conn().execute(fast_sql.GET_UPLOAD_SQL, (upload_id,)).fetchone()
             if r is None:
                 return None
-            return UploadRecord(r[0], r[1], _parse_sqlite_ts(r[2]), _parse_sqlite_ts(r[3]), bool(r[4]))
+            return UploadRecord(r[0], r[1], parse_sqlite_ts(r[2]), parse_sqlite_ts(r[3]), bool(r[4]))
         with self.engine.connect() as conn:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
         return UploadRecord(*row) if row else None
 
     def keep_upload(self, upload_id: str, repo: str, created: dt.datetime) -> None:
         """Record (or refresh) an open session once data has been written to it."""
-        fast = self._fast()
-        if fast is not None:
-            with self._fast_tx(fast) as c:
-                c.execute(_KEEP_UPLOAD_SQL, (upload_id, repo, _sqlite_ts(created), _sqlite_ts(utcnow())))
+        if self._sqlite is not None:
+            with self._sqlite.tx() as c:
+                c.execute(fast_sql.KEEP_UPLOAD_SQL, (upload_id, repo, sqlite_ts(created), sqlite_ts(utcnow())))
             return
         with self._tx() as conn:
             self._upsert_upload(conn, upload_id, repo, created, closed=False)
@@ -607,15 +481,6 @@ class MetadataStore:
         """Turn a session into a tombstone: its id is refused until it expires."""
         with self._tx() as conn:
             self._upsert_upload(conn, upload_id, repo, utcnow(), closed=True)
-
-    def touch_upload(self, upload_id: str) -> None:
-        fast = self._fast()
-        if fast is not None:
-            with self._fast_tx(fast) as c:
-                c.execute("UPDATE uploads SET updated_at = ? WHERE id = ?", (_sqlite_ts(utcnow()), upload_id))
-            return
-        with self._tx() as conn:
-            conn.execute(update(uploads).where(uploads.c.id == upload_id).values(updated_at=utcnow()))
 
     def delete_upload(self, upload_id: str) -> bool:
         with self._tx() as conn:

@@ -33,6 +33,12 @@ _STEP = 16 << 20
 _COPY_BUFFER = 2 << 20
 
 
+def _wait_writable(poller: select.poll) -> None:
+    """Wait for room in the socket buffer (the socket is the event loop's, non-blocking)."""
+    if not poller.poll(30_000):
+        raise ConnectionResetError("client stopped reading")
+
+
 def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
     poller = select.poll()
     poller.register(sock_fd, select.POLLOUT)
@@ -40,8 +46,7 @@ def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
         try:
             sent = os.sendfile(sock_fd, file_fd, offset, min(count, _STEP))
         except BlockingIOError:
-            if not poller.poll(30_000):
-                raise ConnectionResetError("client stopped reading") from None
+            _wait_writable(poller)
             continue
         if sent == 0:
             raise ConnectionResetError("connection closed during sendfile")
@@ -72,8 +77,7 @@ def _copy_with(view: memoryview, sock_fd: int, file_fd: int, offset: int, count:
             try:
                 sent = os.write(sock_fd, pending)
             except BlockingIOError:
-                if not poller.poll(30_000):
-                    raise ConnectionResetError("client stopped reading") from None
+                _wait_writable(poller)
                 continue
             pending = pending[sent:]
         offset += n

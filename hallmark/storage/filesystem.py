@@ -38,16 +38,24 @@ _DIRECT_BUFFER = 8 << 20
 _HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hallmark-hash")
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
 def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
     """Linux sync_file_range(2): start writeback of what was just written, without waiting.
 
     Flushing large uploads progressively keeps the final fsync short and avoids the
     kernel throttling the writer once too much dirty data piles up.
     """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):
+    fn = getattr(_LIBC, "sync_file_range", None)
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
 
@@ -61,10 +69,8 @@ _START_WRITEBACK = _load_sync_file_range()
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
-    except (OSError, AttributeError):
+    fn = getattr(_LIBC, "syncfs", None)
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int
@@ -451,38 +457,34 @@ class FilesystemBlobStore:
         for a while.
         """
         results: list[int | Exception] = []
-        ready: list[FilesystemWriter] = []
+        ready: dict[int, FilesystemWriter] = {}  # position in items -> finished writer
         for writer, digest in items:
             try:
                 if not isinstance(writer, FilesystemWriter):
                     raise TypeError("not a filesystem upload")
                 results.append(writer.finish(digest))
-                ready.append(writer)
+                ready[len(results) - 1] = writer
             except Exception as exc:
                 results.append(exc)
-        if not ready:
-            return results
-        done = 0
+        published = 0
         try:
-            if not self._syncfs():
-                for w in ready:
+            if ready and not self._syncfs():
+                for w in ready.values():
                     w.fsync()
             dirs = set()
-            for w in ready:
+            for w in ready.values():
                 dirs.add(w.publish())
-                done += 1
-            if not self._syncfs():
+                published += 1
+            if ready and not self._syncfs():
                 for d in dirs:
                     _fsync_dir(d)
         except Exception as exc:
             # Nothing is reported as stored unless this whole sequence succeeded.
-            for w in ready[done:]:
+            for w in list(ready.values())[published:]:
                 with contextlib.suppress(Exception):
                     w.close()
-            failed = {id(w) for w in ready}
-            for i, (writer, _) in enumerate(items):
-                if id(writer) in failed:
-                    results[i] = exc
+            for i in ready:
+                results[i] = exc
         return results
 
     def _syncfs(self) -> bool:
