@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hallmark import __version__
-from hallmark.access import http as access_http
 from hallmark.access.service import AccessService
+from hallmark.api import access as api_access
 from hallmark.api import catalog as api_catalog
 from hallmark.api import images as api_images
 from hallmark.api import repositories as api_repositories
@@ -28,6 +28,8 @@ from hallmark.registry import http as registry_http
 from hallmark.registry.service import RegistryService
 from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import BlobStore, FilesystemBlobStore
+from hallmark.web import auth as web_auth
+from hallmark.web.authz import PUBLIC, REGISTRY, declare, route, undeclared
 
 log = logging.getLogger("hallmark")
 
@@ -80,18 +82,25 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+async def _check_declarations(app: web.Application) -> None:
+    """Refuse to serve a route that states no authorization need (see ``hallmark.web.authz``)."""
+    missing = undeclared(app)
+    if missing:
+        raise RuntimeError("routes without an authorization declaration: " + ", ".join(missing))
+
+
 def build_app(hm: Hallmark) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[HALLMARK_KEY] = hm
+    declare(registry_http.dispatch, "*", REGISTRY)  # the registry guard enforces /v2 per registry route
     registry_http.add_routes(app, hm.registry)
-    app.router.add_get("/healthz", _health)
+    app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_catalog.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
-    app.router.add_routes(portal_routes.routes(hm))  # web portal at /, over the same services
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_periodic_cleanup(hm))
@@ -100,7 +109,11 @@ def build_app(hm: Hallmark) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    access_http.install(app, hm)
+    web_auth.install(app, hm)
+    if hm.access is not None and hm.config.access.enabled:
+        app.router.add_routes(api_access.routes(hm.access))
+    app.router.add_routes(portal_routes.routes(hm, app))  # web portal at /, over the same services
+    app.on_startup.append(_check_declarations)
     app.cleanup_ctx.append(background)
     app.cleanup_ctx.append(server_context(hm.pipeline, hm.registry))
     return app

@@ -15,35 +15,14 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from hallmark.access.http import (
-    api_permissions,
-    client_addr,
-    require_identity,
-    require_repo,
-    require_role,
-)
 from hallmark.access.model import ADMIN, AUDITOR
 from hallmark.access.service import AccessService, Conflict, NotFound
 from hallmark.api.common import ApiError, json_response, parse_body
 from hallmark.registry.names import valid_name
+from hallmark.web.auth import api_identity, api_permissions, client_addr
+from hallmark.web.authz import LOGIN, repo, role, route
 
 T = TypeVar("T")
-# Paths whose handlers check their own permissions (the API guard lets them through).
-OWN_PREFIXES = (
-    "/api/v1/me",
-    "/api/v1/users",
-    "/api/v1/teams",
-    "/api/v1/robots",
-    "/api/v1/tokens",
-    "/api/v1/permissions",
-    "/api/v1/namespaces",
-    "/api/v1/audit",
-    "/api/v1/access/",
-    "/api/v1/vex",  # hallmark/api/vex.py checks security_reviewer / repository pull itself
-    "/api/v1/catalog",  # hallmark/api/catalog.py filters by pull permission itself
-)
-
-
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,12 +94,12 @@ def routes(access: AccessService) -> list[web.RouteDef]:
             raise ApiError(400, "INVALID_INPUT", str(exc)) from exc
 
     async def admin(request: web.Request) -> tuple[str, str | None]:
-        perms = await require_role(request)
-        return perms.identity.name, client_addr(request)
+        """The acting administrator (the route's declaration already checked the role)."""
+        return (await api_identity(request)).name, client_addr(request)
 
     # -- me ----------------------------------------------------------------------------------
     async def me(request: web.Request) -> web.Response:
-        ident = await require_identity(request)
+        ident = await api_identity(request)
         perms = await api_permissions(request)
         teams = await run(access.store.teams_of, ident.principal_id) if ident.principal_id else []
         return json_response(
@@ -215,7 +194,7 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         }
 
     async def list_tokens(request: web.Request) -> web.Response:
-        ident = await require_identity(request)
+        ident = await api_identity(request)
         perms = await api_permissions(request)
         owner = request.query.get("owner")
         if not perms.has_role("administrator"):
@@ -224,7 +203,7 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         return json_response({"tokens": [_token_doc(t) for t in rows]})
 
     async def add_token(request: web.Request) -> web.Response:
-        ident = await require_identity(request)
+        ident = await api_identity(request)
         perms = await api_permissions(request)
         body = await parse_body(request, TokenIn)
         owner = body.owner or ident.name
@@ -239,7 +218,7 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         return json_response({"id": tid, "token": token}, status=201)
 
     async def revoke_token(request: web.Request) -> web.Response:
-        ident = await require_identity(request)
+        ident = await api_identity(request)
         perms = await api_permissions(request)
         tid = request.match_info["id"]
         row = await run(access.store.token, tid)
@@ -269,7 +248,6 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         return json_response({"created": created}, status=201 if created else 200)
 
     async def list_namespaces(request: web.Request) -> web.Response:
-        await require_identity(request)
         return json_response({"namespaces": await run(access.store.list_namespaces)})
 
     async def add_namespace(request: web.Request) -> web.Response:
@@ -287,14 +265,13 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         repo = request.match_info["name"]
         if not valid_name(repo):
             raise ApiError(400, "NAME_INVALID", "invalid repository name")
-        perms = await require_repo(request, repo, ADMIN)
+        ident = await api_identity(request)
         body = await parse_body(request, VisibilityIn)
-        await run(access.set_public, perms.identity.name, repo, body.public, client_addr(request))
+        await run(access.set_public, ident.name, repo, body.public, client_addr(request))
         return json_response({"name": repo, "public": body.public})
 
     # -- audit ---------------------------------------------------------------------------------------------
     async def audit_query(request: web.Request) -> web.Response:
-        await require_role(request, AUDITOR)
         q = request.query
         try:
             limit = min(int(q.get("limit", "1000")), 10_000)
@@ -316,7 +293,6 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         return json_response({"entries": rows})
 
     async def audit_export(request: web.Request) -> web.StreamResponse:
-        await require_role(request, AUDITOR)
         await run(access.audit.flush)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
@@ -327,36 +303,35 @@ def routes(access: AccessService) -> list[web.RouteDef]:
         return resp
 
     async def audit_verify(request: web.Request) -> web.Response:
-        await require_role(request, AUDITOR)
         await run(access.audit.flush)
         res = await run(access.audit.verify)
         return json_response(res.__dict__)
 
     return [
-        web.get("/api/v1/me", me),
-        web.get("/api/v1/users", list_users),
-        web.post("/api/v1/users", add_user),
-        web.patch("/api/v1/users/{name}", patch_user),
-        web.delete("/api/v1/users/{name}", delete_user),
-        web.get("/api/v1/teams", list_teams),
-        web.post("/api/v1/teams", add_team),
-        web.delete("/api/v1/teams/{name}", delete_team),
-        web.put("/api/v1/teams/{name}/members/{member}", team_member),
-        web.delete("/api/v1/teams/{name}/members/{member}", team_member),
-        web.get("/api/v1/robots", list_robots),
-        web.post("/api/v1/robots", add_robot),
-        web.delete("/api/v1/robots/{name}", delete_robot),
-        web.get("/api/v1/tokens", list_tokens),
-        web.post("/api/v1/tokens", add_token),
-        web.delete("/api/v1/tokens/{id}", revoke_token),
-        web.get("/api/v1/permissions", list_grants),
-        web.post("/api/v1/permissions", change_grant),
-        web.delete("/api/v1/permissions", change_grant),
-        web.get("/api/v1/namespaces", list_namespaces),
-        web.post("/api/v1/namespaces", add_namespace),
-        web.delete("/api/v1/namespaces/{name}", delete_namespace),
-        web.put("/api/v1/access/visibility/{name:.+}", set_visibility),
-        web.get("/api/v1/audit", audit_query),
-        web.get("/api/v1/audit/export", audit_export),
-        web.get("/api/v1/audit/verify", audit_verify),
+        route("GET", "/api/v1/me", me, LOGIN),
+        route("GET", "/api/v1/users", list_users, role()),
+        route("POST", "/api/v1/users", add_user, role()),
+        route("PATCH", "/api/v1/users/{name}", patch_user, role()),
+        route("DELETE", "/api/v1/users/{name}", delete_user, role()),
+        route("GET", "/api/v1/teams", list_teams, role()),
+        route("POST", "/api/v1/teams", add_team, role()),
+        route("DELETE", "/api/v1/teams/{name}", delete_team, role()),
+        route("PUT", "/api/v1/teams/{name}/members/{member}", team_member, role()),
+        route("DELETE", "/api/v1/teams/{name}/members/{member}", team_member, role()),
+        route("GET", "/api/v1/robots", list_robots, role()),
+        route("POST", "/api/v1/robots", add_robot, role()),
+        route("DELETE", "/api/v1/robots/{name}", delete_robot, role()),
+        route("GET", "/api/v1/tokens", list_tokens, LOGIN),
+        route("POST", "/api/v1/tokens", add_token, LOGIN),
+        route("DELETE", "/api/v1/tokens/{id}", revoke_token, LOGIN),
+        route("GET", "/api/v1/permissions", list_grants, role()),
+        route("POST", "/api/v1/permissions", change_grant, role()),
+        route("DELETE", "/api/v1/permissions", change_grant, role()),
+        route("GET", "/api/v1/namespaces", list_namespaces, LOGIN),
+        route("POST", "/api/v1/namespaces", add_namespace, role()),
+        route("DELETE", "/api/v1/namespaces/{name}", delete_namespace, role()),
+        route("PUT", "/api/v1/access/visibility/{name:.+}", set_visibility, repo(ADMIN)),
+        route("GET", "/api/v1/audit", audit_query, role(AUDITOR)),
+        route("GET", "/api/v1/audit/export", audit_export, role(AUDITOR)),
+        route("GET", "/api/v1/audit/verify", audit_verify, role(AUDITOR)),
     ]

@@ -1,8 +1,7 @@
 """Catalog API: search, per-image entry, metadata changes and promotions (gates + approval stamp).
 
-Handlers check their own permissions (the catalog prefix is in ``OWN_PREFIXES``; image sub-paths
-pass the access middleware): reads need pull on the repository, metadata needs repository admin,
-stage changes need the catalog role ``security_reviewer`` (administrator qualifies) plus pull.
+Declared per route: reads need pull on the repository, metadata needs repository admin, stage
+changes need the catalog role ``security_reviewer`` (administrator qualifies) plus pull.
 """
 
 from __future__ import annotations
@@ -12,14 +11,16 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from hallmark.access.http import ACCESS_KEY, api_identity, client_addr, require_identity
+from hallmark.access.model import ADMIN, PULL, SECURITY_REVIEWER
 from hallmark.api.common import ApiError, json_response, parse_body
-from hallmark.api.guards import guard_repo, guard_role, visible
+from hallmark.api.guards import actor, audit, visible
 from hallmark.catalog.service import CatalogError, CatalogService, GateFailed
 from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
+from hallmark.web.auth import ACCESS_KEY, client_addr
+from hallmark.web.authz import LOGIN, repo, role, route
 
 
 class EntryPatch(BaseModel):
@@ -44,12 +45,6 @@ def _image(request: web.Request) -> tuple[str, str]:
     return name, digest
 
 
-async def _who(request: web.Request) -> str:
-    if ACCESS_KEY not in request.app:
-        return request.remote or "anonymous"
-    return (await api_identity(request)).name
-
-
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     run = registry.run
     catalog = CatalogService(pipeline)
@@ -64,8 +59,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             raise ApiError(exc.status, exc.code, str(exc)) from exc
 
     async def search(request: web.Request) -> web.Response:
-        if ACCESS_KEY in request.app:
-            await require_identity(request)
         q = request.query
         entries = await call(catalog.search, q.get("stage") or None, q.get("q") or None, q.get("owner") or None)
         allowed = await visible(request, list({e["repository"] for e in entries}))
@@ -73,30 +66,18 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def get_entry(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await guard_repo(request, name, "pull")
         return json_response(await call(catalog.entry, name, digest))
 
     async def patch_entry(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await guard_repo(request, name, "admin")
         body = await parse_body(request, EntryPatch)
         values = body.model_dump(exclude_unset=True)
         entry = await call(catalog.update, name, digest, values)
-        if ACCESS_KEY in request.app:
-            request.app[ACCESS_KEY].audit.record(
-                await _who(request),
-                "catalog.update",
-                name,
-                digest,
-                client_addr=client_addr(request),
-                detail={"fields": sorted(values)},
-            )
+        await audit(request, "catalog.update", name, digest, {"fields": sorted(values)})
         return json_response(entry)
 
     async def promote(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await guard_role(request, "security_reviewer")
-        await guard_repo(request, name, "pull")
         body = await parse_body(request, PromoteIn)
         audit = request.app[ACCESS_KEY].audit if ACCESS_KEY in request.app else None
         result = await call(
@@ -104,7 +85,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             name,
             digest,
             body.to,
-            await _who(request),
+            await actor(request),
             body.reason,
             force=body.force,
             audit=audit,
@@ -113,8 +94,8 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response(result)
 
     return [
-        web.get("/api/v1/catalog", search),
-        web.get(image_path, get_entry),
-        web.patch(image_path, patch_entry),
-        web.post(image_path + "/promote", promote),
+        route("GET", "/api/v1/catalog", search, LOGIN),
+        route("GET", image_path, get_entry, repo(PULL)),
+        route("PATCH", image_path, patch_entry, repo(ADMIN)),
+        route("POST", image_path + "/promote", promote, role(SECURITY_REVIEWER, repo_action=PULL)),
     ]

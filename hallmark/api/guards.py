@@ -1,21 +1,14 @@
-"""Permission checks for API handlers that own their authorization (access control may be off)."""
+"""Helpers for API handlers that filter listings by readability and record audit entries.
+
+Access itself is declared per route (``hallmark.web.authz``) and enforced before handlers run;
+these helpers only shape data and keep working when access control is off.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from hallmark.access.http import ACCESS_KEY, api_identity, api_permissions, client_addr, require_repo, require_role
-
-
-async def guard_repo(request: web.Request, repo: str, action: str) -> None:
-    """Per-repository permission when access control is on."""
-    if ACCESS_KEY in request.app:
-        await require_repo(request, repo, action)
-
-
-async def guard_role(request: web.Request, *roles: str) -> None:
-    if ACCESS_KEY in request.app:
-        await require_role(request, *roles)
+from hallmark.web.auth import ACCESS_KEY, api_identity, api_permissions, client_addr
 
 
 async def visible(request: web.Request, repos: list[str | None]) -> set[str | None]:
@@ -24,6 +17,13 @@ async def visible(request: web.Request, repos: list[str | None]) -> set[str | No
         return set(repos)
     perms = await api_permissions(request)
     return {r for r in repos if r is None or perms.can(r, "pull")}
+
+
+async def actor(request: web.Request) -> str:
+    """The caller's name for records (the client address when access control is off)."""
+    if ACCESS_KEY not in request.app:
+        return request.remote or "anonymous"
+    return (await api_identity(request)).name
 
 
 async def audit(

@@ -7,12 +7,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from hallmark.access.model import PULL, PUSH
 from hallmark.api.common import ApiError, json_response, parse_body
-from hallmark.api.guards import audit, guard_repo, visible
+from hallmark.api.guards import audit, visible
 from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
+from hallmark.web.authz import LOGIN, repo, role, route
 
 REPORT_KINDS = ("sbom-cyclonedx", "sbom-spdx", "vulnerabilities", "content")
 
@@ -55,7 +57,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def get_image(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await guard_repo(request, name, "pull")
         image = await run(store.get_image, name, digest)
         if image is None:
             raise ApiError(404, "NOT_FOUND", "image not known to the pipeline (not an image, or not indexed yet)")
@@ -71,7 +72,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def get_report(request: web.Request) -> web.StreamResponse:
         name, digest = _image(request)
-        await guard_repo(request, name, "pull")
         kind = request.match_info["kind"]
         if kind not in REPORT_KINDS:
             raise ApiError(400, "INVALID_INPUT", f"unknown report kind {kind!r} (known: {', '.join(REPORT_KINDS)})")
@@ -98,7 +98,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def rescan(request: web.Request) -> web.Response:
         name, digest = _image(request)
-        await guard_repo(request, name, "push")
         await run(pipeline.on_push, name, digest)
         await audit(request, "rescan", name, digest, {})
         return json_response({"queued": True}, status=202)
@@ -126,11 +125,11 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response({"set": record["set"], "advisories": record["advisories"]}, status=201)
 
     return [
-        web.get("/api/v1/images", list_images),
-        web.get(image_path, get_image),
-        web.get(image_path + "/reports/{kind}", get_report),
-        web.post(image_path + "/rescan", rescan),
-        web.get("/api/v1/events", list_events),
-        web.get("/api/v1/advisories", advisories),
-        web.post("/api/v1/advisories/update", update_advisories),
+        route("GET", "/api/v1/images", list_images, LOGIN),
+        route("GET", image_path, get_image, repo(PULL)),
+        route("GET", image_path + "/reports/{kind}", get_report, repo(PULL)),
+        route("POST", image_path + "/rescan", rescan, repo(PUSH)),
+        route("GET", "/api/v1/events", list_events, LOGIN),
+        route("GET", "/api/v1/advisories", advisories, LOGIN),
+        route("POST", "/api/v1/advisories/update", update_advisories, role()),
     ]

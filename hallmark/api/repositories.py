@@ -1,14 +1,17 @@
-"""Repository settings API (tag immutability, listing)."""
+"""Repository settings API (tag immutability, listing) and garbage collection."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from hallmark.access.http import readable
+from hallmark.access.model import ADMIN, PULL
 from hallmark.api.common import ApiError, json_response, parse_body
+from hallmark.api.guards import audit
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
+from hallmark.web.auth import readable
+from hallmark.web.authz import ANYONE, repo, role, route
 
 
 class RepositoryPatch(BaseModel):
@@ -38,12 +41,15 @@ def routes(svc: RegistryService) -> list[web.RouteDef]:
         name = _name(request)
         body = await parse_body(request, RepositoryPatch)
         if body.immutable_tags is not None:
-            await svc.run(svc.meta.set_repository_options, name, body.immutable_tags)
-        return json_response(await svc.run(svc.meta.repository_info, name))
+            if not await svc.run(svc.meta.set_repository_options, name, body.immutable_tags):
+                raise ApiError(404, "NAME_UNKNOWN", "repository not found")
+            await audit(request, "repository.update", name, None, {"immutable_tags": body.immutable_tags})
+        info = await svc.run(svc.meta.repository_info, name)
+        if info is None:
+            raise ApiError(404, "NAME_UNKNOWN", "repository not found")
+        return json_response(info)
 
     async def garbage_collect(request: web.Request) -> web.Response:
-        """Administrators only (the API guard requires it for writes outside owned prefixes)."""
-        from hallmark.api.guards import audit
         from hallmark.registry.gc import collect
 
         dry_run = request.query.get("dry_run", "0").lower() in ("1", "true", "yes")
@@ -55,8 +61,8 @@ def routes(svc: RegistryService) -> list[web.RouteDef]:
         return json_response(result.as_dict())
 
     return [
-        web.post("/api/v1/gc", garbage_collect),
-        web.get("/api/v1/repositories", list_repositories),
-        web.get("/api/v1/repositories/{name:.+}", get_repository),
-        web.patch("/api/v1/repositories/{name:.+}", patch_repository),
+        route("POST", "/api/v1/gc", garbage_collect, role()),
+        route("GET", "/api/v1/repositories", list_repositories, ANYONE),
+        route("GET", "/api/v1/repositories/{name:.+}", get_repository, repo(PULL)),
+        route("PATCH", "/api/v1/repositories/{name:.+}", patch_repository, repo(ADMIN)),
     ]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from hallmark.access.model import PULL, SECURITY_REVIEWER
 from hallmark.api.common import ApiError, json_response
-from hallmark.api.guards import audit, guard_repo, guard_role
+from hallmark.api.guards import audit
 from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
 from hallmark.signing.errors import EnvelopeError, PolicyError, SigningError
 from hallmark.signing.service import NotFound, sign_image, verify_image
+from hallmark.web.authz import repo, role, route
 
 IMAGE_PATH = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}"
 
@@ -31,7 +33,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     async def verification(request: web.Request) -> web.Response:
         """Verify now (signatures change outside the pipeline) and return per-signature results."""
         name, digest = _image(request)
-        await guard_repo(request, name, "pull")
         reports = request.query.get("reports", "0").lower() in ("1", "true", "yes")
         try:
             result = await run(lambda: verify_image(pipeline, name, digest, reports=reports))
@@ -44,8 +45,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     async def sign(request: web.Request) -> web.Response:
         """Sign with the configured enterprise key; also re-verify when a trust policy is configured."""
         name, digest = _image(request)
-        await guard_role(request, "security_reviewer")
-        await guard_repo(request, name, "pull")
         try:
             signature = await run(sign_image, pipeline, name, digest)
         except NotFound as exc:
@@ -62,6 +61,6 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response(body, status=201)
 
     return [
-        web.get(IMAGE_PATH + "/verification", verification),
-        web.post(IMAGE_PATH + "/sign", sign),
+        route("GET", IMAGE_PATH + "/verification", verification, repo(PULL)),
+        route("POST", IMAGE_PATH + "/sign", sign, role(SECURITY_REVIEWER, repo_action=PULL)),
     ]

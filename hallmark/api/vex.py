@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hallmark.access.http import ACCESS_KEY, api_identity
+from hallmark.access.model import PULL, SECURITY_REVIEWER
 from hallmark.api.common import ApiError, json_response
-from hallmark.api.guards import audit, guard_repo, guard_role, visible
+from hallmark.api.guards import actor, audit, visible
 from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
+from hallmark.web.authz import LOGIN, role, route
 
 MAX_VEX_BYTES = 4 << 20
-
-
-async def _who(request: web.Request) -> str:
-    if ACCESS_KEY not in request.app:
-        return request.remote or "anonymous"
-    return (await api_identity(request)).name
 
 
 async def _read_doc(request: web.Request) -> str:
@@ -42,9 +37,8 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     image_path = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}/vex"
 
     async def upload_global(request: web.Request) -> web.Response:
-        await guard_role(request, "security_reviewer")
         doc = await _read_doc(request)
-        vex_id = await run(store.add_vex, None, None, doc, await _who(request))
+        vex_id = await run(store.add_vex, None, None, doc, await actor(request))
         await run(pipeline.jobs.enqueue, "rematch", f"vex-{vex_id}", {"vex": vex_id})
         pipeline.wake()
         await audit(request, "vex.upload", None, None, {"id": vex_id})
@@ -54,10 +48,8 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         name, digest = request.match_info["name"], request.match_info["digest"]
         if not valid_name(name) or not is_digest(digest):
             raise ApiError(400, "INVALID_INPUT", "invalid repository name or digest")
-        await guard_role(request, "security_reviewer")
-        await guard_repo(request, name, "pull")
         doc = await _read_doc(request)
-        vex_id = await run(store.add_vex, name, digest, doc, await _who(request))
+        vex_id = await run(store.add_vex, name, digest, doc, await actor(request))
         await run(pipeline.jobs.enqueue, "match", f"{name}@{digest}", {"repo": name, "digest": digest})
         pipeline.wake()
         await audit(request, "vex.upload", name, digest, {"id": vex_id})
@@ -68,15 +60,11 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         if repo is not None:
             if not valid_name(repo):
                 raise ApiError(400, "NAME_INVALID", "invalid repository name")
-            await guard_repo(request, repo, "pull")
         docs = await run(store.list_vex, repo)
-        if ACCESS_KEY in request.app and (await api_identity(request)).anonymous:
-            raise ApiError(401, "UNAUTHORIZED", "authentication required")
         allowed = await visible(request, list({d["repo_name"] for d in docs}))
         return json_response({"documents": [d for d in docs if d["repo_name"] in allowed]})
 
     async def delete_doc(request: web.Request) -> web.Response:
-        await guard_role(request, "security_reviewer")
         raw = request.match_info["id"]
         if not raw.isdigit():
             raise ApiError(400, "INVALID_INPUT", "id must be an integer")
@@ -93,8 +81,8 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response({"deleted": int(raw)})
 
     return [
-        web.post("/api/v1/vex", upload_global),
-        web.get("/api/v1/vex", list_docs),
-        web.delete("/api/v1/vex/{id}", delete_doc),
-        web.post(image_path, upload_image),
+        route("POST", "/api/v1/vex", upload_global, role(SECURITY_REVIEWER)),
+        route("GET", "/api/v1/vex", list_docs, LOGIN),
+        route("DELETE", "/api/v1/vex/{id}", delete_doc, role(SECURITY_REVIEWER)),
+        route("POST", image_path, upload_image, role(SECURITY_REVIEWER, repo_action=PULL)),
     ]

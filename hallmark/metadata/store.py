@@ -137,10 +137,14 @@ class MetadataStore:
                 "tag_count": ntags.scalar_one(),
             }
 
-    def set_repository_options(self, name: str, immutable_tags: bool) -> None:
+    def set_repository_options(self, name: str, immutable_tags: bool) -> bool:
+        """Change an existing repository's options; False when there is no such repository."""
         with self._tx() as conn:
-            rid = self._repo_id(conn, name, create=True)
+            rid = self._repo_id(conn, name)
+            if rid is None:
+                return False
             conn.execute(update(repositories).where(repositories.c.id == rid).values(immutable_tags=immutable_tags))
+            return True
 
     # -- blobs -----------------------------------------------------------------------
     def link_blob(self, repo: str, digest: str, size: int, finished_upload: str | None = None) -> None:

@@ -1,7 +1,8 @@
-"""HTTP side of access control: the Docker token endpoint, the /v2 guard and API authentication.
+"""Authentication and enforcement: the Docker token endpoint, the /v2 guard and the route middleware.
 
-``install(app, hm)`` wires everything when ``access.enabled``; the registry dispatcher
-calls the guard around every handler, so no /v2 route can skip authorization.
+``install(app, hm)`` wires everything when ``access.enabled``. Every HTTP route declares its
+need in ``hallmark.web.authz``; ``authorize`` enforces it before the handler. The /v2 routes go
+through one dispatcher whose guard maps each registry handler to an action (``registry_action``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -24,6 +26,7 @@ from hallmark.api.common import ApiError
 from hallmark.registry import http as reg
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.names import valid_name
+from hallmark.web.authz import ADMINISTRATOR, PUBLIC, Need, declared, need_of
 
 if TYPE_CHECKING:
     from hallmark.app import Hallmark
@@ -196,8 +199,8 @@ def _issue(access: AccessService, ident: Identity, scopes: list[str], addr: str 
 _PUSH_HANDLERS = {reg.upload_start, reg.upload}
 
 
-def _required(handler: Any, method: str) -> str | None:
-    """The repository action a /v2 request needs (None: base or catalog)."""
+def registry_action(handler: Any, method: str) -> str | None:
+    """The registry's route table: the repository action a /v2 request needs (None: base or catalog)."""
     if handler in (reg.base, reg.catalog):
         return None
     if method in ("GET", "HEAD") and handler not in _PUSH_HANDLERS:
@@ -225,7 +228,7 @@ class RegistryGuard:
     ) -> web.StreamResponse:
         access = self.access
         repo = params.get("name")
-        action = _required(handler, request.method)
+        action = registry_action(handler, request.method)
         scope = f"repository:{repo}:{_SCOPE_ACTIONS[action]}" if repo and action else None
         if handler is reg.catalog:
             scope = "registry:catalog:*"
@@ -373,66 +376,75 @@ async def api_permissions(request: web.Request) -> Permissions:
     return perms
 
 
-async def require_identity(request: web.Request) -> Identity:
-    ident = await api_identity(request)
-    if ident.anonymous:
-        raise ApiError(401, "UNAUTHORIZED", "authentication required")
-    return ident
+class Refused(Exception):
+    """A declaration not met: 401 (no or bad credentials) or 403 (not allowed)."""
+
+    def __init__(self, status: int, message: str, clear_session: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.clear_session = clear_session
 
 
-async def require_role(request: web.Request, *roles: str) -> Permissions:
-    """The caller must hold one of the catalog roles (administrator always qualifies)."""
-    await require_identity(request)
+DENIAL_PAGE: web.AppKey[Callable[[web.Request, int, str], web.StreamResponse]] = web.AppKey("denial_page")
+
+
+async def check(request: web.Request, need: Need) -> None:
+    """Raise Refused unless the caller meets ``need`` (identity and permissions cached on the request)."""
+    try:
+        ident = await api_identity(request)
+    except ApiError as exc:
+        if exc.status_code != 401 and need.style != "portal":
+            raise  # 429: too many failed attempts
+        raise Refused(401, "authentication failed", clear_session=True) from exc
+    if need.login and ident.anonymous:
+        raise Refused(401, "authentication required")
+    if not need.roles and need.repo is None:
+        return
     perms = await api_permissions(request)
-    if not any(perms.has_role(r) for r in (*roles, "administrator")):
-        raise ApiError(403, "DENIED", "requested access to the resource is denied")
-    return perms
-
-
-async def require_repo(request: web.Request, repo: str, action: str) -> Permissions:
-    perms = await api_permissions(request)
-    if not perms.can(repo, action):
-        if perms.identity.anonymous:
-            raise ApiError(401, "UNAUTHORIZED", "authentication required")
-        raise ApiError(403, "DENIED", "requested access to the resource is denied")
-    return perms
-
-
-def _repo_api_name(request: web.Request) -> str | None:
-    path = request.path
-    prefix = "/api/v1/repositories/"
-    return path[len(prefix) :] if path.startswith(prefix) else None
+    if need.roles and not any(perms.has_role(r) for r in (*need.roles, ADMINISTRATOR)):
+        raise Refused(401 if ident.anonymous else 403, "requested access to the resource is denied")
+    if need.repo is not None:
+        name = request.match_info.get(need.repo_param, "")
+        if not valid_name(name):
+            raise ApiError(400, "NAME_INVALID", "invalid repository name")
+        if not perms.can(name, need.repo):
+            raise Refused(401 if ident.anonymous else 403, "requested access to the resource is denied")
 
 
 @web.middleware
-async def api_guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-    """Default-deny for /api/v1: routes not owned by access control need a caller, and
-    administrator for changes, unless they check finer permissions themselves."""
-    path = request.path
-    if not path.startswith("/api/v1/") and path != "/api/v1":
-        return await handler(request)
-    from hallmark.api.access import OWN_PREFIXES
-
-    if any(path == p or path.startswith(p.rstrip("/") + "/") for p in OWN_PREFIXES):
-        return await handler(request)  # these handlers check their own roles
-    repo = _repo_api_name(request)
-    if repo is not None and "/images/" in repo:
-        return await handler(request)  # image sub-resources check pull/push per repository themselves
-    if path == "/api/v1/repositories" and request.method == "GET":
-        await api_permissions(request)  # the handler filters by readability
-    elif repo is not None and request.method in ("GET", "HEAD"):
-        await require_repo(request, repo, PULL)
-    elif repo is not None:
-        await require_repo(request, repo, "admin")
-        ident = await api_identity(request)
-        request.app[ACCESS_KEY].audit.record(
-            ident.name, "repository.update", repo=repo, client_addr=client_addr(request)
-        )
-    elif request.method in ("GET", "HEAD"):
-        await require_identity(request)
-    else:
-        await require_role(request)
+async def authorize(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Enforce the route's declaration before its handler; default-deny for undeclared routes."""
+    route = request.match_info.route
+    if request.match_info.http_exception is not None:
+        return await handler(request)  # 404/405 from the router: nothing to protect
+    need = need_of(request.method, route.handler)
+    if need is None:
+        log.error("route without an authorization declaration: %s %s", request.method, request.path)
+        raise ApiError(403, "DENIED", "requested access to the resource is denied")
+    if need.public or need.registry:
+        return await handler(request)  # the registry guard enforces /v2 per registry route
+    try:
+        await check(request, need)
+    except Refused as exc:
+        if need.style == "portal":
+            return _portal_refusal(request, exc)
+        if exc.status == 401:
+            raise ApiError(401, "UNAUTHORIZED", str(exc)) from exc
+        raise ApiError(403, "DENIED", str(exc)) from exc
     return await handler(request)
+
+
+def _portal_refusal(request: web.Request, exc: Refused) -> web.StreamResponse:
+    """Browsers go to the login page; a signed-in viewer sees the same page as for a missing repository."""
+    if exc.status == 401:
+        resp = web.Response(status=303, headers={"Location": "/login?next=" + quote(request.path_qs, safe="")})
+        if exc.clear_session:
+            resp.del_cookie(SESSION_COOKIE, path="/")
+        return resp
+    page = request.app.get(DENIAL_PAGE)
+    if page is not None:
+        return page(request, 404, "No such repository, or you may not read it.")
+    return web.Response(status=404, text="not found")
 
 
 def readable(request: web.Request, names: list[str]) -> list[str]:
@@ -451,8 +463,6 @@ def install(app: web.Application, hm: Hallmark) -> None:
     if hm.access is None:
         hm.access = AccessService.for_metadata(hm.config, hm.meta)
     access = hm.access
-    from hallmark.api import access as api_access
-
     access.signer  # noqa: B018 - create or load the signing key now, not on the first login
     password = access.bootstrap()
     if password is not None:
@@ -461,14 +471,13 @@ def install(app: web.Application, hm: Hallmark) -> None:
         print(f"Created user 'admin' with password: {password}\n(also written to {path}; change it)", flush=True)
     app[ACCESS_KEY] = access
     app[reg.GUARD_KEY] = RegistryGuard(access)
-    app.middlewares.append(api_guard)
-    app.router.add_route("GET", "/auth/token", token_endpoint)
-    app.router.add_route("POST", "/auth/token", token_endpoint)
-    app.router.add_routes(api_access.routes(access))
+    app.middlewares.append(authorize)
+    token_routes = [web.get("/auth/token", token_endpoint), web.post("/auth/token", token_endpoint)]
+    app.router.add_routes(declared(token_routes, PUBLIC))
     if hm.config.access.oidc.issuer:
         from hallmark.access import oidc
 
-        app.router.add_routes(oidc.routes(access, hm.config))
+        app.router.add_routes(declared(oidc.routes(access, hm.config), PUBLIC))
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access.audit.run())
