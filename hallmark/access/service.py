@@ -271,7 +271,7 @@ class AccessService:
                 self._jwt_cache.clear()
             self._jwt_cache[key] = (exp, ident)
         if ident.principal_id is not None and not self.store.session_valid(
-            ident.principal_id, ident.token_id, utcnow()
+            ident.principal_id, ident.name, ident.token_id, utcnow()
         ):
             raise AuthFailed("token no longer valid")
         return ident

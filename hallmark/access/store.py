@@ -20,6 +20,7 @@ from hallmark.access.tables import (
     namespaces,
     principals,
     repo_settings,
+    retired_principals,
     team_members,
     teams,
     tokens,
@@ -111,10 +112,12 @@ class AccessStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         mark = "?" if self.dialect == "sqlite" else "%s"
-        self._SQL_PRINCIPAL = f"SELECT disabled FROM access_principals WHERE id = {mark}"
+        # Id and name together: a credential is bound to one principal, never to whoever holds its id later.
+        self._SQL_PRINCIPAL = f"SELECT disabled FROM access_principals WHERE id = {mark} AND name = {mark}"
         self._SQL_TOKEN = (
             "SELECT p.disabled, t.revoked_at, t.expires_at FROM access_tokens t "
-            f"JOIN access_principals p ON p.id = t.principal_id WHERE t.id = {mark} AND p.id = {mark}"
+            "JOIN access_principals p ON p.id = t.principal_id "
+            f"WHERE t.id = {mark} AND p.id = {mark} AND p.name = {mark}"
         )
         # Share the registry's SQLite writer lock when given: one writer per process.
         self._write_lock = write_lock if write_lock is not None else threading.Lock()
@@ -146,16 +149,18 @@ class AccessStore:
                     n = conn.execute(select(func.count()).select_from(principals).where(principals.c.kind == "user"))
                     if n.scalar_one():
                         return None
-                res = conn.execute(
-                    principals.insert().values(
-                        name=name,
-                        kind=kind,
-                        password_hash=password_hash,
-                        disabled=False,
-                        description=description,
-                        created_at=utcnow(),
-                    )
-                )
+                values: dict[str, Any] = {
+                    "name": name,
+                    "kind": kind,
+                    "password_hash": password_hash,
+                    "disabled": False,
+                    "description": description,
+                    "created_at": utcnow(),
+                }
+                if self.dialect == "sqlite":
+                    # SQLite hands out max(rowid)+1, which reuses a deleted highest id: pick past retired ids too.
+                    values["id"] = self._next_principal_id(conn)
+                res = conn.execute(principals.insert().values(**values))
                 pk = res.inserted_primary_key
                 assert pk is not None
                 return int(pk[0])
@@ -163,6 +168,12 @@ class AccessStore:
             if only_if_no_users:
                 return None
             raise Conflict(name) from exc
+
+    @staticmethod
+    def _next_principal_id(conn: Connection) -> int:
+        live = conn.execute(select(func.max(principals.c.id))).scalar() or 0
+        retired = conn.execute(select(func.max(retired_principals.c.id))).scalar() or 0
+        return max(int(live), int(retired)) + 1
 
     def principal(self, name: str) -> Principal | None:
         with self.engine.connect() as conn:
@@ -194,6 +205,8 @@ class AccessStore:
             conn.execute(delete(grants).where(grants.c.subject_kind == "principal", grants.c.subject_id == pid))
             conn.execute(delete(team_members).where(team_members.c.principal_id == pid))
             conn.execute(delete(tokens).where(tokens.c.principal_id == pid))
+            kind = conn.execute(select(principals.c.kind).where(principals.c.id == pid)).scalar_one()
+            conn.execute(retired_principals.insert().values(id=pid, name=name, kind=kind, retired_at=utcnow()))
             conn.execute(delete(principals).where(principals.c.id == pid))
 
     # -- namespaces and teams ------------------------------------------------------------
@@ -401,16 +414,16 @@ class AccessStore:
             )
             return res.rowcount > 0
 
-    def session_valid(self, pid: int, token_id: str | None, now: dt.datetime) -> bool:
-        """One indexed read per request: the principal is enabled and the token (if any) still live.
+    def session_valid(self, pid: int, name: str, token_id: str | None, now: dt.datetime) -> bool:
+        """One indexed read per request: the principal (id and name) is enabled and the token still live.
 
         Plain SQL on the driver: this runs on every authenticated /v2 request.
         """
         with self.engine.connect() as conn:
             if token_id is None:
-                row = conn.exec_driver_sql(self._SQL_PRINCIPAL, (pid,)).first()
+                row = conn.exec_driver_sql(self._SQL_PRINCIPAL, (pid, name)).first()
                 return row is not None and not row[0]
-            row = conn.exec_driver_sql(self._SQL_TOKEN, (token_id, pid)).first()
+            row = conn.exec_driver_sql(self._SQL_TOKEN, (token_id, pid, name)).first()
         if row is None or row[0] or row[1] is not None:
             return False
         expires = row[2]

@@ -31,6 +31,17 @@ principals = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Ids of deleted principals: never handed out again (SQLite would otherwise reuse the highest
+# rowid), so nothing that still names an old id (a registry JWT) can come to mean someone else.
+retired_principals = Table(
+    "access_retired_principals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("retired_at", DateTime(timezone=True), nullable=False),
+)
+
 # Organisations / namespaces: the first path component of repository names.
 namespaces = Table(
     "access_namespaces",
