@@ -44,7 +44,7 @@ def client_addr(request: web.Request) -> str | None:
 
 
 # -- credentials ---------------------------------------------------------------------------------
-def _basic(value: str) -> tuple[str, str]:
+def basic_credentials(value: str) -> tuple[str, str]:
     try:
         raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
@@ -92,7 +92,7 @@ async def identify(access: AccessService, request: web.Request, allow_basic: boo
             return access.verify_jwt(value)  # ~0.1 ms of ECDSA and one local read: cheaper than a thread hop
         return await loop.run_in_executor(None, access.verify_jwt, value)
     if scheme == "basic" and value and allow_basic:
-        user, secret = _basic(value)
+        user, secret = basic_credentials(value)
         # argon2 is deliberately slow: never on the event loop.
         return await loop.run_in_executor(None, access.authenticate, user, secret, client_addr(request), False)
     raise AuthFailed("unsupported Authorization scheme")
@@ -115,7 +115,7 @@ def _challenge(access: AccessService, request: web.Request, scope: str | None, e
 
 
 # -- token endpoint --------------------------------------------------------------------------------
-def _parse_scopes(values: list[str]) -> list[tuple[str, str, set[str]]]:
+def parse_scopes(values: list[str]) -> list[tuple[str, str, set[str]]]:
     out = []
     for value in values:
         for item in value.split():
@@ -163,7 +163,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         header = request.headers.get("Authorization")
         if header is not None and header.strip().lower().startswith("basic"):
             value = header.strip()[5:].strip()
-            user, secret = _basic(value)
+            user, secret = basic_credentials(value)
             ident = await asyncio.get_running_loop().run_in_executor(
                 None, access.authenticate, user, secret, addr, True
             )
@@ -180,7 +180,7 @@ def _issue(access: AccessService, ident: Identity, scopes: list[str], addr: str 
     if ident.jwt_access is not None:
         # A JWT never mints another JWT: that would let a narrow token widen itself.
         return _token_error(401, "UNAUTHORIZED", "use credentials, not a registry token")
-    requested = _parse_scopes(scopes)
+    requested = parse_scopes(scopes)
     granted = access.grant_scopes(ident, requested)
     token, issued, lifetime = access.issue_jwt(ident, granted)
     if not ident.anonymous:
