@@ -14,7 +14,14 @@ import tarfile
 from typing import IO, Any, BinaryIO, cast
 
 from hallmark.oci import mediatypes as mt
-from hallmark.oci.source import Descriptor, ImageManifest, OciError, Platform, select_from_index
+from hallmark.oci.source import (
+    Descriptor,
+    ImageManifest,
+    OciError,
+    Platform,
+    manifest_media_type,
+    select_from_index,
+)
 
 
 class DockerArchiveSource:
@@ -96,7 +103,7 @@ class DockerArchiveSource:
         desc = Descriptor.from_json(entries[0])
         for _ in range(4):
             raw = self._read_digest(desc.digest)
-            if mt.guess_media_type(json.loads(raw)) in mt.INDEX_TYPES:
+            if manifest_media_type(raw) in mt.INDEX_TYPES:
                 desc = select_from_index(raw, self.platform)
                 continue
             return ImageManifest.parse(raw, desc.digest)

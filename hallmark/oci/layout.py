@@ -8,7 +8,14 @@ from typing import BinaryIO
 
 from hallmark.digest import parse_digest
 from hallmark.oci import mediatypes as mt
-from hallmark.oci.source import Descriptor, ImageManifest, OciError, Platform, select_from_index
+from hallmark.oci.source import (
+    Descriptor,
+    ImageManifest,
+    OciError,
+    Platform,
+    manifest_media_type,
+    select_from_index,
+)
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -59,8 +66,7 @@ class OciLayoutSource:
         desc = self._pick()
         for _ in range(4):  # an index may nest another index; bounded so a cycle cannot hang us
             raw = self.read_blob(desc.digest)
-            doc = json.loads(raw)
-            if mt.guess_media_type(doc) in mt.INDEX_TYPES:
+            if manifest_media_type(raw) in mt.INDEX_TYPES:
                 desc = select_from_index(raw, self.platform)
                 continue
             return ImageManifest.parse(raw, desc.digest)

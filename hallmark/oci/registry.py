@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,14 @@ import httpx
 
 from hallmark.digest import digest_bytes, is_digest
 from hallmark.oci import mediatypes as mt
-from hallmark.oci.source import Descriptor, ImageManifest, OciError, Platform, select_from_index
+from hallmark.oci.source import (
+    Descriptor,
+    ImageManifest,
+    OciError,
+    Platform,
+    manifest_media_type,
+    select_from_index,
+)
 
 DOCKER_HUB = "registry-1.docker.io"
 MAX_MANIFEST_BYTES = 4 << 20
@@ -231,11 +237,7 @@ class RegistrySource:
     def get_manifest(self) -> ImageManifest:
         raw, digest = self._get_manifest(self.ref.reference)
         for _ in range(4):
-            try:
-                doc = json.loads(raw)
-            except ValueError as exc:
-                raise OciError(f"{self.name}: manifest is not JSON") from exc
-            if mt.guess_media_type(doc) not in mt.INDEX_TYPES:
+            if manifest_media_type(raw) not in mt.INDEX_TYPES:
                 return ImageManifest.parse(raw, digest)
             raw, digest = self._get_manifest(select_from_index(raw, self.platform).digest)
         raise OciError(f"{self.name}: image indexes nested too deeply")

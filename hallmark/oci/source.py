@@ -29,16 +29,29 @@ class Descriptor:
     platform: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Descriptor:
+    def from_json(cls, d: Any) -> Descriptor:
+        """A descriptor from untrusted JSON; any malformed field is an :class:`OciError`."""
+        if not isinstance(d, dict):
+            raise OciError("descriptor is not a JSON object")
         digest = d.get("digest")
         if not isinstance(digest, str) or not is_digest(digest):
             raise OciError(f"descriptor has an invalid digest: {digest!r}")
+        size = d.get("size", -1)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise OciError(f"descriptor {digest} has a non-integer size: {size!r}")
+        annotations = d.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise OciError(f"descriptor {digest} has malformed annotations")
+        platform = d.get("platform")
+        if platform is not None and not isinstance(platform, dict):
+            raise OciError(f"descriptor {digest} has a malformed platform: {platform!r}")
+        media_type = d.get("mediaType", "")
         return cls(
-            media_type=str(d.get("mediaType", "")),
+            media_type=media_type if isinstance(media_type, str) else str(media_type),
             digest=digest,
-            size=int(d.get("size", -1)),
-            annotations=dict(d.get("annotations") or {}),
-            platform=d.get("platform"),
+            size=size,
+            annotations=dict(annotations),
+            platform=platform,
         )
 
 
@@ -82,21 +95,17 @@ class ImageManifest:
 
     @classmethod
     def parse(cls, raw: bytes, digest: str | None = None) -> ImageManifest:
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise OciError(f"manifest is not JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise OciError("manifest is not a JSON object")
+        doc = _json_object(raw, "manifest")
         media_type = mt.guess_media_type(doc)
         if media_type in mt.INDEX_TYPES:
             raise OciError("expected an image manifest, got an index")
-        try:
-            config = Descriptor.from_json(doc["config"])
-            layers = [Descriptor.from_json(x) for x in doc.get("layers") or []]
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise OciError(f"malformed image manifest: {exc}") from exc
-        return cls(raw, digest or digest_bytes(raw), media_type, config, layers)
+        if "config" not in doc:
+            raise OciError("malformed image manifest: no config")
+        layers = doc.get("layers") or []
+        if not isinstance(layers, list):
+            raise OciError("malformed image manifest: layers is not a list")
+        config = Descriptor.from_json(doc["config"])
+        return cls(raw, digest or digest_bytes(raw), media_type, config, [Descriptor.from_json(x) for x in layers])
 
 
 @runtime_checkable
@@ -125,11 +134,10 @@ class ImageSource(Protocol):
 
 def select_from_index(raw: bytes, platform: Platform) -> Descriptor:
     """Pick the manifest for ``platform`` from an index; a single-entry index is taken as is."""
-    try:
-        doc = json.loads(raw)
-        entries = [Descriptor.from_json(x) for x in doc.get("manifests") or []]
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise OciError(f"malformed image index: {exc}") from exc
+    children = _json_object(raw, "image index").get("manifests") or []
+    if not isinstance(children, list):
+        raise OciError("malformed image index: manifests is not a list")
+    entries = [Descriptor.from_json(x) for x in children]
     images = [e for e in entries if e.media_type in mt.MANIFEST_TYPES or e.media_type in mt.INDEX_TYPES]
     for e in images:
         if platform.matches(e.platform):
@@ -143,7 +151,28 @@ def select_from_index(raw: bytes, platform: Platform) -> Descriptor:
 
 def _plat(p: dict[str, Any] | None) -> dict[str, Any]:
     p = p or {}
-    return {"os": p.get("os", "?"), "architecture": p.get("architecture", "?"), "variant": p.get("variant")}
+    variant = p.get("variant")
+    return {
+        "os": str(p.get("os", "?")),
+        "architecture": str(p.get("architecture", "?")),
+        "variant": None if variant is None else str(variant),
+    }
+
+
+def manifest_media_type(raw: bytes) -> str:
+    """The media type of an untrusted manifest or index document; :class:`OciError` if it is neither."""
+    return mt.guess_media_type(_json_object(raw, "manifest"))
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode untrusted JSON that must be an object; every failure is an :class:`OciError`."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise OciError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise OciError(f"{what} is not a JSON object")
+    return doc
 
 
 def open_source(ref: str, *, insecure: bool = False, platform: str | None = None) -> ImageSource:

@@ -18,7 +18,7 @@ from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import OCI_INDEX
 from hallmark.registry.rawbody import RAW_KEY, raw_body
 from hallmark.registry.sendfile import SendfileResponse
-from hallmark.registry.service import BlobInfo, RegistryService, upload_location
+from hallmark.registry.service import BlobInfo, RegistryService, referrers_document, upload_location
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
@@ -144,7 +144,7 @@ async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]
                 raise RegistryError("SIZE_INVALID", message=f"manifest exceeds {limit} bytes", status=413)
         pushed = await svc.put_manifest(repo, ref, bytes(content), request.headers.get("Content-Type"))
         headers = {
-            "Location": f"/v2/{repo}/manifests/{pushed.digest}",
+            "Location": pushed.location or f"/v2/{repo}/manifests/{pushed.digest}",
             "Docker-Content-Digest": pushed.digest,
             "Content-Length": "0",
         }
@@ -235,14 +235,6 @@ async def referrers(request: web.Request, svc: RegistryService, m: dict[str, str
     repo, digest = m["name"], m["digest"]
     artifact_type = request.query.get("artifactType")
     refs, more = await svc.referrers(repo, digest, artifact_type, request.query.get("last"))
-    manifests = []
-    for r in refs:
-        d: dict[str, Any] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
-        if r.artifact_type:
-            d["artifactType"] = r.artifact_type
-        if r.annotations:
-            d["annotations"] = orjson.loads(r.annotations)
-        manifests.append(d)
     headers = {}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
@@ -251,7 +243,7 @@ async def referrers(request: web.Request, svc: RegistryService, m: dict[str, str
         if artifact_type is not None:
             params["artifactType"] = artifact_type
         headers["Link"] = _next_link(f"/v2/{repo}/referrers/{digest}", params)
-    return _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, headers=headers, ctype=OCI_INDEX)
+    return _json(referrers_document(refs), headers=headers, ctype=OCI_INDEX)
 
 
 ROUTES: list[tuple[re.Pattern[str], Handler]] = [

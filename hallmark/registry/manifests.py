@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     if not isinstance(doc, dict):
         raise _invalid("manifest must be a JSON object")
     declared = doc.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
     ctype = (content_type or "").split(";")[0].strip() or None
     media_type = ctype or declared
     if declared is not None and ctype is not None and declared != ctype:
@@ -98,5 +101,46 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
         if not isinstance(children, list):
             raise _invalid("manifests must be a list")
         for i, child in enumerate(children):
-            parsed.manifest_refs.append(_descriptor(child, f"manifests[{i}]")["digest"])
+            d = _descriptor(child, f"manifests[{i}]")
+            platform = d.get("platform")
+            if platform is not None and (
+                not isinstance(platform, dict)
+                or not all(isinstance(platform.get(k, ""), str) for k in ("os", "architecture", "variant"))
+            ):
+                raise _invalid(f"manifests[{i}]: platform must be an object with string os and architecture")
+            parsed.manifest_refs.append(d["digest"])
     return parsed
+
+
+def accepts(accept: Sequence[str], media_type: str) -> bool:
+    """Whether an Accept list (already split into media types) admits ``media_type``."""
+    return any(a in (media_type, "*/*", "application/*") for a in accept)
+
+
+def default_platform_child(content: bytes, accept: Sequence[str]) -> str | None:
+    """The linux/amd64 image of an index, for a client that cannot read indexes; None if there is none.
+
+    It reads stored content, which may predate today's validation, so any shape yields None.
+    """
+    try:
+        doc = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    children = doc.get("manifests") if isinstance(doc, dict) else None
+    for child in children if isinstance(children, list) else ():
+        if not isinstance(child, dict):
+            continue
+        plat = child.get("platform")
+        media_type, digest = child.get("mediaType"), child.get("digest")
+        if (
+            isinstance(plat, dict)
+            and plat.get("os") == "linux"
+            and plat.get("architecture") == "amd64"
+            and isinstance(media_type, str)
+            and media_type in IMAGE_TYPES
+            and isinstance(digest, str)
+            and is_digest(digest)
+            and accepts(accept, media_type)
+        ):
+            return digest
+    return None

@@ -8,6 +8,9 @@ from hallmark.digest import is_digest
 
 NAME_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+# The referrers tag schema (distribution-spec 1.1, "<alg>-<ref>"): sha256 only, as a whole
+# sha512 digest does not fit in a tag and the spec's truncated form cannot name one subject.
+REFERRERS_TAG_RE = re.compile(r"^sha256-([a-f0-9]{64})$")
 MAX_NAME = 255
 
 
@@ -21,3 +24,9 @@ def valid_tag(tag: str) -> bool:
 
 def is_digest_reference(reference: str) -> bool:
     return ":" in reference and is_digest(reference)
+
+
+def referrers_tag_subject(tag: str) -> str | None:
+    """The subject digest that a referrers-schema tag (``sha256-<hex>``) stands for, else None."""
+    m = REFERRERS_TAG_RE.match(tag)
+    return f"sha256:{m.group(1)}" if m else None

@@ -32,8 +32,14 @@ from hallmark.metadata.store import (
 )
 from hallmark.registry.commits import CommitBatcher
 from hallmark.registry.errors import RegistryError
-from hallmark.registry.manifests import IMAGE_TYPES, INDEX_TYPES, parse_manifest
-from hallmark.registry.names import valid_name, valid_tag
+from hallmark.registry.manifests import (
+    INDEX_TYPES,
+    OCI_INDEX,
+    accepts,
+    default_platform_child,
+    parse_manifest,
+)
+from hallmark.registry.names import referrers_tag_subject, valid_name, valid_tag
 from hallmark.registry.sessions import UploadIds
 from hallmark.storage.base import BlobStore, BlobWriter, DigestMismatch, UploadNotFound
 
@@ -55,6 +61,7 @@ class PushedManifest:
     digest: str
     subject: str | None
     media_type: str
+    location: str | None = None  # where to pull it, when not by its digest
 
 
 class _Upload:
@@ -403,6 +410,11 @@ class RegistryService:
         else:
             if not valid_tag(reference):
                 raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
+            subject = referrers_tag_subject(reference)
+            if subject is not None:
+                return await self._check_referrers_index(
+                    repo, reference, subject, content, parsed.media_type, parsed.manifest_refs
+                )
             tag = reference
             digest = digest_bytes(content)
         record = ManifestRecord(digest, parsed.media_type, content, parsed.artifact_type, parsed.subject)
@@ -424,13 +436,19 @@ class RegistryService:
         if by_digest:
             check_digest(reference)
         elif not valid_tag(reference):
-            raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
+            # Nothing can be stored under a name that is not a tag: unknown, as the CNCF registry
+            # and the conformance suite have it (pushing to such a name is the error).
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        else:
+            subject = referrers_tag_subject(reference)
+            if subject is not None:
+                return await self.referrers_index(repo, subject)
         rec = await self.read(self.meta.get_manifest, repo, reference, by_digest)
         if rec is None:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        if accept and not by_digest and rec.media_type in INDEX_TYPES and not _accepts(accept, rec.media_type):
+        if accept and not by_digest and rec.media_type in INDEX_TYPES and not accepts(accept, rec.media_type):
             # A client that cannot read an index gets the linux/amd64 image, as distribution does.
-            child = _default_platform(rec.content, accept)
+            child = default_platform_child(rec.content, accept)
             if child is not None:
                 sub = await self.read(self.meta.get_manifest, repo, child, True)
                 if sub is not None:
@@ -448,11 +466,17 @@ class RegistryService:
             event = "delete"
         else:
             if not valid_tag(reference):
-                raise RegistryError("MANIFEST_INVALID", message=f"invalid tag {reference!r}")
+                raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
             if await self.read(self.meta.tag_is_immutable, repo):
                 raise RegistryError("DENIED", message=f"tag {reference!r} in {repo} is immutable")
             ok = await self.run(self.meta.delete_tag, repo, reference)
             event = "untag"
+            subject = referrers_tag_subject(reference)
+            if not ok and subject is not None and await self.all_referrers(repo, subject):
+                raise RegistryError(
+                    "UNSUPPORTED",
+                    message=f"{reference} is computed from the referrers of {subject}: delete those instead",
+                )
         if not ok:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
         self._notify(event, repo, reference, None)
@@ -487,30 +511,73 @@ class RegistryService:
         refs = await self.read(self.meta.referrers, repo, digest, artifact_type, page + 1, last)
         return refs[:page], len(refs) > page
 
+    async def all_referrers(self, repo: str, subject: str) -> list[Referrer]:
+        """Every referrer of ``subject``, in the referrers API's order, read page by page."""
+        page = self.config.referrers_page_size
+        refs: list[Referrer] = []
+        while True:
+            got = await self.read(self.meta.referrers, repo, subject, None, page, refs[-1].digest if refs else None)
+            refs += got
+            if len(got) < page:
+                return refs
+
+    async def referrers_index(self, repo: str, subject: str) -> ManifestRecord:
+        """The referrers tag schema's ``sha256-<hex>`` index, computed from the referrers API.
+
+        Clients without referrers-API support (notation 1.0 by default, older cosign and oras)
+        read referrers from this tag. Computing it on each read keeps it equal to the API's answer
+        (the source of truth), including for artifacts Hallmark attaches itself.
+        """
+        refs = await self.all_referrers(repo, subject)
+        if not refs:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": subject.replace(":", "-")})
+        content = orjson.dumps(referrers_document(refs))
+        return ManifestRecord(digest_bytes(content), OCI_INDEX, content)
+
+    async def _check_referrers_index(
+        self, repo: str, tag: str, subject: str, content: bytes, media_type: str, children: list[str]
+    ) -> PushedManifest:
+        """Accept a fallback client's index for a computed referrers tag as a no-op, if it says nothing new.
+
+        The spec's fallback has clients push an updated index after a referrer; the one they
+        read already lists it, so they rarely do. An index that only lists referrers is
+        already served (the computed one wins); one that lists a manifest without this
+        subject is refused, so nothing a client meant to record is silently dropped.
+        """
+        if media_type != OCI_INDEX:
+            raise RegistryError(
+                "MANIFEST_INVALID",
+                message=f"tag {tag} holds the referrers of {subject}: only an OCI image index can be pushed to it",
+            )
+        known = {r.digest for r in await self.all_referrers(repo, subject)}
+        strangers = sorted(set(children) - known)
+        if strangers:
+            raise RegistryError(
+                "MANIFEST_INVALID",
+                message=f"tag {tag} is computed from the referrers of {subject}; "
+                "push these manifests with that subject instead",
+                detail={"not_referrers": strangers},
+            )
+        return PushedManifest(digest_bytes(content), None, media_type, location=f"/v2/{repo}/manifests/{tag}")
+
 
 def upload_location(repo: str, upload_id: str) -> str:
     return f"/v2/{repo}/blobs/uploads/{upload_id}"
 
 
-def _accepts(accept: Sequence[str], media_type: str) -> bool:
-    return any(a in (media_type, "*/*", "application/*") for a in accept)
+def referrer_descriptor(r: Referrer) -> dict[str, Any]:
+    """A referrer as the descriptor the referrers API (and the referrers tag) lists."""
+    d: dict[str, Any] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+    if r.artifact_type:
+        d["artifactType"] = r.artifact_type
+    if r.annotations:
+        d["annotations"] = orjson.loads(r.annotations)
+    return d
 
 
-def _default_platform(content: bytes, accept: Sequence[str]) -> str | None:
-    try:
-        doc = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    for child in doc.get("manifests", []):
-        plat = child.get("platform") or {}
-        if (
-            plat.get("os") == "linux"
-            and plat.get("architecture") == "amd64"
-            and child.get("mediaType") in IMAGE_TYPES
-            and _accepts(accept, child["mediaType"])
-        ):
-            return str(child["digest"])
-    return None
+def referrers_document(refs: Sequence[Referrer]) -> dict[str, Any]:
+    """The image index that lists ``refs``: the body of both the referrers API and the referrers tag."""
+    return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer_descriptor(r) for r in refs]}
 
 
 @dataclass

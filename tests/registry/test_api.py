@@ -225,6 +225,27 @@ def test_manifest_validation_errors(client: httpx.Client) -> None:
     assert r.status_code == 400
 
 
+def test_reference_that_is_not_a_tag_is_unknown(client: httpx.Client) -> None:
+    """The conformance suite's three "nonexistent manifest should return 404" checks (1.1.1).
+
+    It asks for ``.INVALID_MANIFEST_NAME`` with GET and HEAD in the pull suite and GET in
+    the push suite; nothing can be stored under a name that is not a tag, so it is unknown.
+    """
+    digest = push_image(client, "conform/repo", "v1")
+    for ref in (".INVALID_MANIFEST_NAME", "-lead", "a" * 129):
+        r = client.get(f"/v2/conform/repo/manifests/{ref}", headers={"Accept": OCI_MANIFEST})
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN", (ref, r.text)
+        h = client.head(f"/v2/conform/repo/manifests/{ref}")
+        assert h.status_code == 404 and h.content == b""
+        assert client.delete(f"/v2/conform/repo/manifests/{ref}").status_code == 404
+    assert client.get("/v2/conform/never-pushed/manifests/.INVALID_MANIFEST_NAME").status_code == 404
+    # Pushing to such a name stays an error, and stores nothing.
+    manifest = client.get(f"/v2/conform/repo/manifests/{digest}").content
+    r = push_manifest(client, "conform/repo", ".INVALID_MANIFEST_NAME", manifest)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_INVALID"
+    assert client.get("/v2/conform/repo/tags/list").json()["tags"] == ["v1"]
+
+
 @pytest.mark.parametrize("name", ["UPPER/case", "a/../b", "a//b", "-lead", "trail-", "a" * 256])
 def test_invalid_names(server: Server, name: str) -> None:
     # http.client sends the path as written (httpx would resolve the "..").
