@@ -10,6 +10,7 @@ earliest layer of the unbroken run of writes that still contained it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import posixpath
@@ -19,12 +20,14 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from hallmark.index.detect import Detection, Detector
-from hallmark.index.limits import Limits
+from hallmark.index.limits import ENTRY_OVERHEAD, PACKAGE_OVERHEAD, Budget, IndexFailed, Limits
+from hallmark.index.names import display
 from hallmark.index.walker import (
     DIR,
     FILE,
     HARDLINK,
     OPAQUE,
+    SPARSE,
     SYMLINK,
     WHITEOUT,
     FileTooLarge,
@@ -100,23 +103,59 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+def charge_entry(budget: Budget | None, path: str, link: str) -> None:
+    """Count one kept entry against the image caps and the job's memory."""
+    if budget is None:
+        return
+    lim = budget.limits
+    n = len(path) + len(link)
+    budget.charge("entries", 1, lim.max_entries_per_image, "entries in all layers")
+    budget.charge("path bytes", n, lim.max_path_bytes_per_image, "bytes of entry names in all layers")
+    budget.hold(n + ENTRY_OVERHEAD)
+
+
+def charge_packages(budget: Budget | None, n: int) -> None:
+    if budget is None or not n:
+        return
+    budget.charge("packages", n, budget.limits.max_packages_per_image, "packages in all layers")
+    budget.hold(n * PACKAGE_OVERHEAD)
+
+
+def charge_facts(budget: Budget | None, facts: LayerFacts) -> None:
+    """Charge a layer's facts taken from the cache exactly as if the layer had been read."""
+    if budget is None:
+        return
+    for path, _kind, link in facts.entries:
+        charge_entry(budget, path, link)
+    charge_packages(budget, sum(len(f.packages) for fs in facts.findings.values() for f in fs))
+
+
 def scan_layer(
     entries: Iterable[LayerEntry],
     digest: str,
     detectors: Sequence[Detector],
     limits: Limits,
     on_entry: EntryHook | None = None,
+    budget: Budget | None = None,
+    warnings: list[str] | None = None,
 ) -> LayerFacts:
     """Read one layer's entries, running detectors on the files they want (and only those).
 
     ``on_entry(entry, stream)`` sees every entry too (``stream`` is None for non-files), so a
     content check can share this single read of the layer instead of decompressing it again.
+    ``warnings`` (shared with the walker's ``warn``) are added to the facts; ``budget`` is
+    charged for what the facts keep.
     """
     facts = LayerFacts(digest)
+    if warnings is not None:
+        facts.warnings = warnings
     prefilter = _prefilter(detectors)
     magic_detectors = [d for d in detectors if d.magic]
     for e in entries:
+        charge_entry(budget, e.path, e.linkname)
         facts.entries.append((e.path, e.kind, e.linkname))
+        if e.kind == SPARSE:
+            facts.warnings.append(f"/{display(e.path)}: sparse file not inspected")
         if e.kind == HARDLINK:
             _copy_hardlink_findings(facts, e.path, e.linkname)
         if e.kind != FILE:
@@ -153,19 +192,23 @@ def scan_layer(
         if on_entry is not None:
             on_entry(e, io.BytesIO(data))
         wanting += [d for d in magic_detectors if d not in wanting and any(data.startswith(m) for m in d.magic)]
-        for d in wanting:
-            _run(d, e.path, data, facts)
+        with budget.holding(len(data)) if budget is not None else contextlib.nullcontext():
+            for d in wanting:
+                _run(d, e.path, data, facts, budget)
     return facts
 
 
-def _run(detector: Detector, path: str, data: bytes, facts: LayerFacts) -> None:
+def _run(detector: Detector, path: str, data: bytes, facts: LayerFacts, budget: Budget | None = None) -> None:
     try:
         result: Detection | None = detector.detect(path, data)
+    except IndexFailed:
+        raise  # a cap or the job budget: the image fails, with that reason
     except Exception as exc:  # a detector bug must cost one file, not the image
-        facts.warnings.append(f"detector {detector.name} failed on /{path}: {type(exc).__name__}: {exc}")
+        facts.warnings.append(f"detector {detector.name} failed on /{display(path)}: {type(exc).__name__}: {exc}")
         return
     if result is None:
         return
+    charge_packages(budget, len(result.packages))
     facts.warnings.extend(result.warnings)
     if result.packages or result.distro:
         facts.findings.setdefault(path, []).append(
@@ -326,7 +369,9 @@ def _key(detector: str, p: Package) -> tuple[str, ...]:
     return (detector, p.ecosystem, p.name, p.version, p.purl or "", "|".join(p.paths))
 
 
-def merge(layers: Sequence[LayerFacts], detectors: Sequence[Detector], limits: Limits) -> MergeResult:
+def merge(
+    layers: Sequence[LayerFacts], detectors: Sequence[Detector], limits: Limits, budget: Budget | None = None
+) -> MergeResult:
     """Replay layers on a tree, keep findings of files still present, date and aggregate packages."""
     tree = Tree(limits.max_symlink_hops)
     warnings: list[str] = []
@@ -348,7 +393,9 @@ def merge(layers: Sequence[LayerFacts], detectors: Sequence[Detector], limits: L
                     tree.remove(path)
             except SymlinkLoop as exc:
                 warnings.append(f"layer {li}: whiteout of /{path} skipped: {exc}")
-        for path, kind, target in facts.entries:
+        for n, (path, kind, target) in enumerate(facts.entries):
+            if budget is not None and n % 4096 == 0:
+                budget.check_time()
             if kind in (OPAQUE, WHITEOUT) or not path:
                 continue
             try:
@@ -361,6 +408,16 @@ def merge(layers: Sequence[LayerFacts], detectors: Sequence[Detector], limits: L
 
     surviving: dict[str, tuple[int, list[Finding], str]] = {}  # resolved path -> (layer, findings, raw)
     intro: dict[tuple[str, ...], int] = {}
+    keysets: dict[tuple[int, str], set[tuple[str, ...]]] = {}
+
+    def keys_of(li: int, raw: str) -> set[tuple[str, ...]]:
+        """Package keys one layer found in one file, built once (a set: the lookups stay linear)."""
+        ks = keysets.get((li, raw))
+        if ks is None:
+            ks = {_key(g.detector, q) for g in layers[li].findings.get(raw, []) for q in g.packages}
+            keysets[(li, raw)] = ks
+        return ks
+
     for rpath, hist in writes.items():
         last = hist[-1]
         if last is None:
@@ -375,10 +432,7 @@ def merge(layers: Sequence[LayerFacts], detectors: Sequence[Detector], limits: L
                 k = _key(f.detector, p)
                 first = li
                 for prev in reversed(hist[:-1]):
-                    if prev is None:
-                        break
-                    pf = layers[prev[0]].findings.get(prev[1], [])
-                    if not any(_key(g.detector, q) == k for g in pf for q in g.packages):
+                    if prev is None or k not in keys_of(prev[0], prev[1]):
                         break
                     first = prev[0]
                 intro[(rpath, *k)] = first

@@ -2,33 +2,42 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
+import orjson
+
 from hallmark.digest import digest_bytes
 from hallmark.index.cache import IndexCache
 from hallmark.index.detect import Detector
 from hallmark.index.detectors import all_detectors
-from hallmark.index.engine import EntryHook, LayerFacts, merge, scan_layer
-from hallmark.index.limits import IndexFailed, Limits
+from hallmark.index.engine import EntryHook, LayerFacts, charge_facts, merge, scan_layer
+from hallmark.index.limits import Budget, IndexFailed, Limits, OutOfTime, active_budget
+from hallmark.index.names import display, json_safe, pack_doc, unpack_doc
 from hallmark.index.walker import iter_layer
 from hallmark.model import Distro, Package
 from hallmark.oci.mediatypes import LAYER_TYPES
 from hallmark.oci.source import Descriptor, ImageManifest, ImageSource, OciError
 
-INDEXER_VERSION = "1"  # bump whenever detectors or merge rules change: cached results are then ignored
+INDEXER_VERSION = "2"  # bump whenever detectors or merge rules change: cached results are then ignored
 
 Progress = Callable[[int, int], None]  # (compressed bytes read so far, total compressed bytes)
 
 
 @dataclass
 class IndexResult:
-    """The inventory of one image, or why there is none (``status == "failed"``)."""
+    """The inventory of one image, or why there is none (``status == "failed"``).
 
-    status: str  # "done" or "failed"
+    ``"deferred"`` only comes from a run whose :class:`Budget` is not final (the pipeline's
+    short first slice): the image was not judged, it must run again with the full budget.
+    Strings are JSON-safe: names that were not UTF-8 show their bytes as ``\\xNN``.
+    """
+
+    status: str  # "done", "failed" or "deferred"
     image_digest: str | None = None
     distro: Distro | None = None
     packages: list[Package] = field(default_factory=list)
@@ -85,31 +94,80 @@ def index_image(
     progress: Progress | None = None,
     detectors: Sequence[Detector] | None = None,
     on_entry: EntryHook | None = None,
+    budget: Budget | None = None,
 ) -> IndexResult:
     """Index one single-platform image. Never raises for a bad image: returns a failed result.
 
     ``open_layer(digest)`` returns a readable stream of the layer blob as stored (compressed);
     every layer not in ``cache`` is read exactly once, start to end. ``on_entry(entry, stream)``
     is called for every tar entry of every layer read (content checks ride along on the same
-    read); with it set, the caches are written but not read, so the hook sees every layer.
+    read); with it set, the caches are written but not read, so the hook sees every layer;
+    cached *failures* are read either way, so a hostile layer or image costs once.
+    ``budget`` (default: a fresh one for ``limits``) bounds the time and memory of this run.
     """
     digest = manifest_digest or digest_bytes(manifest)
-    if cache is not None and on_entry is None:
-        hit = cache.get("image", INDEXER_VERSION, digest)
-        if hit is not None:
+    if budget is None:
+        budget = Budget(limits or Limits())
+    limits = limits or budget.limits
+    if cache is not None:
+        hit = _cache_get(cache, "image", digest)
+        if hit is not None and (on_entry is None or hit.get("status") == "failed"):
             return IndexResult.from_json(hit)
     try:
         parsed = ImageManifest.parse(manifest, digest)
-        result = _index(parsed, config, open_layer, cache, limits or Limits(), progress, detectors, on_entry)
-    except (IndexFailed, OciError) as exc:
-        return IndexResult("failed", digest, error=getattr(exc, "reason", None) or str(exc))
+        with active_budget(budget):
+            result = _index(parsed, config, open_layer, cache, limits, progress, detectors, on_entry, budget)
+    except OutOfTime as exc:
+        if not exc.final:
+            return IndexResult("deferred", digest, error=display(exc.reason))
+        result = IndexResult("failed", digest, error=display(exc.reason))
+    except IndexFailed as exc:
+        result = IndexResult("failed", digest, error=display(exc.reason))
+        if not exc.cache:
+            return result
+    except OciError as exc:
+        return IndexResult("failed", digest, error=display(str(exc)))
     except OSError as exc:
-        return IndexResult("failed", digest, error=f"I/O error: {exc}")
+        return IndexResult("failed", digest, error=display(f"I/O error: {exc}"))
     except Exception as exc:  # the server must stay up whatever an image contains
-        return IndexResult("failed", digest, error=f"internal error: {type(exc).__name__}: {exc}")
+        return IndexResult("failed", digest, error=display(f"internal error: {type(exc).__name__}: {exc}"))
+    doc = result.to_json()
+    if not _encodable(doc):
+        doc = json_safe(doc)
+        result = IndexResult.from_json(doc)
     if cache is not None:
-        cache.put("image", INDEXER_VERSION, digest, result.to_json())
+        cache.put("image", INDEXER_VERSION, digest, doc)
     return result
+
+
+def _encodable(doc: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(doc)
+    except TypeError:  # orjson.JSONEncodeError: a str holding non-UTF-8 bytes (lone surrogates)
+        return False
+    return True
+
+
+def _cache_get(cache: IndexCache, kind: str, digest: str) -> dict[str, Any] | None:
+    hit = cache.get(kind, INDEXER_VERSION, digest)
+    return unpack_doc(hit) if hit is not None else None
+
+
+def _cache_put(cache: IndexCache, kind: str, digest: str, doc: dict[str, Any]) -> None:
+    cache.put(kind, INDEXER_VERSION, digest, doc if _encodable(doc) else pack_doc(doc))
+
+
+def _blob_matches(open_layer: Callable[[str], BinaryIO], digest: str) -> bool:
+    """Re-hash a stored blob: a layer failure is cached only if it came from the real bytes."""
+    algo, _, want = digest.partition(":")
+    try:
+        h = hashlib.new(algo)
+        with open_layer(digest) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except (OSError, ValueError, OciError):
+        return False
+    return h.hexdigest() == want
 
 
 def _index(
@@ -120,7 +178,8 @@ def _index(
     limits: Limits,
     progress: Progress | None,
     detectors: Sequence[Detector] | None,
-    on_entry: EntryHook | None = None,
+    on_entry: EntryHook | None,
+    budget: Budget,
 ) -> IndexResult:
     dets = tuple(detectors) if detectors is not None else all_detectors()
     try:
@@ -143,21 +202,32 @@ def _index(
     for i, desc in enumerate(manifest.layers):
         if desc.media_type and desc.media_type not in LAYER_TYPES:
             raise IndexFailed(f"layer {i} has unsupported media type {desc.media_type}")
-        use_cache = cache is not None and on_entry is None
-        hit = cache.get("layer", INDEXER_VERSION, desc.digest) if use_cache and cache is not None else None
-        if hit is not None:
-            facts.append(LayerFacts.from_json(hit))
+        hit = _cache_get(cache, "layer", desc.digest) if cache is not None else None
+        if hit is not None and "error" in hit:
+            raise IndexFailed(hit["error"])  # this layer failed before, in this or another image
+        budget.start_layer()
+        if hit is not None and on_entry is None:
+            lf = LayerFacts.from_json(hit)
+            charge_facts(budget, lf)
+            facts.append(lf)
             advance(max(desc.size, 0))
             continue
-        with open_layer(desc.digest) as raw:
-            stream: BinaryIO = raw
-            if progress is not None:
-                stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)  # type: ignore[assignment]
-            lf = scan_layer(iter_layer(stream, desc, i, limits), desc.digest, dets, limits, on_entry)
+        try:
+            with open_layer(desc.digest) as raw:
+                stream: BinaryIO = raw
+                if progress is not None:
+                    stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)  # type: ignore[assignment]
+                warnings: list[str] = []
+                entries = iter_layer(stream, desc, i, limits, warn=warnings.append, budget=budget)
+                lf = scan_layer(entries, desc.digest, dets, limits, on_entry, budget, warnings)
+        except IndexFailed as exc:
+            if cache is not None and exc.layer and exc.cache and _blob_matches(open_layer, desc.digest):
+                _cache_put(cache, "layer", desc.digest, {"digest": desc.digest, "error": exc.reason})
+            raise
         facts.append(lf)
         if cache is not None:
-            cache.put("layer", INDEXER_VERSION, desc.digest, lf.to_json())
-    merged = merge(facts, dets, limits)
+            _cache_put(cache, "layer", desc.digest, lf.to_json())
+    merged = merge(facts, dets, limits, budget)
     return IndexResult(
         "done",
         manifest.digest,

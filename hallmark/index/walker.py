@@ -9,7 +9,14 @@ Decompression is delegated to isal (gzip, ~3x faster than zlib, in a helper thre
 zstandard. The tar reader is hand-written on purpose: ``tarfile`` happily yields ``../``
 paths, silently stops on truncated plain tars, has no bomb guard, and in stream mode costs
 ~3x more per header than this reader (it dominated indexing time on real images). Only what
-image layers use is supported: ustar/GNU/PAX headers, GNU long names, PAX path/linkpath/size.
+image layers use is supported: ustar/GNU/PAX headers, GNU long names, PAX path/linkpath/size;
+sparse files (old GNU and PAX) are kept in step but not read.
+
+Hostile input: sizes are checked before use (a negative PAX ``size`` once made the reader seek
+back and re-read one header two million times), and the read position only ever moves
+forward. Names are kept byte-exact (``surrogateescape``, see :mod:`hallmark.index.names`);
+absolute names are taken as relative to the image root, as container runtimes do, and a
+single entry whose name cannot be used is skipped with a warning instead of failing the image.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
+import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,22 +33,28 @@ from typing import IO, BinaryIO
 import zstandard
 from isal import igzip_threaded, isal_zlib
 
-from hallmark.index.limits import IndexFailed, Limits
+from hallmark.index.limits import Budget, IndexFailed, Limits
+from hallmark.index.names import display
 from hallmark.oci.source import Descriptor
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 
 # entry kinds
-FILE, DIR, SYMLINK, HARDLINK, WHITEOUT, OPAQUE, OTHER = (
+FILE, DIR, SYMLINK, HARDLINK, WHITEOUT, OPAQUE, SPARSE, OTHER = (
     "file",
     "dir",
     "symlink",
     "hardlink",
     "whiteout",
     "opaque",
+    "sparse",  # a GNU sparse file: its stored bytes are not the file's contents, so it is not read
     "other",
 )
+
+Warn = Callable[[str], None]
+_DECIMAL = re.compile(rb"[0-9]{1,19}")  # PAX numbers: plain decimal, no sign, no spaces, no "_"
+MAX_EXTENDED_HEADER = 1 << 20
 
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (  # type: ignore[assignment]
     EOFError,
@@ -119,6 +133,13 @@ class TarReader:
         self.remaining = 0  # data bytes of the current member not yet consumed
         self.padding = 0  # then this many bytes up to the next 512 boundary
         self.serial = 0  # increments per header, so a stale member reader cannot read on
+        self.consumed = 0  # bytes taken from ``stream`` so far
+        self.sparse = False  # the entry last returned by next() is a sparse file
+
+    @property
+    def offset(self) -> int:
+        """Position in the tar stream of the next byte to be read; it never decreases."""
+        return self.consumed - (len(self.buf) - self.pos)
 
     def _read(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or IndexFailed (truncated)."""
@@ -145,11 +166,15 @@ class TarReader:
 
     def _chunk(self) -> bytes:
         try:
-            return self.stream.read(self.CHUNK)
+            data = self.stream.read(self.CHUNK)
         except _DECOMPRESS_ERRORS as exc:
             raise IndexFailed(f"{self.label}: truncated or corrupt archive: {exc or type(exc).__name__}") from exc
+        self.consumed += len(data)
+        return data
 
     def _skip(self, n: int) -> None:
+        if n < 0:  # never reached with checked sizes; a backward move would re-read old headers forever
+            raise IndexFailed(f"{self.label}: corrupt archive (negative skip)")
         avail = len(self.buf) - self.pos
         if avail >= n:
             self.pos += n
@@ -208,7 +233,7 @@ class TarReader:
             if size < 0:
                 raise IndexFailed(f"{self.label}: corrupt archive (negative entry size)")
             if flag in "LKxg":
-                if size > 1 << 20:
+                if size > MAX_EXTENDED_HEADER:
                     raise IndexFailed(f"{self.label}: corrupt archive (oversized extended header)")
                 data = self._read(size)
                 self._skip(-size % 512)
@@ -222,18 +247,38 @@ class TarReader:
             name = _cstr(block[0:100])
             if block[257:262] == b"ustar" and block[345]:
                 name = _cstr(block[345:500]) + "/" + name
-            name = pax.get("path") or long_name or name
+            name = pax.get("path") or pax.get("GNU.sparse.name") or long_name or name
             link = pax.get("linkpath") or long_link or _cstr(block[157:257])
             if "size" in pax:
-                try:
-                    size = int(pax["size"])
-                except ValueError as exc:
-                    raise IndexFailed(f"{self.label}: corrupt archive (bad PAX size)") from exc
+                size = _pax_number(pax["size"], "size", self.label)
+            self.sparse = flag == "S" or "GNU.sparse.major" in pax or "GNU.sparse.map" in pax
+            for key in ("GNU.sparse.realsize", "GNU.sparse.size"):
+                if key in pax:
+                    _pax_number(pax[key], key, self.label)
+            if flag == "S":
+                self._gnu_sparse_map(block)
             if flag in "1256734":  # links, dirs and devices have no data, whatever the size field says
                 size = size if flag == "7" else 0
             self.serial += 1
             self.remaining, self.padding = size, -size % 512
             return name, flag, link, size, _number(block[100:108], self.label)
+
+    def _gnu_sparse_map(self, block: bytes) -> None:
+        """Check an old-GNU sparse header and step over its extension blocks (they precede the data)."""
+        entries = [block[386 + 24 * i : 410 + 24 * i] for i in range(4)]
+        realsize = _number(block[483:495], self.label)
+        extended, blocks = block[482], 0
+        while extended:
+            blocks += 1
+            if blocks * 512 > MAX_EXTENDED_HEADER:
+                raise IndexFailed(f"{self.label}: corrupt archive (oversized sparse map)")
+            ext = self._read(512)
+            entries += [ext[24 * i : 24 * i + 24] for i in range(21)]
+            extended = ext[504]
+        for e in entries:
+            offset, length = _number(e[:12], self.label), _number(e[12:], self.label)
+            if offset < 0 or length < 0 or offset + length > realsize or realsize < 0:
+                raise IndexFailed(f"{self.label}: corrupt archive (inconsistent sparse map)")
 
     def drain(self) -> None:
         self._finish_member()
@@ -254,6 +299,14 @@ def _number(field_: bytes, label: str) -> int:
         return int(text, 8) if text else 0
     except ValueError as exc:
         raise IndexFailed(f"{label}: corrupt archive (bad number in tar header)") from exc
+
+
+def _pax_number(value: str, key: str, label: str) -> int:
+    """A PAX size field: a plain non-negative decimal (``int()`` would take "-1536", " 5" or "1_0")."""
+    raw = value.encode("utf-8", "surrogateescape")
+    if not _DECIMAL.fullmatch(raw):
+        raise IndexFailed(f"{label}: corrupt archive (bad PAX {key} {display(value)!r})")
+    return int(raw)
 
 
 def _pax(data: bytes, label: str) -> dict[str, str]:
@@ -296,17 +349,21 @@ class FileTooLarge(Exception):
     """A single file is over :attr:`Limits.max_file_bytes` (the file is skipped, not the image)."""
 
 
+class BadEntry(Exception):
+    """One entry whose name cannot be used (NUL, too long): skipped with a warning, the layer goes on."""
+
+
 def normalize_path(name: str, limits: Limits, what: str = "entry") -> str:
-    """Archive path -> image path, rejecting traversal: absolute names and ``..`` escaping the root."""
+    """Archive path -> image path. Leading "/" is dropped (runtimes extract absolute names under the
+    root); ``..`` escaping the root is a traversal attempt and fails the image (:class:`IndexFailed`);
+    an unusable name raises :class:`BadEntry`."""
     if len(name) > limits.max_path_length:
-        raise IndexFailed(f"path traversal guard: {what} name longer than {limits.max_path_length}")
+        raise BadEntry(f"{what} name longer than {limits.max_path_length}")
     if "\x00" in name:
-        raise IndexFailed(f"path traversal guard: {what} {name!r} contains NUL")
-    if name.startswith("/"):
-        raise IndexFailed(f"path traversal guard: absolute {what} path {name!r}")
-    p = posixpath.normpath(name) if name else "."
+        raise BadEntry(f"{what} {display(name)!r} contains NUL")
+    p = posixpath.normpath(name.lstrip("/")) if name.lstrip("/") else "."
     if p == ".." or p.startswith("../"):
-        raise IndexFailed(f"path traversal guard: {what} {name!r} escapes the image root")
+        raise IndexFailed(f"path traversal guard: {what} {display(name)!r} escapes the image root")
     return "" if p == "." else p
 
 
@@ -322,12 +379,19 @@ def _decompressor(counted: IO[bytes]) -> IO[bytes]:
 
 
 def iter_layer(
-    blob: BinaryIO, desc: Descriptor, index: int, limits: Limits | None = None, verify: bool = True
+    blob: BinaryIO,
+    desc: Descriptor,
+    index: int,
+    limits: Limits | None = None,
+    verify: bool = True,
+    warn: Warn | None = None,
+    budget: Budget | None = None,
 ) -> Iterator[LayerEntry]:
     """Yield the entries of one layer blob, enforcing ``limits``; raises :class:`IndexFailed`.
 
     With ``verify`` the blob's digest is checked once the stream is exhausted, so a cache keyed
-    by layer digest can never be poisoned by a source that serves other bytes.
+    by layer digest can never be poisoned by a source that serves other bytes. Entries skipped
+    for a bad name are reported through ``warn``; ``budget`` bounds the wall-clock time.
     """
     limits = limits or Limits()
     algo = desc.digest.partition(":")[0]
@@ -348,6 +412,8 @@ def iter_layer(
                     f"{label}: decompression bomb guard: {plain.count} bytes from {raw.count} "
                     f"(ratio over {limits.max_ratio:g})"
                 )
+            if budget is not None:
+                budget.check_time()
 
         plain.check = check
         reader = TarReader(plain, label)  # type: ignore[arg-type]
@@ -359,7 +425,15 @@ def iter_layer(
             count += 1
             if count > limits.max_entries_per_layer:
                 raise IndexFailed(f"{label}: more than {limits.max_entries_per_layer} entries")
-            yield _entry(reader, header, index, desc.digest, limits)
+            if budget is not None and count % 256 == 0:
+                budget.check_time()
+            try:
+                entry = _entry(reader, header, index, desc.digest, limits)
+            except BadEntry as exc:
+                if warn is not None:
+                    warn(f"{label}: entry skipped: {exc}")
+                continue
+            yield entry
         reader.drain()  # rest of the stream: gzip CRC/trailer check, hashing
         while raw.read(1 << 20):
             pass
@@ -368,7 +442,7 @@ def iter_layer(
     except _DECOMPRESS_ERRORS as exc:
         raise IndexFailed(f"{label}: truncated or corrupt archive: {exc or type(exc).__name__}") from exc
     if hasher is not None and f"{algo}:{hasher.hexdigest()}" != desc.digest:
-        raise IndexFailed(f"{label}: content does not match its digest {desc.digest}")
+        raise IndexFailed(f"{label}: content does not match its digest {desc.digest}", layer=False, cache=False)
 
 
 def _entry(
@@ -387,7 +461,9 @@ def _entry(
         else:
             kind, path = WHITEOUT, normalize_path(posixpath.join(parent, base[len(WHITEOUT_PREFIX) :]), limits)
             if not path:
-                raise IndexFailed(f"path traversal guard: whiteout {name!r} would delete the image root")
+                raise IndexFailed(f"path traversal guard: whiteout {display(name)!r} would delete the image root")
+    elif reader.sparse:
+        kind = SPARSE
     elif flag in "07":
         kind = FILE
     elif flag == "5":
@@ -396,6 +472,8 @@ def _entry(
         kind, linkname = SYMLINK, link
     elif flag == "1":
         kind, linkname = HARDLINK, normalize_path(link, limits, "hardlink target")
+        if not linkname:
+            raise BadEntry(f"hardlink {display(name)!r} to the image root")
     else:
         kind = OTHER
     return LayerEntry(path, kind, size, mode, linkname, index, digest, reader, reader.serial)
@@ -406,6 +484,7 @@ def walk_layers(
     open_blob: Callable[[Descriptor], BinaryIO],
     limits: Limits | None = None,
     verify: bool = True,
+    warn: Warn | None = None,
 ) -> Iterator[LayerEntry]:
     """Every entry of every layer, bottom layer first. For content checks::
 
@@ -415,4 +494,4 @@ def walk_layers(
     """
     for i, desc in enumerate(layers):
         with open_blob(desc) as blob:
-            yield from iter_layer(blob, desc, i, limits, verify)
+            yield from iter_layer(blob, desc, i, limits, verify, warn)

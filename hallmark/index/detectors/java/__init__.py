@@ -1,7 +1,9 @@
 """Java archives (jar/war/ear/...): ``META-INF/maven/**/pom.properties``, else ``MANIFEST.MF``; nested jars.
 
 Nested archives (``WEB-INF/lib``, Spring Boot ``BOOT-INF/lib``) are opened in memory, bounded
-in depth and size; their paths read ``outer.war:WEB-INF/lib/inner.jar`` as Syft writes them.
+in depth and size, and their bytes count against the image's nested-archive cap and the job's
+memory (:class:`hallmark.index.limits.Budget`); their paths read ``outer.war:WEB-INF/lib/inner.jar``
+as Syft writes them.
 Hardlinked jars are found because the engine hands every hardlink its target's results.
 """
 
@@ -15,10 +17,10 @@ import zipfile
 from packageurl import PackageURL
 
 from hallmark.index.detect import Detection, Detector
+from hallmark.index.limits import current_budget, current_limits
 from hallmark.model import Package
 
 ARCHIVE_EXT = (".jar", ".war", ".ear", ".jpi", ".hpi", ".par", ".sar", ".nar", ".kar", ".rar")
-MAX_DEPTH = 4
 MAX_NESTED_BYTES = 256 << 20
 MAX_RATIO = 200
 
@@ -88,10 +90,11 @@ def scan_archive(data: bytes, where: str, depth: int, warnings: list[str]) -> li
                 elif name.upper() == "META-INF/MANIFEST.MF":
                     manifest = parse_manifest(zf.read(info).decode("utf-8", "replace"))
                 elif name.lower().endswith(ARCHIVE_EXT) and not info.is_dir():
-                    if depth >= MAX_DEPTH:
-                        warnings.append(f"/{where}:{name}: archives nested deeper than {MAX_DEPTH}")
+                    max_depth = current_limits().max_nested_archive_depth
+                    if depth >= max_depth:
+                        warnings.append(f"/{where}:{name}: archives nested deeper than {max_depth}")
                         continue
-                    pkgs.extend(scan_archive(zf.read(info), f"{where}:{name}", depth + 1, warnings))
+                    pkgs.extend(_scan_nested(zf, info, f"{where}:{name}", depth + 1, warnings))
             except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as exc:
                 warnings.append(f"/{where}:{name}: unreadable: {exc}")
         own = [p for p in pkgs if p.paths == [where]]
@@ -108,6 +111,19 @@ def scan_archive(data: bytes, where: str, depth: int, warnings: list[str]) -> li
             if artifact and version:
                 pkgs.append(maven_pkg(group, artifact, version, where, licenses))
     return pkgs
+
+
+def _scan_nested(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, depth: int, warnings: list[str]
+) -> list[Package]:
+    """Open one archive inside another, charging its size before it is read (it is held in memory)."""
+    budget = current_budget()
+    if budget is None:
+        return scan_archive(zf.read(info), where, depth, warnings)
+    cap = budget.limits.max_nested_archive_bytes
+    budget.charge("nested archive bytes", info.file_size, cap, "bytes of archives nested in archives")
+    with budget.holding(info.file_size):
+        return scan_archive(zf.read(info), where, depth, warnings)
 
 
 class JavaArchiveDetector(Detector):
