@@ -2,8 +2,9 @@
 
 Stages follow what Harbor/Quay users expect of a curated catalog: every pushed image starts in
 ``staging``; a security reviewer approves it only when the gates pass (scan finished, no
-unsuppressed finding at or above the configured severity, complete advisory coverage, no
-malware, optionally a verified signature). Approval signs the manifest with the enterprise key
+unsuppressed finding of any kind -- vulnerability, exposed secret, malware, configuration check --
+at or above the configured severity, complete advisory coverage and content scan, no malware,
+optionally a verified signature). Approval signs the manifest with the enterprise key
 when one is configured, so anyone can check later that the catalog approved exactly this digest.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from hallmark.catalog.store import DEFAULT_STAGE, CatalogStore
-from hallmark.report.base import SEVERITY_RANK
+from hallmark.pipeline.findings import KIND_LABELS, at_or_above, combine, content_by_kind, of_summary, scan_errors
 
 if TYPE_CHECKING:
     from hallmark.access.audit import AuditLog
@@ -95,6 +96,7 @@ class CatalogService:
             raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
         out: dict[str, Any] = {"repository": repo, "digest": digest, **summary(self.store, repo, digest)}
         out["image_status"] = image["status"]
+        out["combined"] = of_summary(image["summary"]) if image.get("summary") else None
         out["verification"] = verification_status(self.pipeline, repo, digest)
         if history:
             out["history"] = self.store.history(repo, digest)
@@ -122,55 +124,94 @@ class CatalogService:
             raise NotFound(f"{repo}@{digest} is not an image known to the catalog")
         summary_ = image.get("summary") or {}
         done = image["status"] == "done"
+        report = self.pipeline.store.get_report(repo, digest, "content")
+        content = report["doc"] if report is not None else None
         gates = [Gate("scan", done, f"pipeline status is {image['status']}" + ("" if done else "; wait for done"))]
-        gates.append(self._severity_gate(summary_, done))
-        gates.append(self._complete_gate(summary_, done, force))
-        gates.append(self._malware_gate(repo, digest, done))
+        gates.append(self._severity_gate(summary_, content, done))
+        gates.append(self._complete_gate(summary_, content, done, force))
+        gates.append(self._malware_gate(content))
         gates.append(self._signature_gate(repo, digest))
         return gates
 
-    def _severity_gate(self, summary_: dict[str, Any], done: bool) -> Gate:
+    def _severity_gate(self, summary_: dict[str, Any], content: dict[str, Any] | None, done: bool) -> Gate:
+        """Vulnerabilities (VEX-suppressed excluded) and content findings against one threshold.
+
+        Counted from the stored reports, not from a summary that could predate the content
+        report; a missing content report fails while content checks are on, since its secrets,
+        malware and configuration findings are then unknown rather than absent.
+        """
         limit = self.cfg.gate_max_severity
         if limit == "none":
             return Gate("severity", True, "not required (catalog.gate_max_severity = none)")
         if not done:
             return Gate("severity", False, "no vulnerability report yet")
-        by = summary_.get("by_severity") or {}
-        over = {s: n for s, n in by.items() if n and SEVERITY_RANK.get(s, -1) >= SEVERITY_RANK[limit]}
-        suppressed = summary_.get("suppressed") or 0
-        note = f" ({suppressed} suppressed by VEX)" if suppressed else ""
-        if over:
-            counts = ", ".join(f"{s}: {n}" for s, n in over.items())
+        if content is None and self.pipeline.config.pipeline.content_checks:
             return Gate(
-                "severity", False, f"{sum(over.values())} unsuppressed finding(s) at or above {limit} ({counts}){note}"
+                "severity",
+                False,
+                "no content-check report: exposed secrets, malware and configuration findings are unknown, "
+                "not absent; rescan the image",
             )
-        return Gate("severity", True, f"no unsuppressed finding at or above {limit}{note}")
+        counts = combine(
+            summary_.get("by_severity"), content_by_kind(content.get("findings") or []) if content else None
+        )
+        skip = () if self.cfg.block_malware else ("malware",)
+        over = at_or_above(counts, limit, skip)
+        notes = []
+        if summary_.get("suppressed"):
+            notes.append(f"{summary_['suppressed']} suppressed by VEX")
+        if content is None:
+            notes.append("content checks are off (pipeline.content_checks = false): vulnerabilities only")
+        elif skip and at_or_above(counts, limit).get("malware"):
+            notes.append("malware not counted (catalog.block_malware = false)")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        if not over:
+            return Gate("severity", True, f"no unsuppressed finding at or above {limit}{note}")
+        total: dict[str, int] = {}
+        for kind_counts in over.values():
+            for sev, n in kind_counts.items():
+                total[sev] = total.get(sev, 0) + n
+        by_sev = ", ".join(f"{s}: {n}" for s, n in total.items())
+        by_kind = "; ".join(
+            f"{KIND_LABELS.get(kind, kind)} {sum(c.values())} (" + ", ".join(f"{s}: {n}" for s, n in c.items()) + ")"
+            for kind, c in over.items()
+        )
+        return Gate(
+            "severity",
+            False,
+            f"{sum(total.values())} unsuppressed finding(s) at or above {limit} ({by_sev}) from {by_kind}{note}",
+        )
 
-    def _complete_gate(self, summary_: dict[str, Any], done: bool, force: bool) -> Gate:
+    def _complete_gate(self, summary_: dict[str, Any], content: dict[str, Any] | None, done: bool, force: bool) -> Gate:
+        """Advisory coverage and a content scan without scanner failures; only force with a reason
+        accepts a gap, and the gate says which one."""
         if not self.cfg.require_complete_scan:
             return Gate("complete_scan", True, "not required (catalog.require_complete_scan = false)")
         if not done:
             return Gate("complete_scan", False, "no vulnerability report yet")
-        if summary_.get("complete", False):
-            return Gate("complete_scan", True, "advisory data covers the image's OS release")
-        missing = ", ".join(summary_.get("unsupported_releases") or []) or "the OS release"
+        gaps = []
+        if not summary_.get("complete", False):
+            missing = ", ".join(summary_.get("unsupported_releases") or []) or "the OS release"
+            gaps.append(f"no advisory data for {missing}")
+        errors = scan_errors(content)
+        if errors:
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(errors.items()))
+            gaps.append(f"content checks failed on {sum(errors.values())} file(s) ({reasons})")
+        if not gaps:
+            scanned = "; content checks ran without scanner errors" if content is not None else ""
+            return Gate("complete_scan", True, "advisory data covers the image's OS release" + scanned)
         if force:
-            return Gate("complete_scan", True, f"forced by the reviewer: no advisory data for {missing}")
-        return Gate(
-            "complete_scan", False, f"no advisory data for {missing}; approve with force and a reason to accept that"
-        )
+            return Gate("complete_scan", True, f"forced by the reviewer: {'; '.join(gaps)}")
+        return Gate("complete_scan", False, f"{'; '.join(gaps)}; approve with force and a reason to accept that")
 
-    def _malware_gate(self, repo: str, digest: str, done: bool) -> Gate:
+    def _malware_gate(self, content: dict[str, Any] | None) -> Gate:
         if not self.cfg.block_malware:
             return Gate("malware", True, "not required (catalog.block_malware = false)")
-        report = self.pipeline.store.get_report(repo, digest, "content")
-        if report is None:
+        if content is None:
             if not self.pipeline.config.pipeline.content_checks:
                 return Gate("malware", True, "content checks are off (pipeline.content_checks = false)")
             return Gate("malware", False, "no content-check report yet")
-        hits = [
-            f for f in report["doc"].get("findings") or [] if f.get("kind") == "malware" and not f.get("suppressed")
-        ]
+        hits = [f for f in content.get("findings") or [] if f.get("kind") == "malware" and not f.get("suppressed")]
         if hits:
             paths = ", ".join(str(f.get("path")) for f in hits[:5])
             return Gate("malware", False, f"{len(hits)} malware finding(s): {paths}")

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hallmark.catalog.tables import catalog_entries, catalog_history
 from hallmark.metadata.store import MetadataStore, utcnow
+from hallmark.pipeline.findings import of_summary
 from hallmark.pipeline.tables import images
 
 DEFAULT_STAGE = "staging"
@@ -123,13 +124,16 @@ class CatalogStore:
     def search(
         self, stage: str | None = None, q: str | None = None, owner: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        """Images known to the pipeline with their catalog entry (staging when none is stored)."""
+        """Images known to the pipeline with their catalog entry (staging when none is stored) and
+        their finding counts of every kind (``combined``), so a catalog list cannot look cleaner
+        than the image."""
         stage_col = func.coalesce(catalog_entries.c.stage, literal(DEFAULT_STAGE, Text))
         query = (
             select(
                 images.c.repo_name,
                 images.c.digest,
                 images.c.status,
+                images.c.summary,
                 stage_col.label("stage"),
                 *(catalog_entries.c[f] for f in _FIELDS),
                 catalog_entries.c.updated_at,
@@ -165,6 +169,8 @@ class CatalogStore:
             d = {str(k): v for k, v in r.items()}
             d["repository"] = d.pop("repo_name")
             d["image_status"] = d.pop("status")
+            summary = d.pop("summary")
+            d["combined"] = of_summary(orjson.loads(summary)) if summary else None
             out.append(d)
         return out
 

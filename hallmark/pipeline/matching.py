@@ -23,6 +23,7 @@ from hallmark.advisories.index import AdvisoryIndex
 from hallmark.advisories.matcher import match_inventory
 from hallmark.index import INDEXER_VERSION, IndexResult
 from hallmark.pipeline.advisory_sets import load_active
+from hallmark.pipeline.findings import combine, content_by_kind, content_part
 
 if TYPE_CHECKING:
     from hallmark.pipeline.service import Pipeline
@@ -135,8 +136,11 @@ def match_image(pipeline: Pipeline, repo: str, digest: str, notify: bool = False
         return None
     report = apply_stored_vex(pipeline, report, repo, digest)
     content = pipeline.store.get_report(repo, digest, "content")
+    part = None
     if content is not None:
         report["summary"]["content"] = content["doc"]["summary"]
+        part = content_by_kind(content["doc"].get("findings") or [])
+    report["summary"]["combined"] = combine(report["summary"]["by_severity"], part)
     previous = pipeline.store.get_report(repo, digest, "vulnerabilities")
     return _store_report(pipeline, repo, found[0], report, previous["doc"]["findings"] if previous else None, notify)
 
@@ -203,6 +207,7 @@ def _triage(active: Any, item: tuple[str, str, dict[str, Any], list[Any], dict[s
         report = apply_vex(report, docs)
     if "content" in old_summary:
         report["summary"]["content"] = old_summary["content"]
+    report["summary"]["combined"] = combine(report["summary"]["by_severity"], content_part(old_summary.get("combined")))
     report["summary"]["fingerprint"] = fingerprint(report)
     return report
 
@@ -231,6 +236,17 @@ def _summaries(active: Any, items: list[Any]) -> list[tuple[str, dict[str, Any]]
 def _summary_of_local(active: Any, item: Any) -> tuple[str, dict[str, Any]]:
     report = _triage(active, item)
     return report["summary"]["fingerprint"], report["summary"]
+
+
+def _with_content_counts(pipeline: Pipeline, row: dict[str, Any]) -> dict[str, Any]:
+    """The stored summary, with the per-kind content counts filled in from the content report when
+    it predates them (re-matching copies them; without this such an image would lose its content)."""
+    summary = dict(row["summary"] or {})
+    if "content" in summary and "combined" not in summary:
+        content = pipeline.store.get_report(row["repository"], row["digest"], "content")
+        if content is not None:
+            summary["combined"] = combine(None, content_by_kind(content["doc"].get("findings") or []))
+    return summary
 
 
 def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
@@ -262,7 +278,7 @@ def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
                 stats["failed"] += 1
                 continue
             docs = global_vex + _vex_docs(image_vex.get((row["repository"], row["digest"]), []))
-            items.append((row["repository"], row["digest"], inv, docs, row["summary"] or {}))
+            items.append((row["repository"], row["digest"], inv, docs, _with_content_counts(pipeline, row)))
         refresh: list[tuple[str, str, dict[str, Any]]] = []
         for item, (fp, summary) in zip(items, _summaries(active, items), strict=True):
             repo, digest, old_summary = item[0], item[1], item[4]

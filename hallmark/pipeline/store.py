@@ -9,6 +9,7 @@ import zstandard
 from sqlalchemy import and_, delete, or_, select, update
 
 from hallmark.metadata.store import MetadataStore, utcnow
+from hallmark.pipeline.findings import of_summary
 from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports, vex_documents
 
 _ZC = zstandard.ZstdCompressor(level=6)
@@ -335,5 +336,7 @@ def _image_row(row: Any) -> dict[str, Any]:
     for key in ("distro", "summary"):
         if d.get(key):
             d[key] = orjson.loads(d[key])
+    if isinstance(d.get("summary"), dict) and "combined" not in d["summary"]:
+        d["summary"]["combined"] = of_summary(d["summary"])  # stored before the combined counts existed
     d["repository"] = d.pop("repo_name")
     return d

@@ -32,6 +32,8 @@ from hallmark.access.model import PULL
 from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
 from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
+from hallmark.pipeline.findings import KIND_LABELS
+from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
 from hallmark.registry.names import valid_name
 
 if TYPE_CHECKING:
@@ -117,6 +119,8 @@ def _environment() -> jinja2.Environment:
     env.filters["short"] = _short
     env.filters["path"] = lambda v: quote(str(v), safe="/:")
     env.globals["version"] = __version__
+    env.globals["finding_severities"] = FINDING_SEVERITIES  # ``summary.combined``: every kind of finding
+    env.globals["kind_labels"] = KIND_LABELS
     return env
 
 
@@ -465,9 +469,10 @@ class Portal:
 
 
 def _sum_severity(images: list[dict[str, Any]]) -> dict[str, int]:
-    total = dict.fromkeys(SEVERITIES, 0)
+    """Findings of every kind (``summary.combined``), so leaked secrets or malware show in the list."""
+    total = dict.fromkeys(FINDING_SEVERITIES, 0)
     for img in images:
-        for sev, n in ((img.get("summary") or {}).get("by_severity") or {}).items():
+        for sev, n in (((img.get("summary") or {}).get("combined") or {}).get("by_severity") or {}).items():
             if sev in total:
                 total[sev] += int(n)
     return total

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import string
 import subprocess
 import sys
 import time
@@ -58,6 +60,23 @@ def _critical_record() -> tuple[bytes, str, str]:
             if adv.severity == "critical":
                 return raw, pkg, aff[0]["versions"][0]
     raise AssertionError("no critical PyPI advisory in the snapshot")
+
+
+def _leaked_secrets() -> bytes:
+    """Three credentials the built-in rules rate critical (database URL, AWS and Azure keys), made
+    at run time so no secret-shaped literal is committed."""
+    rng = random.Random(20260311)
+    alnum = string.ascii_letters + string.digits
+
+    def pick(alphabet: str, n: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    return (
+        f"DATABASE_URL=postgres://app:{pick(alnum, 20)}@db.internal:5432/app\n"
+        f"AWS_SECRET_ACCESS_KEY={pick(alnum + '/+', 40)}\n"
+        f"AZURE_STORAGE=DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={pick(alnum + '/+', 86)}==;"
+        "EndpointSuffix=core.windows.net\n"
+    ).encode()
 
 
 def _cli(site: Site, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -126,10 +145,14 @@ def site(backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest
             "cat/bookworm": image_files("12", "bookworm"),  # no Debian 12 data in the mirror
             "cat/malware": {"app/eicar.com": EICAR},
             "cat/unsigned": {"app/other.txt": b"other"},
+            "cat/leaky": {"app/.env": _leaked_secrets()},  # no package, so no vulnerability
+            "cat/lowonly": {"app/readme.txt": b"nothing to see"},
         }
+        # A non-root user: the only content finding left is the low-severity missing HEALTHCHECK.
+        configs = {"cat/lowonly": {"config": {"User": "1000"}}}
         with s.client(admin) as c:
             for repo, files in images.items():
-                s.digests[repo] = push_image(c, repo, "v1", files=files)
+                s.digests[repo] = push_image(c, repo, "v1", files=files, config_extra=configs.get(repo))
             for repo, digest in s.digests.items():
                 assert wait_for(c, repo, digest, timeout=60)["status"] == "done"
         yield s
@@ -345,3 +368,78 @@ def test_cli_list_and_promote_with_signature_gate(site: Site) -> None:
         assert h["actor"] == "cli"
         entries = c.get("/api/v1/audit", params={"action": "promote", "actor": "cli"}).json()["entries"]
         assert {e["result"] for e in entries} == {"allowed", "denied"}
+
+
+def test_leaked_secrets_block_approval_and_show_in_every_count(site: Site) -> None:
+    repo, digest = "cat/leaky", site.digests["cat/leaky"]
+    with site.client(site.admin) as c:
+        img = c.get(f"/api/v1/repositories/{repo}/images/{digest}").json()
+        assert img["summary"]["by_severity"]["critical"] == 0  # the vulnerability counts stay what they were
+        combined = img["summary"]["combined"]
+        assert combined["by_severity"]["critical"] == 3 and combined["content_checked"] is True
+        assert combined["by_kind"]["secrets"]["critical"] == 3
+        assert sum(combined["by_kind"]["vulnerabilities"].values()) == 0
+        listed = c.get("/api/v1/images", params={"repository": repo}).json()["images"]
+        assert [i["summary"]["combined"]["by_severity"]["critical"] for i in listed] == [3]
+        (entry,) = c.get("/api/v1/catalog", params={"q": "leaky"}).json()["images"]
+        assert entry["combined"]["by_severity"]["critical"] == 3
+        assert c.get(_path(site, repo)).json()["combined"]["by_kind"]["secrets"]["critical"] == 3
+
+        r = _promote(c, site, repo, "approved")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "GATE_FAILED", r.text
+        gate = _gates(r)["severity"]
+        assert not gate["passed"] and "exposed secrets 3 (critical: 3)" in gate["detail"], gate
+        assert "exposed secrets" in r.json()["error"]["message"]
+        assert all(g["passed"] for n, g in _gates(r).items() if n != "severity"), _gates(r)
+        # Force accepts missing data (complete_scan), never findings: as for vulnerabilities.
+        r = _promote(c, site, repo, "approved", reason="we rotate them later", force=True)
+        assert r.status_code == 409 and not _gates(r)["severity"]["passed"], r.text
+        assert c.get(_path(site, repo)).json()["stage"] == "staging"
+
+
+def test_gate_threshold_counts_content_findings_by_severity(site: Site) -> None:
+    gate_high = {"HALLMARK_CATALOG__GATE_MAX_SEVERITY": "high"}
+    leaky = f"cat/leaky@{site.digests['cat/leaky']}"
+    r = _cli(site, "catalog", "promote", leaky, "--to", "approved", "--reason", "release", extra=gate_high)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "exposed secrets 3 (critical: 3)" in r.stderr and "configuration checks 1 (high: 1)" in r.stderr, r.stderr
+    low = f"cat/lowonly@{site.digests['cat/lowonly']}"
+    r = _cli(site, "catalog", "promote", low, "--to", "approved", "--reason", "release", extra=gate_high)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pass  severity: no unsuppressed finding at or above high" in r.stdout
+    with site.client(site.admin) as c:
+        img = c.get(f"/api/v1/repositories/cat/lowonly/images/{site.digests['cat/lowonly']}").json()
+        assert img["summary"]["combined"]["by_kind"]["config"]["low"] >= 1  # counted, just below the threshold
+        assert img["catalog"]["stage"] == "approved"
+
+
+def test_rematch_keeps_the_content_counts(site: Site) -> None:
+    """Re-matching after a VEX or advisory change rebuilds the summary from the inventory alone."""
+    repo, digest = "cat/leaky", site.digests["cat/leaky"]
+    vex = {
+        "@context": "https://openvex.dev/ns/v0.2.0",
+        "@id": "https://example.com/vex/rematch",
+        "author": "security@example.com",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "version": 1,
+        "statements": [
+            {
+                "vulnerability": {"name": "CVE-1999-0001"},
+                "status": "not_affected",
+                "justification": "component_not_present",
+            }
+        ],
+    }
+    with site.client(site.admin) as c:
+        since = max([e["id"] for e in c.get("/api/v1/events", params={"limit": 1000}).json()["events"]], default=0)
+        r = c.post("/api/v1/vex", content=json.dumps(vex))
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            events = c.get("/api/v1/events", params={"since": since, "type": "advisories.rematched"}).json()["events"]
+            if events:
+                break
+            time.sleep(0.2)
+        assert events, "no re-match ran"
+        combined = c.get(f"/api/v1/repositories/{repo}/images/{digest}").json()["summary"]["combined"]
+        assert combined["by_kind"]["secrets"]["critical"] == 3 and combined["content_checked"] is True

@@ -7,7 +7,9 @@ nobody may read none. Each test gets a fresh browser context (its own cookies).
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import string
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,10 +62,27 @@ class Site:
     server: Server
     admin: tuple[str, str]
     digest: str
+    leaky: str  # digest of portal/leaky: three critical secrets, no vulnerability
 
     @property
     def url(self) -> str:
         return self.server.url
+
+
+def _leaked_secrets() -> bytes:
+    """Three credentials the built-in rules rate critical, made at run time (no secret literal committed)."""
+    rng = random.Random(20260311)
+    alnum = string.ascii_letters + string.digits
+
+    def pick(alphabet: str, n: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    return (
+        f"DATABASE_URL=postgres://app:{pick(alnum, 20)}@db.internal:5432/app\n"
+        f"AWS_SECRET_ACCESS_KEY={pick(alnum + '/+', 40)}\n"
+        f"AZURE_STORAGE=DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={pick(alnum + '/+', 86)}==;"
+        "EndpointSuffix=core.windows.net\n"
+    ).encode()
 
 
 def _wait_done(c: httpx.Client, repo: str, digest: str, timeout: float = 30) -> dict[str, Any]:
@@ -89,13 +108,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         with httpx.Client(base_url=srv.url, auth=admin, timeout=30) as c:
             digest = push_image(c, "portal/app", "v1", files=FILES)
             push_image(c, "tools/builder", "latest")
+            leaky = push_image(c, "portal/leaky", "v1", files={"app/.env": _leaked_secrets()})
             for user in ("reader", "nobody"):
                 assert c.post("/api/v1/users", json={"name": user, "password": PASSWORD}).status_code == 201
             grant = {"subject": "reader", "scope_kind": "repository", "scope": "portal/app", "role": "read"}
             assert c.post("/api/v1/permissions", json=grant).status_code in (200, 201)
-            img = _wait_done(c, "portal/app", digest)
-            assert img["status"] == "done", img
-        yield Site(srv, admin, digest)
+            for repo, d in (("portal/app", digest), ("portal/leaky", leaky)):
+                img = _wait_done(c, repo, d)
+                assert img["status"] == "done", img
+        yield Site(srv, admin, digest, leaky)
     finally:
         srv.stop()
 
@@ -189,6 +210,21 @@ def test_admin_browses_to_the_image_and_downloads_the_sbom(page: Page, site: Sit
     assert sarif_href is not None and sarif_href.endswith("?format=sarif")
     sarif = page.request.get(sarif_href)
     assert sarif.status == 200 and json.loads(sarif.body())["version"] == "2.1.0"
+
+
+def test_leaked_secrets_count_as_findings_in_every_list(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    row = page.locator("#repositories tbody tr", has_text="portal/leaky")
+    assert row.locator(".findings .sev-critical").inner_text() == "3"
+    page.click("text=portal/leaky")
+    page.wait_for_url("**/repositories/portal/leaky")
+    assert page.locator("#images tbody tr .findings .sev-critical").inner_text() == "3"
+    page.click(f"#images a[href$='{site.leaky}']")
+    page.wait_for_url(f"**/images/{site.leaky}")
+    counts = page.locator("#finding-counts")
+    assert counts.locator(".sev-critical").inner_text() == "3"
+    assert "exposed secrets 3" in counts.inner_text()
 
 
 def test_security_headers_and_escaping(page: Page, site: Site) -> None:
