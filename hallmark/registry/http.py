@@ -39,7 +39,7 @@ def error_response(err: RegistryError, head: bool = False) -> web.Response:
     return web.Response(status=err.status, body=err.body(), headers=headers)
 
 
-def _json(
+def oci_json(
     doc: Any, status: int = 200, headers: dict[str, str] | None = None, ctype: str = "application/json"
 ) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), headers={"Content-Type": ctype, **(headers or {})})
@@ -92,21 +92,21 @@ def _blob_created(repo: str, info: BlobInfo) -> web.Response:
     )
 
 
-def _next_link(path: str, params: dict[str, str]) -> str:
+def next_link(path: str, params: dict[str, str]) -> str:
     return f'<{quote(path)}?{urlencode(params)}>; rel="next"'
 
 
 # -- handlers --------------------------------------------------------------------------------
 async def base(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
-    return _json({})
+    return oci_json({})
 
 
 async def catalog(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
     names, more = await svc.catalog(request.query.get("n"), request.query.get("last"))
     headers = {}
     if more and names:
-        headers["Link"] = _next_link("/v2/_catalog", {"n": str(len(names)), "last": names[-1]})
-    return _json({"repositories": names}, headers=headers)
+        headers["Link"] = next_link("/v2/_catalog", {"n": str(len(names)), "last": names[-1]})
+    return oci_json({"repositories": names}, headers=headers)
 
 
 async def tags_list(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
@@ -114,8 +114,8 @@ async def tags_list(request: web.Request, svc: RegistryService, m: dict[str, str
     names, more = await svc.list_tags(repo, request.query.get("n"), request.query.get("last"))
     headers = {}
     if more and names:
-        headers["Link"] = _next_link(f"/v2/{repo}/tags/list", {"n": str(len(names)), "last": names[-1]})
-    return _json({"name": repo, "tags": names}, headers=headers)
+        headers["Link"] = next_link(f"/v2/{repo}/tags/list", {"n": str(len(names)), "last": names[-1]})
+    return oci_json({"name": repo, "tags": names}, headers=headers)
 
 
 async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
@@ -242,8 +242,8 @@ async def referrers(request: web.Request, svc: RegistryService, m: dict[str, str
         params = {"last": refs[-1].digest}
         if artifact_type is not None:
             params["artifactType"] = artifact_type
-        headers["Link"] = _next_link(f"/v2/{repo}/referrers/{digest}", params)
-    return _json(referrers_document(refs), headers=headers, ctype=OCI_INDEX)
+        headers["Link"] = next_link(f"/v2/{repo}/referrers/{digest}", params)
+    return oci_json(referrers_document(refs), headers=headers, ctype=OCI_INDEX)
 
 
 ROUTES: list[tuple[re.Pattern[str], Handler]] = [

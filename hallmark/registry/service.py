@@ -482,7 +482,7 @@ class RegistryService:
         self._notify(event, repo, reference, None)
 
     # -- listings --------------------------------------------------------------------------
-    def _page(self, n: str | None) -> int:
+    def page_size(self, n: str | None) -> int:
         if n is None:
             return self.config.default_page_size
         if not n.isdigit():
@@ -491,14 +491,14 @@ class RegistryService:
 
     async def list_tags(self, repo: str, n: str | None, last: str | None) -> tuple[list[str], bool]:
         check_name(repo)
-        page = self._page(n)
+        page = self.page_size(n)
         names = await self.read(self.meta.list_tags, repo, page + 1, last)
         if names is None:
             raise RegistryError("NAME_UNKNOWN", detail={"name": repo})
         return names[:page], len(names) > page
 
     async def catalog(self, n: str | None, last: str | None) -> tuple[list[str], bool]:
-        page = self._page(n)
+        page = self.page_size(n)
         names = await self.read(self.meta.list_repositories, page + 1, last)
         return names[:page], len(names) > page
 

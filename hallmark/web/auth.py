@@ -285,7 +285,7 @@ class RegistryGuard:
 
     async def _catalog(self, request: web.Request, svc: Any, perms: Permissions) -> web.Response:
         """Only repositories the caller can pull from, paging over the full list as needed."""
-        page = svc._page(request.query.get("n"))
+        page = svc.page_size(request.query.get("n"))
         last = request.query.get("last")
         names: list[str] = []
         more = False
@@ -301,8 +301,8 @@ class RegistryGuard:
             names, more = names[:page], True
         headers = {}
         if more and names:
-            headers["Link"] = reg._next_link("/v2/_catalog", {"n": str(len(names)), "last": names[-1]})
-        return reg._json({"repositories": names}, headers=headers)
+            headers["Link"] = reg.next_link("/v2/_catalog", {"n": str(len(names)), "last": names[-1]})
+        return reg.oci_json({"repositories": names}, headers=headers)
 
     def _deny(
         self, ident: Identity, request: web.Request, repo: str, action: str, params: dict[str, str], addr: str | None
