@@ -5,7 +5,7 @@ Nothing here reads SQL or files: pages call ``PipelineStore``, ``MetadataStore``
 same permissions as ``/api/v1``, so the portal can never show more than the API would.
 
 Sessions: a password login creates a short-lived personal token (``AccessService.create_token``)
-kept in an HttpOnly, SameSite=Strict cookie; ``access.http.identify`` honours it for GETs only,
+kept in an HttpOnly, SameSite=Strict cookie; ``web.auth.identify`` honours it for GETs only,
 so the download links (``/api/v1/.../reports/...``) work in the browser while no state change
 can ride on the cookie. The portal's own POST forms carry a double-submit CSRF token.
 """
@@ -27,7 +27,6 @@ from aiohttp import web
 
 from hallmark import __version__
 from hallmark.access import crypto
-from hallmark.access.http import ACCESS_KEY, SESSION_COOKIE, api_permissions, client_addr
 from hallmark.access.model import PULL
 from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
 from hallmark.api.common import ApiError
@@ -35,6 +34,8 @@ from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
 from hallmark.registry.names import valid_name
+from hallmark.web.auth import ACCESS_KEY, DENIAL_PAGE, SESSION_COOKIE, api_permissions, client_addr
+from hallmark.web.authz import LOGIN, PUBLIC, Need, route
 
 if TYPE_CHECKING:
     from hallmark.app import Hallmark
@@ -240,6 +241,10 @@ class Portal:
                 return self.render(request, "error.html", viewer, status=exc.status, message=exc.message)
 
         return wrapped
+
+    def denied(self, request: web.Request, status: int, message: str) -> web.StreamResponse:
+        """The error page for a refusal decided before the handler (``web.auth.authorize``)."""
+        return self.render(request, "error.html", None, status=status, message=message)
 
     def _oidc(self) -> bool:
         """OpenID Connect login (``access/oidc.py``) ends in the same session cookie: offer it when on."""
@@ -478,17 +483,24 @@ def _sum_severity(images: list[dict[str, Any]]) -> dict[str, int]:
     return total
 
 
-def routes(hm: Hallmark) -> list[web.RouteDef]:
-    """Portal routes; register them after the API so ``/api/v1`` and ``/v2`` keep their own handlers."""
+def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDef]:
+    """Portal routes; register them after the API so ``/api/v1`` and ``/v2`` keep their own handlers.
+
+    Pages need a signed-in viewer, repository pages pull on the repository (refusals redirect to
+    the login page or show the not-found page, see ``web.auth.authorize``).
+    """
     p = Portal(hm)
+    if app is not None:
+        app[DENIAL_PAGE] = p.denied
+    viewer, reader = LOGIN.portal, Need(login=True, repo=PULL, style="portal")
     return [
-        web.get("/", p.page(p.repositories)),
-        web.get("/login", p.page(p.login_form)),
-        web.post("/login", p.page(p.login)),
-        web.post("/logout", p.page(p.logout)),
-        web.get(f"/repositories/{NAME}/images/{DIGEST}", p.page(p.image)),
-        web.get(f"/repositories/{NAME}", p.page(p.repository)),
-        web.get("/events", p.page(p.events)),
-        web.get("/advisories", p.page(p.advisories)),
-        web.get("/static/portal.css", p.stylesheet),
+        route("GET", "/", p.page(p.repositories), viewer),
+        route("GET", "/login", p.page(p.login_form), PUBLIC),
+        route("POST", "/login", p.page(p.login), PUBLIC),
+        route("POST", "/logout", p.page(p.logout), PUBLIC),
+        route("GET", f"/repositories/{NAME}/images/{DIGEST}", p.page(p.image), reader),
+        route("GET", f"/repositories/{NAME}", p.page(p.repository), reader),
+        route("GET", "/events", p.page(p.events), viewer),
+        route("GET", "/advisories", p.page(p.advisories), viewer),
+        route("GET", "/static/portal.css", p.stylesheet, PUBLIC),
     ]
