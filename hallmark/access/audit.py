@@ -1,10 +1,18 @@
-"""Tamper-evident audit log: an append-only hash chain, written in batches off the request path.
+"""Tamper-evident audit log: an append-only hash chain.
 
-``record()`` only queues (a list append under a lock), so the manifest GET hot path stays
-fast; a background task flushes the queue every ``audit_flush_interval_seconds`` in one
-transaction. Each entry's hash covers the previous entry's hash, so editing or deleting
-any row breaks verification from that row on. Pruning keeps a checkpoint (the hash of
-the last pruned entry) so what remains still verifies.
+Each entry's hash covers the previous entry's hash, so editing or deleting any row breaks
+verification from that row on. Pruning keeps a checkpoint (the hash of the last pruned
+entry) so what remains still verifies.
+
+Two kinds of entries. Security-relevant ones (:data:`DURABLE_ACTIONS`: pushes, deletes,
+account, grant and token changes, promotion, signing...) are committed before ``record()``
+returns, so a response that acknowledges the change is never sent for an entry a crash
+could lose (``kill -9`` during pushes used to leave acknowledged manifests unlogged).
+Reads and logins (pull, login, token.issue...) only queue (a list append under a lock),
+so the manifest GET hot path stays fast; a background task flushes the queue every
+``audit_flush_interval_seconds``. A durable write flushes everything queued before it in
+the same transaction, so the chain keeps the order entries were recorded in, and callers
+that arrive while a flush runs share the next one (group commit).
 """
 
 from __future__ import annotations
@@ -28,6 +36,56 @@ log = logging.getLogger(__name__)
 ALLOWED = "allowed"
 DENIED = "denied"
 GENESIS = "0" * 64
+
+# Written before record() returns. Everything else is batched: pull (allowed and denied),
+# login, token.issue (a registry session handshake, made on every pull: it changes nothing
+# and is as frequent as pulls) and rescan (queues a scan, changes no content or access).
+DURABLE_ACTIONS: frozenset[str] = frozenset(
+    {
+        # registry content
+        "push",
+        "delete",
+        "untag",
+        "blob.delete",
+        "blob.mount",
+        "gc",
+        # accounts, credentials and who may do what
+        "user.create",
+        "user.password",
+        "user.disable",
+        "user.enable",
+        "user.delete",
+        "robot.create",
+        "robot.delete",
+        "robot.revoke",
+        "token.create",
+        "token.revoke",
+        "permission.grant",
+        "permission.revoke",
+        "team.create",
+        "team.delete",
+        "team.add_member",
+        "team.remove_member",
+        "namespace.create",
+        "namespace.delete",
+        "repository.visibility",
+        "repository.update",
+        # the catalog's trust decisions
+        "catalog.update",
+        "promote",
+        "sign",
+        "vex.upload",
+        "vex.delete",
+        "advisories.update",
+    }
+)
+# Families whose every member changes accounts or access: new actions there are durable too.
+DURABLE_FAMILIES: tuple[str, ...] = ("user.", "robot.", "team.", "permission.", "role.", "namespace.")
+
+
+def is_durable(action: str) -> bool:
+    """Whether ``record(action=...)`` commits before returning (see :data:`DURABLE_ACTIONS`)."""
+    return action in DURABLE_ACTIONS or action.startswith(DURABLE_FAMILIES)
 
 
 def entry_hash(prev_hash: str, seq: int, e: dict[str, Any]) -> str:
@@ -80,6 +138,10 @@ class AuditLog:
         self._queue: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        # Entries ever queued and ever written by this log: a durable caller whose entry
+        # number is <= _written knows a flush it waited behind already committed it.
+        self._queued = 0
+        self._written = 0
 
     def record(
         self,
@@ -91,7 +153,43 @@ class AuditLog:
         client_addr: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Queue one entry (never blocks on the database). ``detail`` must not contain secrets."""
+        """Record one entry; ``detail`` must not contain secrets.
+
+        Security-relevant actions (:func:`is_durable`) are committed before this returns and
+        raise if the database write fails (the entry stays queued for the next flush), so
+        the caller cannot acknowledge a change whose entry is lost. Other actions only queue.
+        """
+        ticket = self._enqueue(actor, action, repo, digest, result, client_addr, detail)
+        if is_durable(action):
+            self._flush_through(ticket)
+
+    async def record_durable(
+        self,
+        actor: str,
+        action: str,
+        repo: str | None = None,
+        digest: str | None = None,
+        result: str = ALLOWED,
+        client_addr: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """``record()`` for the event loop: the commit of a security-relevant entry waits in a
+        worker thread, so the loop keeps serving and concurrent requests share one flush."""
+        ticket = self._enqueue(actor, action, repo, digest, result, client_addr, detail)
+        if is_durable(action):
+            await asyncio.get_running_loop().run_in_executor(None, self._flush_through, ticket)
+
+    def _enqueue(
+        self,
+        actor: str,
+        action: str,
+        repo: str | None,
+        digest: str | None,
+        result: str,
+        client_addr: str | None,
+        detail: dict[str, Any] | None,
+    ) -> int:
+        """Queue one entry; returns its number in this log's recording order."""
         entry = {
             "ts": utcnow(),
             "actor": actor[:128],
@@ -104,20 +202,39 @@ class AuditLog:
         }
         with self._lock:
             self._queue.append(entry)
+            self._queued += 1
+            return self._queued
+
+    @property
+    def pending(self) -> int:
+        """Entries recorded here and not yet handed to the database."""
+        with self._lock:
+            return len(self._queue)
+
+    def _flush_through(self, ticket: int) -> None:
+        """Commit entries up to number ``ticket`` (and whatever queued after it, in one transaction)."""
+        with self._flush_lock:
+            if self._written < ticket:
+                self._flush_locked()
 
     def flush(self) -> int:
         """Write everything queued in one transaction (entries stay queued if the write fails)."""
         with self._flush_lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return 0
+        try:
+            n = self.store.append_audit(batch, entry_hash)
+        except BaseException:
             with self._lock:
-                batch, self._queue = self._queue, []
-            if not batch:
-                return 0
-            try:
-                return self.store.append_audit(batch, entry_hash)
-            except Exception:
-                with self._lock:
-                    self._queue[:0] = batch
-                raise
+                self._queue[:0] = batch
+            raise
+        self._written += len(batch)
+        return n
 
     async def run(self, executor: Any = None) -> None:
         """Background flusher for the server; flushes once more when cancelled."""
