@@ -242,9 +242,10 @@ class Portal:
 
         return wrapped
 
-    def denied(self, request: web.Request, status: int, message: str) -> web.StreamResponse:
+    async def denied(self, request: web.Request, status: int, message: str) -> web.StreamResponse:
         """The error page for a refusal decided before the handler (``web.auth.authorize``)."""
-        return self.render(request, "error.html", None, status=status, message=message)
+        viewer = await self.viewer(request, required=False)
+        return self.render(request, "error.html", viewer, status=status, message=message)
 
     def _oidc(self) -> bool:
         """OpenID Connect login (``access/oidc.py``) ends in the same session cookie: offer it when on."""

@@ -385,7 +385,7 @@ class Refused(Exception):
         self.clear_session = clear_session
 
 
-DENIAL_PAGE: web.AppKey[Callable[[web.Request, int, str], web.StreamResponse]] = web.AppKey("denial_page")
+DENIAL_PAGE: web.AppKey[Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]] = web.AppKey("denial_page")
 
 
 async def check(request: web.Request, need: Need) -> None:
@@ -427,14 +427,14 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
         await check(request, need)
     except Refused as exc:
         if need.style == "portal":
-            return _portal_refusal(request, exc)
+            return await _portal_refusal(request, exc)
         if exc.status == 401:
             raise ApiError(401, "UNAUTHORIZED", str(exc)) from exc
         raise ApiError(403, "DENIED", str(exc)) from exc
     return await handler(request)
 
 
-def _portal_refusal(request: web.Request, exc: Refused) -> web.StreamResponse:
+async def _portal_refusal(request: web.Request, exc: Refused) -> web.StreamResponse:
     """Browsers go to the login page; a signed-in viewer sees the same page as for a missing repository."""
     if exc.status == 401:
         resp = web.Response(status=303, headers={"Location": "/login?next=" + quote(request.path_qs, safe="")})
@@ -443,7 +443,7 @@ def _portal_refusal(request: web.Request, exc: Refused) -> web.StreamResponse:
         return resp
     page = request.app.get(DENIAL_PAGE)
     if page is not None:
-        return page(request, 404, "No such repository, or you may not read it.")
+        return await page(request, 404, "No such repository, or you may not read it.")
     return web.Response(status=404, text="not found")
 
 
