@@ -32,6 +32,6 @@ async def audit(
     if ACCESS_KEY not in request.app:
         return
     ident = await api_identity(request)
-    request.app[ACCESS_KEY].audit.record(
+    await request.app[ACCESS_KEY].audit.record_durable(
         ident.name, action, repo=repo, digest=digest, client_addr=client_addr(request), detail=detail
     )

@@ -260,7 +260,7 @@ class RegistryGuard:
         perms = await self._permissions(ident)
         assert repo is not None and action is not None
         if not perms.can(repo, action):
-            self._deny(ident, request, repo, action, params, addr)
+            await self._deny(ident, request, repo, action, params, addr)
             if ident.anonymous or ident.jwt_access is not None:
                 error = "insufficient_scope" if ident.jwt_access is not None else None
                 raise RegistryError(
@@ -274,7 +274,7 @@ class RegistryGuard:
             # Mounting needs pull on the source; otherwise the client gets a normal upload session.
             request[reg.MOUNT_ALLOWED] = bool(source) and valid_name(source) and perms.can(source, PULL)
         resp = await handler(request, svc, params)
-        self._audit_success(ident, request, handler, repo, params, resp, addr)
+        await self._audit_success(ident, request, handler, repo, params, resp, addr)
         return resp
 
     async def _permissions(self, ident: Identity) -> Permissions:
@@ -304,13 +304,13 @@ class RegistryGuard:
             headers["Link"] = reg.next_link("/v2/_catalog", {"n": str(len(names)), "last": names[-1]})
         return reg.oci_json({"repositories": names}, headers=headers)
 
-    def _deny(
+    async def _deny(
         self, ident: Identity, request: web.Request, repo: str, action: str, params: dict[str, str], addr: str | None
     ) -> None:
         # Anonymous blob and tag reads are part of every token handshake; record only what matters.
         if ident.anonymous and action == PULL and "ref" not in params:
             return
-        self.access.audit.record(
+        await self.access.audit.record_durable(
             ident.name,
             {PULL: "pull", PUSH: "push", DELETE: "delete"}[action],
             repo=repo,
@@ -320,7 +320,7 @@ class RegistryGuard:
             detail={"method": request.method, "path": request.path[:300]},
         )
 
-    def _audit_success(
+    async def _audit_success(
         self,
         ident: Identity,
         request: web.Request,
@@ -330,7 +330,8 @@ class RegistryGuard:
         resp: web.StreamResponse,
         addr: str | None,
     ) -> None:
-        record = self.access.audit.record
+        # Security-relevant entries are durable before the response goes out (pulls only queue).
+        record = self.access.audit.record_durable
         method = request.method
         if handler is reg.manifest:
             ref = params["ref"]
@@ -338,16 +339,16 @@ class RegistryGuard:
             tag = None if ":" in ref else ref
             detail = {"tag": tag} if tag else None
             if method == "GET":
-                record(ident.name, "pull", repo, digest, ALLOWED, addr, detail)
+                await record(ident.name, "pull", repo, digest, ALLOWED, addr, detail)
             elif method == "PUT":
-                record(ident.name, "push", repo, digest, ALLOWED, addr, detail)
+                await record(ident.name, "push", repo, digest, ALLOWED, addr, detail)
             elif method == "DELETE":
-                record(ident.name, "delete" if tag is None else "untag", repo, digest, ALLOWED, addr, detail)
+                await record(ident.name, "delete" if tag is None else "untag", repo, digest, ALLOWED, addr, detail)
         elif handler is reg.blob and method == "DELETE":
-            record(ident.name, "blob.delete", repo, params.get("digest"), ALLOWED, addr)
+            await record(ident.name, "blob.delete", repo, params.get("digest"), ALLOWED, addr)
         elif handler is reg.upload_start and resp.status == 201 and "mount" in request.query:
             detail = {"from": request.query.get("from", "")[:255]}
-            record(ident.name, "blob.mount", repo, request.query.get("mount"), ALLOWED, addr, detail)
+            await record(ident.name, "blob.mount", repo, request.query.get("mount"), ALLOWED, addr, detail)
 
 
 # -- API authentication ------------------------------------------------------------------------------------
