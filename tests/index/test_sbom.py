@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 
+import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from rich.console import Console
@@ -89,3 +90,32 @@ def test_failed_result_renders_reason() -> None:
     console = Console(record=True, width=200)
     render_table(IndexResult("failed", error="path traversal guard: x"), "img", console)
     assert "index failed: path traversal guard: x" in console.export_text()
+
+
+def test_cyclonedx_dependency_graph_is_built_without_comparing_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cyclonedx-python-lib's ``register_dependency`` scans all dependencies per component:
+    2,000 packages cost ~4 million ref comparisons (100,000 packages took over an hour)."""
+    from cyclonedx.model.bom_ref import BomRef
+
+    from hallmark.model import Package
+
+    n = 2000
+    pkgs = [
+        Package(name=f"p{i}", version=f"1.{i}", ecosystem="Debian", purl=f"pkg:deb/debian/p{i}@1.{i}", type="os")
+        for i in range(n)
+    ]
+    r = IndexResult("done", "sha256:" + "0" * 64, packages=pkgs)
+    calls = 0
+    original = BomRef.__eq__
+
+    def counting(self: BomRef, other: object) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(self, other)
+
+    monkeypatch.setattr(BomRef, "__eq__", counting)
+    doc = json.loads(to_cyclonedx(r, "img"))
+    assert len(doc["components"]) == n
+    [root] = [d for d in doc["dependencies"] if d["ref"].startswith("image:")]
+    assert len(root["dependsOn"]) == n
+    assert calls < 100 * n, calls
