@@ -125,9 +125,10 @@ class TarReader:
 
     CHUNK = 1 << 20
 
-    def __init__(self, stream: IO[bytes], label: str) -> None:
+    def __init__(self, stream: IO[bytes], label: str, max_size: int = 1 << 62) -> None:
         self.stream = stream
         self.label = label
+        self.max_size = max_size  # an entry larger than its whole layer may be is a lie
         self.buf = b""
         self.pos = 0
         self.remaining = 0  # data bytes of the current member not yet consumed
@@ -259,6 +260,8 @@ class TarReader:
                 self._gnu_sparse_map(block)
             if flag in "1256734":  # links, dirs and devices have no data, whatever the size field says
                 size = size if flag == "7" else 0
+            if size > self.max_size:
+                raise IndexFailed(f"{self.label}: corrupt archive (entry size {size} over the layer limit)")
             self.serial += 1
             self.remaining, self.padding = size, -size % 512
             return name, flag, link, size, _number(block[100:108], self.label)
@@ -416,7 +419,7 @@ def iter_layer(
                 budget.check_time()
 
         plain.check = check
-        reader = TarReader(plain, label)  # type: ignore[arg-type]
+        reader = TarReader(plain, label, limits.max_layer_bytes)  # type: ignore[arg-type]
         count = 0
         while True:
             header = reader.next()
