@@ -142,6 +142,30 @@ class CatalogConfig(_Section):
         return v
 
 
+class IndexConfig(_Section):
+    """What indexing one image may cost (``[index]``; hallmark.index.limits.Limits), and the job lanes.
+
+    A cap hit fails the image with the reason ("index failed: image cap: ..."), never a partial "done".
+    """
+
+    max_file_bytes: int = Field(default=512 << 20, ge=1)  # one file a detector reads; larger: skipped, warning
+    max_layer_bytes: int = Field(default=32 << 30, ge=1)  # uncompressed bytes of one layer
+    max_entries_per_layer: int = Field(default=2_000_000, ge=1)
+    max_entries_per_image: int = Field(default=4_000_000, ge=1)
+    max_path_bytes_per_image: int = Field(default=512 << 20, ge=1)  # entry names kept for the merge
+    max_packages_per_image: int = Field(default=50_000, ge=1)  # found in all files of all layers
+    max_nested_archive_bytes: int = Field(default=2 << 30, ge=0)  # jars in wars etc., opened in memory
+    max_nested_archive_depth: int = Field(default=4, ge=0, le=32)
+    max_job_seconds: float = Field(default=900.0, gt=0)  # wall clock for one image in the large-job lane
+    max_job_memory_bytes: int = Field(default=2 << 30, ge=1 << 20)  # accounted: names, packages, files read
+    # Every index job first runs for at most slice_seconds among the other jobs; one that needs longer,
+    # or whose layers are over large_job_bytes compressed, runs again in the large-job lane, served by
+    # large_workers threads of `hallmark serve` of its own, so it never holds up other images.
+    slice_seconds: float = Field(default=60.0, gt=0)
+    large_job_bytes: int = Field(default=2 << 30, ge=0)
+    large_workers: int = Field(default=1, ge=0, le=64)
+
+
 def _group_map(v: Any) -> Any:
     """``{group: [teams]}``; a value may be one comma-separated string (from the environment)."""
     if isinstance(v, dict):
@@ -246,6 +270,7 @@ class Config(_Section):
     advisories: AdvisoryConfig = AdvisoryConfig()
     signing: SigningConfig = SigningConfig()
     catalog: CatalogConfig = CatalogConfig()
+    index: IndexConfig = IndexConfig()
 
     @property
     def data_path(self) -> Path:

@@ -9,10 +9,12 @@ so each job thread sees its own) because detectors only ever get one file's byte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class IndexFailed(Exception):
@@ -70,6 +72,12 @@ class Limits:
     # per job
     max_job_seconds: float = 900.0  # wall clock for one image, all layers
     max_job_memory_bytes: int = 2 << 30  # memory the job's own data may hold (accounted, see Budget)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> Limits:
+        """Limits from a settings mapping (the ``[index]`` config section); other keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 # Rough bytes of memory per kept entry and per package, beyond their strings (tuples, dicts, objects).

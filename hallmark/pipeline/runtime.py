@@ -1,7 +1,10 @@
 """Running the pipeline: job threads inside ``hallmark serve``, or a standalone ``hallmark worker``.
 
 Workers poll the shared job queue; a push in this process wakes them at once so
-indexing starts without waiting for the next poll.
+indexing starts without waiting for the next poll. Inside ``serve`` there are two lanes:
+``pipeline.workers`` threads take every job for one time slice each, and ``index.large_workers``
+threads take only index jobs that needed more (see :data:`hallmark.pipeline.service.INDEX_LARGE`),
+so a hostile or huge image never holds up the indexing of the others.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hallmark.pipeline.service import Pipeline
+from hallmark.pipeline.service import INDEX_LARGE, SHARED_KINDS, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +39,16 @@ class _Wakeup:
         self.event.set()
 
 
-def run_worker_loop(pipeline: Pipeline, name: str, stop: threading.Event, wake: threading.Event) -> None:
+def run_worker_loop(
+    pipeline: Pipeline,
+    name: str,
+    stop: threading.Event,
+    wake: threading.Event,
+    kinds: Sequence[str] | None = None,
+) -> None:
     while not stop.is_set():
         try:
-            worked = pipeline.run_one(name)
+            worked = pipeline.run_one(name, kinds)
         except Exception:
             log.exception("pipeline worker %s crashed on a job; continuing", name)
             worked = False
@@ -84,13 +93,19 @@ def server_context(pipeline: Pipeline, registry: Any) -> Callable[[Any], AsyncIt
             return
         loop = asyncio.get_running_loop()
         n = cfg.workers
-        pool = ThreadPoolExecutor(max_workers=n + 2, thread_name_prefix="hallmark-job")
+        large = pipeline.config.index.large_workers if n else 0
+        shared = list(SHARED_KINDS) if large else [*SHARED_KINDS, INDEX_LARGE]
+        pool = ThreadPoolExecutor(max_workers=n + large + 2, thread_name_prefix="hallmark-job")
         stop = threading.Event()
         wake = _Wakeup()
         pipeline.wake = wake
         registry.listeners.append(registry_listener(pipeline, loop, pool))
         futures = [
-            loop.run_in_executor(pool, run_worker_loop, pipeline, worker_name(i), stop, wake.event) for i in range(n)
+            loop.run_in_executor(pool, run_worker_loop, pipeline, worker_name(i), stop, wake.event, shared)
+            for i in range(n)
+        ] + [
+            loop.run_in_executor(pool, run_worker_loop, pipeline, worker_name(n + i), stop, wake.event, [INDEX_LARGE])
+            for i in range(large)
         ]
         updates = asyncio.create_task(_scheduled_updates(pipeline, pool))
         yield

@@ -12,13 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from hallmark.config import Config
-from hallmark.index import INDEXER_VERSION, IndexResult, index_image
+from hallmark.index import INDEXER_VERSION, IndexResult, Limits, index_image
+from hallmark.index.limits import Budget
+from hallmark.index.names import json_safe
 from hallmark.index.sbom import to_cyclonedx, to_spdx
 from hallmark.metadata.store import ManifestRecord, MetadataStore
 from hallmark.pipeline.jobs import Job, JobQueue
@@ -38,6 +41,10 @@ VULN_REPORT = "application/vnd.hallmark.vulnerability-report.v1+json"
 CONTENT_REPORT = "application/vnd.hallmark.content-report.v1+json"
 REPORT_KIND_ANNOTATION = "dev.hallmark.report.kind"
 MAX_CONFIG_BYTES = 8 << 20
+# Index jobs that need more than one slice of time, or have very large layers, run in this lane:
+# threads of their own serve it, so one hostile or huge image never holds up the others.
+INDEX_LARGE = "index-large"
+SHARED_KINDS = ("index", "match", "rematch")
 
 
 class Pipeline:
@@ -53,8 +60,10 @@ class Pipeline:
         self._signer: Any = None
         self._signer_loaded = False
         self.wake: Callable[[], None] = lambda: None
+        self.clock: Callable[[], float] = time.monotonic  # of index job budgets (tests step it)
         self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "index": self._job_index,
+            INDEX_LARGE: self._job_index_large,
             "match": self._job_match,
             "rematch": self._job_rematch,
         }
@@ -69,9 +78,12 @@ class Pipeline:
         self.store.forget_image(repo, digest)
 
     # -- job runner -----------------------------------------------------------------------------
-    def run_one(self, worker: str) -> bool:
-        """Claim and run one job; False when the queue had nothing ready."""
-        job = self.jobs.claim(worker, list(self.handlers))
+    def run_one(self, worker: str, kinds: Sequence[str] | None = None) -> bool:
+        """Claim and run one job of ``kinds`` (default: any); False when the queue had nothing ready."""
+        kinds = list(kinds or self.handlers)
+        # a large index job may run for max_job_seconds: its lease must outlast it
+        lease = max(600, int(self.config.index.max_job_seconds) + 300) if INDEX_LARGE in kinds else 600
+        job = self.jobs.claim(worker, kinds, lease_seconds=lease)
         if job is None:
             return False
         self._run(job)
@@ -104,12 +116,33 @@ class Pipeline:
             return None  # an artifact (SBOM, signature, Helm chart...), not a runnable image
         return rec, doc
 
-    def _job_index(self, payload: dict[str, Any]) -> None:
+    def _job_index_large(self, payload: dict[str, Any]) -> None:
+        self._job_index(payload, large=True)
+
+    def _to_large_lane(self, repo: str, digest: str, why: str) -> None:
+        self.store.set_image(repo, digest, status="queued", reason=f"moved to the large-job lane: {why}")
+        if self.jobs.enqueue(INDEX_LARGE, f"{repo}@{digest}", {"repo": repo, "digest": digest}):
+            self.wake()
+
+    def _job_index(self, payload: dict[str, Any], large: bool = False) -> None:
+        """Index an image: in the shared lane for one time slice, in the large-job lane with the full budget."""
         repo, digest = payload["repo"], payload["digest"]
         found = self._image_manifest(repo, digest)
         if found is None:
             return
         rec, doc = found
+        lanes = self.config.index
+        limits = Limits.from_settings(lanes.model_dump())
+        if not large:
+            size = sum(int(layer.get("size") or 0) for layer in doc.get("layers") or [] if isinstance(layer, dict))
+            if size > lanes.large_job_bytes:
+                self._to_large_lane(repo, digest, f"{size} bytes of layers")
+                return
+        budget = (
+            Budget(limits, clock=self.clock)
+            if large
+            else Budget(limits, clock=self.clock, seconds=lanes.slice_seconds, final=False)
+        )
         self.store.set_image(repo, digest, status="indexing", reason=None)
         config_digest = doc["config"]["digest"]
         if (self.blobs.stat(config_digest) or 0) > MAX_CONFIG_BYTES:
@@ -125,13 +158,23 @@ class Pipeline:
             manifest_digest=digest,
             cache=self.cache,
             on_entry=content.on_entry if content is not None else None,
+            limits=limits,
+            budget=budget,
         )
+        if result.status == "deferred":
+            self._to_large_lane(repo, digest, f"longer than {lanes.slice_seconds:g} seconds")
+            return
         if result.status != "done":
             self._fail(repo, digest, result.failure or "index failed")
             return
         if content is not None:
             doc = content.report(config, repo, digest)
-            self._attach_report(repo, rec, "content", CONTENT_REPORT, orjson.dumps(doc), doc)
+            try:
+                report = orjson.dumps(doc)
+            except TypeError:  # file names that are not UTF-8: shown as \xNN (hallmark.index.names)
+                doc = json_safe(doc)
+                report = orjson.dumps(doc)
+            self._attach_report(repo, rec, "content", CONTENT_REPORT, report, doc)
         self.store.set_image(
             repo,
             digest,
