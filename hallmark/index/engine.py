@@ -81,6 +81,7 @@ def _prefilter(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
 
 
 EntryHook = Callable[[LayerEntry, IO[bytes] | None], None]
+MAX_WARNINGS = 1000  # kept per layer: a hostile layer can make a detector warn about every member
 
 
 class _Prefixed(io.RawIOBase):
@@ -195,6 +196,9 @@ def scan_layer(
         with budget.holding(len(data)) if budget is not None else contextlib.nullcontext():
             for d in wanting:
                 _run(d, e.path, data, facts, budget)
+    if len(facts.warnings) > MAX_WARNINGS:
+        more = len(facts.warnings) - MAX_WARNINGS
+        facts.warnings[MAX_WARNINGS:] = [f"... and {more} more warnings for layer {digest}"]
     return facts
 
 

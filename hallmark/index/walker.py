@@ -55,6 +55,7 @@ FILE, DIR, SYMLINK, HARDLINK, WHITEOUT, OPAQUE, SPARSE, OTHER = (
 Warn = Callable[[str], None]
 _DECIMAL = re.compile(rb"[0-9]{1,19}")  # PAX numbers: plain decimal, no sign, no spaces, no "_"
 MAX_EXTENDED_HEADER = 1 << 20
+MAX_SKIP_WARNINGS = 20  # per layer; then one line with the count (a hostile layer may have millions)
 
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (  # type: ignore[assignment]
     EOFError,
@@ -420,7 +421,7 @@ def iter_layer(
 
         plain.check = check
         reader = TarReader(plain, label, limits.max_layer_bytes)  # type: ignore[arg-type]
-        count = 0
+        count = skipped = 0
         while True:
             header = reader.next()
             if header is None:
@@ -433,10 +434,13 @@ def iter_layer(
             try:
                 entry = _entry(reader, header, index, desc.digest, limits)
             except BadEntry as exc:
-                if warn is not None:
+                skipped += 1
+                if warn is not None and skipped <= MAX_SKIP_WARNINGS:
                     warn(f"{label}: entry skipped: {exc}")
                 continue
             yield entry
+        if warn is not None and skipped > MAX_SKIP_WARNINGS:
+            warn(f"{label}: {skipped - MAX_SKIP_WARNINGS} more entries skipped for their names")
         reader.drain()  # rest of the stream: gzip CRC/trailer check, hashing
         while raw.read(1 << 20):
             pass

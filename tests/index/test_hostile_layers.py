@@ -388,3 +388,19 @@ def test_reasons_and_warnings_with_raw_bytes_are_json_safe() -> None:
     r = run([(traversal, None)])
     assert r.status == "failed" and r.error is not None and "\\xe9" in r.error
     orjson.dumps(r.to_json())
+
+
+def test_warnings_of_a_layer_are_bounded() -> None:
+    names = [b"d/" + b"%04d" % i + b"n" * 300 for i in range(50)]
+    bad = latin1_tar(names, b"")
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(1100):
+            z.writestr(f"x/{i}.bin", b"\0" * 300_000)  # each over the size/ratio guard: one warning each
+    jar = Layer().file("app/a.jar", zbuf.getvalue()).tar_bytes()
+    r = run([(bad, None), (jar, None)], limits=Limits(max_path_length=200))
+    assert r.status == "done"
+    skips = [w for w in r.warnings if "entry skipped" in w]
+    assert len(skips) == 20 and any("30 more entries skipped" in w for w in r.warnings)
+    assert len(r.warnings) <= 20 + 1 + 1000 + 1
+    assert any("more warnings for layer" in w for w in r.warnings)
