@@ -134,7 +134,9 @@ class Pipeline:
         lanes = self.config.index
         limits = Limits.from_settings(lanes.model_dump())
         if not large:
-            size = sum(int(layer.get("size") or 0) for layer in doc.get("layers") or [] if isinstance(layer, dict))
+            layers = doc.get("layers")
+            layers = layers if isinstance(layers, list) else []
+            size = sum(d["size"] for d in layers if isinstance(d, dict) and isinstance(d.get("size"), int))
             if size > lanes.large_job_bytes:
                 self._to_large_lane(repo, digest, f"{size} bytes of layers")
                 return
