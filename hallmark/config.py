@@ -8,6 +8,7 @@ being silently ignored. Nested keys use ``__`` in the environment, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -33,11 +34,47 @@ class ServerConfig(_Section):
     # Public base URL used in Location headers and token realms; derived from the request when unset.
     public_url: str | None = None
     workers: int = Field(default=1, ge=1, le=64)
+    # Slow clients (see hallmark.web.timeouts): a request head must arrive within header_timeout_seconds
+    # (from the connection opening, or from the first byte of the next request on a kept-alive one);
+    # a body must bring at least body_min_rate_bytes_per_second x body_timeout_seconds bytes (and at
+    # least one) in every body_timeout_seconds during which the server waits for it; a kept-alive
+    # connection with no request is closed after idle_timeout_seconds.
+    header_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    body_min_rate_bytes_per_second: int = Field(default=1024, ge=0)
+    idle_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
+    # Proxies (addresses or CIDRs) whose forwarding header names the client (hallmark.web.client); empty:
+    # the peer address is the client. The header they append: "x-forwarded-for" or "forwarded" (RFC 7239).
+    trusted_proxies: list[str] = []
+    trusted_proxy_header: str = "x-forwarded-for"
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         parse_listen(v)
+        return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: Any) -> Any:
+        """A comma-separated string is accepted too (from the environment)."""
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("trusted_proxy_header")
+    @classmethod
+    def _check_proxy_header(cls, v: str) -> str:
+        if v.lower() not in ("x-forwarded-for", "forwarded"):
+            raise ValueError("trusted_proxy_header must be x-forwarded-for or forwarded")
+        return v.lower()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {net!r} is not an IP address or CIDR") from None
         return v
 
 
@@ -248,7 +285,8 @@ class AccessConfig(_Section):
     anonymous_pull_default: bool = False
     # Accept HTTP Basic credentials directly on /v2 (for clients without token support).
     basic_on_registry: bool = True
-    # Failed logins: at most this many per user and per client address within the window, then 429.
+    # Failed logins: this many per (client address, user) pair, then 429 with a back-off growing from 5 s
+    # up to the window; and at most max_failed_per_address per client address within the window.
     max_failed_per_user: int = Field(default=5, ge=1)
     max_failed_per_address: int = Field(default=30, ge=1)
     failed_window_seconds: int = Field(default=300, ge=1)

@@ -11,10 +11,11 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,11 @@ class AuthFailed(Exception):
 
 
 class RateLimited(Exception):
-    """Too many failed logins for this user or client address."""
+    """Too many failed logins from this client, for this user or overall; ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AccessDenied(Exception):
@@ -57,39 +62,95 @@ class AccessDenied(Exception):
 
 
 class RateLimiter:
-    """Sliding-window count of failed logins per user name and per client address (per process)."""
+    """Failed logins per (client address, user name) pair with growing back-off, and per address.
 
-    def __init__(self, per_user: int, per_addr: int, window: float) -> None:
-        self.per_user, self.per_addr, self.window = per_user, per_addr, window
-        self._fails: dict[str, collections.deque[float]] = {}
+    A lock per user name would let anyone lock ``admin`` out by guessing wrong five times;
+    keyed on the pair, the guesser only slows itself down. Each pair gets ``per_pair`` free
+    failures, then must wait ``BACKOFF`` seconds after its last failure, doubling with every
+    further failure up to ``window``; a pair is forgotten ``window`` seconds after its back-off
+    ended, or at its next success. Spraying many user names from one address is capped by
+    ``per_addr`` failures per address within a sliding ``window``.
+
+    Per process, bounded to ``max_keys`` pairs and addresses: past that the entries idle the
+    longest are dropped (never all of them, which would hand an attacker a fresh start).
+    """
+
+    BACKOFF = 5.0
+
+    def __init__(
+        self,
+        per_pair: int,
+        per_addr: int,
+        window: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_pair, self.per_addr, self.window = per_pair, per_addr, window
+        self.max_keys = max_keys
+        self._clock = clock
+        self._pairs: collections.OrderedDict[tuple[str, str], tuple[int, float]] = collections.OrderedDict()
+        self._addrs: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def _count(self, key: str, now: float) -> int:
-        q = self._fails.get(key)
+    def _backoff(self, failures: int) -> float:
+        if failures < self.per_pair:
+            return 0.0
+        return float(min(self.BACKOFF * 2 ** min(failures - self.per_pair, 32), self.window))
+
+    def _pair(self, key: tuple[str, str], now: float) -> tuple[int, float]:
+        """(failures, wait until) of a pair; forgets it once it is old enough."""
+        entry = self._pairs.get(key)
+        if entry is None:
+            return 0, now
+        failures, last = entry
+        until = last + self._backoff(failures)
+        if now >= until + self.window:
+            del self._pairs[key]
+            return 0, now
+        return failures, until
+
+    def _addr_count(self, addr: str, now: float) -> tuple[int, float]:
+        """(failures within the window, when the oldest leaves it)."""
+        q = self._addrs.get(addr)
         if not q:
-            return 0
+            return 0, now
         while q and q[0] <= now - self.window:
             q.popleft()
-        return len(q)
+        if not q:
+            del self._addrs[addr]
+            return 0, now
+        return len(q), q[0] + self.window
 
-    def blocked(self, user: str, addr: str | None) -> bool:
-        now = time.monotonic()
+    def retry_after(self, user: str, addr: str | None) -> float:
+        """Seconds before this client may try this user again (0: now)."""
+        now = self._clock()
         with self._lock:
-            return self._count("u:" + user, now) >= self.per_user or (
-                addr is not None and self._count("a:" + addr, now) >= self.per_addr
-            )
+            _, until = self._pair((addr or "", user), now)
+            wait = until - now
+            if addr is not None:
+                count, oldest_leaves = self._addr_count(addr, now)
+                if count >= self.per_addr:
+                    wait = max(wait, oldest_leaves - now)
+            return max(wait, 0.0)
 
     def fail(self, user: str, addr: str | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
+        key = (addr or "", user)
         with self._lock:
-            if len(self._fails) > 100_000:  # bound memory under a spray of random names
-                self._fails.clear()
-            for key in ("u:" + user, *(("a:" + addr,) if addr else ())):
-                self._fails.setdefault(key, collections.deque()).append(now)
+            failures, _ = self._pair(key, now)
+            self._pairs[key] = (failures + 1, now)
+            self._pairs.move_to_end(key)
+            if addr is not None:
+                self._addr_count(addr, now)
+                self._addrs.setdefault(addr, collections.deque()).append(now)
+                self._addrs.move_to_end(addr)
+            for table in (self._pairs, self._addrs):
+                while len(table) > self.max_keys:
+                    table.popitem(last=False)  # the entry idle the longest
 
-    def succeeded(self, user: str) -> None:
+    def succeeded(self, user: str, addr: str | None) -> None:
         with self._lock:
-            self._fails.pop("u:" + user, None)
+            self._pairs.pop((addr or "", user), None)
 
 
 @dataclass
@@ -181,11 +242,13 @@ class AccessService:
     def authenticate(self, username: str, secret: str, client_addr: str | None, audit_success: bool = True) -> Identity:
         """Check a user password or an API/robot token; failures count towards the rate limit."""
         username = username[:128]
-        if self.limiter.blocked(username, client_addr):
+        wait = self.limiter.retry_after(username, client_addr)
+        if wait > 0:
             self.audit.record(
                 username, "login", result=DENIED, client_addr=client_addr, detail={"reason": "rate-limited"}
             )
-            raise RateLimited("too many failed logins; try again later")
+            seconds = math.ceil(wait)
+            raise RateLimited(f"too many failed logins; try again in {seconds} s", seconds)
         ident: Identity | None = None
         reason = "bad credentials"
         if crypto.parse_token_id(secret) is not None:
@@ -209,7 +272,7 @@ class AccessService:
             self.limiter.fail(username, client_addr)
             self.audit.record(username, "login", result=DENIED, client_addr=client_addr, detail={"reason": reason})
             raise AuthFailed(reason)
-        self.limiter.succeeded(username)
+        self.limiter.succeeded(username, client_addr)
         if audit_success:
             self.audit.record(ident.name, "login", result=ALLOWED, client_addr=client_addr)
         return ident

@@ -16,6 +16,41 @@ from aiohttp import web
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
 from hallmark.config import Config, parse_listen
+from hallmark.web.client import TRUSTED_PROXIES, TrustedProxies
+from hallmark.web.timeouts import ReadTimeouts, protocol_factory
+from hallmark.web.timeouts import install as install_timeouts
+
+
+async def _serve(app: web.Application, config: Config, sock: socket.socket | None, announce: str | None) -> None:
+    """Like ``web.run_app``, but every connection's protocol is wrapped in the slow-client watchdog
+    (:mod:`hallmark.web.timeouts`); stops cleanly on SIGINT or SIGTERM."""
+    server_cfg = config.server
+    timeouts = ReadTimeouts.from_config(server_cfg)
+    install_timeouts(app)
+    if TRUSTED_PROXIES not in app:
+        app[TRUSTED_PROXIES] = TrustedProxies.from_config(server_cfg)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=timeouts.idle, read_bufsize=1 << 22)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    listener: asyncio.Server | None = None
+    try:
+        assert runner.server is not None
+        factory = protocol_factory(runner.server, timeouts)
+        if sock is not None:
+            listener = await loop.create_server(factory, sock=sock)
+        else:
+            host, port = parse_listen(server_cfg.listen)
+            listener = await loop.create_server(factory, host, port, reuse_port=False)
+        if announce:
+            print(announce, flush=True)
+        await stop.wait()
+    finally:
+        if listener is not None:
+            listener.close()
+        await runner.cleanup()
 
 
 def _run_worker(config: Config, sock: socket.socket | None, announce: bool) -> None:
@@ -30,23 +65,10 @@ def _run_worker(config: Config, sock: socket.socket | None, announce: bool) -> N
     hm = Hallmark.open(config)
     host, port = parse_listen(config.server.listen)
     app = build_app(hm)
-    if announce:
-        shown = f"[{host}]" if ":" in host else host
-        print(
-            f"Hallmark serving registry, API and portal at http://{shown}:{port}/ (data: {config.data_path})",
-            flush=True,
-        )
+    shown = f"[{host}]" if ":" in host else host
+    message = f"Hallmark serving registry, API and portal at http://{shown}:{port}/ (data: {config.data_path})"
     try:
-        web.run_app(
-            app,
-            sock=sock,
-            host=None if sock else host,
-            port=None if sock else port,
-            access_log=None,
-            print=None,
-            reuse_port=False,
-            read_bufsize=1 << 22,
-        )
+        asyncio.run(_serve(app, config, sock, message if announce else None))
     finally:
         hm.close()
 
