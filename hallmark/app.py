@@ -30,6 +30,7 @@ from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import BlobStore, FilesystemBlobStore
 from hallmark.web import auth as web_auth
 from hallmark.web.authz import PUBLIC, REGISTRY, declare, route, undeclared
+from hallmark.web.client import TRUSTED_PROXIES, TrustedProxies
 
 log = logging.getLogger("hallmark")
 
@@ -92,6 +93,7 @@ async def _check_declarations(app: web.Application) -> None:
 def build_app(hm: Hallmark) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[HALLMARK_KEY] = hm
+    app[TRUSTED_PROXIES] = TrustedProxies.from_config(hm.config.server)
     declare(registry_http.dispatch, "*", REGISTRY)  # the registry guard enforces /v2 per registry route
     registry_http.add_routes(app, hm.registry)
     app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])

@@ -26,6 +26,7 @@ from hallmark.api.common import ApiError
 from hallmark.registry import http as reg
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.names import valid_name
+from hallmark.web import client
 from hallmark.web.authz import ADMINISTRATOR, PUBLIC, Need, declared, need_of
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ MAX_AUTH_HEADER = 7168
 
 
 def client_addr(request: web.Request) -> str | None:
-    return request.remote
+    """The client's address for rate limits and the audit log (through trusted proxies, if set)."""
+    return client.client_addr(request, request.app.get(client.TRUSTED_PROXIES))
 
 
 # -- credentials ---------------------------------------------------------------------------------
