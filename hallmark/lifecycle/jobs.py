@@ -1,0 +1,35 @@
+"""Every periodic job, registered in one place: what runs, how often (``[lifecycle]`` and
+``[advisories]`` settings), and what it reports. Importing this module registers them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hallmark.config import Config
+from hallmark.lifecycle.scheduler import JobContext, PeriodicJob, register
+
+
+def _advisories_update(ctx: JobContext) -> dict[str, Any]:
+    from hallmark.pipeline.advisory_sets import update
+
+    record = update(ctx.pipeline)
+    return {"set": record.get("set"), "advisories": record.get("advisories")}
+
+
+def _gc(ctx: JobContext) -> dict[str, Any]:
+    from hallmark.registry.gc import collect
+
+    result = collect(ctx.meta, ctx.blobs, ctx.config.lifecycle.gc_grace_seconds, False)
+    return {"deleted": len(result.deleted), "unlinked": len(result.unlinked)}
+
+
+def _hours(value: float) -> float:
+    return value * 3600
+
+
+def _advisory_interval(c: Config) -> float:
+    return _hours(c.advisories.update_interval_hours)
+
+
+register(PeriodicJob("advisories.update", _advisory_interval, _advisories_update))
+register(PeriodicJob("gc", lambda c: _hours(c.lifecycle.gc_interval_hours), _gc))
