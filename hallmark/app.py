@@ -79,6 +79,22 @@ async def _periodic_cleanup(hm: Hallmark) -> None:
         await asyncio.sleep(interval)
 
 
+async def _scheduler_loop(hm: Hallmark) -> None:
+    """Periodic jobs (advisory updates, grades, expiration, retention, GC) as rows claimed once."""
+    from hallmark.lifecycle import jobs  # noqa: F401  (registers the jobs)
+    from hallmark.lifecycle.scheduler import Scheduler
+
+    scheduler = Scheduler(hm.meta)
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            for result in await loop.run_in_executor(None, scheduler.run_due, hm):
+                log.info("periodic job %s: %s", result["job"], result["status"])
+        except Exception:
+            log.exception("scheduler pass failed")
+        await asyncio.sleep(hm.config.lifecycle.scheduler_poll_seconds)
+
+
 async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
@@ -105,11 +121,14 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_repositories.routes(hm.registry))
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_periodic_cleanup(hm))
+        tasks = [asyncio.create_task(_periodic_cleanup(hm))]
+        if hm.config.lifecycle.scheduler and hm.config.pipeline.enabled:
+            tasks.append(asyncio.create_task(_scheduler_loop(hm)))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     web_auth.install(app, hm)
     if hm.access is not None and hm.config.access.enabled:

@@ -203,6 +203,32 @@ class IndexConfig(_Section):
     large_workers: int = Field(default=1, ge=0, le=64)
 
 
+class LifecycleConfig(_Section):
+    """``[lifecycle]``: health grades, end of life, deprecation at pull, tag expiration, retention, scheduler."""
+
+    eol_soon_days: int = Field(default=90, ge=0, le=3650)  # "eol_soon" this many days before end of life
+    auto_deprecate_eol_os: bool = False  # deprecate approved images whose base OS is past end of life
+    auto_retire_after_days: int | None = Field(default=None, ge=0)  # retire this long after deprecation
+    retired_pull: str = "deny"  # default for namespaces without their own setting: deny (403) or warn
+    time_machine_days: float = Field(default=14, ge=0, le=3650)  # tag restore window (repository default)
+    tag_expiry_default: str | None = None  # e.g. "30d": tags without a label expire after this
+    endoflife_url: str = "https://endoflife.date/api"
+    scheduler: bool = True  # run periodic jobs inside ``hallmark serve``
+    scheduler_poll_seconds: float = Field(default=60, gt=0, le=3600)
+    grades_interval_hours: float = Field(default=24, gt=0)
+    expiration_interval_minutes: float = Field(default=5, gt=0)
+    retention_interval_hours: float = Field(default=24, gt=0)
+    gc_interval_hours: float = Field(default=24, ge=0)  # 0: garbage collection only on demand
+    gc_grace_seconds: int = Field(default=3600, ge=0)
+
+    @field_validator("retired_pull")
+    @classmethod
+    def _check_retired_pull(cls, v: str) -> str:
+        if v not in {"deny", "warn"}:
+            raise ValueError("retired_pull must be deny or warn")
+        return v
+
+
 def _group_map(v: Any) -> Any:
     """``{group: [teams]}``; a value may be one comma-separated string (from the environment)."""
     if isinstance(v, dict):
@@ -308,6 +334,7 @@ class Config(_Section):
     advisories: AdvisoryConfig = AdvisoryConfig()
     signing: SigningConfig = SigningConfig()
     catalog: CatalogConfig = CatalogConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
     index: IndexConfig = IndexConfig()
 
     @property

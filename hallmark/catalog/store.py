@@ -33,7 +33,7 @@ class CatalogStore:
         if self.get(repo, digest) is not None:
             return
         try:
-            with self.meta._tx() as conn:
+            with self.meta.transaction() as conn:
                 conn.execute(
                     catalog_entries.insert().values(
                         repo_name=repo, digest=digest, stage=DEFAULT_STAGE, updated_at=utcnow()
@@ -45,7 +45,7 @@ class CatalogStore:
     def set_fields(self, repo: str, digest: str, values: dict[str, Any]) -> None:
         values = {k: v for k, v in values.items() if k in _FIELDS}
         self.ensure(repo, digest)
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(
                 update(catalog_entries)
                 .where(catalog_entries.c.repo_name == repo, catalog_entries.c.digest == digest)
@@ -74,7 +74,7 @@ class CatalogStore:
         values: dict[str, Any] = {"stage": to_stage, "updated_at": now}
         if signature_digest is not None:
             values["signature_digest"] = signature_digest
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             res = conn.execute(
                 update(catalog_entries)
                 .where(

@@ -20,6 +20,9 @@ catalog_entries = Table(
     Column("description", Text, nullable=True),
     Column("support_status", Text, nullable=True),
     Column("signature_digest", String(140), nullable=True),  # the approval stamp of the last approval
+    Column("replacement", String(400), nullable=True),  # deprecated/retired: repo@digest or repo:tag to use
+    Column("stage_reason", Text, nullable=True),  # why the last stage change happened
+    Column("stage_changed_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_catalog_stage", "stage"),
 )

@@ -82,7 +82,8 @@ class MetadataStore:
         )
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (behind the process-wide SQLite writer lock on SQLite)."""
         if self._write_lock is None:
             with self.engine.begin() as conn:
                 yield conn
@@ -139,7 +140,7 @@ class MetadataStore:
 
     def set_repository_options(self, name: str, immutable_tags: bool) -> bool:
         """Change an existing repository's options; False when there is no such repository."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rid = self._repo_id(conn, name)
             if rid is None:
                 return False
@@ -167,7 +168,7 @@ class MetadataStore:
                     c.execute(fast_sql.ADD_BLOB_SQL, (digest, size, ts))
                     c.execute(fast_sql.LINK_BLOB_SQL, (rid, digest, ts))
             return
-        with self._tx() as conn:
+        with self.transaction() as conn:
             for repo, digest, size, finished_upload in links:
                 if finished_upload is not None:
                     self._upsert_upload(conn, finished_upload, repo, now, closed=True)
@@ -192,7 +193,7 @@ class MetadataStore:
             return conn.execute(q).scalar()
 
     def unlink_blob(self, repo: str, digest: str) -> bool:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
@@ -220,7 +221,7 @@ class MetadataStore:
     def unlink_blobs(self, pairs: list[tuple[str, str]]) -> int:
         """Drop links that are still unused (re-checked in the same transaction)."""
         n = 0
-        with self._tx() as conn:
+        with self.transaction() as conn:
             for repo, digest in pairs:
                 rid = conn.execute(select(repositories.c.id).where(repositories.c.name == repo)).scalar()
                 if rid is None:
@@ -253,7 +254,7 @@ class MetadataStore:
 
     def forget_blob(self, digest: str) -> bool:
         """Delete the blob row if still unlinked (re-checked in the transaction); True when deleted."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             linked = conn.execute(select(repo_blobs.c.digest).where(repo_blobs.c.digest == digest)).first()
             if linked is not None:
                 return False
@@ -274,7 +275,7 @@ class MetadataStore:
         now = utcnow()
         for attempt in range(3):
             try:
-                with self._tx() as conn:
+                with self.transaction() as conn:
                     rid = self._repo_id(conn, repo, create=True)
                     assert rid is not None
                     missing: list[str] = []
@@ -394,7 +395,7 @@ class MetadataStore:
         )
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
@@ -406,7 +407,7 @@ class MetadataStore:
             return True
 
     def delete_tag(self, repo: str, tag: str) -> bool:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
@@ -478,16 +479,16 @@ class MetadataStore:
             with self._sqlite.tx() as c:
                 c.execute(fast_sql.KEEP_UPLOAD_SQL, (upload_id, repo, sqlite_ts(created), sqlite_ts(utcnow())))
             return
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._upsert_upload(conn, upload_id, repo, created, closed=False)
 
     def close_upload(self, upload_id: str, repo: str) -> None:
         """Turn a session into a tombstone: its id is refused until it expires."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._upsert_upload(conn, upload_id, repo, utcnow(), closed=True)
 
     def delete_upload(self, upload_id: str) -> bool:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return conn.execute(delete(uploads).where(uploads.c.id == upload_id)).rowcount > 0
 
     def expired_uploads(self, before: dt.datetime) -> list[str]:

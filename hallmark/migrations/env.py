@@ -4,6 +4,7 @@ from alembic import context
 
 import hallmark.access.tables
 import hallmark.catalog.tables
+import hallmark.lifecycle.tables
 import hallmark.pipeline.tables
 import hallmark.signing.tables  # noqa: F401  (registers its tables on the shared metadata)
 from hallmark.metadata.tables import metadata

@@ -36,7 +36,7 @@ class JobQueue:
     def enqueue(self, kind: str, key: str, payload: dict[str, Any], delay: float = 0.0) -> bool:
         """Add a job unless an identical one (kind, key) is already waiting; True when added."""
         now = utcnow()
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             waiting = conn.execute(
                 select(jobs.c.id).where(jobs.c.kind == kind, jobs.c.key == key, jobs.c.state == "queued")
             ).first()
@@ -68,7 +68,7 @@ class JobQueue:
         q = q.order_by(jobs.c.run_after, jobs.c.id).limit(1)
         if self.meta.dialect == "postgresql":
             q = q.with_for_update(skip_locked=True)
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             row = conn.execute(q).first()
             if row is None:
                 return None
@@ -88,7 +88,7 @@ class JobQueue:
         return Job(row.id, row.kind, row.key, orjson.loads(row.payload), row.attempts + 1)
 
     def done(self, job: Job) -> None:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(
                 update(jobs).where(jobs.c.id == job.id).values(state="done", locked_until=None, updated_at=utcnow())
             )
@@ -103,7 +103,7 @@ class JobQueue:
         else:
             values["state"] = "queued"
             values["run_after"] = now + dt.timedelta(seconds=min(2**job.attempts, 300))
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job.id).values(**values))
 
     def pending(self, kinds: list[str] | None = None) -> int:
@@ -114,5 +114,5 @@ class JobQueue:
             return len(conn.execute(q).all())
 
     def purge_done(self, older_than: dt.datetime) -> int:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             return conn.execute(jobs.delete().where(jobs.c.state == "done", jobs.c.updated_at < older_than)).rowcount

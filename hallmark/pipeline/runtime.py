@@ -69,20 +69,6 @@ def registry_listener(
     return listener
 
 
-async def _scheduled_updates(pipeline: Pipeline, pool: ThreadPoolExecutor) -> None:
-    hours = pipeline.config.advisories.update_interval_hours
-    if hours <= 0:
-        return
-    from hallmark.pipeline.advisory_sets import update
-
-    while True:
-        await asyncio.sleep(hours * 3600)
-        try:
-            await asyncio.get_running_loop().run_in_executor(pool, update, pipeline)
-        except Exception as exc:
-            log.warning("scheduled advisory update failed: %s", exc)
-
-
 def server_context(pipeline: Pipeline, registry: Any) -> Callable[[Any], AsyncIterator[None]]:
     """An aiohttp cleanup context that runs the job threads for the life of the server."""
 
@@ -107,9 +93,7 @@ def server_context(pipeline: Pipeline, registry: Any) -> Callable[[Any], AsyncIt
             loop.run_in_executor(pool, run_worker_loop, pipeline, worker_name(n + i), stop, wake.event, [INDEX_LARGE])
             for i in range(large)
         ]
-        updates = asyncio.create_task(_scheduled_updates(pipeline, pool))
         yield
-        updates.cancel()
         stop.set()
         wake()
         with contextlib.suppress(Exception):

@@ -40,7 +40,7 @@ class DbIndexCache:
 
     def put(self, kind: str, version: str, digest: str, doc: dict[str, Any]) -> None:
         data = pack(doc)
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(
                 delete(index_cache).where(
                     index_cache.c.kind == kind, index_cache.c.version == version, index_cache.c.digest == digest
@@ -76,7 +76,7 @@ class PipelineStore:
         for key in ("distro", "summary"):
             if key in values and values[key] is not None and not isinstance(values[key], str):
                 values[key] = orjson.dumps(values[key]).decode()
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             res = conn.execute(
                 update(images).where(images.c.repo_name == repo, images.c.digest == digest).values(**values)
             )
@@ -116,7 +116,7 @@ class PipelineStore:
         if not items:
             return
         now = utcnow()
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             for repo, digest, summary in items:
                 conn.execute(
                     update(images)
@@ -130,7 +130,7 @@ class PipelineStore:
                 )
 
     def forget_image(self, repo: str, digest: str) -> None:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(delete(images).where(images.c.repo_name == repo, images.c.digest == digest))
             conn.execute(delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest))
 
@@ -145,7 +145,7 @@ class PipelineStore:
         signature_digest: str | None = None,
     ) -> None:
         data = pack(doc)
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(
                 delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest, reports.c.kind == kind)
             )
@@ -162,7 +162,7 @@ class PipelineStore:
             )
 
     def set_report_signature(self, repo: str, digest: str, kind: str, signature_digest: str) -> None:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(
                 update(reports)
                 .where(reports.c.repo_name == repo, reports.c.digest == digest, reports.c.kind == kind)
@@ -202,7 +202,7 @@ class PipelineStore:
     # -- advisory sets --------------------------------------------------------------------------
     def add_advisory_set(self, blob_digest: str, sources: dict[str, Any]) -> int:
         """Record an imported set and make it the active one in the same transaction (the atomic switch)."""
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             conn.execute(update(advisory_sets).values(active=False))
             res = conn.execute(
                 advisory_sets.insert().values(
@@ -247,7 +247,7 @@ class PipelineStore:
 
     # -- VEX -----------------------------------------------------------------------------------------
     def add_vex(self, repo: str | None, digest: str | None, doc: str, uploaded_by: str) -> int:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             res = conn.execute(
                 vex_documents.insert().values(
                     repo_name=repo, digest=digest, doc=doc, uploaded_by=uploaded_by, created_at=utcnow()
@@ -285,12 +285,12 @@ class PipelineStore:
         return _plain(row) if row else None
 
     def delete_vex(self, vex_id: int) -> bool:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             return conn.execute(delete(vex_documents).where(vex_documents.c.id == vex_id)).rowcount > 0
 
     # -- events -------------------------------------------------------------------------------------
     def add_event(self, type_: str, repo: str | None, digest: str | None, payload: dict[str, Any]) -> int:
-        with self.meta._tx() as conn:
+        with self.meta.transaction() as conn:
             res = conn.execute(
                 events.insert().values(
                     type=type_,

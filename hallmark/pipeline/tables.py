@@ -50,6 +50,9 @@ images = Table(
     Column("package_count", Integer, nullable=True),
     Column("summary", Text, nullable=True),  # JSON: finding counts by severity, coverage notes
     Column("advisory_set", Integer, nullable=True),
+    Column("grade", String(8), nullable=True),  # A..F or unknown (hallmark.lifecycle.health)
+    Column("health", Text, nullable=True),  # JSON: grade, reason, next_drop, deciding finding
+    Column("lifecycle", Text, nullable=True),  # JSON: end-of-life matches (hallmark.lifecycle.eol)
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_images_digest", "digest"),
 )

@@ -198,7 +198,7 @@ def verify_image(
 
 def _save(pipeline: Pipeline, result: dict[str, Any]) -> None:
     repo, digest = result["repository"], result["digest"]
-    with pipeline.meta._tx() as conn:
+    with pipeline.meta.transaction() as conn:
         conn.execute(
             delete(image_verifications).where(
                 image_verifications.c.repo_name == repo, image_verifications.c.digest == digest
