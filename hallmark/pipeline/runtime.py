@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hallmark.pipeline.service import INDEX_LARGE, SHARED_KINDS, Pipeline
+from hallmark.pipeline.service import INDEX_LARGE, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def server_context(pipeline: Pipeline, registry: Any) -> Callable[[Any], AsyncIt
         loop = asyncio.get_running_loop()
         n = cfg.workers
         large = pipeline.config.index.large_workers if n else 0
-        shared = list(SHARED_KINDS) if large else [*SHARED_KINDS, INDEX_LARGE]
+        shared = pipeline.shared_kinds() if large else None  # None: every kind
         pool = ThreadPoolExecutor(max_workers=n + large + 2, thread_name_prefix="hallmark-job")
         stop = threading.Event()
         wake = _Wakeup()

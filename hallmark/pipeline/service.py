@@ -44,7 +44,6 @@ MAX_CONFIG_BYTES = 8 << 20
 # Index jobs that need more than one slice of time, or have very large layers, run in this lane:
 # threads of their own serve it, so one hostile or huge image never holds up the others.
 INDEX_LARGE = "index-large"
-SHARED_KINDS = ("index", "match", "rematch")
 
 
 class Pipeline:
@@ -78,6 +77,10 @@ class Pipeline:
         self.store.forget_image(repo, digest)
 
     # -- job runner -----------------------------------------------------------------------------
+    def shared_kinds(self) -> list[str]:
+        """Job kinds of the shared lane: all but large index jobs."""
+        return [k for k in self.handlers if k != INDEX_LARGE]
+
     def run_one(self, worker: str, kinds: Sequence[str] | None = None) -> bool:
         """Claim and run one job of ``kinds`` (default: any); False when the queue had nothing ready."""
         kinds = list(kinds or self.handlers)

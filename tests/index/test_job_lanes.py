@@ -17,7 +17,7 @@ import pytest
 
 from hallmark.app import Hallmark
 from hallmark.config import load_config
-from hallmark.pipeline.service import INDEX_LARGE, SHARED_KINDS, Pipeline
+from hallmark.pipeline.service import INDEX_LARGE, Pipeline
 from hallmark.registry.service import push_manifest_sync
 from tests.ocihelp import OCI_MANIFEST, image, tar_layer
 
@@ -101,7 +101,7 @@ def test_a_job_over_its_slice_moves_to_the_large_lane_and_finishes_there(hallmar
     files = {f"f/{i}": b"" for i in range(3000)}
     files["var/lib/dpkg/status"] = dpkg(2)
     digest = push(hm, "slice/app", [tar_layer(files)])
-    run_lane(hm.pipeline, list(SHARED_KINDS))
+    run_lane(hm.pipeline, hm.pipeline.shared_kinds())
     moved = status(hm, "slice/app", digest)
     assert moved["status"] == "queued" and "longer than 5 seconds" in moved["reason"]
     assert hm.pipeline.cache.get("layer", "2", "sha256:" + "0" * 64) is None
@@ -148,3 +148,30 @@ def test_latin1_file_names_are_indexed_and_reported(tmp_path: Path) -> None:
         assert [p for p in paths if p.startswith("/app/caf") and p.endswith(".env")], paths
     finally:
         hm.close()
+
+
+def test_serve_runs_the_large_job_lane(tmp_path: Path) -> None:
+    """Through a real `hallmark serve`: an image sent to the large-job lane is indexed by its threads."""
+    import time
+
+    import httpx
+
+    from tests.conftest import Server
+    from tests.ocihelp import push_image
+
+    srv = Server(tmp_path / "data", env={"HALLMARK_INDEX__LARGE_JOB_BYTES": "1"}).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            digest = push_image(c, "lane/app", "v1", files={"var/lib/dpkg/status": dpkg(2)})
+            deadline = time.monotonic() + 120
+            img: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                r = c.get(f"/api/v1/repositories/lane/app/images/{digest}")
+                img = r.json() if r.status_code == 200 else {}
+                if img.get("status") in ("indexed", "done", "failed"):
+                    break
+                time.sleep(0.2)
+            assert img.get("status") in ("indexed", "done"), img
+            assert img["package_count"] == 2
+    finally:
+        srv.stop()
