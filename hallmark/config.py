@@ -105,6 +105,8 @@ class RegistryConfig(_Section):
     default_page_size: int = Field(default=1000, ge=1, le=100_000)
     max_page_size: int = Field(default=10_000, ge=1, le=100_000)
     referrers_page_size: int = Field(default=1000, ge=1, le=100_000)
+    # Uploads one principal may have open: sessions holding data plus uploads in progress; 0: no limit.
+    max_open_uploads_per_principal: int = Field(default=100, ge=0)
 
 
 class PipelineConfig(_Section):

@@ -39,9 +39,10 @@ CLOSE_UPLOAD_SQL = (
     "ON CONFLICT (id) DO UPDATE SET closed = 1, updated_at = excluded.updated_at"
 )
 KEEP_UPLOAD_SQL = (
-    "INSERT INTO uploads (id, repo_name, created_at, updated_at, closed) VALUES (?, ?, ?, ?, 0) "
+    "INSERT INTO uploads (id, repo_name, created_at, updated_at, closed, principal) VALUES (?, ?, ?, ?, 0, ?) "
     "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at"
 )
+OPEN_UPLOADS_SQL = "SELECT count(*) FROM uploads WHERE principal = ? AND closed = 0 AND updated_at >= ?"
 
 
 def sqlite_ts(value: dt.datetime) -> str:

@@ -62,6 +62,7 @@ class UploadRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     closed: bool = False
+    principal: str | None = None
 
 
 class MetadataStore:
@@ -92,10 +93,20 @@ class MetadataStore:
             yield conn
 
     # -- helpers -----------------------------------------------------------------
-    def _upsert_upload(self, conn: Connection, upload_id: str, repo: str, created: dt.datetime, closed: bool) -> None:
+    def _upsert_upload(
+        self,
+        conn: Connection,
+        upload_id: str,
+        repo: str,
+        created: dt.datetime,
+        closed: bool,
+        principal: str | None = None,
+    ) -> None:
         ins = postgresql.insert(uploads) if self.dialect == "postgresql" else sqlite.insert(uploads)
         now = utcnow()
-        stmt = ins.values(id=upload_id, repo_name=repo, created_at=created, updated_at=now, closed=closed)
+        stmt = ins.values(
+            id=upload_id, repo_name=repo, created_at=created, updated_at=now, closed=closed, principal=principal
+        )
         conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"updated_at": now, "closed": closed}))
 
     def _insert_ignore(self, table: Any, index: list[str]) -> Any:
@@ -473,14 +484,29 @@ class MetadataStore:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
         return UploadRecord(*row) if row else None
 
-    def keep_upload(self, upload_id: str, repo: str, created: dt.datetime) -> None:
-        """Record (or refresh) an open session once data has been written to it."""
+    def keep_upload(self, upload_id: str, repo: str, created: dt.datetime, principal: str | None = None) -> None:
+        """Record (or refresh) an open session once data has been written to it; the first writer owns it."""
         if self._sqlite is not None:
             with self._sqlite.tx() as c:
-                c.execute(fast_sql.KEEP_UPLOAD_SQL, (upload_id, repo, sqlite_ts(created), sqlite_ts(utcnow())))
+                c.execute(
+                    fast_sql.KEEP_UPLOAD_SQL, (upload_id, repo, sqlite_ts(created), sqlite_ts(utcnow()), principal)
+                )
             return
         with self.transaction() as conn:
-            self._upsert_upload(conn, upload_id, repo, created, closed=False)
+            self._upsert_upload(conn, upload_id, repo, created, closed=False, principal=principal)
+
+    def open_uploads(self, principal: str, since: dt.datetime) -> int:
+        """Open sessions holding data that ``principal`` started, touched since ``since`` (not expired)."""
+        if self._sqlite is not None:
+            row = self._sqlite.conn().execute(fast_sql.OPEN_UPLOADS_SQL, (principal, sqlite_ts(since))).fetchone()
+            return int(row[0])
+        q = (
+            select(func.count())
+            .select_from(uploads)
+            .where(uploads.c.principal == principal, uploads.c.closed.is_(False), uploads.c.updated_at >= since)
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def close_upload(self, upload_id: str, repo: str) -> None:
         """Turn a session into a tombstone: its id is refused until it expires."""

@@ -101,4 +101,7 @@ uploads = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # A finished or cancelled session (tombstone), kept until it expires so its id is refused.
     Column("closed", Boolean, nullable=False, server_default=false()),
+    # Who wrote its first data (NULL without access control): open sessions are limited per principal.
+    Column("principal", String(128), nullable=True),
+    Index("ix_uploads_principal", "principal", "closed"),
 )

@@ -30,6 +30,16 @@ SERVICE_KEY = web.AppKey("registry_service", RegistryService)
 GUARD_KEY: web.AppKey[Any] = web.AppKey("registry_guard")
 # Request key the guard sets to False when the caller may not read the cross-mount source repository.
 MOUNT_ALLOWED = "hallmark.mount_allowed"
+# Request key under which the guard puts the caller's identity (hallmark.access.model.Identity).
+IDENTITY = "hallmark.identity"
+
+
+def _principal(request: web.Request) -> str | None:
+    """Who is uploading, for the per-principal limit on open uploads (None without access control)."""
+    ident = request.get(IDENTITY)
+    if ident is None or getattr(ident, "anonymous", True):
+        return None
+    return str(ident.name)
 
 
 def error_response(err: RegistryError, head: bool = False) -> web.Response:
@@ -197,7 +207,7 @@ async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, 
         length = _content_length(request)
         raw = raw_body(request, svc.executor, length)
         try:
-            info = await svc.monolithic_upload(repo, q["digest"], raw or _body(request), length)
+            info = await svc.monolithic_upload(repo, q["digest"], raw or _body(request), length, _principal(request))
         finally:
             if raw is not None:
                 raw.release()
@@ -213,10 +223,12 @@ async def upload(request: web.Request, svc: RegistryService, m: dict[str, str]) 
         raw = raw_body(request, svc.executor, length)
         try:
             if request.method == "PATCH":
-                size = await svc.patch_upload(repo, upload_id, raw or _body(request), crange, length)
+                size = await svc.patch_upload(
+                    repo, upload_id, raw or _body(request), crange, length, _principal(request)
+                )
                 return web.Response(status=202, headers=_upload_headers(repo, upload_id, size))
             info = await svc.finish_upload(
-                repo, upload_id, request.query.get("digest"), raw or _body(request), crange, length
+                repo, upload_id, request.query.get("digest"), raw or _body(request), crange, length, _principal(request)
             )
             return _blob_created(repo, info)
         finally:

@@ -9,10 +9,12 @@ the next chunk, so hashing overlaps network I/O.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,7 @@ class _Upload:
         self.writer: BlobWriter | None = None
         self.created = created
         self.recorded = recorded
+        self.principal: str | None = None  # who writes its first data: the row records it
 
 
 def check_name(name: str) -> None:
@@ -111,6 +114,8 @@ class RegistryService:
         self.config = config
         self.executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-io")
         self._uploads: dict[str, _Upload] = {}
+        # Uploads in progress in this process that have no session row yet, per principal.
+        self._unrecorded: collections.Counter[str] = collections.Counter()
         self.listeners: list[Listener] = []
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -162,6 +167,36 @@ class RegistryService:
         """A new session id; nothing is stored until data arrives (see :mod:`.sessions`)."""
         check_name(repo)
         return self.upload_ids.new(repo)
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, principal: str | None, new: bool) -> AsyncIterator[None]:
+        """Refuse a new upload (a session's first data, or a one-request push) when ``principal``
+        already has ``max_open_uploads_per_principal`` open: sessions holding data (rows, shared
+        by every process) plus new uploads in progress here, which have no row yet.
+
+        POST stores nothing (see :mod:`.sessions`), so the limit bites where a session starts
+        costing a descriptor and disk. Other processes' uploads without a row yet are not
+        seen: with N workers a principal may briefly have up to N-1 more in flight.
+        """
+        limit = self.config.max_open_uploads_per_principal
+        if not new or principal is None or limit <= 0:
+            yield
+            return
+        self._unrecorded[principal] += 1  # before the read: concurrent requests here see each other
+        try:
+            since = utcnow() - dt.timedelta(seconds=self.config.upload_expiry_seconds)
+            count = await self.read(self.meta.open_uploads, principal, since) + self._unrecorded[principal]
+            if count > limit:
+                raise RegistryError(
+                    "TOOMANYREQUESTS",
+                    message=f"{principal} has {limit} open uploads, the limit: finish or cancel some first",
+                    detail={"open": count - 1, "limit": limit},
+                )
+            yield
+        finally:
+            self._unrecorded[principal] -= 1
+            if self._unrecorded[principal] <= 0:
+                del self._unrecorded[principal]
 
     async def _session(self, repo: str, upload_id: str) -> _Upload:
         check_name(repo)
@@ -252,8 +287,16 @@ class RegistryService:
         if tail:
             writer.write(tail)
         writer.flush()
-        self.meta.keep_upload(upload_id, repo, up.created)
+        self.meta.keep_upload(upload_id, repo, up.created, up.principal)
         up.recorded = True
+
+    async def _keep_partial(self, writer: BlobWriter, upload_id: str, repo: str, up: _Upload) -> None:
+        """After a failed body: keep what arrived, and record the session if it now holds data, so
+        it counts as open (and can be resumed) instead of leaving an unowned file behind."""
+        if writer.size > 0:
+            await self.run(self._patch_done, writer, b"", upload_id, repo, up)
+        else:
+            await self.run(writer.flush)
 
     def _complete(self, writer: BlobWriter, tail: bytes, digest: str, repo: str, upload_id: str | None) -> int:
         if tail:
@@ -274,9 +317,12 @@ class RegistryService:
         body: AsyncIterable[bytes],
         content_range: tuple[int, int] | None,
         content_length: int | None,
+        principal: str | None = None,
     ) -> int:
         up = await self._session(repo, upload_id)
-        async with up.lock:
+        async with up.lock, self._admitted(principal, not up.recorded):
+            if not up.recorded:
+                up.principal = principal
             writer = await self._writer(upload_id, up)
             start = writer.size
             expected = content_length
@@ -295,7 +341,7 @@ class RegistryService:
             try:
                 got, tail = await self._pump(writer, body, expected)
             except BaseException:
-                await self.run(writer.flush)
+                await self._keep_partial(writer, upload_id, repo, up)
                 raise
             await self.run(self._patch_done, writer, tail, upload_id, repo, up)
             if expected is not None and got != expected:
@@ -310,12 +356,15 @@ class RegistryService:
         body: AsyncIterable[bytes] | None,
         content_range: tuple[int, int] | None,
         content_length: int | None,
+        principal: str | None = None,
     ) -> BlobInfo:
         if digest is None:
             raise RegistryError("DIGEST_INVALID", message="digest query parameter is required")
         check_digest(digest)
         up = await self._session(repo, upload_id)
-        async with up.lock:
+        async with up.lock, self._admitted(principal, not up.recorded):
+            if not up.recorded:
+                up.principal = principal
             writer = await self._writer(upload_id, up)
             tail = b""
             if body is not None and (content_length or content_range):
@@ -329,7 +378,11 @@ class RegistryService:
                             headers={"Range": f"0-{max(writer.size - 1, 0)}"},
                         )
                     expected = content_range[1] - content_range[0] + 1
-                got, tail = await self._pump(writer, body, expected)
+                try:
+                    got, tail = await self._pump(writer, body, expected)
+                except BaseException:
+                    await self._keep_partial(writer, upload_id, repo, up)
+                    raise
                 if expected is not None and got != expected:
                     await self.run(self._patch_done, writer, tail, upload_id, repo, up)
                     raise RegistryError("SIZE_INVALID", detail=f"expected {expected} bytes, received {got}")
@@ -342,10 +395,21 @@ class RegistryService:
             return BlobInfo(digest, size, self.blobs.local_path(digest))
 
     async def monolithic_upload(
-        self, repo: str, digest: str, body: AsyncIterable[bytes], content_length: int | None
+        self,
+        repo: str,
+        digest: str,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+        principal: str | None = None,
     ) -> BlobInfo:
         check_name(repo)
         check_digest(digest)
+        async with self._admitted(principal, True):
+            return await self._monolithic(repo, digest, body, content_length)
+
+    async def _monolithic(
+        self, repo: str, digest: str, body: AsyncIterable[bytes], content_length: int | None
+    ) -> BlobInfo:
         upload_id = uuid.uuid4().hex
         writer = self.blobs.writer(upload_id, False)  # a new empty file: does not block
         try:
