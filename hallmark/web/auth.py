@@ -45,6 +45,10 @@ def client_addr(request: web.Request) -> str | None:
     return client.client_addr(request, request.app.get(client.TRUSTED_PROXIES))
 
 
+def _retry_after(exc: RateLimited) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after)}
+
+
 # -- credentials ---------------------------------------------------------------------------------
 def basic_credentials(value: str) -> tuple[str, str]:
     try:
@@ -153,7 +157,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
                     None, access.authenticate, user, secret, addr, True
                 )
             except RateLimited as exc:
-                return _token_error(429, "TOOMANYREQUESTS", str(exc))
+                return _token_error(429, "TOOMANYREQUESTS", str(exc), _retry_after(exc))
             except AuthFailed:
                 return _token_error(401, "UNAUTHORIZED", "invalid credentials")
             return _issue(access, ident, scopes, addr)
@@ -172,7 +176,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
         else:
             ident = await identify(access, request)
     except RateLimited as exc:
-        return _token_error(429, "TOOMANYREQUESTS", str(exc))
+        return _token_error(429, "TOOMANYREQUESTS", str(exc), _retry_after(exc))
     except AuthFailed:
         return _token_error(401, "UNAUTHORIZED", "invalid credentials", {"WWW-Authenticate": 'Basic realm="hallmark"'})
     return _issue(access, ident, scopes, addr)
@@ -238,7 +242,7 @@ class RegistryGuard:
         try:
             ident = await identify(access, request, access.cfg.basic_on_registry)
         except RateLimited as exc:
-            raise RegistryError("TOOMANYREQUESTS", message=str(exc)) from exc
+            raise RegistryError("TOOMANYREQUESTS", message=str(exc), headers=_retry_after(exc)) from exc
         except AuthFailed as exc:
             raise RegistryError(
                 "UNAUTHORIZED",
@@ -363,7 +367,9 @@ async def api_identity(request: web.Request) -> Identity:
     try:
         ident = await identify(access, request)
     except RateLimited as exc:
-        raise ApiError(429, "TOOMANYREQUESTS", str(exc)) from exc
+        err = ApiError(429, "TOOMANYREQUESTS", str(exc))
+        err.headers.update(_retry_after(exc))
+        raise err from exc
     except AuthFailed as exc:
         raise ApiError(401, "UNAUTHORIZED", "authentication failed") from exc
     request[IDENTITY] = ident

@@ -38,6 +38,7 @@ def test_forwarded_for_is_honoured_only_from_the_trusted_proxy(server: Server) -
         assert login(server, PROXY, "198.51.100.1", "wrong-password").status_code == 401
     r = login(server, PROXY, "198.51.100.1", password)
     assert r.status_code == 429 and r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert int(r.headers["Retry-After"]) > 0
     # Another client behind the same balancer is not held back.
     assert login(server, PROXY, "198.51.100.2", password).status_code == 200
     # Spoofing: a client reaching the server directly and naming another address is throttled as
