@@ -67,7 +67,7 @@ class Limits:
     # per image (all layers together)
     max_entries_per_image: int = 4_000_000
     max_path_bytes_per_image: int = 512 << 20  # bytes of entry paths and link targets kept for the merge
-    max_packages_per_image: int = 50_000  # packages found in all files of all layers (big real images: ~20k)
+    max_packages_per_image: int = 20_000  # found in all files of all layers (large real images: a few thousand)
     max_nested_archive_bytes: int = 2 << 30  # bytes of archives inside archives (jars in wars) opened in memory
     # per job
     max_job_seconds: float = 900.0  # wall clock for one image, all layers

@@ -175,3 +175,9 @@ def test_serve_runs_the_large_job_lane(tmp_path: Path) -> None:
             assert img["package_count"] == 2
     finally:
         srv.stop()
+
+
+def test_index_config_defaults_are_the_limits_defaults() -> None:
+    from hallmark.index import Limits
+
+    assert Limits.from_settings(load_config(environ={}).index.model_dump()) == Limits()
