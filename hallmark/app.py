@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from hallmark.access.service import AccessService
 from hallmark.api import access as api_access
 from hallmark.api import catalog as api_catalog
 from hallmark.api import images as api_images
+from hallmark.api import pull_policy as api_pull_policy
 from hallmark.api import repositories as api_repositories
 from hallmark.api import signing as api_signing
 from hallmark.api import vex as api_vex
 from hallmark.config import Config
+from hallmark.lifecycle import pull_policy
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
 from hallmark.pipeline.runtime import server_context
@@ -112,12 +115,16 @@ def build_app(hm: Hallmark) -> web.Application:
     app[TRUSTED_PROXIES] = TrustedProxies.from_config(hm.config.server)
     declare(registry_http.dispatch, "*", REGISTRY)  # the registry guard enforces /v2 per registry route
     registry_http.add_routes(app, hm.registry)
+    hm.registry.pull_policy = functools.partial(
+        pull_policy.decide, hm.meta, retired_pull=hm.config.lifecycle.retired_pull
+    )  # deprecated images warn, retired ones are refused (or warn) at manifest GET/HEAD
     app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_catalog.routes(hm.pipeline, hm.registry))
+    app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
     app.router.add_routes(api_repositories.routes(hm.registry))
 
     async def background(app: web.Application) -> AsyncIterator[None]:

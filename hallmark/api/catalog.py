@@ -36,6 +36,8 @@ class PromoteIn(BaseModel):
     to: Literal["staging", "approved", "deprecated", "retired"]
     reason: str = Field(min_length=1, max_length=2000)
     force: StrictBool = False
+    # deprecated/retired: what to pull instead, repository@digest or repository:tag in this registry
+    replacement: str | None = Field(default=None, min_length=1, max_length=400)
 
 
 def _image(request: web.Request) -> tuple[str, str]:
@@ -90,6 +92,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             force=body.force,
             audit=audit,
             client_addr=client_addr(request),
+            replacement=body.replacement,
         )
         return json_response(result)
 

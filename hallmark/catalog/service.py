@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from hallmark.catalog.store import DEFAULT_STAGE, CatalogStore
+from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS, at_or_above, combine, content_by_kind, of_summary, scan_errors
+from hallmark.registry.names import valid_name, valid_tag
 
 if TYPE_CHECKING:
     from hallmark.access.audit import AuditLog
@@ -31,7 +33,17 @@ TRANSITIONS = frozenset(
         ("deprecated", "retired"),
     }
 )
-_ENTRY_FIELDS = ("owner", "owner_kind", "description", "support_status", "signature_digest", "updated_at")
+_ENTRY_FIELDS = (
+    "owner",
+    "owner_kind",
+    "description",
+    "support_status",
+    "signature_digest",
+    "replacement",
+    "stage_reason",
+    "stage_changed_at",
+    "updated_at",
+)
 
 
 class CatalogError(Exception):
@@ -49,6 +61,12 @@ class NotFound(CatalogError):
 class InvalidTransition(CatalogError):
     status = 409
     code = "INVALID_TRANSITION"
+
+
+class UnknownReplacement(CatalogError):
+    """The named replacement is not in the registry (or cannot replace this image)."""
+
+    code = "REPLACEMENT_UNKNOWN"
 
 
 class GateFailed(CatalogError):
@@ -243,11 +261,16 @@ class CatalogService:
         force: bool = False,
         audit: AuditLog | None = None,
         client_addr: str | None = None,
+        replacement: str | None = None,
     ) -> dict[str, Any]:
         """Move an image to another stage; approval runs the gates and stamps (signs) the manifest.
 
-        Raises ``InvalidTransition`` / ``GateFailed`` (409), ``NotFound``, ``CatalogError`` (bad input).
-        A refused approval is audited as denied, so reviewers' attempts are visible too.
+        Deprecation and retirement record ``replacement`` (``repo@digest`` or ``repo:tag``, which
+        must be in the registry): the registry names it when it warns about or refuses a pull.
+        Retiring a deprecated image without naming one keeps the deprecation's replacement.
+        Raises ``InvalidTransition`` / ``GateFailed`` (409), ``NotFound``, ``UnknownReplacement``,
+        ``CatalogError`` (bad input), each before anything changes. A refused approval is audited
+        as denied, so reviewers' attempts are visible too.
         """
         if to not in STAGES:
             raise CatalogError(f"unknown stage {to!r} (known: {', '.join(STAGES)})")
@@ -262,7 +285,15 @@ class CatalogService:
                 f"cannot move {repo}@{digest} from {current} to {to}; from {current} it can go to: "
                 + (", ".join(allowed) or "nothing (final stage)")
             )
+        if replacement is not None:
+            if to not in ("deprecated", "retired"):
+                raise CatalogError(f"a replacement applies to deprecated or retired images, not {to}")
+            replacement = self.check_replacement(repo, digest, replacement)
+        elif to == "retired" and current == "deprecated":
+            replacement = (self.store.get(repo, digest) or {}).get("replacement")
         detail: dict[str, Any] = {"from": current, "to": to, "reason": reason[:500], "forced": force}
+        if replacement:
+            detail["replacement"] = replacement
         gates = self.gates(repo, digest, force) if to == "approved" else []
         failed = [g for g in gates if not g.passed]
         if failed:
@@ -290,7 +321,8 @@ class CatalogService:
             reason,
             forced=force,
             signature_digest=signature,
-            detail={"gates": [g.as_dict() for g in gates]},
+            detail={"gates": [g.as_dict() for g in gates], **({"replacement": replacement} if replacement else {})},
+            replacement=replacement,
         )
         if not ok:
             raise InvalidTransition(f"{repo}@{digest} changed stage while this request ran; reload and retry")
@@ -305,6 +337,32 @@ class CatalogService:
             "signature_digest": signature,
             "entry": self.entry(repo, digest, history=False),
         }
+
+    def check_replacement(self, repo: str, digest: str, ref: str) -> str:
+        """``ref`` (``repo@digest`` or ``repo:tag``) checked against the registry; returns it.
+
+        It must exist, must not be the image itself and must not be retired: a replacement that
+        cannot be pulled would send users from one refusal to the next.
+        """
+        ref = ref.strip()
+        if "@" in ref:
+            r_repo, _, r_ref = ref.rpartition("@")
+            by_digest = True
+            ok = valid_name(r_repo) and is_digest(r_ref)
+        else:
+            r_repo, sep, r_ref = ref.rpartition(":")
+            by_digest = False
+            ok = bool(sep) and valid_name(r_repo) and valid_tag(r_ref)
+        if not ok:
+            raise CatalogError(f"replacement {ref!r} must be REPOSITORY@DIGEST or REPOSITORY:TAG")
+        rec = self.pipeline.meta.get_manifest(r_repo, r_ref, by_digest)
+        if rec is None:
+            raise UnknownReplacement(f"replacement {ref} is not in the registry")
+        if r_repo == repo and rec.digest == digest:
+            raise UnknownReplacement(f"replacement {ref} is {repo}@{digest} itself")
+        if _stage(self.store, r_repo, rec.digest) == "retired":
+            raise UnknownReplacement(f"replacement {ref} is itself retired ({r_repo}@{rec.digest})")
+        return ref
 
     def _stamp(self, repo: str, digest: str) -> str | None:
         """Sign the manifest with the enterprise key, or None when no key is configured."""

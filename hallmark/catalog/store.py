@@ -64,14 +64,23 @@ class CatalogStore:
         forced: bool = False,
         signature_digest: str | None = None,
         detail: dict[str, Any] | None = None,
+        replacement: str | None = None,
     ) -> bool:
         """Compare-and-set the stage and append the history row in one transaction.
 
-        False when the stage is no longer ``from_stage`` (another reviewer got there first).
+        The entry keeps why and when its stage last changed, and ``replacement`` (what to pull
+        instead; None clears it). False when the stage is no longer ``from_stage`` (another
+        reviewer got there first).
         """
         self.ensure(repo, digest)
         now = utcnow()
-        values: dict[str, Any] = {"stage": to_stage, "updated_at": now}
+        values: dict[str, Any] = {
+            "stage": to_stage,
+            "updated_at": now,
+            "stage_reason": reason,
+            "stage_changed_at": now,
+            "replacement": replacement,
+        }
         if signature_digest is not None:
             values["signature_digest"] = signature_digest
         with self.meta.transaction() as conn:

@@ -1,4 +1,4 @@
-"""``hallmark catalog list`` and ``hallmark catalog promote``: the catalog service on the data folder.
+"""``hallmark catalog list|promote|deprecate|retire``: the catalog service on the data folder.
 
 Same gates, approval stamp and audit entries as the API (actor ``cli``), for operators and scripts
 that run next to the database rather than through the server.
@@ -82,6 +82,65 @@ def promote_cmd(
         typer.echo(f"pass  {g['name']}: {g['detail']}")
     stamp = f" (signed: {result['signature_digest']})" if result["signature_digest"] else ""
     typer.echo(f"{repo}@{digest}: {result['from']} -> {result['to']}{stamp}")
+
+
+def _stage_change(
+    ref: str, to: str, reason: str, replacement: str | None, data_dir: str | None, config: str | None
+) -> None:
+    """Deprecate or retire on the data folder: one-line errors, exit 2 for anything refused as bad
+    input (unknown image or replacement, a transition the stage does not allow), 1 otherwise."""
+    from hallmark.access.service import AccessService
+    from hallmark.app import Hallmark
+    from hallmark.catalog.service import CatalogError, CatalogService
+    from hallmark.digest import is_digest
+
+    repo, sep, digest = ref.rpartition("@")
+    if not sep or not repo or not is_digest(digest):
+        typer.echo(f"error: {ref!r} must be REPO@DIGEST", err=True)
+        raise typer.Exit(2)
+    cfg = get_config(data_dir, config)
+    hm = Hallmark.open(cfg)
+    access = AccessService.for_metadata(cfg, hm.meta)
+    try:
+        result = CatalogService(hm.pipeline).promote(
+            repo, digest, to, "cli", reason, audit=access.audit, replacement=replacement
+        )
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2 if exc.status < 500 else 1) from exc
+    finally:
+        access.audit.flush()
+        hm.close()
+    instead = result["entry"].get("replacement")
+    typer.echo(f"{ref}: {result['from']} -> {result['to']}" + (f" (replacement: {instead})" if instead else ""))
+
+
+@catalog_app.command("deprecate")
+def deprecate_cmd(
+    ref: Annotated[str, typer.Argument(help="REPO@DIGEST")],
+    replacement: Annotated[str, typer.Option("--replacement", help="What to use instead: REPO@DIGEST or REPO:TAG.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown to everyone who pulls it).")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Deprecate an approved image: pulls still work and carry a warning naming the replacement."""
+    _stage_change(ref, "deprecated", reason, replacement, data_dir, config)
+
+
+@catalog_app.command("retire")
+def retire_cmd(
+    ref: Annotated[str, typer.Argument(help="REPO@DIGEST")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown to everyone who pulls it).")],
+    replacement: Annotated[
+        str | None,
+        typer.Option("--replacement", help="What to use instead (default: the deprecation's replacement)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Retire an approved or deprecated image: its manifest pulls are refused naming the replacement
+    (or warned, where the namespace sets retired_pull = warn); its blobs stay pullable."""
+    _stage_change(ref, "retired", reason, replacement, data_dir, config)
 
 
 def register(app: typer.Typer) -> None:

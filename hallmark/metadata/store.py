@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,11 @@ class MetadataStore:
             if database not in (None, "", ":memory:") and self._write_lock is not None
             else None
         )
+
+    def sqlite_conn(self) -> sqlite3.Connection | None:
+        """This thread's raw connection of the SQLite fast path, for fixed-SQL reads on hot paths
+        (a few microseconds instead of ~30 through SQLAlchemy); None on PostgreSQL."""
+        return self._sqlite.conn() if self._sqlite is not None else None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:

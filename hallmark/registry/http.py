@@ -102,6 +102,13 @@ def _blob_created(repo: str, info: BlobInfo) -> web.Response:
     )
 
 
+def warning_header(text: str) -> str:
+    """A ``Warning: 299 - "..."`` value (distribution spec; docker and podman print it): printable
+    ASCII only, quotes and backslashes escaped, so a stored reason cannot break the header."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in " ".join(text.split()))[:1000]
+    return '299 - "' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def next_link(path: str, params: dict[str, str]) -> str:
     return f'<{quote(path)}?{urlencode(params)}>; rel="next"'
 
@@ -133,11 +140,14 @@ async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]
     if request.method in ("GET", "HEAD"):
         accept = [a.split(";")[0].strip() for a in request.headers.getall("Accept", []) for a in a.split(",")]
         rec = await svc.get_manifest(repo, ref, [a for a in accept if a])
+        warning = await svc.check_pull(repo, rec.digest)
         headers = {
             "Content-Type": rec.media_type,
             "Docker-Content-Digest": rec.digest,
             "ETag": f'"{rec.digest}"',
         }
+        if warning:
+            headers["Warning"] = warning_header(warning)
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(rec.content))
             return web.Response(status=200, headers=headers)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -98,6 +98,24 @@ def check_digest(value: str, code: str = "DIGEST_INVALID") -> str:
 Listener = Callable[[str, str, str, str | None], None]
 
 
+class PullVerdict(Protocol):
+    """What a pull policy says about serving one manifest (``hallmark.lifecycle.pull_policy.PullDecision``)."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def warning(self) -> str | None: ...
+
+    @property
+    def message(self) -> str | None: ...
+
+
+# Called (blocking, cheap: a metadata read) with (repo, digest) on every manifest GET/HEAD, once the
+# reference is resolved. The registry knows nothing of the catalog: the application sets it.
+PullPolicy = Callable[[str, str], PullVerdict]
+
+
 class RegistryService:
     def __init__(
         self,
@@ -117,6 +135,7 @@ class RegistryService:
         # Uploads in progress in this process that have no session row yet, per principal.
         self._unrecorded: collections.Counter[str] = collections.Counter()
         self.listeners: list[Listener] = []
+        self.pull_policy: PullPolicy | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -519,6 +538,16 @@ class RegistryService:
                     return sub
             raise RegistryError("MANIFEST_UNKNOWN", message="no manifest matching the Accept header")
         return rec
+
+    async def check_pull(self, repo: str, digest: str) -> str | None:
+        """Apply the pull policy to a resolved manifest: raises ``DENIED`` when it refuses, else
+        returns the warning to send with the manifest (None: none)."""
+        if self.pull_policy is None:
+            return None
+        verdict = await self.read(self.pull_policy, repo, digest)
+        if not verdict.allowed:
+            raise RegistryError("DENIED", message=verdict.message, detail={"repository": repo, "digest": digest})
+        return verdict.warning
 
     async def delete_manifest(self, repo: str, reference: str) -> None:
         check_name(repo)

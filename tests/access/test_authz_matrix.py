@@ -77,6 +77,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/namespaces"): "login",
     ("POST", "/api/v1/namespaces"): "administrator",
     ("DELETE", "/api/v1/namespaces/{name}"): "administrator",
+    ("GET", "/api/v1/namespaces/{name}/lifecycle"): "login",
+    ("PUT", "/api/v1/namespaces/{name}/lifecycle"): "administrator",
     ("PUT", "/api/v1/access/visibility/{name}"): "admin",
     ("GET", "/api/v1/audit"): "auditor",
     ("GET", "/api/v1/audit/export"): "auditor",
