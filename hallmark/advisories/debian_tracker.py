@@ -12,6 +12,7 @@ States: a fixed version gives ``[0, fixed)``; ``<unfixed>`` gives "no fix yet";
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -74,6 +75,15 @@ class TrackerAdvisory:
     cves: list[str] = field(default_factory=list)
     entries: list[TrackerEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def iso_date(text: str) -> str:
+    """``29 Mar 2023`` (the lists' header date) -> ``2023-03-29``, as OSV's ``published`` reads;
+    anything else is kept as written."""
+    try:
+        return dt.datetime.strptime(text.strip(), "%d %b %Y").date().isoformat()
+    except ValueError:
+        return text
 
 
 def _urgency(note: str | None) -> str | None:
@@ -179,7 +189,7 @@ def tracker_to_affected(
             id=ta.id,
             related=tuple(ta.cves),
             summary=f"{ta.package} - {ta.title}".strip(" -"),
-            published=ta.date,
+            published=iso_date(ta.date),
             references=(base + ta.id,),
             source=stats.source,
         )

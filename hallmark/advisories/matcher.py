@@ -47,6 +47,8 @@ class Finding:
     matched_name: str = ""  # the (source) package name the advisory names
     note: str | None = None
     epss: float | None = None  # highest EPSS probability among the advisory's CVEs, when EPSS is loaded
+    published: str | None = None  # the advisory's date (ISO 8601): when the fix became available
+    urgency: str | None = None  # the distro tracker's own rating (Debian urgency), when it gives one
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -214,6 +216,8 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                     summary=adv.summary,
                     matched_name=name,
                     note=entry.note,
+                    published=adv.published,
+                    urgency=entry.urgency,
                 )
             )
         if index.support and ecosystem_base(eco) == "Debian" and index.by_package.get((eco, name)):

@@ -62,7 +62,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def search(request: web.Request) -> web.Response:
         q = request.query
-        entries = await call(catalog.search, q.get("stage") or None, q.get("q") or None, q.get("owner") or None)
+        entries = await call(
+            catalog.search, q.get("stage") or None, q.get("q") or None, q.get("owner") or None, q.get("grade") or None
+        )
         allowed = await visible(request, list({e["repository"] for e in entries}))
         return json_response({"images": [e for e in entries if e["repository"] in allowed]})
 

@@ -53,6 +53,11 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             raise ApiError(400, "NAME_INVALID", f"invalid repository name {repo!r}")
         images = await run(store.list_images, repo)
         allowed = await visible(request, list({i["repository"] for i in images}))
+        from hallmark.lifecycle.health import view
+
+        for i in images:
+            i["health"] = view(i)
+            i["grade"] = i["health"]["grade"]
         return json_response({"images": [i for i in images if i["repository"] in allowed]})
 
     async def get_image(request: web.Request) -> web.Response:
@@ -68,6 +73,10 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         from hallmark.catalog.service import catalog_entry
 
         image["catalog"] = await run(catalog_entry, pipeline, name, digest)
+        from hallmark.lifecycle.health import view
+
+        image["health"] = view(image)
+        image["grade"] = image["health"]["grade"]
         return json_response(image)
 
     async def get_report(request: web.Request) -> web.StreamResponse:

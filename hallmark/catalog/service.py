@@ -120,10 +120,19 @@ class CatalogService:
             out["history"] = self.store.history(repo, digest)
         return out
 
-    def search(self, stage: str | None, q: str | None, owner: str | None) -> list[dict[str, Any]]:
+    def search(
+        self, stage: str | None, q: str | None, owner: str | None, grade: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``grade``: comma-separated health grades to keep (``A,B``; ``unknown`` too)."""
+        from hallmark.lifecycle.health import GradeError, parse_grades
+
         if stage is not None and stage not in STAGES:
             raise CatalogError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
-        return self.store.search(stage, q, owner)
+        try:
+            grades = parse_grades(grade)
+        except GradeError as exc:
+            raise CatalogError(str(exc)) from exc
+        return self.store.search(stage, q, owner, grades=grades)
 
     # -- changes -----------------------------------------------------------------------------
     def update(self, repo: str, digest: str, values: dict[str, Any]) -> dict[str, Any]:

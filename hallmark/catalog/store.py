@@ -131,11 +131,16 @@ class CatalogStore:
         return out
 
     def search(
-        self, stage: str | None = None, q: str | None = None, owner: str | None = None, limit: int = 1000
+        self,
+        stage: str | None = None,
+        q: str | None = None,
+        owner: str | None = None,
+        limit: int = 1000,
+        grades: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Images known to the pipeline with their catalog entry (staging when none is stored) and
+        """Images known to the pipeline with their catalog entry (staging when none is stored),
         their finding counts of every kind (``combined``), so a catalog list cannot look cleaner
-        than the image."""
+        than the image, and their health grade (``unknown`` until graded; ``grades`` filters)."""
         stage_col = func.coalesce(catalog_entries.c.stage, literal(DEFAULT_STAGE, Text))
         query = (
             select(
@@ -143,6 +148,7 @@ class CatalogStore:
                 images.c.digest,
                 images.c.status,
                 images.c.summary,
+                images.c.grade,
                 stage_col.label("stage"),
                 *(catalog_entries.c[f] for f in _FIELDS),
                 catalog_entries.c.updated_at,
@@ -162,6 +168,9 @@ class CatalogStore:
             query = query.where(stage_col == stage)
         if owner:
             query = query.where(catalog_entries.c.owner == owner)
+        if grades:
+            by_grade = images.c.grade.in_(grades)
+            query = query.where(or_(by_grade, images.c.grade.is_(None)) if "unknown" in grades else by_grade)
         if q:
             needle = q.lower()
             query = query.where(
@@ -180,6 +189,7 @@ class CatalogStore:
             d["image_status"] = d.pop("status")
             summary = d.pop("summary")
             d["combined"] = of_summary(orjson.loads(summary)) if summary else None
+            d["grade"] = d["grade"] or "unknown"
             out.append(d)
         return out
 

@@ -20,6 +20,7 @@ catalog_app = typer.Typer(no_args_is_help=True, help="Image catalog: stages and 
 def list_cmd(
     stage: Annotated[str | None, typer.Option("--stage", help="staging, approved, deprecated or retired")] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="Search name, description, owner.")] = None,
+    grade: Annotated[str | None, typer.Option("--grade", help="Health grades to keep, e.g. A,B (or unknown).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -30,7 +31,7 @@ def list_cmd(
 
     hm = Hallmark.open(get_config(data_dir, config))
     try:
-        entries = CatalogService(hm.pipeline).search(stage, query, None)
+        entries = CatalogService(hm.pipeline).search(stage, query, None, grade)
     except CatalogError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -41,7 +42,10 @@ def list_cmd(
         return
     for e in entries:
         owner = e.get("owner") or "-"
-        typer.echo(f"{e['stage']:<10} {e['repository']}@{e['digest']}  owner={owner}  {e.get('description') or ''}")
+        typer.echo(
+            f"{e['stage']:<10} {e['grade']:<7} {e['repository']}@{e['digest']}  owner={owner}  "
+            f"{e.get('description') or ''}"
+        )
 
 
 @catalog_app.command("promote")

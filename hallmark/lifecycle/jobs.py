@@ -23,6 +23,15 @@ def _gc(ctx: JobContext) -> dict[str, Any]:
     return {"deleted": len(result.deleted), "unlinked": len(result.unlinked)}
 
 
+def _grades(ctx: JobContext) -> dict[str, Any]:
+    """Grades that time alone moved (their next_drop date arrived), and images never graded."""
+    from hallmark.lifecycle.health import grade_ungraded, regrade_due
+
+    stats: dict[str, Any] = dict(regrade_due(ctx.meta))
+    stats["graded"] = grade_ungraded(ctx.pipeline) if ctx.pipeline is not None else 0
+    return stats
+
+
 def _hours(value: float) -> float:
     return value * 3600
 
@@ -33,3 +42,4 @@ def _advisory_interval(c: Config) -> float:
 
 register(PeriodicJob("advisories.update", _advisory_interval, _advisories_update))
 register(PeriodicJob("gc", lambda c: _hours(c.lifecycle.gc_interval_hours), _gc))
+register(PeriodicJob("grades", lambda c: _hours(c.lifecycle.grades_interval_hours), _grades))

@@ -22,6 +22,7 @@ import orjson
 from hallmark.advisories.index import AdvisoryIndex
 from hallmark.advisories.matcher import match_inventory
 from hallmark.index import INDEXER_VERSION, IndexResult
+from hallmark.lifecycle.health import assess, columns, store_many, utc_today
 from hallmark.pipeline.advisory_sets import load_active
 from hallmark.pipeline.findings import combine, content_by_kind, content_part
 
@@ -162,7 +163,12 @@ def _store_report(
 
     pipeline._attach_report(repo, subject, "vulnerabilities", VULN_REPORT, orjson.dumps(report), report)
     pipeline.store.set_image(
-        repo, digest, status="done", summary=report["summary"], advisory_set=report["summary"]["advisory_set"]
+        repo,
+        digest,
+        status="done",
+        summary=report["summary"],
+        advisory_set=report["summary"]["advisory_set"],
+        **columns(assess(report, utc_today())),  # the health grade moves with the findings
     )
     if notify and (diff["new"] or diff["resolved"]):
         payload = {"repository": repo, "digest": digest, **diff, "summary": report["summary"]}
@@ -212,14 +218,20 @@ def _triage(active: Any, item: tuple[str, str, dict[str, Any], list[Any], dict[s
     return report
 
 
-def _summary_of(i: int) -> tuple[str, dict[str, Any]]:
-    """Pool worker: the fingerprint and summary of item ``i`` (the inputs come with the fork)."""
+_Outcome = tuple[str, dict[str, Any], dict[str, Any]]  # fingerprint, summary, health
+
+
+def _outcome(report: dict[str, Any]) -> _Outcome:
+    return report["summary"]["fingerprint"], report["summary"], assess(report, utc_today())
+
+
+def _summary_of(i: int) -> _Outcome:
+    """Pool worker: fingerprint, summary and health of item ``i`` (the inputs come with the fork)."""
     assert _WORK is not None
-    report = _triage(_WORK[0], _WORK[1][i])
-    return report["summary"]["fingerprint"], report["summary"]
+    return _outcome(_triage(_WORK[0], _WORK[1][i]))
 
 
-def _summaries(active: Any, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+def _summaries(active: Any, items: list[Any]) -> list[_Outcome]:
     """Match on every core: forked workers inherit the loaded advisory index and the inputs."""
     global _WORK
     workers = min(os.cpu_count() or 1, 8)
@@ -233,9 +245,8 @@ def _summaries(active: Any, items: list[Any]) -> list[tuple[str, dict[str, Any]]
         _WORK = None
 
 
-def _summary_of_local(active: Any, item: Any) -> tuple[str, dict[str, Any]]:
-    report = _triage(active, item)
-    return report["summary"]["fingerprint"], report["summary"]
+def _summary_of_local(active: Any, item: Any) -> _Outcome:
+    return _outcome(_triage(active, item))
 
 
 def _with_content_counts(pipeline: Pipeline, row: dict[str, Any]) -> dict[str, Any]:
@@ -280,10 +291,12 @@ def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
             docs = global_vex + _vex_docs(image_vex.get((row["repository"], row["digest"]), []))
             items.append((row["repository"], row["digest"], inv, docs, _with_content_counts(pipeline, row)))
         refresh: list[tuple[str, str, dict[str, Any]]] = []
-        for item, (fp, summary) in zip(items, _summaries(active, items), strict=True):
+        grades: list[tuple[str, str, dict[str, Any]]] = []
+        for item, (fp, summary, health) in zip(items, _summaries(active, items), strict=True):
             repo, digest, old_summary = item[0], item[1], item[4]
             if old_summary.get("fingerprint") == fp:
                 refresh.append((repo, digest, summary))
+                grades.append((repo, digest, health))  # same findings, but dates or ratings may differ
                 stats["unchanged"] += 1
                 continue
             found = pipeline._image_manifest(repo, digest)
@@ -296,4 +309,5 @@ def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
             if diff["new"] or diff["resolved"]:
                 stats["changed"] += 1
         pipeline.store.refresh_summaries(refresh)
+        store_many(pipeline.meta, grades)
     return stats

@@ -338,5 +338,7 @@ def _image_row(row: Any) -> dict[str, Any]:
             d[key] = orjson.loads(d[key])
     if isinstance(d.get("summary"), dict) and "combined" not in d["summary"]:
         d["summary"]["combined"] = of_summary(d["summary"])  # stored before the combined counts existed
+    if isinstance(d.get("health"), str):  # shown through hallmark.lifecycle.health.view (current grade)
+        d["health"] = orjson.loads(d["health"])
     d["repository"] = d.pop("repo_name")
     return d
