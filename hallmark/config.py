@@ -218,6 +218,8 @@ class LifecycleConfig(_Section):
     scheduler: bool = True  # run periodic jobs inside ``hallmark serve``
     scheduler_poll_seconds: float = Field(default=60, gt=0, le=3600)
     grades_interval_hours: float = Field(default=24, gt=0)
+    eol_interval_hours: float = Field(default=24, gt=0)  # end-of-life statuses as of today
+    policy_interval_hours: float = Field(default=24, gt=0)  # auto_deprecate_eol_os / auto_retire_after_days
     expiration_interval_minutes: float = Field(default=5, gt=0)
     retention_interval_hours: float = Field(default=24, gt=0)
     gc_interval_hours: float = Field(default=24, ge=0)  # 0: garbage collection only on demand

@@ -53,11 +53,14 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             raise ApiError(400, "NAME_INVALID", f"invalid repository name {repo!r}")
         images = await run(store.list_images, repo)
         allowed = await visible(request, list({i["repository"] for i in images}))
+        from hallmark.lifecycle.eol import view as lifecycle_view
         from hallmark.lifecycle.health import view
 
+        soon = pipeline.config.lifecycle.eol_soon_days
         for i in images:
             i["health"] = view(i)
             i["grade"] = i["health"]["grade"]
+            i["lifecycle"] = lifecycle_view(i.get("lifecycle"), soon_days=soon)
         return json_response({"images": [i for i in images if i["repository"] in allowed]})
 
     async def get_image(request: web.Request) -> web.Response:
@@ -77,6 +80,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
         image["health"] = view(image)
         image["grade"] = image["health"]["grade"]
+        from hallmark.lifecycle.eol import view as lifecycle_view
+
+        image["lifecycle"] = lifecycle_view(image.get("lifecycle"), soon_days=pipeline.config.lifecycle.eol_soon_days)
         return json_response(image)
 
     async def get_report(request: web.Request) -> web.StreamResponse:

@@ -37,6 +37,10 @@ def db_update(
     typer.echo(f"advisory set {record['set']} active: {record['advisories']} advisories from {record['base']}")
     for f in record["files"]:
         typer.echo(f"  {f['path']}: {f.get('status')} {f.get('size', '')}")
+    eol = record.get("endoflife") or {}
+    if eol.get("products"):
+        change = "changed: images are re-evaluated" if eol.get("changed") else "unchanged"
+        typer.echo(f"end-of-life data: {len(eol['products'])} products, {eol['cycles']} release cycles ({change})")
     for s in record["stats"]:
         skipped = s.get("skipped") or {}
         if skipped:

@@ -32,6 +32,30 @@ def _grades(ctx: JobContext) -> dict[str, Any]:
     return stats
 
 
+def _eol(ctx: JobContext) -> dict[str, Any]:
+    """End-of-life status of every image as of today (statuses move with time)."""
+    from hallmark.lifecycle.eol import refresh_all
+
+    return refresh_all(ctx.pipeline)
+
+
+def _eol_policy(ctx: JobContext) -> dict[str, Any]:
+    """[lifecycle] auto_deprecate_eol_os and auto_retire_after_days, through the catalog service."""
+    from hallmark.access.service import AccessService
+    from hallmark.lifecycle.eol_policy import apply
+
+    access = getattr(ctx, "access", None) or AccessService.for_metadata(ctx.config, ctx.meta)
+    try:
+        return apply(ctx.pipeline, audit=access.audit)
+    finally:
+        access.audit.flush()
+
+
+def _eol_policy_interval(c: Config) -> float | None:
+    on = c.lifecycle.auto_deprecate_eol_os or c.lifecycle.auto_retire_after_days is not None
+    return _hours(c.lifecycle.policy_interval_hours) if on else None
+
+
 def _hours(value: float) -> float:
     return value * 3600
 
@@ -43,3 +67,5 @@ def _advisory_interval(c: Config) -> float:
 register(PeriodicJob("advisories.update", _advisory_interval, _advisories_update))
 register(PeriodicJob("gc", lambda c: _hours(c.lifecycle.gc_interval_hours), _gc))
 register(PeriodicJob("grades", lambda c: _hours(c.lifecycle.grades_interval_hours), _grades))
+register(PeriodicJob("eol", lambda c: _hours(c.lifecycle.eol_interval_hours), _eol))
+register(PeriodicJob("lifecycle.policy", _eol_policy_interval, _eol_policy))

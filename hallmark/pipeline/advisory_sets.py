@@ -2,12 +2,16 @@
 
 Each set is a folder ``<data_dir>/advisories/<n>/`` in the feeds' production
 layout (``osv/<Ecosystem>/all.zip``, ``debian/...``, ``kev/...``), the same
-layout as the offline snapshot, so one loader reads both. Sources are fetched
+layout as the offline snapshot, so one loader reads both. The set also carries
+endoflife.date's product files (``endoflife/products/<product>.json``, only the
+products :mod:`hallmark.lifecycle.eol` matches). Sources are fetched
 from an https base (production) or from a mirror folder (air-gapped sites) by
 the same code. Unchanged feeds are not downloaded again (ETag/Last-Modified)
 but hard-linked from the previous set. Only when the new set loads completely
 does one transaction mark it active; readers keep using the previous set until
-then, and a failed update changes nothing.
+then, and a failed update changes nothing. An end-of-life file the source does not
+give this time (site down, not in the mirror) is carried over from the previous set,
+so a bad day at endoflife.date never empties the images' lifecycle tables.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import orjson
 
 from hallmark.advisories.index import AdvisoryIndex, load_snapshot
 from hallmark.config import Config
+from hallmark.lifecycle import eol
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ def feeds(config: Config, base: str, base_is_mirror: bool) -> list[Feed]:
             for found in sorted(root.glob(pattern)):
                 rel = found.relative_to(root).as_posix()
                 out.append(Feed(rel, rel))
+        out += [Feed(rel, rel) for rel in eol.feed_files() if (root / rel).is_file()]
         return out
     out = [Feed(f"osv/{eco}/all.zip", f"{eco}/all.zip") for eco in adv.osv_ecosystems]
     out.append(Feed("debian/security-tracker/tracker.json", adv.debian_tracker_url))
@@ -80,6 +86,8 @@ def feeds(config: Config, base: str, base_is_mirror: bool) -> list[Feed]:
     out.append(Feed("kev/known_exploited_vulnerabilities.json", adv.kev_url))
     if adv.epss_url:
         out.append(Feed("epss/epss_scores-current.csv.gz", adv.epss_url))
+    if config.lifecycle.endoflife_url:
+        out += [Feed(rel, eol.feed_url(config.lifecycle.endoflife_url, rel)) for rel in eol.feed_files()]
     return out
 
 
@@ -198,10 +206,15 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
             _fetch(client, base, feed, work / feed.path, prev_records.get(feed.path), prev_dir)
             for feed in feeds(config, base, is_mirror)
         ]
-        got = [f for f in files if "sha256" in f]
+        got = [f for f in files if "sha256" in f and not f["path"].startswith(eol.FOLDER)]
         if not got:
             raise UpdateError(f"no advisory feed could be fetched from {base}")
+        files = _keep_previous_eol(files, work, prev_dir, prev_records)
         index = load_snapshot(work)  # validates the whole set before anyone uses it
+        try:
+            products = eol.load_products(work)
+        except eol.EolDataError as exc:
+            raise UpdateError(f"end-of-life data rejected: {exc}") from exc
         os.replace(work, folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -218,15 +231,46 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
         "advisories": len(index.advisories),
         "ecosystems": sorted(index.ecosystems),
     }
+    end_of_life = eol.import_record(products, files)
+    end_of_life["changed"] = end_of_life["digest"] != (
+        (active["sources"].get("endoflife") or {}).get("digest") if active else None
+    )
+    sources["endoflife"] = end_of_life
     digest = "sha256:" + hashlib.sha256(repr(sorted((f["path"], f.get("sha256")) for f in files)).encode()).hexdigest()
     set_id = pipeline.store.add_advisory_set(digest, sources)
     pipeline.store.add_event("advisories.updated", None, None, {"set": set_id, "advisories": sources["advisories"]})
-    pipeline.jobs.enqueue("rematch", f"set-{set_id}", {"set": set_id})
+    payload = {"set": set_id, "endoflife_changed": end_of_life["changed"]}
+    pipeline.jobs.enqueue("rematch", f"set-{set_id}", payload)
     pipeline.wake()
     _prune(root, keep={stamp, active["sources"]["folder"] if active else stamp})
     if is_mirror:
         sources["rules"] = install_rules(config, Path(base.removeprefix("file://")))
     return {"set": set_id, **sources}
+
+
+def _keep_previous_eol(
+    files: list[dict[str, Any]], work: Path, prev_dir: Path | None, prev_records: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """End-of-life files the source did not give (an error, a 404, absent from the mirror) are
+    hard-linked from the previous set, recorded as kept with why."""
+    if prev_dir is None:
+        return files
+    by_path = {f["path"]: f for f in files}
+    for rel in eol.feed_files():
+        mine = by_path.get(rel)
+        src = prev_dir / rel
+        if (mine is not None and "sha256" in mine) or not src.is_file():
+            continue
+        dest = work / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        os.link(src, dest)
+        kept = {k: v for k, v in (prev_records.get(rel) or {}).items() if k in ("source", "etag", "last_modified")}
+        why = mine.get("status") if mine is not None else "not offered by the source"
+        kept.update(path=rel, status=f"kept from the previous set ({why})", sha256=_sha256(dest))
+        kept["size"] = dest.stat().st_size
+        by_path[rel] = kept
+    return list(by_path.values())
 
 
 RULE_FOLDERS = ("yara", "secrets", "blocklist")

@@ -221,11 +221,25 @@ class Pipeline:
         from hallmark.pipeline.matching import match_image
 
         match_image(self, payload["repo"], payload["digest"])
+        self._lifecycle(payload["repo"], payload["digest"])
+
+    def _lifecycle(self, repo: str, digest: str) -> None:
+        """End of life of the image's OS and runtimes (hallmark.lifecycle.eol); never fails the match."""
+        from hallmark.lifecycle.eol import refresh_image
+
+        try:
+            refresh_image(self, repo, digest)
+        except Exception:
+            log.exception("end-of-life matching failed for %s@%s", repo, digest)
 
     def _job_rematch(self, payload: dict[str, Any]) -> None:
         from hallmark.pipeline.matching import rematch_all
 
-        stats = rematch_all(self)
+        stats: dict[str, Any] = dict(rematch_all(self))
+        if payload.get("endoflife_changed"):  # the set brought new end-of-life data
+            from hallmark.lifecycle.eol import refresh_all
+
+            stats["lifecycle"] = refresh_all(self)
         self.store.add_event("advisories.rematched", None, None, {"set": payload.get("set"), **stats})
 
     # -- reports and signatures ----------------------------------------------------------------------

@@ -340,5 +340,7 @@ def _image_row(row: Any) -> dict[str, Any]:
         d["summary"]["combined"] = of_summary(d["summary"])  # stored before the combined counts existed
     if isinstance(d.get("health"), str):  # shown through hallmark.lifecycle.health.view (current grade)
         d["health"] = orjson.loads(d["health"])
+    if isinstance(d.get("lifecycle"), str):  # shown through hallmark.lifecycle.eol.view (current status)
+        d["lifecycle"] = orjson.loads(d["lifecycle"])
     d["repository"] = d.pop("repo_name")
     return d

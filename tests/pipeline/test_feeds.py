@@ -89,6 +89,7 @@ def test_update_from_http_feeds_with_conditional_requests(tmp_path: Path) -> Non
         "HALLMARK_ADVISORIES__ALPINE_SECDB_URL": f"{base}/alpine",
         "HALLMARK_ADVISORIES__ALPINE_RELEASES": '["v3.19"]',
         "HALLMARK_ADVISORIES__SECURITY_SUPPORT_URL": f"{base}/support",
+        "HALLMARK_LIFECYCLE__ENDOFLIFE_URL": f"{base}/endoflife",  # 404s here: recorded, not fatal
     }
     data = tmp_path / "data"
     try:
