@@ -419,12 +419,19 @@ def _digest(n: int) -> str:
     return "sha256:" + hashlib.sha256(str(n).encode()).hexdigest()
 
 
-def test_auto_deprecation_and_retirement_go_through_the_catalog(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_auto_deprecation_and_retirement_go_through_the_catalog(
+    tmp_path: Path, db: str, request: pytest.FixtureRequest
+) -> None:
     from hallmark.catalog.service import CatalogService
     from hallmark.pipeline.advisory_sets import update
 
+    database: dict[str, str] = {}
+    if db == "postgres":
+        database["HALLMARK_DATABASE_URL"] = request.getfixturevalue("postgres").create_db(f"eol{free_port()}")
     hm = _hallmark(
         tmp_path,
+        **database,
         HALLMARK_ADVISORIES__OSV_ECOSYSTEMS="[]",
         HALLMARK_LIFECYCLE__AUTO_DEPRECATE_EOL_OS="true",
         HALLMARK_LIFECYCLE__AUTO_RETIRE_AFTER_DAYS="30",
