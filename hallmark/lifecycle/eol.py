@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 
 from hallmark.index import INDEXER_VERSION, IndexResult
 from hallmark.metadata.store import MetadataStore, utcnow
@@ -757,14 +757,19 @@ def refresh_all(pipeline: Pipeline, today: dt.date | None = None, batch: int = 5
     active = active_products(pipeline)
     products, info = (active[1], _set_info(active[0])) if active else (None, None)
     stats = {"images": 0, "changed": 0, "eol": 0, "eol_soon": 0, "not_indexed": 0}
-    q = select(images.c.repo_name, images.c.digest, images.c.lifecycle).where(
-        images.c.status.in_(["indexed", "scanning", "done"])
-    )
+    q = select(images.c.repo_name, images.c.digest).where(images.c.status.in_(["indexed", "scanning", "done"]))
     with pipeline.meta.engine.connect() as conn:
-        rows = [(r[0], r[1], r[2]) for r in conn.execute(q)]
-    for start in range(0, len(rows), batch):
-        part = rows[start : start + batch]
-        stored = {(r, d): orjson.loads(raw) if raw else None for r, d, raw in part}
+        keys = [(r[0], r[1]) for r in conn.execute(q)]  # the documents themselves are read per batch
+    for start in range(0, len(keys), batch):
+        part = keys[start : start + batch]
+        stored: dict[tuple[str, str], Any] = dict.fromkeys(part)
+        with pipeline.meta.engine.connect() as conn:
+            for repo_name, digest_, raw in conn.execute(
+                select(images.c.repo_name, images.c.digest, images.c.lifecycle).where(
+                    tuple_(images.c.repo_name, images.c.digest).in_(part)
+                )
+            ):
+                stored[(repo_name, digest_)] = orjson.loads(raw) if raw else None
         stale = [d for (r, d), doc in stored.items() if not doc or doc.get("rules") != RULES]
         inventories = pipeline.cache.get_many("image", INDEXER_VERSION, stale) if stale else {}
         writes = []

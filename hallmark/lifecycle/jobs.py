@@ -36,7 +36,7 @@ def _eol(ctx: JobContext) -> dict[str, Any]:
     """End-of-life status of every image as of today (statuses move with time)."""
     from hallmark.lifecycle.eol import refresh_all
 
-    return refresh_all(ctx.pipeline)
+    return refresh_all(ctx.pipeline) if ctx.pipeline is not None else {"skipped": "no pipeline"}
 
 
 def _eol_policy(ctx: JobContext) -> dict[str, Any]:

@@ -490,13 +490,19 @@ def test_policy_job_is_off_by_default(tmp_path: Path) -> None:
         hm.close()
 
 
-def test_eol_job_recomputes_stored_and_unstored_images(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_eol_job_recomputes_stored_and_unstored_images(tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
     """The daily job: statuses from the stored subjects; an image indexed before this feature
     is found from its stored inventory."""
     from hallmark.index import INDEXER_VERSION
     from hallmark.pipeline.advisory_sets import update
 
-    hm = _hallmark(tmp_path, HALLMARK_ADVISORIES__OSV_ECOSYSTEMS="[]", HALLMARK_LIFECYCLE__EOL_SOON_DAYS="60")
+    database: dict[str, str] = {}
+    if db == "postgres":
+        database["HALLMARK_DATABASE_URL"] = request.getfixturevalue("postgres").create_db(f"eol{free_port()}")
+    hm = _hallmark(
+        tmp_path, **database, HALLMARK_ADVISORIES__OSV_ECOSYSTEMS="[]", HALLMARK_LIFECYCLE__EOL_SOON_DAYS="60"
+    )
     try:
         update(hm.pipeline, str(_mirror(tmp_path / "m")))
         inv = IndexResult(
