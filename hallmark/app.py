@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -115,9 +114,8 @@ def build_app(hm: Hallmark) -> web.Application:
     app[TRUSTED_PROXIES] = TrustedProxies.from_config(hm.config.server)
     declare(registry_http.dispatch, "*", REGISTRY)  # the registry guard enforces /v2 per registry route
     registry_http.add_routes(app, hm.registry)
-    hm.registry.pull_policy = functools.partial(
-        pull_policy.decide, hm.meta, retired_pull=hm.config.lifecycle.retired_pull
-    )  # deprecated images warn, retired ones are refused (or warn) at manifest GET/HEAD
+    # deprecated images warn, retired ones are refused (or warn) at manifest GET/HEAD
+    hm.registry.pull_policy = pull_policy.PullPolicy(hm.meta, hm.config.lifecycle.retired_pull)
     app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.

@@ -9,13 +9,16 @@ every manifest GET/HEAD and that admission control reuses.
 
 Messages name the replacement recorded at deprecation or retirement, so the client's error or
 warning says what to pull instead. The manifest GET is the registry's hot path: the common case
-is one primary-key read (raw SQL on the SQLite fast path); settings are read only for retired
-images.
+is one primary-key read, raw SQL on both databases (:class:`PullPolicy`); settings are read only
+for retired images.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +29,7 @@ from hallmark.metadata.store import MetadataStore, utcnow
 
 RETIRED_PULL = ("deny", "warn")
 _STAGE_SQL = "SELECT stage, replacement, stage_reason FROM catalog_entries WHERE repo_name = ? AND digest = ?"
+_STAGE_SQL_PG = _STAGE_SQL.replace("?", "%s")
 _REASON_MAX = 300  # of the reason quoted in a message or warning header
 
 
@@ -59,6 +63,68 @@ def decide(meta: MetadataStore, repo: str, digest: str, retired_pull: str = "den
         )
         with meta.engine.connect() as c:
             row = c.execute(q).first()
+    return _decision(meta, repo, digest, row, retired_pull)
+
+
+class PullPolicy:
+    """:func:`decide` bound to a store and the server default: the registry's ``pull_policy`` hook.
+
+    Same answer, cheaper read on PostgreSQL: one autocommit connection per process (~40 us a
+    read instead of ~400 us through the pool, whose pre-ping and reset cost two more round trips),
+    so the manifest GET stays close to its speed without a cache that could serve a retired image
+    after the change. SQLite already reads through the raw fast-path connection.
+    """
+
+    def __init__(self, meta: MetadataStore, retired_pull: str = "deny") -> None:
+        self.meta = meta
+        self.retired_pull = retired_pull
+        self._pg = (
+            _PgReader(meta.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+            if meta.dialect == "postgresql"
+            else None
+        )
+
+    def __call__(self, repo: str, digest: str) -> PullDecision:
+        if self._pg is None:
+            return decide(self.meta, repo, digest, self.retired_pull)
+        return _decision(self.meta, repo, digest, self._pg.row(repo, digest), self.retired_pull)
+
+
+class _PgReader:
+    """One autocommit psycopg connection for this process, serialised by a lock (a read is far
+    shorter than the rest of a manifest GET); reconnects once when the server went away."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._pid = 0
+        self._inherited: list[Any] = []
+
+    def row(self, repo: str, digest: str) -> tuple[Any, ...] | None:
+        import psycopg
+
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is not None and self._pid != os.getpid():
+                    # A forked worker must not use (or close: that would end it) its parent's session.
+                    self._inherited.append(self._conn)
+                    self._conn = None
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                    self._pid = os.getpid()
+                try:
+                    row = self._conn.execute(_STAGE_SQL_PG, (repo, digest)).fetchone()
+                    return tuple(row) if row is not None else None
+                except psycopg.OperationalError:
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+        return None
+
+
+def _decision(meta: MetadataStore, repo: str, digest: str, row: Any, retired_pull: str) -> PullDecision:
+    """The decision from the image's ``(stage, replacement, stage_reason)`` row (None: no row)."""
     if row is None:
         return SERVE
     stage, replacement, reason = str(row[0]), row[1], row[2]

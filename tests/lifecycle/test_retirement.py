@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from hallmark.lifecycle.pull_policy import decide, namespaces_of, retired_pull_for, set_namespace_setting
+from hallmark.lifecycle.pull_policy import (
+    PullPolicy,
+    decide,
+    namespaces_of,
+    retired_pull_for,
+    set_namespace_setting,
+)
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
 from hallmark.registry.http import warning_header
@@ -294,6 +300,50 @@ def test_cli_deprecate_and_retire(site: Site) -> None:
 
 def test_warning_header_cannot_be_broken_by_a_stored_reason() -> None:
     assert warning_header('a "quoted"\r\nX-Evil: 1\\ é') == '299 - "a \\"quoted\\" X-Evil: 1\\\\ ?"'
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    if request.param == "postgres":
+        pg: PostgresServer = request.getfixturevalue("postgres")
+        url = pg.create_db(f"p{free_port()}")
+    else:
+        url = f"sqlite:///{tmp_path / 'meta.db'}"
+    engine = make_engine(url, 4)
+    migrate(engine)
+    yield MetadataStore(engine)
+    engine.dispose()
+
+
+def test_registry_hook_answers_as_decide_and_survives_a_lost_connection(meta: MetadataStore) -> None:
+    from hallmark.catalog.tables import catalog_entries
+    from hallmark.metadata.store import utcnow
+
+    digests = {stage: "sha256:" + str(i) * 64 for i, stage in enumerate(("approved", "deprecated", "retired"), 1)}
+    with meta.transaction() as conn:
+        for stage, digest in digests.items():
+            conn.execute(
+                catalog_entries.insert().values(
+                    repo_name="ns/app", digest=digest, stage=stage, replacement="ns/app:v2", updated_at=utcnow()
+                )
+            )
+    hook = PullPolicy(meta, "deny")
+    unknown = "sha256:" + "9" * 64
+    for digest in [*digests.values(), unknown]:
+        assert hook("ns/app", digest) == decide(meta, "ns/app", digest, "deny")
+    assert not hook("ns/app", digests["retired"]).allowed
+    assert hook("ns/app", digests["deprecated"]).warning == (
+        f"ns/app@{digests['deprecated']} is deprecated; use ns/app:v2 instead"
+    )
+    if meta.dialect == "postgresql":
+        with meta.engine.connect() as conn:  # the server went away for every other session
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            )
+    assert hook("ns/app", digests["retired"]) == decide(meta, "ns/app", digests["retired"], "deny")
+    set_namespace_setting(meta, "ns", "warn")
+    assert hook("ns/app", digests["retired"]).allowed
 
 
 def test_namespace_resolution_innermost_wins_and_repository_beats_namespace(tmp_path: Path) -> None:
