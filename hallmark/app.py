@@ -18,6 +18,7 @@ from hallmark.api import images as api_images
 from hallmark.api import pull_policy as api_pull_policy
 from hallmark.api import repositories as api_repositories
 from hallmark.api import signing as api_signing
+from hallmark.api import tags as api_tags
 from hallmark.api import vex as api_vex
 from hallmark.config import Config
 from hallmark.lifecycle import pull_policy
@@ -123,7 +124,8 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_catalog.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
-    app.router.add_routes(api_repositories.routes(hm.registry))
+    app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories
+    app.router.add_routes(api_repositories.routes(hm.registry, hm.config))
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_periodic_cleanup(hm))]

@@ -232,6 +232,15 @@ class LifecycleConfig(_Section):
             raise ValueError("retired_pull must be deny or warn")
         return v
 
+    @field_validator("tag_expiry_default")
+    @classmethod
+    def _check_tag_expiry(cls, v: str | None) -> str | None:
+        if v:
+            from hallmark.lifecycle.durations import parse_duration
+
+            parse_duration(v)  # 90s, 30m, 12h, 2d or 3w, as in expires-after labels
+        return v or None
+
 
 def _group_map(v: Any) -> Any:
     """``{group: [teams]}``; a value may be one comma-separated string (from the environment)."""

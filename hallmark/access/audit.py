@@ -49,6 +49,8 @@ DURABLE_ACTIONS: frozenset[str] = frozenset(
         "blob.delete",
         "blob.mount",
         "gc",
+        "tag.restore",
+        "repository.retention",
         # accounts, credentials and who may do what
         "user.create",
         "user.password",

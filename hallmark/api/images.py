@@ -76,6 +76,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         from hallmark.catalog.service import catalog_entry
 
         image["catalog"] = await run(catalog_entry, pipeline, name, digest)
+        from hallmark.lifecycle.tags import image_expiration
+
+        image["expiration"] = await run(image_expiration, registry.meta, registry.blobs, pipeline.config, name, digest)
         from hallmark.lifecycle.health import view
 
         image["health"] = view(image)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from hallmark.access.model import ADMIN, PULL
 from hallmark.api.common import ApiError, json_response, parse_body
 from hallmark.api.guards import audit
+from hallmark.config import Config
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
 from hallmark.web.auth import readable
@@ -26,7 +27,7 @@ def _name(request: web.Request) -> str:
     return name
 
 
-def routes(svc: RegistryService) -> list[web.RouteDef]:
+def routes(svc: RegistryService, config: Config | None = None) -> list[web.RouteDef]:
     async def list_repositories(request: web.Request) -> web.Response:
         names = readable(request, await svc.run(svc.meta.list_repositories, None, None))
         return json_response({"repositories": names})
@@ -50,14 +51,25 @@ def routes(svc: RegistryService) -> list[web.RouteDef]:
         return json_response(info)
 
     async def garbage_collect(request: web.Request) -> web.Response:
+        from hallmark.lifecycle.tags import gc_policy
         from hallmark.registry.gc import collect
 
         dry_run = request.query.get("dry_run", "0").lower() in ("1", "true", "yes")
         raw = request.query.get("grace_seconds", "3600")
         if not raw.isdigit():
             raise ApiError(400, "INVALID_INPUT", "grace_seconds must be a non-negative integer")
-        result = await svc.run(collect, svc.meta, svc.blobs, int(raw), dry_run)
-        await audit(request, "gc", None, None, {"dry_run": dry_run, "deleted": len(result.deleted)})
+        # With the configuration, manifests that tags left more than a time-machine window ago go too.
+        policy = await svc.run(gc_policy, svc.meta, config) if config is not None else None
+        result = await svc.run(collect, svc.meta, svc.blobs, int(raw), dry_run, policy)
+        if not dry_run:
+            for repo_name, digest in result.manifests:
+                svc.notify("delete", repo_name, digest)  # the pipeline drops their image rows
+        detail: dict[str, object] = {
+            "dry_run": dry_run,
+            "deleted": len(result.deleted),
+            "manifests": len(result.manifests),
+        }
+        await audit(request, "gc", None, None, detail)
         return json_response(result.as_dict())
 
     return [

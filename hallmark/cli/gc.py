@@ -18,13 +18,17 @@ def gc(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Garbage-collect unreferenced blobs (safe while the server runs)."""
+    """Garbage-collect unreferenced blobs, and manifests that tags left more than the time-machine
+    window ago (safe while the server runs)."""
     from hallmark.app import Hallmark
+    from hallmark.lifecycle.tags import forget, gc_policy
     from hallmark.registry.gc import collect
 
     hm = Hallmark.open(get_config(data_dir, config))
     try:
-        result = collect(hm.meta, hm.blobs, grace_seconds, dry_run)
+        result = collect(hm.meta, hm.blobs, grace_seconds, dry_run, gc_policy(hm.meta, hm.config))
+        if not dry_run:
+            forget(result.manifests, hm.pipeline.on_delete)
     finally:
         hm.close()
     typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())

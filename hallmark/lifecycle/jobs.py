@@ -17,10 +17,32 @@ def _advisories_update(ctx: JobContext) -> dict[str, Any]:
 
 
 def _gc(ctx: JobContext) -> dict[str, Any]:
+    from hallmark.lifecycle.tags import forget, gc_policy
     from hallmark.registry.gc import collect
 
-    result = collect(ctx.meta, ctx.blobs, ctx.config.lifecycle.gc_grace_seconds, False)
-    return {"deleted": len(result.deleted), "unlinked": len(result.unlinked)}
+    policy = gc_policy(ctx.meta, ctx.config)  # keeps manifests inside their time-machine window
+    result = collect(ctx.meta, ctx.blobs, ctx.config.lifecycle.gc_grace_seconds, False, policy)
+    if ctx.pipeline is not None:
+        forget(result.manifests, ctx.pipeline.on_delete)
+    return {"deleted": len(result.deleted), "unlinked": len(result.unlinked), "manifests": len(result.manifests)}
+
+
+def _tags_expire(ctx: JobContext) -> dict[str, Any]:
+    """Tags past their expiry label's due time or their repository's default expiry."""
+    from hallmark.lifecycle.tags import expire_tags
+
+    return expire_tags(ctx.meta, ctx.config)
+
+
+def _retention(ctx: JobContext) -> dict[str, Any]:
+    """Retention policies of repositories and namespaces, applied (removals go to the tag history)."""
+    from hallmark.lifecycle.retention import run
+
+    plans = run(ctx.meta, ctx.config)
+    return {
+        "removed": [f"{p.repository}:{t}" for p in plans for t in p.removed],
+        "refused": {p.repository: p.refused for p in plans if p.refused},
+    }
 
 
 def _grades(ctx: JobContext) -> dict[str, Any]:
@@ -66,6 +88,8 @@ def _advisory_interval(c: Config) -> float:
 
 register(PeriodicJob("advisories.update", _advisory_interval, _advisories_update))
 register(PeriodicJob("gc", lambda c: _hours(c.lifecycle.gc_interval_hours), _gc))
+register(PeriodicJob("tags.expire", lambda c: c.lifecycle.expiration_interval_minutes * 60, _tags_expire))
+register(PeriodicJob("retention", lambda c: _hours(c.lifecycle.retention_interval_hours), _retention))
 register(PeriodicJob("grades", lambda c: _hours(c.lifecycle.grades_interval_hours), _grades))
 register(PeriodicJob("eol", lambda c: _hours(c.lifecycle.eol_interval_hours), _eol))
 register(PeriodicJob("lifecycle.policy", _eol_policy_interval, _eol_policy))

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from hallmark.lifecycle.tables import tag_history
 from hallmark.metadata import sqlite_fast as fast_sql
 from hallmark.metadata.sqlite_fast import FastSqlite, SqliteWriteLock, parse_sqlite_ts, sqlite_ts
 from hallmark.metadata.tables import blobs, manifest_refs, manifests, repo_blobs, repositories, tags, uploads
@@ -30,6 +31,15 @@ def utcnow() -> dt.datetime:
 class TagImmutable(Exception):
     def __init__(self, repo: str, tag: str) -> None:
         super().__init__(f"tag {tag!r} in {repo} is immutable")
+
+
+class TagRestoreRefused(Exception):
+    """A restore that cannot happen; ``code`` says why (NAME_UNKNOWN, MANIFEST_UNKNOWN, NEVER_HELD,
+    OUTSIDE_WINDOW, TAG_IMMUTABLE)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MissingReferences(Exception):
@@ -45,6 +55,15 @@ class ManifestRecord:
     content: bytes
     artifact_type: str | None = None
     subject: str | None = None
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """A tag's move: ``old`` None when it was created; ``changed`` False when it already pointed there."""
+
+    old: str | None
+    new: str
+    changed: bool
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,30 @@ class MetadataStore:
             )
             rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar_one()
         return rid
+
+    @staticmethod
+    def _tag_event(
+        conn: Connection,
+        repo: str,
+        tag: str,
+        old: str | None,
+        new: str | None,
+        action: str,
+        actor: str,
+        now: dt.datetime,
+    ) -> None:
+        """Record a tag's move or removal (the time machine) in the transaction that makes it."""
+        conn.execute(
+            tag_history.insert().values(
+                repo_name=repo,
+                tag=tag,
+                old_digest=old,
+                new_digest=new,
+                action=action,
+                actor=actor[:128],
+                created_at=now,
+            )
+        )
 
     # -- repositories --------------------------------------------------------------
     def repo_exists(self, name: str) -> bool:
@@ -286,7 +329,9 @@ class MetadataStore:
         manifest_refs_: Iterable[str],
         tag: str | None,
         annotations: str | None = None,
+        actor: str = "registry",
     ) -> None:
+        """Store a manifest (and point ``tag`` at it); a tag's creation or move goes into its history."""
         blob_refs = list(dict.fromkeys(blob_refs))
         child_refs = list(dict.fromkeys(manifest_refs_))
         now = utcnow()
@@ -316,6 +361,7 @@ class MetadataStore:
                         missing += [d for d in child_refs if d not in have]
                     if missing:
                         raise MissingReferences(missing)
+                    previous: str | None = None
                     if tag is not None:
                         row = conn.execute(
                             select(repositories.c.immutable_tags, tags.c.digest)
@@ -326,6 +372,7 @@ class MetadataStore:
                             )
                             .where(repositories.c.id == rid)
                         ).first()
+                        previous = row[1] if row is not None else None
                         if row is not None and row[0] and row[1] is not None and row[1] != record.digest:
                             raise TagImmutable(repo, tag)
                     exists = conn.execute(
@@ -367,6 +414,9 @@ class MetadataStore:
                             conn.execute(
                                 tags.insert().values(repo_id=rid, name=tag, digest=record.digest, updated_at=now)
                             )
+                        if previous != record.digest:
+                            action = "push" if previous is None else "move"
+                            self._tag_event(conn, repo, tag, previous, record.digest, action, actor, now)
                 return
             except IntegrityError:
                 # A concurrent push of the same manifest or tag won the race; re-check and retry.
@@ -411,7 +461,9 @@ class MetadataStore:
             digest=row[0], media_type=row[1], content=bytes(row[2]), artifact_type=row[3], subject=row[4]
         )
 
-    def delete_manifest(self, repo: str, digest: str) -> bool:
+    def delete_manifest(self, repo: str, digest: str, actor: str = "registry") -> bool:
+        """Delete a manifest and the tags on it (each recorded in its tag's history)."""
+        now = utcnow()
         with self.transaction() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
@@ -420,16 +472,188 @@ class MetadataStore:
             if res.rowcount == 0:
                 return False
             conn.execute(delete(manifest_refs).where(manifest_refs.c.repo_id == rid, manifest_refs.c.digest == digest))
+            held = conn.execute(select(tags.c.name).where(tags.c.repo_id == rid, tags.c.digest == digest)).scalars()
+            for tag in list(held):
+                self._tag_event(conn, repo, tag, digest, None, "delete", actor, now)
             conn.execute(delete(tags).where(tags.c.repo_id == rid, tags.c.digest == digest))
             return True
 
-    def delete_tag(self, repo: str, tag: str) -> bool:
+    def delete_tag(
+        self, repo: str, tag: str, actor: str = "registry", action: str = "delete", expect: str | None = None
+    ) -> bool:
+        """Remove a tag, recorded in its history as ``action``; with ``expect``, only while it still
+        points at that digest (expiration and retention never remove a tag that moved meanwhile)."""
+        now = utcnow()
         with self.transaction() as conn:
             rid = self._repo_id(conn, repo)
             if rid is None:
                 return False
-            res = conn.execute(delete(tags).where(tags.c.repo_id == rid, tags.c.name == tag))
-            return res.rowcount > 0
+            cond = [tags.c.repo_id == rid, tags.c.name == tag]
+            if expect is not None:
+                cond.append(tags.c.digest == expect)
+            old = conn.execute(select(tags.c.digest).where(*cond)).scalar()
+            if old is None:
+                return False
+            res = conn.execute(delete(tags).where(*cond))
+            if res.rowcount == 0:
+                return False
+            self._tag_event(conn, repo, tag, old, None, action, actor, now)
+            return True
+
+    def restore_tag(self, repo: str, tag: str, digest: str, held_since: dt.datetime, actor: str) -> TagChange:
+        """Point ``tag`` back at ``digest``, which it must have held at ``held_since`` or later and whose
+        manifest must still exist; checked and changed in one transaction (TagRestoreRefused otherwise)."""
+        now = utcnow()
+        with self.transaction() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                raise TagRestoreRefused("NAME_UNKNOWN", f"repository {repo} not found")
+            h = tag_history.c
+            last = conn.execute(
+                select(func.max(h.created_at)).where(
+                    h.repo_name == repo, h.tag == tag, (h.old_digest == digest) | (h.new_digest == digest)
+                )
+            ).scalar()
+            if last is None:
+                raise TagRestoreRefused("NEVER_HELD", f"{repo}:{tag} never pointed at {digest}")
+            if last.tzinfo is None:
+                last = last.replace(tzinfo=dt.UTC)
+            if last < held_since:
+                raise TagRestoreRefused(
+                    "OUTSIDE_WINDOW",
+                    f"{repo}:{tag} last pointed at {digest} on {last:%Y-%m-%d %H:%M:%S} UTC, "
+                    f"before the time-machine window (since {held_since:%Y-%m-%d %H:%M:%S} UTC)",
+                )
+            exists = conn.execute(
+                select(manifests.c.digest).where(manifests.c.repo_id == rid, manifests.c.digest == digest)
+            ).first()
+            if exists is None:
+                raise TagRestoreRefused("MANIFEST_UNKNOWN", f"manifest {digest} no longer exists in {repo}")
+            row = conn.execute(
+                select(repositories.c.immutable_tags, tags.c.digest)
+                .select_from(
+                    repositories.outerjoin(tags, and_(tags.c.repo_id == repositories.c.id, tags.c.name == tag))
+                )
+                .where(repositories.c.id == rid)
+            ).first()
+            old = row[1] if row is not None else None
+            if old == digest:
+                return TagChange(old, digest, False)
+            if row is not None and row[0] and old is not None:
+                raise TagRestoreRefused("TAG_IMMUTABLE", f"tag {tag!r} in {repo} is immutable")
+            if old is None:
+                conn.execute(tags.insert().values(repo_id=rid, name=tag, digest=digest, updated_at=now))
+            else:
+                conn.execute(
+                    update(tags).where(tags.c.repo_id == rid, tags.c.name == tag).values(digest=digest, updated_at=now)
+                )
+            self._tag_event(conn, repo, tag, old, digest, "restore", actor, now)
+            return TagChange(old, digest, True)
+
+    # -- manifests left by their tags (garbage collection after the time-machine window) -------
+    def dropped_manifests(self) -> dict[tuple[str, str], dt.datetime]:
+        """Manifests that a tag once held and no tag points at now: (repository, digest) -> when a tag
+        last left it. Manifests never tagged (pushed by digest, children, referrers) are not listed."""
+        h = tag_history.c
+        left: dict[tuple[str, str], dt.datetime] = {}
+        with self.engine.connect() as conn:
+            q = (
+                select(h.repo_name, h.old_digest, func.max(h.created_at))
+                .where(h.old_digest.is_not(None))
+                .group_by(h.repo_name, h.old_digest)
+            )
+            for repo, digest, when in conn.execute(q):
+                left[(repo, digest)] = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+            by_repo: dict[str, list[str]] = {}
+            for repo, digest in left:
+                by_repo.setdefault(repo, []).append(digest)
+            out: dict[tuple[str, str], dt.datetime] = {}
+            for repo, digests in sorted(by_repo.items()):
+                rid = self._repo_id(conn, repo)
+                if rid is None:
+                    continue
+                for part in _chunks(digests):
+                    q2 = select(manifests.c.digest).where(
+                        manifests.c.repo_id == rid,
+                        manifests.c.digest.in_(part),
+                        ~select(tags.c.name).where(tags.c.repo_id == rid, tags.c.digest == manifests.c.digest).exists(),
+                    )
+                    for digest in conn.execute(q2).scalars():
+                        out[(repo, digest)] = left[(repo, digest)]
+            return out
+
+    def manifest_graph(self, repo: str) -> tuple[set[str], dict[str, str | None], dict[str, list[str]]]:
+        """(tagged digests, digest -> subject, parent -> child manifests) of one repository."""
+        with self.engine.connect() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                return set(), {}, {}
+            tagged = set(conn.execute(select(tags.c.digest).where(tags.c.repo_id == rid)).scalars())
+            subjects = {
+                str(d): s
+                for d, s in conn.execute(
+                    select(manifests.c.digest, manifests.c.subject_digest).where(manifests.c.repo_id == rid)
+                )
+            }
+            children: dict[str, list[str]] = {}
+            q = select(manifest_refs.c.digest, manifest_refs.c.ref_digest).where(
+                manifest_refs.c.repo_id == rid, manifest_refs.c.kind == "manifest"
+            )
+            for parent, child in conn.execute(q):
+                children.setdefault(parent, []).append(child)
+            return tagged, subjects, children
+
+    def forget_manifests(self, repo: str, digests: Iterable[str], held_before: dt.datetime) -> list[str]:
+        """Delete these untagged manifests, re-checked in the deleting transaction: a manifest tagged
+        again, held by a tag since ``held_before``, used by a manifest that stays, or referring to
+        a subject that stays, is kept. Returns the digests deleted."""
+        wanted = set(digests)
+        if not wanted:
+            return []
+        h = tag_history.c
+        with self.transaction() as conn:
+            rid = self._repo_id(conn, repo)
+            if rid is None:
+                return []
+            keep: set[str] = set()
+            parents: dict[str, set[str]] = {}
+            subjects: dict[str, str | None] = {}
+            for part in _chunks(sorted(wanted)):
+                keep |= set(
+                    conn.execute(select(tags.c.digest).where(tags.c.repo_id == rid, tags.c.digest.in_(part))).scalars()
+                )
+                recent = select(h.old_digest, h.new_digest).where(
+                    h.repo_name == repo, h.created_at >= held_before, h.old_digest.in_(part) | h.new_digest.in_(part)
+                )
+                for old, new in conn.execute(recent):
+                    keep |= {old, new} & wanted
+                for parent, child in conn.execute(
+                    select(manifest_refs.c.digest, manifest_refs.c.ref_digest).where(
+                        manifest_refs.c.repo_id == rid, manifest_refs.c.ref_digest.in_(part)
+                    )
+                ):
+                    parents.setdefault(child, set()).add(parent)
+                for d, subject in conn.execute(
+                    select(manifests.c.digest, manifests.c.subject_digest).where(
+                        manifests.c.repo_id == rid, manifests.c.digest.in_(part)
+                    )
+                ):
+                    subjects[d] = subject
+            going = set(subjects) - keep
+            changed = True
+            while changed:
+                changed = False
+                for d in sorted(going):
+                    subject = subjects.get(d)
+                    if any(p not in going for p in parents.get(d, ())) or (subject in wanted and subject not in going):
+                        going.discard(d)
+                        changed = True
+            for part in _chunks(sorted(going)):
+                conn.execute(delete(manifests).where(manifests.c.repo_id == rid, manifests.c.digest.in_(part)))
+                conn.execute(
+                    delete(manifest_refs).where(manifest_refs.c.repo_id == rid, manifest_refs.c.digest.in_(part))
+                )
+            return sorted(going)
 
     def tag_is_immutable(self, repo: str) -> bool:
         with self.engine.connect() as conn:
@@ -530,3 +754,8 @@ class MetadataStore:
     def upload_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(select(uploads.c.id)).scalars())
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])

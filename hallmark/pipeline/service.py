@@ -155,6 +155,7 @@ class Pipeline:
             return
         with self.blobs.open(config_digest) as f:
             config = f.read(MAX_CONFIG_BYTES)
+        self._tag_expiry(repo, digest, config)
         content = self._content_run()
         result = index_image(
             rec.content,
@@ -196,6 +197,19 @@ class Pipeline:
             self._attach_report(repo, rec, kind, media_type, body.encode())
         self.store.add_event("image.indexed", repo, digest, {"packages": len(result.packages)})
         self.jobs.enqueue("match", f"{repo}@{digest}", {"repo": repo, "digest": digest})
+
+    def _tag_expiry(self, repo: str, digest: str, config: bytes) -> None:
+        """Due times from an ``expires-after`` label, read here because the config is read anyway
+        (hallmark.lifecycle.tags); a malformed label or a failure here never fails the index."""
+        from hallmark.lifecycle.tags import apply_label_expiry
+
+        try:
+            found = apply_label_expiry(self.meta, repo, digest, config)
+        except Exception:
+            log.exception("tag expiry label of %s@%s not applied", repo, digest)
+            return
+        if found is not None and found.warning:
+            log.warning("%s@%s: %s", repo, digest, found.warning)
 
     def _content_run(self) -> Any:
         if not self.config.pipeline.content_checks:

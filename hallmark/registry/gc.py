@@ -1,5 +1,11 @@
 """Garbage collection: remove blobs no manifest uses any more, safely while pushes go on.
 
+0. Manifests (only with a :class:`ManifestPolicy`): a manifest that a tag once held, that no tag
+   holds now, and that no tag left within its repository's time-machine window, is deleted,
+   with the manifests only it kept (children of an index it was, its referrers: reports, SBOMs,
+   signatures); never one still used by a manifest that stays, or one the policy protects.
+   Manifests never tagged (pushed by digest) are not touched. Everything is re-checked in
+   the deleting transaction, so a tag pushed or restored meanwhile keeps its manifest.
 1. Links: a blob linked to a repository but referenced by none of its manifests, and
    linked longer ago than the grace period (a client pushes blobs before the manifest
    that uses them), is unlinked; the check is repeated inside the deleting transaction.
@@ -12,10 +18,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.storage.base import BlobStore
+
+
+@dataclass(frozen=True)
+class ManifestPolicy:
+    """Which untagged manifests may go: ``window(repo)`` is how long after a tag left a manifest it
+    stays restorable (the time machine); ``protected(repo, digest)`` keeps one regardless."""
+
+    window: Callable[[str], dt.timedelta]
+    protected: Callable[[str, str], bool] = lambda repo, digest: False
 
 
 @dataclass
@@ -25,10 +41,12 @@ class GcResult:
     deleted: list[str] = field(default_factory=list)
     freed_bytes: int = 0
     kept: list[str] = field(default_factory=list)  # linked again while being collected
+    manifests: list[tuple[str, str]] = field(default_factory=list)  # (repository, digest) deleted
 
     def as_dict(self) -> dict[str, object]:
         return {
             "dry_run": self.dry_run,
+            "manifests": [f"{r}@{d}" for r, d in self.manifests],
             "unlinked": [f"{r}@{d}" for r, d in self.unlinked],
             "deleted": self.deleted,
             "freed_bytes": self.freed_bytes,
@@ -36,9 +54,17 @@ class GcResult:
         }
 
 
-def collect(meta: MetadataStore, blobs: BlobStore, grace_seconds: int = 3600, dry_run: bool = False) -> GcResult:
+def collect(
+    meta: MetadataStore,
+    blobs: BlobStore,
+    grace_seconds: int = 3600,
+    dry_run: bool = False,
+    manifests: ManifestPolicy | None = None,
+) -> GcResult:
     before = utcnow() - dt.timedelta(seconds=grace_seconds)
     result = GcResult(dry_run)
+    if manifests is not None:
+        result.manifests = _collect_manifests(meta, manifests, dry_run)
     links = meta.unreferenced_links(before)
     if dry_run:
         result.unlinked = links
@@ -69,3 +95,59 @@ def collect(meta: MetadataStore, blobs: BlobStore, grace_seconds: int = 3600, dr
 def _only_these_links(meta: MetadataStore, digest: str, links: list[tuple[str, str]]) -> bool:
     going = {r for r, d in links if d == digest}
     return set(meta.repositories_linking(digest)) <= going
+
+
+def _collect_manifests(meta: MetadataStore, policy: ManifestPolicy, dry_run: bool) -> list[tuple[str, str]]:
+    now = utcnow()
+    by_repo: dict[str, dict[str, dt.datetime]] = {}
+    for (repo, digest), left in meta.dropped_manifests().items():
+        by_repo.setdefault(repo, {})[digest] = left
+    out: list[tuple[str, str]] = []
+    for repo, dropped in sorted(by_repo.items()):
+        cutoff = now - policy.window(repo)
+        going = manifests_to_collect(repo, dropped, cutoff, meta.manifest_graph(repo), policy.protected)
+        if not going:
+            continue
+        deleted = sorted(going) if dry_run else meta.forget_manifests(repo, going, cutoff)
+        out += [(repo, d) for d in deleted]
+    return out
+
+
+def manifests_to_collect(
+    repo: str,
+    dropped: dict[str, dt.datetime],
+    cutoff: dt.datetime,
+    graph: tuple[set[str], dict[str, str | None], dict[str, list[str]]],
+    protected: Callable[[str, str], bool],
+) -> set[str]:
+    """The manifests of one repository to delete: those a tag left before ``cutoff`` (``dropped``:
+    digest -> when a tag last left it), less any a kept manifest uses, plus what only they kept
+    (untagged children no kept manifest uses, referrers of deleted subjects)."""
+    tagged, subjects, children = graph
+    parents: dict[str, set[str]] = {}
+    for parent, kids in children.items():
+        for kid in kids:
+            parents.setdefault(kid, set()).add(parent)
+
+    def may_go(d: str) -> bool:
+        recent = d in dropped and dropped[d] >= cutoff
+        return d in subjects and d not in tagged and not recent and not protected(repo, d)
+
+    going = {d for d, left in dropped.items() if left < cutoff and may_go(d)}
+    changed = True
+    while changed:  # a manifest that a kept one uses stays (and so may what it uses)
+        changed = False
+        for d in sorted(going):
+            if any(p not in going for p in parents.get(d, ())):
+                going.discard(d)
+                changed = True
+    changed = True
+    while changed:  # what only the deleted manifests kept goes with them
+        changed = False
+        extra = {kid for d in going for kid in children.get(d, ())}
+        extra |= {d for d, subject in subjects.items() if subject is not None and subject in going}
+        for d in sorted(extra - going):
+            if may_go(d) and all(p in going for p in parents.get(d, ())):
+                going.add(d)
+                changed = True
+    return going

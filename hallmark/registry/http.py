@@ -109,6 +109,14 @@ def warning_header(text: str) -> str:
     return '299 - "' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _actor(request: web.Request) -> str:
+    """Who changes a tag, for its history: the identity the registry guard resolved (the client
+    address when access control is off)."""
+    ident = request.get(IDENTITY)
+    name = getattr(ident, "name", None)
+    return str(name) if name else (request.remote or "anonymous")
+
+
 def next_link(path: str, params: dict[str, str]) -> str:
     return f'<{quote(path)}?{urlencode(params)}>; rel="next"'
 
@@ -162,7 +170,7 @@ async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]
             content += chunk
             if len(content) > limit:
                 raise RegistryError("SIZE_INVALID", message=f"manifest exceeds {limit} bytes", status=413)
-        pushed = await svc.put_manifest(repo, ref, bytes(content), request.headers.get("Content-Type"))
+        pushed = await svc.put_manifest(repo, ref, bytes(content), request.headers.get("Content-Type"), _actor(request))
         headers = {
             "Location": pushed.location or f"/v2/{repo}/manifests/{pushed.digest}",
             "Docker-Content-Digest": pushed.digest,
@@ -172,7 +180,7 @@ async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]
             headers["OCI-Subject"] = pushed.subject
         return web.Response(status=201, headers=headers)
     if request.method == "DELETE":
-        await svc.delete_manifest(repo, ref)
+        await svc.delete_manifest(repo, ref, _actor(request))
         return web.Response(status=202, headers={"Content-Length": "0"})
     raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "PUT", "DELETE"])
 

@@ -146,6 +146,11 @@ class RegistryService:
             return fn(*args)
         return await self.run(fn, *args)
 
+    def notify(self, event: str, repo: str, digest: str, tag: str | None = None) -> None:
+        """Tell the listeners (the pipeline) about a change made outside a request, e.g. by the
+        garbage collection (``delete``); call it on the event loop, as pushes do."""
+        self._notify(event, repo, digest, tag)
+
     def _notify(self, event: str, repo: str, digest: str, tag: str | None) -> None:
         for listener in self.listeners:
             try:
@@ -477,7 +482,10 @@ class RegistryService:
         return removed
 
     # -- manifests ---------------------------------------------------------------------
-    async def put_manifest(self, repo: str, reference: str, content: bytes, content_type: str | None) -> PushedManifest:
+    async def put_manifest(
+        self, repo: str, reference: str, content: bytes, content_type: str | None, actor: str = "registry"
+    ) -> PushedManifest:
+        """Store a pushed manifest; ``actor`` (who pushed) goes into the tag's history."""
         check_name(repo)
         if len(content) > self.config.max_manifest_bytes:
             raise RegistryError(
@@ -504,7 +512,7 @@ class RegistryService:
         annotations = orjson.dumps(parsed.annotations).decode() if parsed.annotations else None
         try:
             await self.run(
-                self.meta.put_manifest, repo, record, parsed.blob_refs, parsed.manifest_refs, tag, annotations
+                self.meta.put_manifest, repo, record, parsed.blob_refs, parsed.manifest_refs, tag, annotations, actor
             )
         except MissingReferences as exc:
             raise RegistryError("MANIFEST_BLOB_UNKNOWN", detail={"missing": exc.missing}) from exc
@@ -549,20 +557,20 @@ class RegistryService:
             raise RegistryError("DENIED", message=verdict.message, detail={"repository": repo, "digest": digest})
         return verdict.warning
 
-    async def delete_manifest(self, repo: str, reference: str) -> None:
+    async def delete_manifest(self, repo: str, reference: str, actor: str = "registry") -> None:
         check_name(repo)
         if not self.config.delete_enabled:
             raise RegistryError("UNSUPPORTED", message="deletion is disabled on this registry")
         if ":" in reference:
             check_digest(reference)
-            ok = await self.run(self.meta.delete_manifest, repo, reference)
+            ok = await self.run(self.meta.delete_manifest, repo, reference, actor)
             event = "delete"
         else:
             if not valid_tag(reference):
                 raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
             if await self.read(self.meta.tag_is_immutable, repo):
                 raise RegistryError("DENIED", message=f"tag {reference!r} in {repo} is immutable")
-            ok = await self.run(self.meta.delete_tag, repo, reference)
+            ok = await self.run(self.meta.delete_tag, repo, reference, actor)
             event = "untag"
             subject = referrers_tag_subject(reference)
             if not ok and subject is not None and await self.all_referrers(repo, subject):

@@ -55,6 +55,12 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/repositories"): "anyone",
     ("GET", "/api/v1/repositories/{name}"): "pull",
     ("PATCH", "/api/v1/repositories/{name}"): "admin",
+    ("GET", "/api/v1/repositories/{name}/tags/{tag}/history"): "pull",
+    ("POST", "/api/v1/repositories/{name}/tags/{tag}/restore"): "push",
+    ("GET", "/api/v1/repositories/{name}/retention"): "admin",
+    ("PUT", "/api/v1/repositories/{name}/retention"): "admin",
+    ("GET", "/api/v1/namespaces/{name}/retention"): "administrator",
+    ("PUT", "/api/v1/namespaces/{name}/retention"): "administrator",
     ("GET", "/api/v1/me"): "login",
     ("GET", "/api/v1/users"): "administrator",
     ("POST", "/api/v1/users"): "administrator",
@@ -207,6 +213,7 @@ def _fill(path: str, repo: str) -> str:
         .replace("{kind}", "vulnerabilities")
         .replace("{id}", "999999")
         .replace("{member}", "ghost")
+        .replace("{tag}", "latest")
     )
 
 
