@@ -15,7 +15,9 @@ lifecycle_app = typer.Typer(no_args_is_help=True, help="Periodic lifecycle jobs 
 @lifecycle_app.command("run")
 def run(
     all_jobs: Annotated[bool, typer.Option("--all", help="Run every job, due or not.")] = False,
-    job: Annotated[list[str] | None, typer.Option("--job", help="Only this job (repeatable).")] = None,
+    job: Annotated[
+        list[str] | None, typer.Option("--job", help="Only this job, now, due or not (repeatable).")
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -30,7 +32,7 @@ def run(
         raise typer.Exit(2)
     hm = Hallmark.open(get_config(data_dir, config))
     try:
-        results = Scheduler(hm.meta).run_due(hm, force=all_jobs, only=set(job) if job else None)
+        results = Scheduler(hm.meta).run_due(hm, force=all_jobs or bool(job), only=set(job) if job else None)
     finally:
         hm.close()
     typer.echo(orjson.dumps({"ran": results}, option=orjson.OPT_INDENT_2, default=str).decode())

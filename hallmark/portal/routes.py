@@ -27,21 +27,20 @@ from aiohttp import web
 
 from hallmark import __version__
 from hallmark.access import crypto
-from hallmark.access.model import PULL
+from hallmark.access.model import PULL, PUSH
 from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
 from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
 from hallmark.registry.names import valid_name
-from hallmark.web.auth import ACCESS_KEY, DENIAL_PAGE, SESSION_COOKIE, api_permissions, client_addr
+from hallmark.web.auth import ACCESS_KEY, CSRF_COOKIE, DENIAL_PAGE, SESSION_COOKIE, api_permissions, client_addr
 from hallmark.web.authz import LOGIN, PUBLIC, Need, route
 
 if TYPE_CHECKING:
     from hallmark.app import Hallmark
 
 HERE = Path(__file__).resolve().parent
-CSRF_COOKIE = "hallmark_csrf"
 SESSION_HOURS = 8
 NAME = "{name:[a-z0-9][a-z0-9._/-]*}"
 DIGEST = "{digest:sha(?:256|512):[a-f0-9]+}"
@@ -404,8 +403,18 @@ class Portal:
             img["tags"] = self.meta.tags_for(name, digest)
             vulns = self.store.get_report(name, digest, "vulnerabilities")
             content = self.store.get_report(name, digest, "content")
+            from hallmark.lifecycle.eol import view as lifecycle_view
+            from hallmark.lifecycle.health import view as health_view
+            from hallmark.lifecycle.pull_policy import decide
+            from hallmark.lifecycle.tags import history
+
+            cfg = self.hm.config
+            img["health"] = health_view(img)
+            img["lifecycle"] = lifecycle_view(img.get("lifecycle"), soon_days=cfg.lifecycle.eol_soon_days)
             return {
                 "image": img,
+                "pull": decide(self.meta, name, digest, cfg.lifecycle.retired_pull),
+                "tag_history": [history(self.meta, cfg, name, t, limit=20) for t in img["tags"][:10]],
                 "kinds": {r["kind"] for r in self.store.report_kinds(name, digest)},
                 "verification": verification_status(self.hm.pipeline, name, digest),
                 "catalog": catalog_entry(self.hm.pipeline, name, digest),
@@ -443,6 +452,9 @@ class Portal:
             image=data["image"],
             verification=data["verification"],
             catalog=data["catalog"],
+            pull=data["pull"],
+            tag_history=data["tag_history"],
+            can_push=viewer.perms is None or viewer.perms.can(name, PUSH),
             findings=sorted(vulns.get("findings") or [], key=_sev_key),
             notes=vulns.get("notes") or [],
             content_findings=sorted(content.get("findings") or [], key=_content_key),
@@ -451,6 +463,29 @@ class Portal:
             more_referrers=more,
             severities=SEVERITIES,
         )
+
+    async def restore_tag(self, request: web.Request) -> web.StreamResponse:
+        """Move a tag back to a digest it held (the route's declaration requires push)."""
+        from hallmark.lifecycle.tags import restore
+        from hallmark.metadata.store import TagRestoreRefused
+
+        form = await self._check_form(request)
+        viewer = await self.viewer(request)
+        name, tag, digest = request.match_info["name"], request.match_info["tag"], form.get("digest", "")
+        back = form.get("back", "")
+        if not is_digest(digest) or not back.startswith(f"/repositories/{name}/images/"):
+            raise _Fail(400, "The restore form is incomplete.")
+        try:
+            await self.run(restore, self.meta, self.hm.config, name, tag, digest, viewer.name or "portal")
+        except TagRestoreRefused as exc:
+            raise _Fail(409, str(exc)) from exc
+        access = self._access(request)
+        if access is not None:
+            await access.audit.record_durable(
+                viewer.name or "portal", "tag.restore", name, digest, client_addr=client_addr(request),
+                detail={"tag": tag, "via": "portal"},
+            )
+        return self._redirect(request, _safe_next(back))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         viewer = await self.viewer(request)
@@ -501,6 +536,12 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         route("POST", "/logout", p.page(p.logout), PUBLIC),
         route("GET", f"/repositories/{NAME}/images/{DIGEST}", p.page(p.image), reader),
         route("GET", f"/repositories/{NAME}", p.page(p.repository), reader),
+        route(
+            "POST",
+            f"/repositories/{NAME}/tags/{{tag:[a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}}}/restore",
+            p.page(p.restore_tag),
+            Need(login=True, repo=PUSH, style="portal"),
+        ),
         route("GET", "/events", p.page(p.events), viewer),
         route("GET", "/advisories", p.page(p.advisories), viewer),
         route("GET", "/static/portal.css", p.stylesheet, PUBLIC),

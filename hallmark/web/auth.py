@@ -12,10 +12,11 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -65,10 +66,32 @@ def basic_credentials(value: str) -> tuple[str, str]:
 SESSION_COOKIE = "hallmark_session"
 
 
+CSRF_COOKIE = "hallmark_csrf"
+CSRF_CHECKED = "hallmark.csrf_checked"
+
+
+async def check_csrf(request: web.Request) -> bool:
+    """Double-submit check of a portal form (cookie vs. the ``csrf`` field), plus Origin when sent.
+
+    Only a form that passes may act with the session cookie (``session_token``)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return False
+    form = await request.post()  # cached on the request: the handler reads it again
+    sent = str(form.get("csrf", ""))
+    have = request.cookies.get(CSRF_COOKIE, "")
+    ok = bool(sent) and bool(have) and hmac.compare_digest(sent.encode(), have.encode())
+    request[CSRF_CHECKED] = ok
+    return ok
+
+
 def session_token(request: web.Request) -> str | None:
-    """The portal session cookie, honoured only for reads outside /v2 and /auth: a cookie rides along
-    with cross-site requests, so it must never authorize a change (the portal's own POSTs check CSRF)."""
-    if request.method not in ("GET", "HEAD") or request.path.startswith(("/v2", "/auth/")):
+    """The portal session cookie, honoured for reads outside /v2 and /auth, and for portal forms that
+    passed the CSRF check: a cookie rides along with cross-site requests, so alone it never
+    authorizes a change."""
+    if request.path.startswith(("/v2", "/auth/")):
+        return None
+    if request.method not in ("GET", "HEAD") and not request.get(CSRF_CHECKED):
         return None
     value = request.cookies.get(SESSION_COOKIE)
     return value if value and value.startswith("hmk_") and len(value) <= 256 else None
@@ -432,6 +455,10 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
         raise ApiError(403, "DENIED", "requested access to the resource is denied")
     if need.public or need.registry:
         return await handler(request)  # the registry guard enforces /v2 per registry route
+    if need.style == "portal" and request.method == "POST" and not need.public:
+        if not await check_csrf(request):
+            msg = "The form expired or was not sent by this portal (CSRF check failed). Reload and retry."
+            return await _portal_refusal(request, Refused(403, msg), page_status=403)
     try:
         await check(request, need)
     except Refused as exc:
@@ -443,17 +470,19 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
     return await handler(request)
 
 
-async def _portal_refusal(request: web.Request, exc: Refused) -> web.StreamResponse:
+async def _portal_refusal(request: web.Request, exc: Refused, page_status: int = 404) -> web.StreamResponse:
     """Browsers go to the login page; a signed-in viewer sees the same page as for a missing repository."""
     if exc.status == 401:
-        resp = web.Response(status=303, headers={"Location": "/login?next=" + quote(request.path_qs, safe="")})
+        back = request.path_qs if request.method in ("GET", "HEAD") else "/"
+        resp = web.Response(status=303, headers={"Location": "/login?next=" + quote(back, safe="")})
         if exc.clear_session:
             resp.del_cookie(SESSION_COOKIE, path="/")
         return resp
     page = request.app.get(DENIAL_PAGE)
     if page is not None:
-        return await page(request, 404, "No such repository, or you may not read it.")
-    return web.Response(status=404, text="not found")
+        message = str(exc) if page_status != 404 else "No such repository, or you may not read it."
+        return await page(request, page_status, message)
+    return web.Response(status=page_status, text="refused")
 
 
 def readable(request: web.Request, names: list[str]) -> list[str]:

@@ -96,6 +96,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/logout"): "public",
     ("GET", "/repositories/{name}/images/{digest}"): "pull-login",
     ("GET", "/repositories/{name}"): "pull-login",
+    ("POST", "/repositories/{name}/tags/{tag}/restore"): "push-login",
     ("GET", "/events"): "login",
     ("GET", "/advisories"): "login",
     ("GET", "/static/portal.css"): "public",
@@ -126,6 +127,7 @@ ALLOWED: dict[str, set[str]] = {
     "reviewer+pull": {"admin", "reviewer"},
     "pull": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
     "pull-login": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
+    "push-login": {"admin", "pusher", "owner", "robot_in"},
     "push": {"admin", "pusher", "owner", "robot_in"},
     "delete": {"admin", "owner"},
     "admin": {"admin", "owner"},
@@ -228,7 +230,8 @@ def _body(method: str, path: str) -> dict[str, object] | None:
 
 
 def _refused(resp: httpx.Response, kind: str) -> bool:
-    if kind in ("login", "pull-login") and not resp.request.url.path.startswith(("/api/", "/v2", "/auth")):
+    portal = not resp.request.url.path.startswith(("/api/", "/v2", "/auth"))
+    if kind in ("login", "pull-login", "push-login") and portal:
         if resp.status_code == 303:
             return "/login" in resp.headers.get("location", "")
         return resp.status_code == 404 and "may not read it" in resp.text
@@ -251,7 +254,10 @@ def test_authorization_matrix(matrix_site: tuple[Server, dict[str, str]]) -> Non
                 for repo in REPOS if repo_route else ["-"]:
                     url = _fill(path, repo)
                     body = _body(method, path)
-                    if path.startswith("/v2/") and method == "PUT":
+                    if kind == "push-login":  # a portal form: a valid CSRF pair, so authorization decides
+                        form = {"csrf": "c" * 43, "digest": DIGEST}
+                        resp = c.post(url, data=form, headers={"Cookie": "hallmark_csrf=" + "c" * 43})
+                    elif path.startswith("/v2/") and method == "PUT":
                         resp = c.put(url, content=b"{}", headers={"Content-Type": "application/json"})
                     else:
                         resp = c.request(method, url, json=body)

@@ -332,3 +332,30 @@ def test_without_access_control_everything_is_visible(browser: Browser, tmp_path
             ctx.close()
     finally:
         srv.stop()
+
+
+def test_image_page_shows_grade_lifecycle_and_restores_a_tag(page: Page, site: Site) -> None:
+    """Grade badge, end-of-life section, tag history; a pusher restores a tag through the form."""
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        first = push_image(c, "portal/moving", "v1", files={"a.txt": b"first"})
+        second = push_image(c, "portal/moving", "v1", files={"a.txt": b"second"})
+        _wait_done(c, "portal/moving", second)
+    login(page, *site.admin)
+    page.goto(f"/repositories/portal/moving/images/{second}")
+    assert page.locator("#health .grade").inner_text() in {"A", "B", "C", "D", "E", "F", "unknown"}
+    history = page.locator("#tag-history-v1")
+    assert "push" in history.inner_text() and "move" in history.inner_text()
+    with page.expect_navigation():
+        page.click(f"text=Restore v1 to {first[:19]}")
+    assert page.url.endswith(f"/repositories/portal/moving/images/{second}"), page.content()[:2000]
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        r = c.get("/v2/portal/moving/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.headers["Docker-Content-Digest"] == first
+        hist = c.get("/api/v1/repositories/portal/moving/tags/v1/history").json()
+        assert hist["entries"][0]["action"] == "restore" and hist["entries"][0]["actor"] == "admin"
+    # A reader sees the history but no restore button.
+    page.context.clear_cookies()
+    login(page, "reader", PASSWORD)
+    page.goto(f"/repositories/portal/app/images/{site.digest}")
+    assert page.locator("#tag-history-v1").count() == 1
+    assert page.locator("ul.restore").count() == 0
