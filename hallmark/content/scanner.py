@@ -27,6 +27,7 @@ from hallmark.content.clamd import ClamdClient, ClamdConfig, ClamdError
 from hallmark.content.model import SEVERITY_ORDER, Finding, ScanOutcome, Severity, Skip
 from hallmark.content.rules import RuleBundle
 from hallmark.content.secrets import to_findings
+from hallmark.index.names import display
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def utf8_clean(text: str) -> str:
 
 
 def normalize_path(path: str) -> str:
-    """Layer paths as reported: absolute, no ``./``, no duplicate slashes, valid UTF-8."""
-    path = utf8_clean(path)
+    """Layer paths as reported: absolute, no ``./``, no duplicate slashes, valid UTF-8 (bytes that
+    are not UTF-8 shown as ``\\xNN``, as in SBOMs, so two names never collapse into one)."""
+    path = display(path)
     while path.startswith("./"):
         path = path[2:]
     return posixpath.normpath("/" + path.lstrip("/"))

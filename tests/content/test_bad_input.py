@@ -122,3 +122,12 @@ def test_random_bytes_and_truncated_archives(scanner: ContentScanner) -> None:
 def test_oversized_bytes_argument_is_skipped(rules: RuleBundle) -> None:
     out = ContentScanner(rules, ScanOptions(max_hash_bytes=1024)).scan_file("big", 0, "d", b"x" * 2048)
     assert [(k.scanner, k.reason) for k in out.skipped] == [("all", "too-large")]
+
+
+def test_non_utf8_names_are_escaped_not_collapsed() -> None:
+    from hallmark.content.scanner import normalize_path
+
+    latin1 = normalize_path("srv/caf\udce9.txt")  # b"caf\xe9" kept by surrogateescape
+    assert latin1 == "/srv/caf\\xe9.txt"
+    assert normalize_path("srv/caf\udce8.txt") != latin1
+    latin1.encode("utf-8")  # JSON-safe
