@@ -302,7 +302,16 @@ class RegistryGuard:
             source = request.query.get("from", "")
             # Mounting needs pull on the source; otherwise the client gets a normal upload session.
             request[reg.MOUNT_ALLOWED] = bool(source) and valid_name(source) and perms.can(source, PULL)
-        resp = await handler(request, svc, params)
+        try:
+            resp = await handler(request, svc, params)
+        except RegistryError as exc:
+            if handler is reg.manifest and request.method == "GET" and exc.code == "DENIED":
+                # A pull refused by the catalog (a retired image): who still tries matters to its owners.
+                digest = (exc.detail or {}).get("digest") if isinstance(exc.detail, dict) else None
+                await self.access.audit.record_durable(
+                    ident.name, "pull", repo, digest, DENIED, addr, {"reason": exc.message[:300]}
+                )
+            raise
         await self._audit_success(ident, request, handler, repo, params, resp, addr)
         return resp
 

@@ -170,6 +170,10 @@ def test_retired_pull_is_refused_naming_the_replacement_and_blobs_stay(site: Sit
         blob = c.get(f"/v2/life/app/blobs/{sha256(layer)}")
         assert blob.status_code == 200 and blob.content == layer
         assert manifest(c, "life/app", "v2").status_code == 200  # the replacement itself
+        # Refused pulls are in the audit log, with the digest and why.
+        entries = c.get("/api/v1/audit", params={"action": "pull", "repo": "life/app"}).json()["entries"]
+        refused = [e for e in entries if e["result"] == "denied" and e["digest"] == site.digests["life/app:v1"]]
+        assert len(refused) >= 2 and "retired" in refused[-1]["detail"]["reason"], entries
     host = site.server.host
     for ref in ("life/app:v1", site.ref("life/app:v1")):
         inspect = skopeo(site, "inspect", "--tls-verify=false", f"docker://{host}/{ref}")
