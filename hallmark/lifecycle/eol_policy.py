@@ -21,7 +21,8 @@ import orjson
 from sqlalchemy import and_, func, select
 
 from hallmark.catalog.tables import catalog_entries, catalog_history
-from hallmark.lifecycle.eol import SOURCE, view
+from hallmark.lifecycle.eol import view
+from hallmark.lifecycle.eol_data import SOURCE
 from hallmark.metadata.store import utcnow
 from hallmark.pipeline.tables import images
 

@@ -31,7 +31,7 @@ import orjson
 
 from hallmark.advisories.index import AdvisoryIndex, load_snapshot
 from hallmark.config import Config
-from hallmark.lifecycle import eol
+from hallmark.lifecycle import eol_data as eol
 
 log = logging.getLogger(__name__)
 

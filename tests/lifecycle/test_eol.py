@@ -22,22 +22,24 @@ from hallmark.config import load_config
 from hallmark.index import IndexResult
 from hallmark.lifecycle import jobs  # noqa: F401  (registers the periodic jobs)
 from hallmark.lifecycle.eol import (
-    FOLDER,
-    PRODUCTS,
-    Cycle,
-    Product,
-    active_products,
     evaluate,
     find_cycle,
     java_version,
     lifecycle_of,
-    load_products,
-    normalise,
     refresh_all,
     status,
     store_many,
     subjects,
     view,
+)
+from hallmark.lifecycle.eol_data import (
+    FOLDER,
+    PRODUCTS,
+    Cycle,
+    Product,
+    active_products,
+    load_products,
+    normalise,
 )
 from hallmark.lifecycle.scheduler import Scheduler
 from hallmark.metadata.store import utcnow
