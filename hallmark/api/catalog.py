@@ -12,12 +12,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from hallmark.access.model import ADMIN, PULL, SECURITY_REVIEWER
-from hallmark.api.common import ApiError, json_response, parse_body
+from hallmark.api.common import IMAGE_PATH, ApiError, image_ref, json_response, parse_body
 from hallmark.api.guards import actor, audit, visible
 from hallmark.catalog.service import CatalogError, CatalogService, GateFailed
-from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
-from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
 from hallmark.web.auth import ACCESS_KEY, client_addr
 from hallmark.web.authz import LOGIN, repo, role, route
@@ -40,17 +38,11 @@ class PromoteIn(BaseModel):
     replacement: str | None = Field(default=None, min_length=1, max_length=400)
 
 
-def _image(request: web.Request) -> tuple[str, str]:
-    name, digest = request.match_info["name"], request.match_info["digest"]
-    if not valid_name(name) or not is_digest(digest):
-        raise ApiError(400, "INVALID_INPUT", "invalid repository name or digest")
-    return name, digest
-
 
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     run = registry.run
     catalog = CatalogService(pipeline)
-    image_path = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}/catalog"
+    image_path = IMAGE_PATH + "/catalog"
 
     async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -69,11 +61,11 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response({"images": [e for e in entries if e["repository"] in allowed]})
 
     async def get_entry(request: web.Request) -> web.Response:
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         return json_response(await call(catalog.entry, name, digest))
 
     async def patch_entry(request: web.Request) -> web.Response:
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         body = await parse_body(request, EntryPatch)
         values = body.model_dump(exclude_unset=True)
         entry = await call(catalog.update, name, digest, values)
@@ -81,7 +73,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response(entry)
 
     async def promote(request: web.Request) -> web.Response:
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         body = await parse_body(request, PromoteIn)
         audit = request.app[ACCESS_KEY].audit if ACCESS_KEY in request.app else None
         result = await call(

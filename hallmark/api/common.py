@@ -8,6 +8,9 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from hallmark.digest import is_digest
+from hallmark.registry.names import valid_name
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -37,3 +40,17 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     except ValidationError as exc:
         detail = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         raise ApiError(400, "INVALID_INPUT", "request body is invalid", detail) from exc
+
+
+# One image's sub-resources: /api/v1/repositories/<name>/images/<digest>[/...]
+IMAGE_PATH = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}"
+
+
+def image_ref(request: web.Request) -> tuple[str, str]:
+    """The repository and digest of an ``IMAGE_PATH`` route, validated (400 with the field named)."""
+    name, digest = request.match_info["name"], request.match_info["digest"]
+    if not valid_name(name):
+        raise ApiError(400, "NAME_INVALID", f"invalid repository name {name!r}")
+    if not is_digest(digest):
+        raise ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
+    return name, digest

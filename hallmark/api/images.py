@@ -8,9 +8,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from hallmark.access.model import PULL, PUSH
-from hallmark.api.common import ApiError, json_response, parse_body
+from hallmark.api.common import IMAGE_PATH, ApiError, image_ref, json_response, parse_body
 from hallmark.api.guards import audit, visible
-from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
@@ -23,14 +22,6 @@ class UpdateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mirror: str | None = None
 
-
-def _image(request: web.Request) -> tuple[str, str]:
-    name, digest = request.match_info["name"], request.match_info["digest"]
-    if not valid_name(name):
-        raise ApiError(400, "NAME_INVALID", f"invalid repository name {name!r}")
-    if not is_digest(digest):
-        raise ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
-    return name, digest
 
 
 def _int(request: web.Request, key: str, default: int, maximum: int) -> int:
@@ -45,7 +36,7 @@ def _int(request: web.Request, key: str, default: int, maximum: int) -> int:
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     run = registry.run
     store = pipeline.store
-    image_path = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}"
+    image_path = IMAGE_PATH
 
     async def list_images(request: web.Request) -> web.Response:
         repo = request.query.get("repository")
@@ -64,7 +55,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response({"images": [i for i in images if i["repository"] in allowed]})
 
     async def get_image(request: web.Request) -> web.Response:
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         image = await run(store.get_image, name, digest)
         if image is None:
             raise ApiError(404, "NOT_FOUND", "image not known to the pipeline (not an image, or not indexed yet)")
@@ -89,7 +80,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response(image)
 
     async def get_report(request: web.Request) -> web.StreamResponse:
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         kind = request.match_info["kind"]
         if kind not in REPORT_KINDS:
             raise ApiError(400, "INVALID_INPUT", f"unknown report kind {kind!r} (known: {', '.join(REPORT_KINDS)})")
@@ -115,7 +106,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return resp
 
     async def rescan(request: web.Request) -> web.Response:
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         await run(pipeline.on_push, name, digest)
         await audit(request, "rescan", name, digest, {})
         return json_response({"queued": True}, status=202)

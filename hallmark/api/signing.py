@@ -5,26 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from hallmark.access.model import PULL, SECURITY_REVIEWER
-from hallmark.api.common import ApiError, json_response
+from hallmark.api.common import IMAGE_PATH, ApiError, image_ref, json_response
 from hallmark.api.guards import audit
-from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
-from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
 from hallmark.signing.errors import EnvelopeError, PolicyError, SigningError
 from hallmark.signing.service import NotFound, sign_image, verify_image
 from hallmark.web.authz import repo, role, route
-
-IMAGE_PATH = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}"
-
-
-def _image(request: web.Request) -> tuple[str, str]:
-    name, digest = request.match_info["name"], request.match_info["digest"]
-    if not valid_name(name):
-        raise ApiError(400, "NAME_INVALID", f"invalid repository name {name!r}")
-    if not is_digest(digest):
-        raise ApiError(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
-    return name, digest
 
 
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
@@ -32,7 +19,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def verification(request: web.Request) -> web.Response:
         """Verify now (signatures change outside the pipeline) and return per-signature results."""
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         reports = request.query.get("reports", "0").lower() in ("1", "true", "yes")
         try:
             result = await run(lambda: verify_image(pipeline, name, digest, reports=reports))
@@ -44,7 +31,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
 
     async def sign(request: web.Request) -> web.Response:
         """Sign with the configured enterprise key; also re-verify when a trust policy is configured."""
-        name, digest = _image(request)
+        name, digest = image_ref(request)
         try:
             signature = await run(sign_image, pipeline, name, digest)
         except NotFound as exc:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from hallmark.access.model import PULL, SECURITY_REVIEWER
-from hallmark.api.common import ApiError, json_response
+from hallmark.api.common import IMAGE_PATH, ApiError, image_ref, json_response
 from hallmark.api.guards import actor, audit, visible
-from hallmark.digest import is_digest
 from hallmark.pipeline.service import Pipeline
 from hallmark.registry.names import valid_name
 from hallmark.registry.service import RegistryService
@@ -34,7 +33,7 @@ async def _read_doc(request: web.Request) -> str:
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     run = registry.run
     store = pipeline.store
-    image_path = "/api/v1/repositories/{name:[a-z0-9][a-z0-9._/-]*}/images/{digest:sha(?:256|512):[a-f0-9]+}/vex"
+    image_path = IMAGE_PATH + "/vex"
 
     async def upload_global(request: web.Request) -> web.Response:
         doc = await _read_doc(request)
@@ -45,9 +44,7 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         return json_response({"id": vex_id, "scope": "global"}, status=201)
 
     async def upload_image(request: web.Request) -> web.Response:
-        name, digest = request.match_info["name"], request.match_info["digest"]
-        if not valid_name(name) or not is_digest(digest):
-            raise ApiError(400, "INVALID_INPUT", "invalid repository name or digest")
+        name, digest = image_ref(request)
         doc = await _read_doc(request)
         vex_id = await run(store.add_vex, name, digest, doc, await actor(request))
         await run(pipeline.jobs.enqueue, "match", f"{name}@{digest}", {"repo": name, "digest": digest})
