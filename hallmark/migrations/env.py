@@ -3,9 +3,12 @@
 from alembic import context
 
 import hallmark.access.tables
+import hallmark.admission.tables
 import hallmark.catalog.tables
+import hallmark.inventory.tables
 import hallmark.lifecycle.tables
 import hallmark.pipeline.tables
+import hallmark.provenance.tables
 import hallmark.signing.tables  # noqa: F401  (registers its tables on the shared metadata)
 from hallmark.metadata.tables import metadata
 

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
 
 from hallmark.metadata.tables import metadata
 
@@ -102,4 +114,38 @@ vex_documents = Table(
     Column("uploaded_by", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_vex_image", "repo_name", "digest"),
+)
+
+
+# The findings of each image's current vulnerability report, one row each, so queries over
+# millions of findings (explore, search by advisory) use indexes instead of reading reports.
+# Rewritten whenever an image's report changes (hallmark.pipeline.matching).
+image_findings = Table(
+    "image_findings",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("repo_name", String(255), nullable=False),
+    Column("digest", String(140), nullable=False),
+    Column("advisory_id", String(128), nullable=False),
+    Column("package", String(255), nullable=False),
+    Column("version", String(255), nullable=False),
+    Column("ecosystem", String(64), nullable=True),
+    Column("purl", Text, nullable=True),
+    Column("severity", String(16), nullable=False),  # critical | high | medium | low | unknown
+    Column("severity_rank", SmallInteger, nullable=False),  # 4 critical .. 1 low, 0 unknown
+    Column("kev", Boolean, nullable=False),
+    Column("fix_available", Boolean, nullable=False),
+    Column("suppressed", Boolean, nullable=False),  # VEX not_affected / fixed
+    Index("ix_image_findings_image", "digest", "repo_name"),
+    Index("ix_image_findings_severity", "severity_rank", "digest"),
+    Index("ix_image_findings_advisory", "advisory_id"),
+    Index("ix_image_findings_package", "package"),
+)
+
+# Every id an advisory is also known by (CVE, GHSA, DSA, ...), so a query by any of them finds it.
+advisory_aliases = Table(
+    "advisory_aliases",
+    metadata,
+    Column("alias", String(128), primary_key=True),
+    Column("advisory_id", String(128), primary_key=True),
 )

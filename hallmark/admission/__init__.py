@@ -1,0 +1,1 @@
+"""Kubernetes admission webhook: the catalog enforced at deploy time."""

@@ -1,0 +1,1 @@
+"""Queries over the code-to-cloud graph: source -> commit -> run -> image -> workload -> exposure."""

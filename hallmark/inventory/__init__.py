@@ -1,0 +1,1 @@
+"""Run side of code-to-cloud: Kubernetes workloads, the images they run and their exposure."""

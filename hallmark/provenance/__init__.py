@@ -1,0 +1,1 @@
+"""Build side of code-to-cloud: which source repository, commit and pipeline run built an image."""
