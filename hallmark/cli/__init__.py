@@ -10,15 +10,22 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hallmark: a secure container-image catalog.")
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    """Eager: runs while the options are parsed, before Click asks for a command."""
+    if value:
         from hallmark import __version__
 
-        typer.echo(__version__)
+        typer.echo(f"hallmark {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """Hallmark: a secure container-image catalog."""
 
 
 def _load_commands() -> None:

@@ -29,7 +29,7 @@ def sbom(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry.")] = False,
     platform: Annotated[
-        str | None, typer.Option("--platform", help="os/arch[/variant] to pick from an index (linux/amd64).")
+        str | None, typer.Option("--platform", help="os/arch or os/arch/variant to pick from an index (linux/amd64).")
     ] = None,
     cache_dir: Annotated[
         str | None,
