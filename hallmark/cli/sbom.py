@@ -11,9 +11,17 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from hallmark.cli._registry import (
+    REF_HELP,
+    CredsOption,
+    InsecureOption,
+    PasswordStdinOption,
+    UsernameOption,
+    open_image,
+)
 from hallmark.index import FileCache, index_source
 from hallmark.index.sbom import render, render_table
-from hallmark.oci import OciError, open_source
+from hallmark.oci import OciError
 
 
 class Format(StrEnum):
@@ -24,10 +32,13 @@ class Format(StrEnum):
 
 
 def sbom(
-    ref: Annotated[str, typer.Argument(help="host/repo:tag|@digest, oci:DIR[:tag] or docker-archive:FILE")],
+    ref: Annotated[str, typer.Argument(help=REF_HELP)],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry.")] = False,
+    insecure: InsecureOption = False,
+    creds: CredsOption = None,
+    username: UsernameOption = None,
+    password_stdin: PasswordStdinOption = False,
     platform: Annotated[
         str | None, typer.Option("--platform", help="os/arch or os/arch/variant to pick from an index (linux/amd64).")
     ] = None,
@@ -39,7 +50,9 @@ def sbom(
     """Read an image's layers once and list every OS and language package in it."""
     err = Console(stderr=True)
     try:
-        source = open_source(ref, insecure=insecure, platform=platform)
+        source = open_image(
+            ref, insecure=insecure, platform=platform, creds=creds, username=username, password_stdin=password_stdin
+        )
     except OciError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -28,6 +28,7 @@ import typer
 from rich.console import Console
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
+from hallmark.cli._registry import REF_HELP, CredsOption, InsecureOption, PasswordStdinOption, UsernameOption
 
 SCANNERS = ("vuln", "malware", "secret", "config")
 EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -159,7 +160,7 @@ class _ContentRun:
 
 
 def scan(
-    ref: Annotated[str, typer.Argument(help="host/repo:tag|@digest, oci:DIR[:tag] or docker-archive:FILE")],
+    ref: Annotated[str, typer.Argument(help=REF_HELP)],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
     fail_on: Annotated[
@@ -178,7 +179,10 @@ def scan(
     allow_incomplete: Annotated[
         bool, typer.Option("--allow-incomplete", help="With --fail-on: exit 0, not 3, when advisory data is missing.")
     ] = False,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry.")] = False,
+    insecure: InsecureOption = False,
+    creds: CredsOption = None,
+    username: UsernameOption = None,
+    password_stdin: PasswordStdinOption = False,
     platform: Annotated[
         str | None, typer.Option("--platform", help="os/arch or os/arch/variant to pick from an index.")
     ] = None,
@@ -186,8 +190,9 @@ def scan(
     config_file: ConfigOption = None,
 ) -> None:
     """Scan an image for vulnerabilities (and, with --scanners, malware, secrets and config issues)."""
+    from hallmark.cli._registry import open_image
     from hallmark.index import index_source
-    from hallmark.oci import OciError, open_source
+    from hallmark.oci import OciError
     from hallmark.pipeline.matching import make_report
     from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize, threshold_crossed
     from hallmark.report.table import print_report
@@ -215,7 +220,9 @@ def scan(
             raise _fail(f"rules: {exc}") from exc
 
     try:
-        source = open_source(ref, insecure=insecure, platform=platform)
+        source = open_image(
+            ref, insecure=insecure, platform=platform, creds=creds, username=username, password_stdin=password_stdin
+        )
     except OciError as exc:
         raise _fail(str(exc)) from exc
     config_doc: dict[str, Any] | None = None

@@ -1,7 +1,9 @@
-"""Remote registries over the OCI distribution API, with the anonymous Bearer-token flow.
+"""Remote registries over the OCI distribution API, with the Bearer-token and Basic flows.
 
 httpx does the HTTP; the token dance (RFC 6750 challenge -> token endpoint -> retry) is the
 few lines every registry client writes, since no maintained Python library does only that.
+Credentials (given, or found by :mod:`hallmark.oci.auth`) go to the token endpoint or as
+Basic auth; neither they nor tokens ever appear in messages.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
@@ -113,13 +116,17 @@ class RegistryClient:
         push: bool = False,
         credentials: tuple[str, str] | None = None,
         timeout: float = 60.0,
+        auth_hint: str | None = None,
     ) -> None:
         self.host = host
         self.repository = repository
+        self.insecure = insecure
         self.root = f"{'http' if insecure else 'https'}://{host}"
         self.base = f"{self.root}/v2/{repository}"
         self.actions = "pull,push" if push else "pull"
         self._credentials = credentials
+        # Where the credentials came from (or why there are none), added to "unauthorized" errors.
+        self.auth_hint = auth_hint
         self._client = httpx.Client(timeout=timeout, follow_redirects=True)
         self._authorization: str | None = None
 
@@ -131,11 +138,33 @@ class RegistryClient:
         """Absolute URL for a (possibly relative) ``Location`` header."""
         return str(httpx.URL(self.root).join(location))
 
+    def _unauthorized(self, what: str) -> OciError:
+        """The "who are you" error: with credentials they were refused, without them say how to give some."""
+        if self._credentials:
+            text = f"{self.name}: {what}: the registry refused the credentials"
+        else:
+            text = (
+                f"{self.name}: {what}: authentication required; give --creds USER[:PASS] or "
+                "-u USER --password-stdin, or log in with docker/podman/skopeo login"
+            )
+        return OciError(text + (f" ({self.auth_hint})" if self.auth_hint else ""))
+
+    def _transport_error(self, exc: httpx.HTTPError) -> OciError:
+        """A network error; a failed TLS handshake against what may be a plain-HTTP registry suggests --insecure."""
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if not self.insecure and (cause is not None or "SSL" in str(exc)):
+            return OciError(
+                f"{self.name}: TLS handshake failed ({exc}); if {self.host} serves plain HTTP, use --insecure"
+            )
+        return OciError(f"{self.name}: {exc}")
+
     def _authenticate(self, challenge: str) -> None:
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic":
             if not self._credentials:
-                raise OciError(f"{self.name}: registry wants Basic auth and no credentials were given")
+                raise self._unauthorized("registry wants Basic auth")
             user, password = self._credentials
             self._authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
             return
@@ -151,7 +180,9 @@ class RegistryClient:
         try:
             resp = self._client.get(realm, params=fields, auth=auth)
         except httpx.HTTPError as exc:
-            raise OciError(f"{self.name}: token endpoint: {exc}") from exc
+            raise OciError(f"{self._transport_error(exc)} (token endpoint)") from exc
+        if resp.status_code in (401, 403):
+            raise self._unauthorized(f"token endpoint answered {resp.status_code}")
         if resp.status_code != 200:
             raise OciError(f"{self.name}: token endpoint answered {resp.status_code}")
         body = resp.json()
@@ -183,16 +214,18 @@ class RegistryClient:
             try:
                 resp = self._client.send(req, stream=stream)
             except httpx.HTTPError as exc:
-                raise OciError(f"{self.name}: {exc}") from exc
+                raise self._transport_error(exc) from exc
             if resp.status_code == 401 and attempt == 0 and "www-authenticate" in resp.headers:
                 resp.close()
                 self._authenticate(resp.headers["www-authenticate"])
                 continue
             if resp.status_code not in expect:
                 resp.close()
+                if resp.status_code in (401, 403) and not (self._credentials and resp.status_code == 403):
+                    raise self._unauthorized(f"{method} {req.url.path} answered {resp.status_code}")
                 raise OciError(f"{self.name}: {method} {req.url.path} answered {resp.status_code}")
             return resp
-        raise OciError(f"{self.name}: unauthorized")
+        raise self._unauthorized("unauthorized")
 
     def close(self) -> None:
         self._client.close()
@@ -209,11 +242,17 @@ class RegistrySource:
         platform: Platform | None = None,
         timeout: float = 60.0,
         credentials: tuple[str, str] | None = None,
+        auth_hint: str | None = None,
     ) -> None:
         self.ref = Reference.parse(ref)
         self.platform = platform or Platform()
         self._http = RegistryClient(
-            self.ref.host, self.ref.repository, insecure=insecure, credentials=credentials, timeout=timeout
+            self.ref.host,
+            self.ref.repository,
+            insecure=insecure,
+            credentials=credentials,
+            timeout=timeout,
+            auth_hint=auth_hint,
         )
         self._base = self._http.base
 

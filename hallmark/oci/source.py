@@ -175,21 +175,107 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def open_source(ref: str, *, insecure: bool = False, platform: str | None = None) -> ImageSource:
-    """Open ``oci:DIR[:tag]``, ``docker-archive:FILE`` or a registry reference ``host/repo:tag|@digest``."""
+PREFIXES = ("oci:DIR[:tag]", "oci-archive:FILE", "docker-archive:FILE", "host/repo:tag|@digest")
+
+
+def open_source(
+    ref: str,
+    *,
+    insecure: bool = False,
+    platform: str | None = None,
+    credentials: tuple[str, str] | None = None,
+    auth_files: bool = False,
+) -> ImageSource:
+    """Open ``oci:DIR[:tag]``, ``oci-archive:FILE``, ``docker-archive:FILE``, a bare path to one
+    of those, or a registry reference ``host/repo:tag|@digest``.
+
+    ``credentials`` go to the registry; without them and with ``auth_files`` the user's
+    credential files are read (:mod:`hallmark.oci.auth`).
+    """
     plat = Platform.parse(platform)
     if ref.startswith("oci:"):
         from hallmark.oci.layout import OciLayoutSource
 
         path, tag = split_layout_ref(ref[4:])
         return OciLayoutSource(path, tag, platform=plat)
-    if ref.startswith("docker-archive:"):
+    if ref.startswith(("docker-archive:", "oci-archive:")):
         from hallmark.oci.docker_archive import DockerArchiveSource
 
-        return DockerArchiveSource(ref[len("docker-archive:") :], platform=plat)
-    from hallmark.oci.registry import RegistrySource
+        return DockerArchiveSource(ref.partition(":")[2], platform=plat)
+    local = open_local(ref, plat)
+    if local is not None:
+        return local
+    from hallmark.oci.registry import Reference, RegistrySource
 
-    return RegistrySource(ref, insecure=insecure, platform=plat)
+    hint = None
+    if credentials is None and auth_files:
+        from hallmark.oci.auth import CredentialsError, find_credentials
+
+        parsed = Reference.parse(ref)
+        try:
+            found = find_credentials(parsed.host, parsed.repository)
+        except CredentialsError as exc:
+            raise OciError(str(exc)) from exc
+        if found is not None:
+            credentials, hint = found.credentials, found.hint or f"credentials from {found.source}"
+    return RegistrySource(ref, insecure=insecure, platform=plat, credentials=credentials, auth_hint=hint)
+
+
+def _looks_like_path(ref: str) -> bool:
+    import os
+
+    return (
+        ref.startswith(("/", "./", "../", "~", ".\\"))
+        or ref in (".", "..")
+        or ref.endswith((".tar", ".tar.gz", ".tgz", ".tar.zst"))
+        or os.path.exists(ref)
+    )
+
+
+def open_local(ref: str, platform: Platform | None = None) -> ImageSource | None:
+    """A bare path recognised by its content: an OCI layout folder (``oci-layout``/``index.json``),
+    or a tar with ``manifest.json`` (docker save) or ``oci-layout`` (OCI archive) at its root.
+
+    None when ``ref`` does not look like a path (a registry reference); an :class:`OciError`
+    naming the accepted prefixes when it is a path but neither kind of image.
+    """
+    import os
+    import tarfile
+
+    if not _looks_like_path(ref):
+        return None
+    path, tag = os.path.expanduser(ref), None
+    if not os.path.exists(path):
+        base, sep, maybe_tag = path.rpartition(":")
+        if sep and base and "/" not in maybe_tag and os.path.isdir(base):
+            path, tag = base, maybe_tag
+        else:
+            raise OciError(f"{ref}: no such file or folder (accepted: a path, or {', '.join(PREFIXES)})")
+    why = ""
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "index.json")):
+            from hallmark.oci.layout import OciLayoutSource
+
+            return OciLayoutSource(path, tag, platform=platform)
+        why = "a folder without index.json/oci-layout (an OCI layout folder has both)"
+        if os.path.isfile(os.path.join(path, "manifest.json")):
+            why = "an unpacked docker save folder; give the tar file itself"
+    elif os.path.isfile(path):
+        try:
+            with tarfile.open(path, "r:*") as tf:
+                names = {os.path.normpath(n) for n in tf.getnames()}
+        except (OSError, tarfile.TarError):
+            names = None
+            why = "not a tar file"
+        if names is not None:
+            if "manifest.json" in names or {"oci-layout", "index.json"} <= names:
+                from hallmark.oci.docker_archive import DockerArchiveSource
+
+                return DockerArchiveSource(path, platform=platform)
+            why = "a tar without manifest.json (docker save) or oci-layout and index.json (OCI archive) at its root"
+    else:
+        why = "not a regular file or folder"
+    raise OciError(f"{ref}: not an image: {why}; use one of {', '.join(PREFIXES)}")
 
 
 def split_layout_ref(text: str) -> tuple[str, str | None]:
