@@ -22,6 +22,7 @@ from hallmark.api import tags as api_tags
 from hallmark.api import vex as api_vex
 from hallmark.config import Config
 from hallmark.lifecycle import pull_policy
+from hallmark.metadata.datafolder import write_record
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
 from hallmark.pipeline.runtime import server_context
@@ -56,6 +57,7 @@ class Hallmark:
         engine = make_engine(config.database_url, config.database.pool_size)
         if run_migrations:
             migrate(engine)
+        write_record(config.data_path, config.database_url)  # first start: the folder names its database
         meta = MetadataStore(engine)
         blobs = FilesystemBlobStore(config.blob_path)
         upload_ids = UploadIds(load_key(config.data_path / "registry" / "upload-session-key"))

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_DATA_DIR = ".hallmark-data"
 DEFAULT_LISTEN = "127.0.0.1:5000"
@@ -47,6 +47,9 @@ class ServerConfig(_Section):
     # the peer address is the client. The header they append: "x-forwarded-for" or "forwarded" (RFC 7239).
     trusted_proxies: list[str] = []
     trusted_proxy_header: str = "x-forwarded-for"
+    # Host names (host or host:port) clients use for this registry, e.g. in Kubernetes image
+    # references; admission control treats them, and the listen address, as Hallmark itself.
+    public_hosts: list[str] = []
 
     @field_validator("listen")
     @classmethod
@@ -59,6 +62,19 @@ class ServerConfig(_Section):
     def _split_proxies(cls, v: Any) -> Any:
         """A comma-separated string is accepted too (from the environment)."""
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("public_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: Any) -> Any:
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("public_hosts")
+    @classmethod
+    def _check_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not host or "/" in host or any(c.isspace() for c in host):
+                raise ValueError(f"public_hosts: {host!r} is not a host name (host or host:port, no scheme or path)")
+        return [h.lower() for h in v]
 
     @field_validator("trusted_proxy_header")
     @classmethod
@@ -242,6 +258,79 @@ class LifecycleConfig(_Section):
         return v or None
 
 
+ADMISSION_MODES = ("enforce", "audit", "off")
+GRADE_LETTERS = ("A", "B", "C", "D", "E", "F")
+ADMISSION_SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def _str_list(v: Any) -> Any:
+    """A comma-separated string is accepted for a list (from the environment)."""
+    return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+
+class AdmissionRules(_Section):
+    """The rules of ``[admission]`` a namespace may override (``[admission.namespaces.NAME]``);
+    None in an override means "as in ``[admission]``". See docs/admission.md."""
+
+    mode: str | None = None  # enforce | audit (allow, with the denials as warnings) | off
+    allowed_registries: list[str] | None = None  # besides Hallmark: hosts or host/path prefixes, globs
+    exempt_images: list[str] | None = None  # globs over the reference as written and normalised
+    require_signature: bool | None = None  # a valid enterprise signature under the trust policy
+    min_grade: str | None = None  # A..F: deny images graded worse (or not graded)
+    max_severity: str | None = None  # deny unsuppressed findings at or above: critical|high|medium|low
+
+    _lists = field_validator("allowed_registries", "exempt_images", mode="before")(_str_list)
+
+    @field_validator("mode")
+    @classmethod
+    def _check_mode(cls, v: str | None) -> str | None:
+        if v is not None and v not in ADMISSION_MODES:
+            raise ValueError("mode must be enforce, audit or off")
+        return v
+
+    @field_validator("min_grade")
+    @classmethod
+    def _check_grade(cls, v: str | None) -> str | None:
+        if v is not None and v.upper() not in GRADE_LETTERS:
+            raise ValueError("min_grade must be one of A, B, C, D, E, F")
+        return v.upper() if v else None
+
+    @field_validator("max_severity")
+    @classmethod
+    def _check_max_severity(cls, v: str | None) -> str | None:
+        if v is not None and v.lower() not in (*ADMISSION_SEVERITIES, "none"):
+            raise ValueError("max_severity must be critical, high, medium, low or none")
+        return None if v is None or v.lower() == "none" else v.lower()
+
+
+class AdmissionConfig(AdmissionRules):
+    """``[admission]``: the Kubernetes admission webhook's policy (hallmark.admission).
+
+    With no configuration: enforce; every image must resolve in Hallmark and be approved
+    (deprecated allowed with a warning); no signature, grade or severity requirement.
+    """
+
+    mode: str | None = "enforce"
+    allowed_registries: list[str] | None = []
+    exempt_images: list[str] | None = []
+    require_signature: bool | None = False
+    exempt_namespaces: list[str] = []  # names or globs: never evaluated
+    failure_policy: str = "fail"  # fail (deny) | ignore (allow, with a warning) when a review cannot be evaluated
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30)  # evaluation budget of one review
+    max_request_bytes: int = Field(default=6 << 20, ge=64 << 10, le=64 << 20)  # AdmissionReview body
+    cache_size: int = Field(default=10_000, ge=0, le=1_000_000)  # cached (digest, policy) decisions
+    namespaces: dict[str, AdmissionRules] = {}  # per-namespace overrides (names or globs)
+
+    _ns = field_validator("exempt_namespaces", mode="before")(_str_list)
+
+    @field_validator("failure_policy")
+    @classmethod
+    def _check_failure_policy(cls, v: str) -> str:
+        if v.lower() not in ("fail", "ignore"):
+            raise ValueError("failure_policy must be fail or ignore")
+        return v.lower()
+
+
 def _group_map(v: Any) -> Any:
     """``{group: [teams]}``; a value may be one comma-separated string (from the environment)."""
     if isinstance(v, dict):
@@ -349,6 +438,7 @@ class Config(_Section):
     catalog: CatalogConfig = CatalogConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     index: IndexConfig = IndexConfig()
+    admission: AdmissionConfig = AdmissionConfig()
 
     @property
     def data_path(self) -> Path:
@@ -433,10 +523,14 @@ def load_config(
         if value is not None:
             _set(tree, path_, value)
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             lines.append(f"  {loc}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc
+    from hallmark.metadata.datafolder import resolve_url  # the data folder's own record of its database
+
+    config.database.url = resolve_url(config.data_path, config.database.url)
+    return config

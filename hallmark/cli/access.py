@@ -30,12 +30,14 @@ ACTOR = _actor()
 @contextmanager
 def _service(data_dir: str | None, config: str | None) -> Iterator[AccessService]:
     from hallmark.access.service import AccessService, Conflict, NotFound
+    from hallmark.metadata.datafolder import write_record
     from hallmark.metadata.db import make_engine, migrate
 
     cfg = get_config(data_dir, config)
     cfg.data_path.mkdir(parents=True, exist_ok=True)
     engine = make_engine(cfg.database_url, 2)
     migrate(engine)
+    write_record(cfg.data_path, cfg.database_url)
     svc = AccessService(cfg, engine)
     try:
         yield svc
