@@ -192,8 +192,8 @@ def bench_import() -> tuple[AdvisoryIndex, float]:
 
 
 def bench_match(idx: AdvisoryIndex, inventories: list[Inventory]) -> tuple[float, int]:
-    idx._key_cache.clear()  # cold caches, as after a fresh import
-    idx._match_cache.clear()
+    idx.key_cache.clear()  # cold caches, as after a fresh import
+    idx.match_cache.clear()
     start = time.perf_counter()
     findings = 0
     for distro, pkgs in inventories:
@@ -215,8 +215,8 @@ def bench_match_pool(idx: AdvisoryIndex, inventories: list[Inventory], workers: 
     import multiprocessing
 
     global _POOL
-    idx._key_cache.clear()
-    idx._match_cache.clear()
+    idx.key_cache.clear()
+    idx.match_cache.clear()
     _POOL = (idx, inventories, workers)  # nothing is pickled but the part number and a count
     start = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers) as pool:

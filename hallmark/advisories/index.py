@@ -9,18 +9,42 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import alpine, debian_tracker
 from .debian_tracker import SupportNotice
 from .kev import KevCatalog, load_kev
 from .osv import Advisory, AffectedPackage, ImportStats, load_osv_zip
+from .severity import Rating, ratings_by_identifier, related_rating
 from .versions import ecosystem_base
 
 #: Ecosystems whose release suffix matters: data for Debian:11 says nothing about Debian:12.
 OS_ECOSYSTEMS = frozenset({"Debian", "Ubuntu", "Alpine", "Wolfi", "Red Hat", "Rocky Linux", "AlmaLinux"})
+
+#: What matching needs per advisory beyond its record: aliases and related ids, KEV flag,
+#: highest EPSS, and the best rating of another record of the same vulnerability.
+AdvisoryInfo = tuple[list[str], bool, float | None, Rating | None]
+
+
+class AdvisorySource(Protocol):
+    """What :func:`hallmark.advisories.matcher.match_inventory` reads: the in-memory
+    :class:`AdvisoryIndex` (server) or the compiled on-disk form (``compiled.CompiledIndex``)."""
+
+    key_cache: dict[tuple[str, str], Any]
+    match_cache: dict[tuple[str, str, str], tuple[Any, ...]]
+
+    def covers(self, ecosystem: str) -> bool: ...
+
+    def lookup(self, ecosystem: str, name: str) -> Sequence[AffectedPackage]: ...
+
+    def advisory_info(self, adv: Advisory) -> AdvisoryInfo: ...
+
+    def has_support(self) -> bool: ...
+
+    def support_notices(self, package: str, release: str | None) -> list[SupportNotice]: ...
 
 
 @dataclass
@@ -33,25 +57,34 @@ class AdvisoryIndex:
     kev: KevCatalog | None = None
     support: list[SupportNotice] = field(default_factory=list)
     imports: list[ImportStats] = field(default_factory=list)
-    _seen: set[tuple[str, str, str]] = field(default_factory=set)
-    _key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
-    _adv_info: dict[str, tuple[list[str], bool, float | None]] = field(default_factory=dict)  # aliases, KEV, EPSS
+    _seen: dict[tuple[str, str, str], AffectedPackage] = field(default_factory=dict)
+    #: (scheme name, version) -> sort key (None = unparseable), shared by every lookup
+    key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _adv_info: dict[str, AdvisoryInfo] = field(default_factory=dict)
+    _ratings: dict[str, Rating] | None = None
     epss: dict[str, float] = field(default_factory=dict)  # CVE -> exploitation probability (FIRST EPSS)
     #: (ecosystem, name, version) -> the entries that apply, evaluated once (see matcher.match_inventory)
-    _match_cache: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict)
+    match_cache: dict[tuple[str, str, str], tuple[Any, ...]] = field(default_factory=dict)
     _support_by_name: dict[str, list[SupportNotice]] | None = None
     _support_patterns: list[tuple[re.Pattern[str], SupportNotice]] = field(default_factory=list)
     _support_cache: dict[tuple[str, str | None], list[SupportNotice]] = field(default_factory=dict)
 
     def add(self, advisories: list[Advisory], affected: list[AffectedPackage], stats: ImportStats) -> None:
-        """Add one source's advisories; an (advisory, ecosystem, package) already present is kept once."""
+        """Add one source's advisories; an (advisory, ecosystem, package) already present is kept once.
+
+        A duplicate still lends its Debian urgency to the kept entry: the OSV conversion of a DSA
+        drops the tracker's ``(low)``/``(high)`` notes, which rate the finding for that release.
+        """
         for adv in advisories:
             self.advisories.setdefault(adv.id, adv)
         for entry in affected:
             ident = (entry.advisory.id, entry.ecosystem, entry.name)
-            if ident in self._seen:
+            kept = self._seen.get(ident)
+            if kept is not None:
+                if kept.urgency is None and entry.urgency is not None:
+                    kept.urgency = entry.urgency
                 continue
-            self._seen.add(ident)
+            self._seen[ident] = entry
             self.by_package[(entry.ecosystem, entry.name)].append(entry)
             self.ecosystems.add(entry.ecosystem)
         self.imports.append(stats)
@@ -67,6 +100,25 @@ class AdvisoryIndex:
     def lookup(self, ecosystem: str, name: str) -> list[AffectedPackage]:
         """Entries for one normalised package name."""
         return self.by_package.get((ecosystem, name), [])
+
+    def advisory_info(self, adv: Advisory) -> AdvisoryInfo:
+        """Aliases, KEV flag, EPSS and related-record rating of one advisory (memoised)."""
+        info = self._adv_info.get(adv.id)
+        if info is None:
+            if self._ratings is None:
+                self._ratings = ratings_by_identifier(self.advisories.values())
+            cves = adv.cves
+            info = self._adv_info[adv.id] = (
+                list(dict.fromkeys((*adv.aliases, *adv.related))),
+                self.kev is not None and any(c in self.kev.entries for c in cves),
+                max((self.epss[c] for c in cves if c in self.epss), default=None),
+                related_rating(adv, self._ratings),
+            )
+        return info
+
+    def has_support(self) -> bool:
+        """Whether debian-security-support tables are loaded."""
+        return bool(self.support)
 
     def support_notices(self, package: str, release: str | None) -> list[SupportNotice]:
         """debian-security-support notices for a Debian source package (memoised per index)."""

@@ -16,8 +16,9 @@ from typing import Any
 from hallmark.model import Distro, Package
 
 from .debian_tracker import SupportNotice
-from .index import AdvisoryIndex
+from .index import AdvisorySource
 from .osv import AffectedPackage, Verdict, normalize_name
+from .severity import Rating, resolve
 from .versions import UnparseableVersion, ecosystem_base
 from .versions.semver import go_toolchain_to_semver
 
@@ -36,7 +37,7 @@ class Finding:
     installed_version: str
     fixed_versions: list[str]
     status: str  # fixed | wont_fix | no_fix_yet | could_not_compare
-    severity: str | None
+    severity: str | None  # see severity.resolve: the first source that rates it
     cvss_score: float | None
     cvss_vector: str | None
     kev: bool
@@ -49,6 +50,8 @@ class Finding:
     epss: float | None = None  # highest EPSS probability among the advisory's CVEs, when EPSS is loaded
     published: str | None = None  # the advisory's date (ISO 8601): when the fix became available
     urgency: str | None = None  # the distro tracker's own rating (Debian urgency), when it gives one
+    severity_source: str | None = None  # cvss | advisory | debian_urgency | related_cvss; None = unknown
+    severity_record: str | None = None  # the record whose score or rating gave the severity
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -124,11 +127,12 @@ def _fixed_above(entry: AffectedPackage, keys: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-#: One applicable entry for an (ecosystem, name, version): entry, status, fixed versions, aliases, KEV flag.
-_Hit = tuple[AffectedPackage, str, tuple[str, ...], list[str], bool, float | None]
+#: One applicable entry for an (ecosystem, name, version): entry, status, fixed versions, aliases, KEV flag,
+#: EPSS, rating.
+_Hit = tuple[AffectedPackage, str, tuple[str, ...], list[str], bool, float | None, Rating]
 
 
-def _evaluate(index: AdvisoryIndex, eco: str, name: str, version: str) -> tuple[_Hit, ...]:
+def _evaluate(index: AdvisorySource, eco: str, name: str, version: str) -> tuple[_Hit, ...]:
     """Every entry of (eco, name) that applies to ``version`` (or cannot be compared), in index order.
 
     The result depends only on the index and these three strings, so it is memoised per index:
@@ -136,16 +140,14 @@ def _evaluate(index: AdvisoryIndex, eco: str, name: str, version: str) -> tuple[
     a dict lookup per package instead of a range evaluation per advisory.
     """
     ck = (eco, name, version)
-    hit = index._match_cache.get(ck)
+    hit = index.match_cache.get(ck)
     if hit is not None:
         return hit
-    entries = index.by_package.get((eco, name))
+    entries = index.lookup(eco, name)
     if not entries:
-        index._match_cache[ck] = ()
+        index.match_cache[ck] = ()
         return ()
-    cache = index._key_cache
-    adv_info = index._adv_info
-    kev = index.kev
+    cache = index.key_cache
     keys: dict[str, Any] = {}
     out: list[_Hit] = []
     for entry in entries:
@@ -162,20 +164,15 @@ def _evaluate(index: AdvisoryIndex, eco: str, name: str, version: str) -> tuple[
             continue
         adv = entry.advisory
         fixed = _fixed_above(entry, keys)
-        info = adv_info.get(adv.id)
-        if info is None:
-            info = adv_info[adv.id] = (
-                list(dict.fromkeys((*adv.aliases, *adv.related))),
-                kev is not None and any(c in kev.entries for c in adv.cves),
-                max((index.epss[c] for c in adv.cves if c in index.epss), default=None),
-            )
-        out.append((entry, _status(entry, verdict, fixed), tuple(fixed), info[0], info[1], info[2]))
+        aliases, kev_flag, epss, related = index.advisory_info(adv)
+        rating = resolve(adv, entry.urgency, related)
+        out.append((entry, _status(entry, verdict, fixed), tuple(fixed), aliases, kev_flag, epss, rating))
     result = tuple(out)
-    index._match_cache[ck] = result
+    index.match_cache[ck] = result
     return result
 
 
-def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distro | None = None) -> MatchResult:
+def match_inventory(index: AdvisorySource, packages: list[Package], distro: Distro | None = None) -> MatchResult:
     """Match one image's packages; see the module docstring for the rules."""
     result = MatchResult()
     os_eco = os_ecosystem(distro)
@@ -190,7 +187,7 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
         if not covered:
             continue
         hits = _evaluate(index, eco, name, version)
-        for entry, status, fixed, aliases, kev_flag, epss in hits:
+        for entry, status, fixed, aliases, kev_flag, epss, rating in hits:
             adv = entry.advisory
             ident = (adv.id, eco, name, pkg.name)
             if ident in seen:
@@ -205,9 +202,9 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                     installed_version=pkg.version,
                     fixed_versions=list(fixed),
                     status=status,
-                    severity=adv.severity,
-                    cvss_score=adv.cvss_score,
-                    cvss_vector=adv.cvss_vector,
+                    severity=rating.severity,
+                    cvss_score=rating.score,
+                    cvss_vector=rating.vector,
                     kev=kev_flag,
                     epss=epss,
                     layer=pkg.layer,
@@ -218,9 +215,11 @@ def match_inventory(index: AdvisoryIndex, packages: list[Package], distro: Distr
                     note=entry.note,
                     published=adv.published,
                     urgency=entry.urgency,
+                    severity_source=rating.source,
+                    severity_record=rating.record,
                 )
             )
-        if index.support and ecosystem_base(eco) == "Debian" and index.by_package.get((eco, name)):
+        if index.has_support() and ecosystem_base(eco) == "Debian" and index.lookup(eco, name):
             release = eco.split(":", 1)[1] if ":" in eco else None
             result.support_notices.extend(index.support_notices(name, release))
     result.findings.sort(key=lambda f: (-_SEVERITY_ORDER.get(f.severity or "", -1), f.package, f.advisory_id))

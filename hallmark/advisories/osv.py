@@ -103,20 +103,35 @@ def _pick_severity(record: dict[str, Any]) -> tuple[float | None, str | None, st
             best = (rank, score, vector)
     if best is not None:
         return best[1], best[2], severity_from_score(best[1])
-    dbs = record.get("database_specific") or {}
-    if isinstance(dbs, dict):
-        for k in ("cvss_v4", "cvss_v3"):
+    # Scores without vectors: the record's database_specific, else its affected entries'
+    # (the RubyGems conversion keeps ruby-advisory-db's cvss_v3/cvss_v2 numbers per entry).
+    places = [record.get("database_specific")]
+    places += [a.get("database_specific") for a in record.get("affected") or [] if isinstance(a, dict)]
+    dicts = [d for d in places if isinstance(d, dict)]
+    for k in ("cvss_v4", "cvss_v3", "cvss_v2"):
+        for dbs in dicts:
             raw = dbs.get(k)
-            if isinstance(raw, (int, float, str)):
+            if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
                 try:
                     score = float(raw)
                 except ValueError:
                     continue
-                return score, None, severity_from_score(score)
+                label = severity_from_score(score) if k != "cvss_v2" else _v2_severity(score)
+                return score, None, label
+    for dbs in dicts:
         label = dbs.get("severity")
         if isinstance(label, str) and label.lower() in _LABELS:
             return None, None, _LABELS[label.lower()]
     return None, None, None
+
+
+def _v2_severity(score: float) -> str | None:
+    """CVSS v2 has no "critical": NVD's v2 scale (low < 4.0 <= medium < 7.0 <= high)."""
+    if score >= 7.0:
+        return "high"
+    if score >= 4.0:
+        return "medium"
+    return "low" if score > 0.0 else "none"
 
 
 # --------------------------------------------------------------------------- model
