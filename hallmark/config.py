@@ -47,9 +47,19 @@ class ServerConfig(_Section):
     # the peer address is the client. The header they append: "x-forwarded-for" or "forwarded" (RFC 7239).
     trusted_proxies: list[str] = []
     trusted_proxy_header: str = "x-forwarded-for"
+    # HTTPS for everything served (registry, API, portal, webhooks): a PEM certificate chain (leaf first) and
+    # its unencrypted PEM key, e.g. from `hallmark tls generate`; re-read when the files change (hallmark.web.tls).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     # Host names (host or host:port) clients use for this registry, e.g. in Kubernetes image
     # references; admission control treats them, and the listen address, as Hallmark itself.
     public_hosts: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> ServerConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
 
     @field_validator("listen")
     @classmethod

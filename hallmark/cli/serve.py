@@ -7,23 +7,60 @@ import ctypes
 import ctypes.util
 import logging
 import multiprocessing
+import os
 import signal
 import socket
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from aiohttp import web
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
-from hallmark.config import Config, parse_listen
+from hallmark.config import Config, ConfigError, parse_listen
+from hallmark.metadata.db import DatabaseUnavailable
 from hallmark.web.client import TRUSTED_PROXIES, TrustedProxies
 from hallmark.web.timeouts import ReadTimeouts, protocol_factory
 from hallmark.web.timeouts import install as install_timeouts
+from hallmark.web.tls import TLSConfigError, TLSReloader
 
 
-async def _serve(app: web.Application, config: Config, sock: socket.socket | None, announce: str | None) -> None:
+def _fail(message: str) -> NoReturn:
+    """A start error is one line and exit code 2, like a configuration error (never a traceback)."""
+    typer.echo(f"hallmark: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(listen: str) -> socket.socket:
+    """The listening socket, bound before anything else starts so a busy port fails the start at once;
+    workers forked later share it."""
+    host, port = parse_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        _fail(f"cannot listen on {_shown(host, port)}: {exc.strerror}")
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse a port in TIME_WAIT
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        _fail(f"cannot listen on {_shown(host, port)}: {reason[:1].lower()}{reason[1:]}")
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(
+    app: web.Application, config: Config, sock: socket.socket, tls: TLSReloader | None, announce: str | None
+) -> None:
     """Like ``web.run_app``, but every connection's protocol is wrapped in the slow-client watchdog
-    (:mod:`hallmark.web.timeouts`); stops cleanly on SIGINT or SIGTERM."""
+    (:mod:`hallmark.web.timeouts`), over TLS when configured; stops cleanly on SIGINT or SIGTERM."""
     server_cfg = config.server
     timeouts = ReadTimeouts.from_config(server_cfg)
     install_timeouts(app)
@@ -39,11 +76,12 @@ async def _serve(app: web.Application, config: Config, sock: socket.socket | Non
     try:
         assert runner.server is not None
         factory = protocol_factory(runner.server, timeouts)
-        if sock is not None:
+        if tls is None:
             listener = await loop.create_server(factory, sock=sock)
-        else:
-            host, port = parse_listen(server_cfg.listen)
-            listener = await loop.create_server(factory, host, port, reuse_port=False)
+        else:  # a handshake counts against the same budget as a request head
+            listener = await loop.create_server(
+                factory, sock=sock, ssl=tls.listener, ssl_handshake_timeout=timeouts.header
+            )
         if announce:
             print(announce, flush=True)
         await stop.wait()
@@ -53,7 +91,7 @@ async def _serve(app: web.Application, config: Config, sock: socket.socket | Non
         await runner.cleanup()
 
 
-def _run_worker(config: Config, sock: socket.socket | None, announce: bool) -> None:
+def _run_worker(config: Config, sock: socket.socket, tls: TLSReloader | None, announce: bool) -> None:
     from hallmark.app import Hallmark, build_app
 
     try:
@@ -62,13 +100,15 @@ def _run_worker(config: Config, sock: socket.socket | None, announce: bool) -> N
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover
         pass
-    hm = Hallmark.open(config)
-    host, port = parse_listen(config.server.listen)
+    hm = Hallmark.open(config, run_migrations=False)  # serve() migrated before binding workers
+    host, port = sock.getsockname()[:2]
     app = build_app(hm)
-    shown = f"[{host}]" if ":" in host else host
-    message = f"Hallmark serving registry, API and portal at http://{shown}:{port}/ (data: {config.data_path})"
+    scheme = "https" if tls is not None else "http"
+    message = (
+        f"Hallmark serving registry, API and portal at {scheme}://{_shown(host, port)}/ (data: {config.data_path})"
+    )
     try:
-        asyncio.run(_serve(app, config, sock, message if announce else None))
+        asyncio.run(_serve(app, config, sock, tls, message if announce else None))
     finally:
         hm.close()
 
@@ -79,25 +119,29 @@ def serve(
     config: ConfigOption = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Processes sharing the port.")] = None,
 ) -> None:
-    """Serve the registry, API and portal."""
+    """Serve the registry, API and portal (over HTTPS when [server] tls_cert and tls_key are set)."""
     cfg = get_config(data_dir, config, server__listen=listen, server__workers=workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Everything that can refuse the start is checked before "serving" is printed: TLS files, the port,
+    # the database. Each failure is one line and exit code 2.
+    try:
+        tls = TLSReloader.from_config(cfg.server)
+    except TLSConfigError as exc:
+        _fail(str(exc))
+    sock = bind(cfg.server.listen)
     # Migrate once before forking so workers never race on the schema.
     from hallmark.app import Hallmark
 
-    Hallmark.open(cfg).close()
-    host, port = parse_listen(cfg.server.listen)
+    try:
+        Hallmark.open(cfg).close()
+    except (DatabaseUnavailable, ConfigError) as exc:
+        sock.close()
+        _fail(str(exc))
     if cfg.server.workers == 1:
-        _run_worker(cfg, None, True)
+        _run_worker(cfg, sock, tls, True)
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker_main, args=(cfg, sock, i == 0)) for i in range(cfg.server.workers)]
+    procs = [ctx.Process(target=_worker_main, args=(cfg, sock, tls, i == 0)) for i in range(cfg.server.workers)]
     for p in procs:
         p.start()
 
@@ -116,7 +160,7 @@ def serve(
             p.join(10)
 
 
-def _worker_main(config: Config, sock: socket.socket, announce: bool) -> None:
+def _worker_main(config: Config, sock: socket.socket, tls: TLSReloader | None, announce: bool) -> None:
     """A forked worker: dies with its parent, so no orphan keeps the port after a crash or kill -9."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -124,7 +168,7 @@ def _worker_main(config: Config, sock: socket.socket, announce: bool) -> None:
     except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler still stops us
         pass
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _run_worker(config, sock, announce)
+    _run_worker(config, sock, tls, announce)
 
 
 def register(app: typer.Typer) -> None:

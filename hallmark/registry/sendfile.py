@@ -102,7 +102,8 @@ class SendfileResponse(web.FileResponse):
     async def _sendfile(self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int) -> Any:
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None or self.compression or transport is None:
+        # Over TLS the socket carries records, not the file's bytes: only the transport may write.
+        if sock is None or self.compression or transport is None or transport.get_extra_info("sslcontext") is not None:
             return await super()._sendfile(request, fobj, offset, count)
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None
