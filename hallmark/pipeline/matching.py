@@ -24,6 +24,7 @@ from hallmark.advisories.matcher import match_inventory
 from hallmark.index import INDEXER_VERSION, IndexResult
 from hallmark.lifecycle.health import assess, columns, store_many, utc_today
 from hallmark.pipeline.advisory_sets import load_active
+from hallmark.pipeline.finding_rows import replace_findings, report_rows, rows_fingerprint, stored_fingerprints
 from hallmark.pipeline.findings import combine, content_by_kind, content_part
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ def _store_report(
         advisory_set=report["summary"]["advisory_set"],
         **columns(assess(report, utc_today())),  # the health grade moves with the findings
     )
+    replace_findings(pipeline.meta, repo, digest, report)  # the rows explore queries read
     if notify and (diff["new"] or diff["resolved"]):
         payload = {"repository": repo, "digest": digest, **diff, "summary": report["summary"]}
         pipeline.store.add_event("image.findings_changed", repo, digest, payload)
@@ -218,11 +220,14 @@ def _triage(active: Any, item: tuple[str, str, dict[str, Any], list[Any], dict[s
     return report
 
 
-_Outcome = tuple[str, dict[str, Any], dict[str, Any]]  # fingerprint, summary, health
+# fingerprint, summary, health, fingerprint of the image_findings rows (ratings included)
+_Outcome = tuple[str, dict[str, Any], dict[str, Any], str]
 
 
 def _outcome(report: dict[str, Any]) -> _Outcome:
-    return report["summary"]["fingerprint"], report["summary"], assess(report, utc_today())
+    image = report.get("image") or {}
+    rows = rows_fingerprint(report_rows(str(image.get("repository")), str(image.get("digest")), report))
+    return report["summary"]["fingerprint"], report["summary"], assess(report, utc_today()), rows
 
 
 def _summary_of(i: int) -> _Outcome:
@@ -266,7 +271,9 @@ def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
     Built for thousands of images: the advisory set, VEX documents and image rows are
     read once and inventories in batches; matching runs on every core (forked workers
     share the loaded advisory index). An image whose findings and triage are unchanged
-    (same fingerprint) only gets its summary refreshed, in one transaction per batch;
+    (same fingerprint) only gets its summary refreshed, in one transaction per batch, and its
+    ``image_findings`` rows rewritten when a rating moved without changing the fingerprint
+    (severity, KEV, a fix became available; compared with the stored rows per batch);
     a changed image gets a new report, an event and a webhook call.
     """
     stats = {"images": 0, "changed": 0, "unchanged": 0, "failed": 0}
@@ -292,12 +299,16 @@ def rematch_all(pipeline: Pipeline, batch: int = 2000) -> dict[str, int]:
             items.append((row["repository"], row["digest"], inv, docs, _with_content_counts(pipeline, row)))
         refresh: list[tuple[str, str, dict[str, Any]]] = []
         grades: list[tuple[str, str, dict[str, Any]]] = []
-        for item, (fp, summary, health) in zip(items, _summaries(active, items), strict=True):
+        outcomes = _summaries(active, items)
+        stored_rows = stored_fingerprints(pipeline.meta, [(it[0], it[1]) for it in items])
+        for item, (fp, summary, health, rows_fp) in zip(items, outcomes, strict=True):
             repo, digest, old_summary = item[0], item[1], item[4]
             if old_summary.get("fingerprint") == fp:
                 refresh.append((repo, digest, summary))
                 grades.append((repo, digest, health))  # same findings, but dates or ratings may differ
                 stats["unchanged"] += 1
+                if stored_rows.get((repo, digest)) != rows_fp:  # KEV, severity or fix moved: rows only
+                    replace_findings(pipeline.meta, repo, digest, _triage(active, item))
                 continue
             found = pipeline._image_manifest(repo, digest)
             if found is None:

@@ -9,6 +9,7 @@ import zstandard
 from sqlalchemy import and_, delete, or_, select, update
 
 from hallmark.metadata.store import MetadataStore, utcnow
+from hallmark.pipeline.finding_rows import forget_findings
 from hallmark.pipeline.findings import of_summary
 from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports, vex_documents
 
@@ -130,9 +131,11 @@ class PipelineStore:
                 )
 
     def forget_image(self, repo: str, digest: str) -> None:
+        """The manifest was deleted or garbage-collected: its status, reports and finding rows go."""
         with self.meta.transaction() as conn:
             conn.execute(delete(images).where(images.c.repo_name == repo, images.c.digest == digest))
             conn.execute(delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest))
+            forget_findings(conn, repo, digest)
 
     # -- reports ----------------------------------------------------------------------------
     def put_report(
