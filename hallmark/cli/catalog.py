@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 import typer
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
+from hallmark.cli._output import JsonOption, print_json, print_table
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Image catalog: stages and promotion.")
 
@@ -21,7 +21,7 @@ def list_cmd(
     stage: Annotated[str | None, typer.Option("--stage", help="staging, approved, deprecated or retired")] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="Search name, description, owner.")] = None,
     grade: Annotated[str | None, typer.Option("--grade", help="Health grades to keep, e.g. A,B (or unknown).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOption] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -38,14 +38,19 @@ def list_cmd(
     finally:
         hm.close()
     if as_json:
-        typer.echo(orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC).decode())
+        print_json(entries)
         return
-    for e in entries:
-        owner = e.get("owner") or "-"
-        typer.echo(
-            f"{e['stage']:<10} {e['grade']:<7} {e['repository']}@{e['digest']}  owner={owner}  "
-            f"{e.get('description') or ''}"
-        )
+    filtered = stage is not None or query is not None or grade is not None
+    print_table(
+        ("STAGE", "GRADE", "IMAGE", "OWNER", "DESCRIPTION"),
+        [
+            (e["stage"], e["grade"], f"{e['repository']}@{e['digest']}", e.get("owner"), e.get("description"))
+            for e in entries
+        ],
+        empty="no images match these filters"
+        if filtered
+        else "no images in the catalog yet: push one with `docker push HOST/REPO:TAG` (indexed, then listed here)",
+    )
 
 
 @catalog_app.command("promote")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
-import orjson
 import typer
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
+from hallmark.cli._output import JsonOption, print_json, print_table
+from hallmark.cli._update_view import per_source, print_update_summary, update_progress, when
 
 db_app = typer.Typer(no_args_is_help=True, help="Advisory database and rule bundles.")
 
@@ -16,8 +18,14 @@ db_app = typer.Typer(no_args_is_help=True, help="Advisory database and rule bund
 @db_app.command("update")
 def db_update(
     mirror: Annotated[
-        str | None, typer.Option("--mirror", help="Folder (or file:// URL) in the feeds' layout, for air-gapped sites.")
+        str | None,
+        typer.Option(
+            "--mirror",
+            help="Offline: a folder (or file:// URL) in the feeds' layout (osv/<Ecosystem>/all.zip, debian/, "
+            "alpine/, kev/, endoflife/, rules); without it the live feeds are fetched.",
+        ),
     ] = None,
+    as_json: Annotated[bool, JsonOption] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -27,36 +35,55 @@ def db_update(
 
     cfg = get_config(data_dir, config)
     hm = Hallmark.open(cfg)
+    started = time.monotonic()
     try:
-        record = update(hm.pipeline, mirror)
+        with update_progress() as progress:
+            record = update(hm.pipeline, mirror, progress)
     except UpdateError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     finally:
         hm.close()
-    typer.echo(f"advisory set {record['set']} active: {record['advisories']} advisories from {record['base']}")
-    for f in record["files"]:
-        typer.echo(f"  {f['path']}: {f.get('status')} {f.get('size', '')}")
-    eol = record.get("endoflife") or {}
-    if eol.get("products"):
-        change = "changed: images are re-evaluated" if eol.get("changed") else "unchanged"
-        typer.echo(f"end-of-life data: {len(eol['products'])} products, {eol['cycles']} release cycles ({change})")
-    for s in record["stats"]:
-        skipped = s.get("skipped") or {}
-        if skipped:
-            typer.echo(f"  {s.get('source', '?')}: skipped {sum(skipped.values())} ({', '.join(skipped)})")
+    record["seconds"] = round(time.monotonic() - started, 1)
+    if as_json:
+        print_json(record)
+        return
+    print_update_summary(record)
 
 
 @db_app.command("status")
-def db_status(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+def db_status(
+    as_json: Annotated[bool, JsonOption] = False, data_dir: DataDirOption = None, config: ConfigOption = None
+) -> None:
     """Show the active advisory set and the import history."""
     from hallmark.app import Hallmark
 
     hm = Hallmark.open(get_config(data_dir, config))
     try:
-        typer.echo(orjson.dumps(hm.pipeline.store.advisory_set_history(), option=orjson.OPT_INDENT_2).decode())
+        history = hm.pipeline.store.advisory_set_history()
     finally:
         hm.close()
+    if as_json:
+        print_json(history)
+        return
+    rows = []
+    for h in history:
+        src = h["sources"]
+        rows.append(
+            (
+                h["id"],
+                "active" if h["active"] else "",
+                when(src.get("imported_at") or h["created_at"]),
+                f"{src.get('advisories', 0):,}",
+                ", ".join(f"{label} {n:,}" for label, n, _ in per_source(src.get("stats") or [], collapse=True)),
+                src.get("base"),
+            )
+        )
+    print_table(
+        ("SET", "STATE", "IMPORTED", "ADVISORIES", "SOURCES", "FROM"),
+        rows,
+        empty="no advisory set yet: run `hallmark db update` (live feeds) or `hallmark db update --mirror DIR`",
+    )
 
 
 def worker(

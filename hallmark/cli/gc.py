@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 import typer
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
+from hallmark.cli._output import JsonOption, human_size, print_json, print_table
 
 
 def gc(
@@ -15,6 +15,7 @@ def gc(
     grace_seconds: Annotated[
         int, typer.Option("--grace-seconds", min=0, help="Keep blobs linked or created more recently than this.")
     ] = 3600,
+    as_json: Annotated[bool, JsonOption] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -31,7 +32,26 @@ def gc(
             forget(result.manifests, hm.pipeline.on_delete)
     finally:
         hm.close()
-    typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    if as_json:
+        print_json(result.as_dict())
+        return
+    rows = [("manifest", f"{r}@{d}") for r, d in result.manifests]
+    rows += [("link", f"{r}@{d}") for r, d in result.unlinked]
+    rows += [("blob", d) for d in result.deleted]
+    verb = "would remove" if dry_run else "removed"
+    print_table(
+        ("WHAT", "REMOVED" if not dry_run else "WOULD BE REMOVED"),
+        rows,
+        empty=f"nothing to collect: every blob is in use or newer than {grace_seconds} s",
+    )
+    if rows:
+        size = human_size(result.freed_bytes) if not dry_run else "-"
+        typer.echo(
+            f"{verb} {len(result.manifests)} manifest(s), {len(result.unlinked)} link(s), "
+            f"{len(result.deleted)} blob(s)" + ("" if dry_run else f"; freed {size}")
+        )
+    if result.kept:
+        typer.echo(f"kept {len(result.kept)} blob(s) linked again while collecting")
 
 
 def register(app: typer.Typer) -> None:

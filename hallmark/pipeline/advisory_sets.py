@@ -24,7 +24,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -95,6 +95,29 @@ class UpdateError(Exception):
     pass
 
 
+class UpdateProgress(Protocol):
+    """What an update reports while it runs (the CLI draws progress bars from it; the server ignores it)."""
+
+    def fetching(self, path: str, total: int | None) -> None: ...
+    def advance(self, path: str, nbytes: int) -> None: ...
+    def fetched(self, path: str, status: str) -> None: ...
+    def loading(self, files: int) -> None: ...
+
+
+class NoProgress:
+    def fetching(self, path: str, total: int | None) -> None:
+        pass
+
+    def advance(self, path: str, nbytes: int) -> None:
+        pass
+
+    def fetched(self, path: str, status: str) -> None:
+        pass
+
+    def loading(self, files: int) -> None:
+        pass
+
+
 def _sets_root(config: Config) -> Path:
     return config.data_path / "advisories"
 
@@ -112,21 +135,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check(path: Path) -> None:
-    """Integrity: a zip must be readable end to end (CRC of every member), JSON must start like JSON."""
+def _check(path: Path, name: str) -> None:
+    """Integrity: a zip must be readable end to end (CRC of every member), JSON must start like JSON.
+
+    Errors name the feed (``name``, its path in the set), never the work folder removed on failure.
+    """
     if path.suffix == ".zip":
         try:
             with zipfile.ZipFile(path) as zf:
                 bad = zf.testzip()
         except zipfile.BadZipFile as exc:
-            raise UpdateError(f"{path.name}: not a zip file ({exc})") from exc
+            raise UpdateError(f"{name}: not a zip file ({exc})") from exc
         if bad is not None:
-            raise UpdateError(f"{path}: corrupt member {bad}")
+            raise UpdateError(f"{name}: corrupt member {bad}")
     elif path.suffix == ".json":
         with open(path, "rb") as f:
             head = f.read(64).lstrip()
         if not head.startswith((b"{", b"[")):
-            raise UpdateError(f"{path}: not JSON")
+            raise UpdateError(f"{name}: not JSON")
 
 
 def _fetch(
@@ -136,6 +162,21 @@ def _fetch(
     dest: Path,
     previous: dict[str, Any] | None,
     prev_dir: Path | None,
+    progress: UpdateProgress,
+) -> dict[str, Any]:
+    record = _fetch_one(client, base, feed, dest, previous, prev_dir, progress)
+    progress.fetched(feed.path, str(record.get("status")))
+    return record
+
+
+def _fetch_one(
+    client: httpx.Client | None,
+    base: str,
+    feed: Feed,
+    dest: Path,
+    previous: dict[str, Any] | None,
+    prev_dir: Path | None,
+    progress: UpdateProgress,
 ) -> dict[str, Any]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"path": feed.path}
@@ -145,7 +186,10 @@ def _fetch(
         if not src.exists():
             record["status"] = "missing"
             return record
+        size = src.stat().st_size
+        progress.fetching(feed.path, size)
         shutil.copyfile(src, dest)
+        progress.advance(feed.path, size)
         record.update(source=str(src), status="copied")
     else:
         assert client is not None
@@ -164,10 +208,13 @@ def _fetch(
                 if resp.status_code != 200:
                     record.update(status=f"http {resp.status_code}", source=url)
                     return record
+                length = resp.headers.get("Content-Length")
+                progress.fetching(feed.path, int(length) if length and length.isdigit() else None)
                 tmp = dest.with_suffix(dest.suffix + ".part")
                 with open(tmp, "wb") as f:
                     for chunk in resp.iter_bytes(1 << 20):
                         f.write(chunk)
+                        progress.advance(feed.path, len(chunk))
                 os.replace(tmp, dest)
                 record.update(
                     source=url,
@@ -178,15 +225,16 @@ def _fetch(
         except httpx.HTTPError as exc:
             record.update(status=f"error: {exc}", source=url)
             return record
-    _check(dest)
+    _check(dest, feed.path)
     record["sha256"] = _sha256(dest)
     record["size"] = dest.stat().st_size
     return record
 
 
-def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
+def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | None = None) -> dict[str, Any]:
     """Import a new advisory set and activate it; returns the import record."""
     config: Config = pipeline.config
+    progress = progress or NoProgress()
     base = mirror or config.advisories.mirror or config.advisories.osv_url
     is_mirror = "://" not in base or base.startswith("file://")
     if is_mirror and not Path(base.removeprefix("file://")).is_dir():
@@ -203,21 +251,24 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
     client = None if is_mirror else httpx.Client(timeout=120, follow_redirects=True)
     try:
         files = [
-            _fetch(client, base, feed, work / feed.path, prev_records.get(feed.path), prev_dir)
+            _fetch(client, base, feed, work / feed.path, prev_records.get(feed.path), prev_dir, progress)
             for feed in feeds(config, base, is_mirror)
         ]
         got = [f for f in files if "sha256" in f and not f["path"].startswith(eol.FOLDER)]
         if not got:
             raise UpdateError(f"no advisory feed could be fetched from {base}")
         files = _keep_previous_eol(files, work, prev_dir, prev_records)
+        progress.loading(len(got))
         index = load_snapshot(work)  # validates the whole set before anyone uses it
         try:
             products = eol.load_products(work)
         except eol.EolDataError as exc:
             raise UpdateError(f"end-of-life data rejected: {exc}") from exc
         os.replace(work, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, Exception) and str(work) in str(exc):  # name the feed, not a folder now gone
+            raise UpdateError(str(exc).replace(str(work) + os.sep, "")) from exc
         raise
     finally:
         if client is not None:
@@ -227,7 +278,7 @@ def update(pipeline: Any, mirror: str | None = None) -> dict[str, Any]:
         "base": base,
         "imported_at": dt.datetime.now(dt.UTC).isoformat(),
         "files": files,
-        "stats": [_stats(s) for s in index.imports],
+        "stats": [_stats(s, work) for s in index.imports],
         "advisories": len(index.advisories),
         "ecosystems": sorted(index.ecosystems),
     }
@@ -307,9 +358,14 @@ def install_rules(config: Config, mirror: Path) -> list[str]:
     return present
 
 
-def _stats(stats: Any) -> dict[str, Any]:
+def _stats(stats: Any, work: Path) -> dict[str, Any]:
+    """One loader's statistics; its source as the path in the set (the work folder is renamed away)."""
     doc = stats.as_dict() if hasattr(stats, "as_dict") else {"repr": repr(stats)}
-    return dict(orjson.loads(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)))
+    doc = dict(orjson.loads(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)))
+    source = doc.get("source")
+    if isinstance(source, str) and source.startswith(str(work) + os.sep):
+        doc["source"] = Path(source).relative_to(work).as_posix()
+    return doc
 
 
 def _prune(root: Path, keep: set[str]) -> None:

@@ -225,7 +225,7 @@ def test_db_update_failure_changes_nothing(tmp_path: Path) -> None:
     assert r.returncode == 1 and "not a zip" in r.stderr
     r = hallmark_cli(srv, "db", "update", "--mirror", str(tmp_path / "nowhere"))
     assert r.returncode == 1 and "does not exist" in r.stderr
-    r = hallmark_cli(srv, "db", "status")
+    r = hallmark_cli(srv, "db", "status", "--json")
     assert json.loads(r.stdout) == []
     assert not [p for p in (data / "advisories").iterdir()] if (data / "advisories").exists() else True
     _ = io

@@ -16,7 +16,7 @@ from tests.ocihelp import push_blob, push_image, sha256, tar_layer
 def _gc(srv: Server, *args: str) -> dict:
     env = {"PATH": "/usr/bin:/bin", "HALLMARK_DATA_DIR": str(srv.data_dir)}
     r = subprocess.run(
-        [sys.executable, "-m", "hallmark", "gc", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "hallmark", "gc", "--json", *args], env=env, capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

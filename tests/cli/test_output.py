@@ -1,0 +1,113 @@
+"""What people read: tables by default, ``--json`` for scripts, empty results said, a db update summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.cli.clirun import hallmark
+from tests.conftest import SHARED_DATA
+
+GO_ONLY = {"HALLMARK_ADVISORIES__OSV_ECOSYSTEMS": '["Go"]', "HALLMARK_LIFECYCLE__ENDOFLIFE_URL": ""}
+
+
+def _mirror(root: Path) -> Path:
+    """A small mirror in the offline layout: OSV Go and the KEV catalogue."""
+    (root / "osv" / "Go").mkdir(parents=True)
+    shutil.copyfile(SHARED_DATA / "osv" / "Go" / "all.zip", root / "osv" / "Go" / "all.zip")
+    (root / "kev").mkdir()
+    shutil.copyfile(
+        SHARED_DATA / "kev" / "known_exploited_vulnerabilities.json",
+        root / "kev" / "known_exploited_vulnerabilities.json",
+    )
+    return root
+
+
+def test_empty_results_say_so(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    r = hallmark(data, "db", "status")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("no advisory set yet: run `hallmark db update`")
+    r = hallmark(data, "catalog", "list")
+    assert r.stdout.startswith("no images in the catalog yet: push one with `docker push")
+    r = hallmark(data, "catalog", "list", "--stage", "approved")
+    assert r.stdout.strip() == "no images match these filters"
+    r = hallmark(data, "gc", "--dry-run")
+    assert r.stdout.startswith("nothing to collect")
+    assert json.loads(hallmark(data, "db", "status", "--json").stdout) == []
+    assert json.loads(hallmark(data, "catalog", "list", "--json").stdout) == []
+    assert json.loads(hallmark(data, "gc", "--json").stdout)["deleted"] == []
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "osv" / "Go").is_dir(), reason="shared advisory snapshot not present")
+def test_update_summary_and_status_table(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    mirror = _mirror(tmp_path / "mirror")
+    r = hallmark(data, "db", "update", "--mirror", str(mirror), env=GO_ONLY)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # not a terminal: no progress bars
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("advisory set 1 active: 4,274 advisories, imported ")
+    assert f"from the mirror {mirror} in " in first and first.endswith(" s")
+    row = next(ln for ln in r.stdout.splitlines() if "OSV Go" in ln)
+    assert row.split()[2] == "4,274"
+    assert ".tmp" not in r.stdout  # the work folder is gone once the set is active
+    record = json.loads(hallmark(data, "db", "update", "--json", "--mirror", str(mirror), env=GO_ONLY).stdout)
+    assert record["set"] == 2 and [s["source"] for s in record["stats"]] == ["osv/Go/all.zip"]
+    status = hallmark(data, "db", "status", env=GO_ONLY)
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:4] == ["SET", "STATE", "IMPORTED", "ADVISORIES"]
+    assert lines[2].split()[:2] == ["2", "active"] and "OSV 4,274" in lines[2]
+    assert lines[3].split()[:2] == ["1", "-"]
+
+
+def test_update_errors_name_the_feed_not_the_work_folder(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "osv" / "Go").mkdir(parents=True)
+    with zipfile.ZipFile(mirror / "osv" / "Go" / "all.zip", "w") as zf:
+        zf.writestr("GO-1.json", b"{}" * 100)
+    raw = bytearray((mirror / "osv" / "Go" / "all.zip").read_bytes())
+    raw[raw.index(b"{}") + 10] ^= 0xFF  # corrupt the member's data: the CRC check fails
+    (mirror / "osv" / "Go" / "all.zip").write_bytes(bytes(raw))
+    r = hallmark(tmp_path / "data", "db", "update", "--mirror", str(mirror), env=GO_ONLY)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "error: osv/Go/all.zip: corrupt member GO-1.json"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "osv" / "Go").is_dir(), reason="shared advisory snapshot not present")
+def test_progress_bars_on_a_terminal(tmp_path: Path) -> None:
+    mirror = _mirror(tmp_path / "mirror")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") and k != "CI"}
+    env.update(GO_ONLY, HALLMARK_DATA_DIR=str(tmp_path / "data"), TERM="xterm", COLUMNS="120")
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hallmark", "db", "update", "--mirror", str(mirror)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    assert b"advisory set 1 active" in out
+    assert b"feeds" in drawn  # the bars were drawn on the terminal (and erased at the end)
