@@ -6,12 +6,15 @@ that run next to the database rather than through the server.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
 from hallmark.cli._output import JsonOption, print_json, print_table
+
+if TYPE_CHECKING:
+    from hallmark.app import Hallmark
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Image catalog: stages and promotion.")
 
@@ -55,7 +58,7 @@ def list_cmd(
 
 @catalog_app.command("promote")
 def promote_cmd(
-    ref: Annotated[str, typer.Argument(help="REPO@DIGEST")],
+    ref: Annotated[str, typer.Argument(help="REPO@DIGEST, or REPO:TAG (the digest the tag points at now)")],
     to: Annotated[str, typer.Option("--to", help="approved, deprecated or retired")],
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history and audit log).")],
     force: Annotated[bool, typer.Option("--force", help="Approve although advisory data is missing.")] = False,
@@ -67,12 +70,13 @@ def promote_cmd(
     from hallmark.app import Hallmark
     from hallmark.catalog.service import CatalogError, CatalogService, GateFailed
 
-    repo, sep, digest = ref.rpartition("@")
-    if not sep or not repo:
-        typer.echo("error: REF must be REPO@DIGEST", err=True)
-        raise typer.Exit(2)
     cfg = get_config(data_dir, config)
     hm = Hallmark.open(cfg)
+    try:
+        repo, digest = resolve_ref(hm, ref)
+    except typer.Exit:
+        hm.close()
+        raise
     access = AccessService.for_metadata(cfg, hm.meta)
     try:
         result = CatalogService(hm.pipeline).promote(repo, digest, to, "cli", reason, force=force, audit=access.audit)
@@ -91,6 +95,30 @@ def promote_cmd(
         typer.echo(f"pass  {g['name']}: {g['detail']}")
     stamp = f" (signed: {result['signature_digest']})" if result["signature_digest"] else ""
     typer.echo(f"{repo}@{digest}: {result['from']} -> {result['to']}{stamp}")
+
+
+def resolve_ref(hm: Hallmark, ref: str) -> tuple[str, str]:
+    """(repository, digest) of ``REPO@DIGEST`` or ``REPO:TAG``; a tag is resolved now and the digest
+    it points at is said, since that image (not the tag) is what changes stage. Bad input: exit 2."""
+    from hallmark.digest import is_digest
+    from hallmark.registry.names import valid_name, valid_tag
+
+    if "@" in ref:
+        repo, _, digest = ref.rpartition("@")
+        if not valid_name(repo) or not is_digest(digest):
+            typer.echo(f"error: {ref!r} must be REPO@DIGEST or REPO:TAG", err=True)
+            raise typer.Exit(2)
+        return repo, digest
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or not valid_name(repo) or not valid_tag(tag):
+        typer.echo(f"error: {ref!r} must be REPO@DIGEST or REPO:TAG", err=True)
+        raise typer.Exit(2)
+    rec = hm.meta.get_manifest(repo, tag, False)
+    if rec is None:
+        typer.echo(f"error: {repo}:{tag} is not in the registry", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{repo}:{tag} is {repo}@{rec.digest}")
+    return repo, rec.digest
 
 
 def _stage_change(
