@@ -15,6 +15,7 @@ from hallmark.access.service import AccessService
 from hallmark.api import access as api_access
 from hallmark.api import catalog as api_catalog
 from hallmark.api import images as api_images
+from hallmark.api import inventory as api_inventory
 from hallmark.api import pull_policy as api_pull_policy
 from hallmark.api import repositories as api_repositories
 from hallmark.api import signing as api_signing
@@ -128,6 +129,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
     app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories
     app.router.add_routes(api_repositories.routes(hm.registry, hm.config))
+    app.router.add_routes(api_inventory.routes(hm.meta, hm.config, hm.registry))  # Kubernetes inventories
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_periodic_cleanup(hm))]

@@ -17,7 +17,9 @@ REPO_ROLES: dict[str, frozenset[str]] = {
 }
 # Catalog-wide roles. Only the administrator implies repository access.
 SECURITY_REVIEWER, AUDITOR, ADMINISTRATOR = "security_reviewer", "auditor", "administrator"
-CATALOG_ROLES = frozenset({SECURITY_REVIEWER, AUDITOR, ADMINISTRATOR})
+# Posts Kubernetes inventories (hallmark k8s report in a cluster) and nothing else.
+CLUSTER_REPORTER = "cluster_reporter"
+CATALOG_ROLES = frozenset({SECURITY_REVIEWER, AUDITOR, ADMINISTRATOR, CLUSTER_REPORTER})
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 

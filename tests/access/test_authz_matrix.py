@@ -89,6 +89,9 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/audit"): "auditor",
     ("GET", "/api/v1/audit/export"): "auditor",
     ("GET", "/api/v1/audit/verify"): "auditor",
+    ("GET", "/api/v1/clusters"): "login",
+    ("POST", "/api/v1/clusters/{cluster}/inventory"): "cluster-reporter",
+    ("GET", "/api/v1/clusters/{cluster}/workloads"): "login",
     # portal: refusals are a login redirect (anonymous) or the not-found page
     ("GET", "/"): "login",
     ("GET", "/login"): "public",
@@ -114,7 +117,19 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("DELETE", "/v2/{name}/blobs/" + DIGEST, "delete"),
 ]
 
-CALLERS = ["anonymous", "nogrant", "puller", "pusher", "owner", "reviewer", "auditor", "robot_in", "robot_out", "admin"]
+CALLERS = [
+    "anonymous",
+    "nogrant",
+    "puller",
+    "pusher",
+    "owner",
+    "reviewer",
+    "auditor",
+    "reporter",
+    "robot_in",
+    "robot_out",
+    "admin",
+]
 PASSWORD = "matrix-Secret-123456"
 # Which callers meet each kind of need on a corp/... repository (none of them is public).
 ALLOWED: dict[str, set[str]] = {
@@ -125,6 +140,7 @@ ALLOWED: dict[str, set[str]] = {
     "auditor": {"admin", "auditor"},
     "reviewer": {"admin", "reviewer"},
     "reviewer+pull": {"admin", "reviewer"},
+    "cluster-reporter": {"admin", "reporter"},
     "pull": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
     "pull-login": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
     "push-login": {"admin", "pusher", "owner", "robot_in"},
@@ -145,8 +161,13 @@ def _seed(data: Path) -> dict[str, str]:
     migrate(engine)
     svc = AccessService(cfg, engine)
     tokens: dict[str, str] = {}
-    roles = {"admin": ["administrator"], "reviewer": ["security_reviewer"], "auditor": ["auditor"]}
-    for user in ("admin", "nogrant", "puller", "pusher", "owner", "reviewer", "auditor"):
+    roles = {
+        "admin": ["administrator"],
+        "reviewer": ["security_reviewer"],
+        "auditor": ["auditor"],
+        "reporter": ["cluster_reporter"],
+    }
+    for user in ("admin", "nogrant", "puller", "pusher", "owner", "reviewer", "auditor", "reporter"):
         svc.add_user("test", user, PASSWORD, roles.get(user, []))
         tokens[user] = svc.create_token("test", user, "matrix", None, 1)[1]
     svc.grant("test", "principal", "puller", "namespace", "corp", "read")
@@ -216,6 +237,7 @@ def _fill(path: str, repo: str) -> str:
         .replace("{id}", "999999")
         .replace("{member}", "ghost")
         .replace("{tag}", "latest")
+        .replace("{cluster}", "ghost")
     )
 
 
