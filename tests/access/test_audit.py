@@ -143,15 +143,16 @@ def test_cli_users_robots_and_audit(tmp_path: Path, backend: str) -> None:
     assert out.startswith("created user ops; password: ")
     hallmark(data, "user", "add", "dev", "--password-stdin", stdin="dev-password-123\n")
     assert "dev-password-123" not in hallmark(data, "user", "list").stdout
-    assert hallmark(data, "user", "add", "dev", "--password-stdin", stdin="x" * 10, check=False).returncode == 1
+    assert hallmark(data, "user", "add", "dev", "--password-stdin", stdin="x" * 10, check=False).returncode == 2
     hallmark(data, "user", "passwd", "dev", "--password-stdin", stdin="new-password-456\n")
     robot = hallmark(data, "robot", "create", "builder", "--scope", "repository:apps/*:pull,push").stdout
     token = robot.strip().splitlines()[-1]
     assert token.startswith("hmk_")
     hallmark(data, "permission", "add", "dev", "read", "--namespace", "apps")
     assert "revoked 1 token(s)" in hallmark(data, "robot", "revoke", "builder").stdout
-    listing = hallmark(data, "user", "list").stdout
-    assert "builder\trobot\tdisabled" in listing and "dev\tuser\tactive" in listing
+    listing = {p["name"]: p for p in json.loads(hallmark(data, "user", "list", "--json").stdout)}
+    assert (listing["builder"]["kind"], listing["builder"]["disabled"]) == ("robot", True)
+    assert (listing["dev"]["kind"], listing["dev"]["disabled"]) == ("user", False)
 
     ok = hallmark(data, "audit", "verify")
     assert ok.returncode == 0 and "intact" in ok.stdout
