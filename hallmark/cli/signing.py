@@ -67,21 +67,40 @@ _PASSWORD_STDIN = typer.Option("--password-stdin", help="Read the registry passw
 
 
 def key_generate(
-    out: Annotated[Path, typer.Option("--out", help="Folder for leaf.key (0600), leaf.crt and ca.crt.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for leaf.key (0600), leaf.crt, ca.crt, trustpolicy.json and truststore/."),
+    ],
     key_type: Annotated[str, typer.Option("--type", help="rsa or ec.")] = "rsa",
     bits: Annotated[int, typer.Option("--bits", help="RSA size: 2048, 3072 or 4096.")] = 3072,
     curve: Annotated[str, typer.Option("--curve", help="EC curve: p256, p384 or p521.")] = "p256",
     common_name: Annotated[str, typer.Option("--cn", help="Leaf common name.")] = "Hallmark Test Signer",
+    store_name: Annotated[
+        str, typer.Option("--store-name", help="Name of the trust store (and policy) written for the CA.")
+    ] = "hallmark",
 ) -> None:
-    """Create a test CA and a code-signing leaf that meet the Notary Project requirements."""
+    """Create a test CA and a code-signing leaf that meet the Notary Project requirements, with a
+    trust policy and trust store that accept what the leaf signs (for hallmark verify and notation)."""
+    from hallmark.signing.trustconfig import valid_store_name, write_trust_config
+
     try:
         pki = generate_test_ca_and_leaf(key_type, bits, curve, common_name=common_name)
     except SigningError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if not valid_store_name(store_name):
+        typer.echo(f"error: --store-name {store_name!r}: use letters, digits, '.', '_' or '-'", err=True)
+        raise typer.Exit(2)
     paths = write_test_pki(out, pki)
+    trust = write_trust_config(out, pki.ca_cert, pki.leaf_cert, store_name)
     typer.echo(f"key: {paths['key']}\nchain: {paths['chain']}\nca: {paths['ca']}")
     typer.echo(f"identity: x509.subject:{pki.leaf_cert.subject.rfc4514_string()}")
+    typer.echo(f"trust policy: {trust['policy']}\ntrust store: {trust['store']} (x509/ca/{store_name}/ca.crt)")
+    typer.echo(f"verify: hallmark verify REF --policy {trust['policy']} --trust-store {trust['store']}")
+    typer.echo(
+        f"notation: notation cert add --type ca --store {store_name} {paths['ca']} && "
+        f"notation policy import {trust['policy']}"
+    )
 
 
 def sign(
