@@ -352,8 +352,9 @@ def token_create(
         ),
     ] = None,
     expires_days: Annotated[
-        float | None, typer.Option("--expires-days", min=0, help="Lifetime in days (default: no expiry).")
-    ] = None,
+        float,
+        typer.Option("--expires-days", min=0, max=3650, help="Lifetime in days, as in the API (0: never expires)."),
+    ] = 30,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:

@@ -110,6 +110,10 @@ def test_robots_and_tokens(tmp_path: Path) -> None:
     assert json.loads(ok(data, "token", "list", "--owner", "dev", "--json"))[0]["state"] == "revoked"
     code, _, err = run(data, "token", "revoke", tid)
     assert code == 2 and err.strip() == f"error: token {tid} not found or already revoked"
+    ok(data, "token", "create", "dev", "--name", "default")
+    ok(data, "token", "create", "dev", "--name", "forever", "--expires-days", "0")
+    expiry = {t["name"]: t["expires_at"] for t in json.loads(ok(data, "token", "list", "--owner", "dev", "--json"))}
+    assert expiry["default"] is not None and expiry["forever"] is None  # 30 days by default, as in the API
     code, _, err = run(data, "token", "create", "ghost")
     assert code == 2 and err.strip() == "error: ghost not found"
     lines = audit_actions(data)
