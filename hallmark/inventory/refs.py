@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 DOCKER_HUB = "docker.io"
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_HOST_RE = re.compile(rf"^({_LABEL}(\.{_LABEL})*|\[[0-9a-f:.]+\])(:[0-9]{{1,5}})?$")
+_PATH_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
 # Runtime prefixes seen in imageID: docker-pullable:// (dockershim), docker://, containerd://, cri-o://
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
@@ -62,7 +65,7 @@ def parse_image(ref: str) -> ImageRef | None:
         host = DOCKER_HUB
     if host == DOCKER_HUB and "/" not in repository:
         repository = "library/" + repository
-    if not repository or repository.startswith("/") or repository.endswith("/"):
+    if not _HOST_RE.match(host) or not _PATH_RE.match(repository):
         return None
     if tag is None and digest is None:
         tag = "latest"

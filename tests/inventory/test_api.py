@@ -16,22 +16,8 @@ import pytest
 
 from tests.conftest import Server
 from tests.inventory.helpers import D, as_list, bare_pod, kubectl_list, without
-from tests.ocihelp import push_image
 
 T1, T2, T3 = "2026-12-05T10:00:00Z", "2026-12-05T11:00:00Z", "2026-12-05T12:00:00Z"
-
-
-@pytest.fixture(scope="module")
-def pushed(server: Server) -> dict[str, str]:
-    """Hallmark's own repositories the fixture's images name (tags included)."""
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        return {
-            "shop/web": push_image(c, "shop/web", "1.4"),
-            "shop/web-migrate": push_image(c, "shop/web-migrate", "v7"),
-            "shop/report": push_image(c, "shop/report", "nightly"),
-            "platform/agent": push_image(c, "platform/agent", "3"),
-            "shop/worker": push_image(c, "shop/worker", "2.0"),
-        }
 
 
 def post(client: httpx.Client, cluster: str, doc: Any, taken_at: str | None = T1) -> httpx.Response:
