@@ -47,6 +47,15 @@ class AdvisorySource(Protocol):
     def support_notices(self, package: str, release: str | None) -> list[SupportNotice]: ...
 
 
+def covered(ecosystems: set[str], ecosystem: str) -> bool:
+    """Whether ``ecosystems`` (those with data) cover ``ecosystem``; release-specific for OS ecosystems."""
+    if ecosystem in ecosystems:
+        return True
+    if ecosystem_base(ecosystem) in OS_ECOSYSTEMS:
+        return False
+    return any(ecosystem_base(e) == ecosystem for e in ecosystems)
+
+
 @dataclass
 class AdvisoryIndex:
     """All loaded advisories, ready for matching."""
@@ -60,7 +69,7 @@ class AdvisoryIndex:
     _seen: dict[tuple[str, str, str], AffectedPackage] = field(default_factory=dict)
     #: (scheme name, version) -> sort key (None = unparseable), shared by every lookup
     key_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
-    _adv_info: dict[str, AdvisoryInfo] = field(default_factory=dict)
+    _adv_info: dict[int, AdvisoryInfo] = field(default_factory=dict)  # by id() of the (kept) Advisory object
     _ratings: dict[str, Rating] | None = None
     epss: dict[str, float] = field(default_factory=dict)  # CVE -> exploitation probability (FIRST EPSS)
     #: (ecosystem, name, version) -> the entries that apply, evaluated once (see matcher.match_inventory)
@@ -91,11 +100,7 @@ class AdvisoryIndex:
 
     def covers(self, ecosystem: str) -> bool:
         """Whether any advisory data exists for this ecosystem (release-specific for OS ecosystems)."""
-        if ecosystem in self.ecosystems:
-            return True
-        if ecosystem_base(ecosystem) in OS_ECOSYSTEMS:
-            return False
-        return any(ecosystem_base(e) == ecosystem for e in self.ecosystems)
+        return covered(self.ecosystems, ecosystem)
 
     def lookup(self, ecosystem: str, name: str) -> list[AffectedPackage]:
         """Entries for one normalised package name."""
@@ -103,12 +108,12 @@ class AdvisoryIndex:
 
     def advisory_info(self, adv: Advisory) -> AdvisoryInfo:
         """Aliases, KEV flag, EPSS and related-record rating of one advisory (memoised)."""
-        info = self._adv_info.get(adv.id)
+        info = self._adv_info.get(id(adv))
         if info is None:
             if self._ratings is None:
                 self._ratings = ratings_by_identifier(self.advisories.values())
             cves = adv.cves
-            info = self._adv_info[adv.id] = (
+            info = self._adv_info[id(adv)] = (
                 list(dict.fromkeys((*adv.aliases, *adv.related))),
                 self.kev is not None and any(c in self.kev.entries for c in cves),
                 max((self.epss[c] for c in cves if c in self.epss), default=None),

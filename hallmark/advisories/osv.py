@@ -17,17 +17,19 @@ import io
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import httpx
 import orjson
-from cvss import CVSS2, CVSS3, CVSS4
 from packaging.utils import canonicalize_name
 
 from .versions import SCHEMES, UnparseableVersion, VersionScheme, ecosystem_base, scheme_for_ecosystem
+
+if TYPE_CHECKING:
+    import httpx  # loaded when a feed is fetched over HTTP, not for every scan
 
 INTRODUCED, FIXED, LAST_AFFECTED = 0, 1, 2
 _EVENT_KINDS = {"introduced": INTRODUCED, "fixed": FIXED, "last_affected": LAST_AFFECTED}
@@ -61,6 +63,8 @@ def normalize_name(ecosystem: str, name: str) -> str:
 
 def cvss_base_score(vector: str) -> float | None:
     """Base score of a CVSS v2 / v3.x / v4.0 vector, or None if the vector is invalid."""
+    from cvss import CVSS2, CVSS3, CVSS4  # only when loading feeds, not for every scan
+
     v = vector.strip()
     try:
         if v.startswith("CVSS:4"):
@@ -169,6 +173,7 @@ class CompiledRange:
     limits: tuple[Any, ...] = ()
     broken: str | None = None
     upper_fixed: Any = None  # fast path: range is exactly [introduced 0, fixed X)
+    source: tuple[tuple[str, str], ...] = ()  # the events as written (kind, version): compiles back to this range
 
     @property
     def fixed_versions(self) -> list[str]:
@@ -203,9 +208,9 @@ def compile_range(scheme: VersionScheme, raw_events: list[dict[str, str]]) -> Co
     """
     events: list[tuple[Any, int, str]] = []
     limits: list[Any] = []
+    source = tuple((name, raw) for ev in raw_events for name, raw in ev.items())
     try:
-        for ev in raw_events:
-            ((name, raw),) = ev.items()
+        for name, raw in source:
             if name == "limit":
                 if "*" not in raw:
                     limits.append(scheme.key(raw))
@@ -216,9 +221,9 @@ def compile_range(scheme: VersionScheme, raw_events: list[dict[str, str]]) -> Co
             else:
                 events.append((scheme.key(raw), kind, raw))
     except UnparseableVersion as exc:
-        return CompiledRange(scheme, (), (), broken=str(exc))
+        return CompiledRange(scheme, (), (), broken=str(exc), source=source)
     events.sort(key=lambda e: (e[0] is not None, e[0] if e[0] is not None else 0))
-    rng = CompiledRange(scheme, tuple(events), tuple(limits))
+    rng = CompiledRange(scheme, tuple(events), tuple(limits), source=source)
     if not limits and len(events) == 2 and events[0][0] is None and events[1][1] == FIXED:
         rng.upper_fixed = events[1][0]
     return rng
@@ -383,13 +388,6 @@ def parse_record(
             if scheme is None and versions and not ranges:
                 problems.append(f"unknown ecosystem: {ecosystem_base(eco)}")
                 continue
-            vkeys: list[Any] = []
-            if scheme is not None:
-                for ver in versions:
-                    try:
-                        vkeys.append(scheme.key(ver))
-                    except UnparseableVersion:
-                        pass  # still matched by exact string
             for rng_c in ranges:
                 if rng_c.broken:
                     problems.append(f"unparseable range version ({ecosystem_base(eco)})")
@@ -401,14 +399,22 @@ def parse_record(
                     scheme=scheme,
                     ranges=tuple(ranges),
                     versions=frozenset(versions),
-                    version_keys=_key_set(vkeys),
+                    version_keys=version_key_set(scheme, versions),
                     purl=pkg.get("purl") if isinstance(pkg.get("purl"), str) else None,
                 )
             )
     return adv, entries, problems
 
 
-def _key_set(keys: list[Any]) -> frozenset[Any] | tuple[Any, ...]:
+def version_key_set(scheme: VersionScheme | None, versions: Iterable[str]) -> frozenset[Any] | tuple[Any, ...]:
+    """Sort keys of an entry's listed versions; unparseable ones still match by exact string."""
+    keys: list[Any] = []
+    if scheme is not None:
+        for ver in versions:
+            try:
+                keys.append(scheme.key(ver))
+            except UnparseableVersion:
+                pass
     try:
         return frozenset(keys)
     except TypeError:  # cmp_to_key-based keys are not hashable
@@ -476,6 +482,8 @@ def open_source(location: str | Path, client: httpx.Client | None = None) -> IO[
     """A readable binary stream for a local path, ``file://`` URL or http(s) URL."""
     loc = str(location)
     if loc.startswith(("http://", "https://")):
+        import httpx
+
         if client is None:
             with httpx.Client(follow_redirects=True, timeout=120) as c:
                 resp = c.get(loc)

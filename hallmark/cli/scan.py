@@ -64,13 +64,13 @@ def _parse_scanners(text: str) -> set[str]:
 
 def _advisories(db: str | None, data_dir: str | None, config_file: str | None) -> tuple[dict[str, Any], Any] | None:
     """(set metadata, AdvisoryIndex) from ``--db`` or the data folder's active set, or None."""
-    from hallmark.advisories.index import load_snapshot
+    from hallmark.advisories.compiled import open_folder
 
     if db is not None:
         path = Path(db)
         if not path.is_dir():
             raise _fail(f"--db {db}: not a folder")
-        idx = load_snapshot(path)
+        idx = open_folder(path)  # compiled once into the cache, then read per package
         if not idx.ecosystems:
             raise _fail(
                 f"--db {db}: no advisory feeds found (expected osv/<Ecosystem>/all.zip, debian/..., alpine/...)"
@@ -84,13 +84,13 @@ def _advisories(db: str | None, data_dir: str | None, config_file: str | None) -
     try:
         from hallmark.metadata.db import make_engine
         from hallmark.metadata.store import MetadataStore
-        from hallmark.pipeline.advisory_sets import load_active
+        from hallmark.pipeline.advisory_sets import open_active
         from hallmark.pipeline.store import PipelineStore
 
         meta = PipelineStore(MetadataStore(make_engine(url))).active_advisory_set()
         if meta is None:
             return None
-        return meta, load_active(cfg, meta)
+        return meta, open_active(cfg, meta)  # the compiled set: reads only this image's packages
     except Exception as exc:  # an unreadable/old database means "no data", said loudly below
         typer.echo(f"warning: cannot read the active advisory set from {url}: {exc}", err=True)
         return None

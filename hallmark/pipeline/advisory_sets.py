@@ -29,7 +29,9 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from hallmark.advisories.index import AdvisoryIndex, load_snapshot
+from hallmark.advisories.compiled import FILE_NAME as COMPILED_FILE
+from hallmark.advisories.compiled import compile_index, open_or_compile
+from hallmark.advisories.index import AdvisoryIndex, AdvisorySource, load_snapshot
 from hallmark.config import Config
 from hallmark.lifecycle import eol_data as eol
 
@@ -123,8 +125,15 @@ def _sets_root(config: Config) -> Path:
 
 
 def load_active(config: Config, meta: dict[str, Any]) -> AdvisoryIndex:
+    """The active set in memory (the server: re-matching reads every package anyway)."""
     folder = _sets_root(config) / str(meta["sources"]["folder"])
     return load_snapshot(folder)
+
+
+def open_active(config: Config, meta: dict[str, Any]) -> AdvisorySource:
+    """The active set for one scan: its compiled index, read per package (a set imported before
+    sets were compiled is compiled on this first use)."""
+    return open_or_compile(_sets_root(config) / str(meta["sources"]["folder"]))
 
 
 def _sha256(path: Path) -> str:
@@ -260,6 +269,7 @@ def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | 
         files = _keep_previous_eol(files, work, prev_dir, prev_records)
         progress.loading(len(got))
         index = load_snapshot(work)  # validates the whole set before anyone uses it
+        compile_index(index, work / COMPILED_FILE)  # what CLI scans read (hallmark/advisories/compiled.py)
         try:
             products = eol.load_products(work)
         except eol.EolDataError as exc:
