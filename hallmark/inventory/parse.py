@@ -322,6 +322,7 @@ def parse_inventory(doc: Any) -> Inventory:
         if o.kind == "Pod":
             g["pods"].append(o)
 
+    net = _network(services, ingresses)
     workloads: list[Workload] = []
     for (ns, kind, name), g in groups.items():
         top: _Obj | None = g["top"]
@@ -351,7 +352,7 @@ def parse_inventory(doc: Any) -> Inventory:
             skipped.append(Skip(kind, ns, name, f"no images ({reason})"))
             continue
         w = Workload(ns, kind, name, g["uid"], labels, _merge_images(images))
-        w.exposure = _exposure(ns, views, services, ingresses)
+        w.exposure = _exposure(ns, views, net)
         workloads.append(w)
     workloads.sort(key=lambda w: (w.namespace, w.kind, w.name))
     return Inventory(workloads, skipped, counts, newest)
@@ -415,12 +416,39 @@ def _internal_lb(service: _Obj) -> bool:
     return any(notes.get(k, "").lower() == v for k, v in INTERNAL_LB.items())
 
 
-def _exposure(ns: str, views: list[_PodView], services: list[_Obj], ingresses: list[_Obj]) -> list[dict[str, Any]]:
+@dataclass
+class _Network:
+    """Services indexed by (namespace, one pair of their selector), Ingress backends by (namespace,
+    Service): a workload looks only at candidates, not at every Service of a large cluster."""
+
+    by_pair: dict[tuple[str, str, str], list[tuple[int, _Obj]]]
+    backends: dict[tuple[str, str], list[tuple[tuple[int, int], str, str | None, str | None, int | str]]]
+
+
+def _network(services: list[_Obj], ingresses: list[_Obj]) -> _Network:
+    by_pair: dict[tuple[str, str, str], list[tuple[int, _Obj]]] = {}
+    for i, svc in enumerate(services):
+        selector = _str_map(_dict(svc.item["spec"]).get("selector"))
+        if selector:  # no selector: endpoints are managed by hand, nothing to match
+            key = min(selector)
+            by_pair.setdefault((svc.namespace, key, selector[key]), []).append((i, svc))
+    backends: dict[tuple[str, str], list[tuple[tuple[int, int], str, str | None, str | None, int | str]]] = {}
+    for i, ing in enumerate(ingresses):
+        for j, (host, path, svc_name, port) in enumerate(_ingress_backends(ing)):
+            backends.setdefault((ing.namespace, svc_name), []).append(((i, j), ing.name, host, path, port))
+    return _Network(by_pair, backends)
+
+
+def _exposure(ns: str, views: list[_PodView], net: _Network) -> list[dict[str, Any]]:
+    candidates: dict[int, _Obj] = {}
+    for v in views:
+        for key, value in v.labels.items():
+            for i, svc in net.by_pair.get((ns, key, value), []):
+                candidates[i] = svc
     out: list[dict[str, Any]] = []
     reached: dict[str, list[dict[str, Any]]] = {}  # service name -> its ports that reach the workload
-    for svc in services:
-        if svc.namespace != ns:
-            continue
+    for i in sorted(candidates):
+        svc = candidates[i]
         matched = _selects(svc, views)
         ports = [p for p in _service_ports(svc) if matched and _reaches(p, matched)]
         if not ports:
@@ -437,14 +465,13 @@ def _exposure(ns: str, views: list[_PodView], services: list[_Obj], ingresses: l
             if stype == "LoadBalancer" and _internal_lb(svc):
                 entry["internal"] = True
             out.append(entry)
-    for ing in ingresses:
-        if ing.namespace != ns:
-            continue
-        for host, path, svc_name, port in _ingress_backends(ing):
-            ports = reached.get(svc_name, [])
+    routed: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    for svc_name, ports in reached.items():
+        for order, ing_name, host, path, port in net.backends.get((ns, svc_name), []):
             if any(p.get("port") == port or (isinstance(port, str) and p.get("name") == port) for p in ports):
-                item: dict[str, Any] = {"via": "ingress", "ingress": ing.name, "host": host, "path": path}
-                item |= {"service": svc_name, "port": port}
-                if item not in out:
-                    out.append(item)
+                item: dict[str, Any] = {"via": "ingress", "ingress": ing_name, "host": host, "path": path}
+                routed.append((order, item | {"service": svc_name, "port": port}))
+    for _, item in sorted(routed, key=lambda r: r[0]):
+        if item not in out:
+            out.append(item)
     return out
