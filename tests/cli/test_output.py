@@ -111,3 +111,29 @@ def test_progress_bars_on_a_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert b"advisory set 1 active" in out
     assert b"feeds" in drawn  # the bars were drawn on the terminal (and erased at the end)
+
+
+def test_gc_table_lists_what_goes(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.conftest import Server
+    from tests.ocihelp import push_blob
+
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = Server(data, env={"HALLMARK_PIPELINE__ENABLED": "false"}).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            orphan = push_blob(c, "gc/app", b"pushed but never used by a manifest")
+    finally:
+        srv.stop()
+    dry = hallmark(data, "gc", "--dry-run", "--grace-seconds", "0")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0].split() == ["WHAT", "WOULD", "BE", "REMOVED"]
+    assert ["link", f"gc/app@{orphan}"] in [ln.split() for ln in lines]
+    assert lines[-1] == "would remove 0 manifest(s), 1 link(s), 1 blob(s)"
+    done = hallmark(data, "gc", "--grace-seconds", "0")
+    assert ["blob", orphan] in [ln.split() for ln in done.stdout.splitlines()]
+    assert done.stdout.splitlines()[-1].startswith("removed 0 manifest(s), 1 link(s), 1 blob(s); freed ")
+    assert hallmark(data, "gc", "--grace-seconds", "0").stdout.startswith("nothing to collect")
