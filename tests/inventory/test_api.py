@@ -4,6 +4,7 @@ workloads with digests and exposure paths out, row by row; bad input reported, n
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -299,8 +300,11 @@ def test_oversized_inventory_is_refused_before_reading(server: Server) -> None:
 
 # -- the CLI against the same server -------------------------------------------------------------------
 def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    # Not inside a cluster, even when the tests run in a pod: --in-cluster must find no service account.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE_")}
     return subprocess.run(
         [sys.executable, "-m", "hallmark", "k8s", "report", *args],
+        env=env,
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,
         text=True,
@@ -360,6 +364,7 @@ def test_cli_errors_are_one_line(server: Server, inventory_file: Path, tmp_path:
             "RFC 3339",
         ),
         (["--cluster", "c", "--server", server.url, "--kubeconfig", str(tmp_path / "none.yaml")], "credentials"),
+        (["--cluster", "c", "--server", server.url, "--in-cluster"], "in-cluster service account"),
     ]
     for args, expected in cases:
         r = _cli(*args)
