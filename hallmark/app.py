@@ -14,6 +14,7 @@ from hallmark import __version__
 from hallmark.access.service import AccessService
 from hallmark.api import access as api_access
 from hallmark.api import catalog as api_catalog
+from hallmark.api import explore as api_explore
 from hallmark.api import images as api_images
 from hallmark.api import inventory as api_inventory
 from hallmark.api import pull_policy as api_pull_policy
@@ -130,6 +131,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories
     app.router.add_routes(api_repositories.routes(hm.registry, hm.config))
     app.router.add_routes(api_inventory.routes(hm.meta, hm.config, hm.registry))  # Kubernetes inventories
+    app.router.add_routes(api_explore.routes(hm.meta, hm.registry))  # code to cloud queries
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_periodic_cleanup(hm))]

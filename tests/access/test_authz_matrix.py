@@ -47,6 +47,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/vex"): "login",
     ("DELETE", "/api/v1/vex/{id}"): "reviewer",
     ("POST", "/api/v1/repositories/{name}/images/{digest}/vex"): "reviewer+pull",
+    ("GET", "/api/v1/explore"): "reviewer|auditor",  # spans every repository and cluster
     ("GET", "/api/v1/catalog"): "login",
     ("GET", "/api/v1/repositories/{name}/images/{digest}/catalog"): "pull",
     ("PATCH", "/api/v1/repositories/{name}/images/{digest}/catalog"): "admin",
@@ -140,6 +141,7 @@ ALLOWED: dict[str, set[str]] = {
     "auditor": {"admin", "auditor"},
     "reviewer": {"admin", "reviewer"},
     "reviewer+pull": {"admin", "reviewer"},
+    "reviewer|auditor": {"admin", "reviewer", "auditor"},
     "cluster-reporter": {"admin", "reporter"},
     "pull": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
     "pull-login": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
