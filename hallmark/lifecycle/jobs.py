@@ -7,6 +7,7 @@ from typing import Any
 
 from hallmark.config import Config
 from hallmark.lifecycle.scheduler import JobContext, PeriodicJob, register
+from hallmark.pipeline.finding_rows import backfill_job
 
 
 def _advisories_update(ctx: JobContext) -> dict[str, Any]:
@@ -93,3 +94,4 @@ register(PeriodicJob("retention", lambda c: _hours(c.lifecycle.retention_interva
 register(PeriodicJob("grades", lambda c: _hours(c.lifecycle.grades_interval_hours), _grades))
 register(PeriodicJob("eol", lambda c: _hours(c.lifecycle.eol_interval_hours), _eol))
 register(PeriodicJob("lifecycle.policy", _eol_policy_interval, _eol_policy))
+register(PeriodicJob("findings.backfill", lambda c: 3600.0, backfill_job))  # rows for reports older than them

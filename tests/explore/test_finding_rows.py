@@ -138,3 +138,23 @@ def test_backfill_writes_rows_for_reports_stored_before_them(fresh: MetadataStor
         ("old", "CVE-2"),
     ]
     assert missing_rows(fresh) == [] and backfill(fresh, load) == {"images": 0, "rows": 0}
+
+
+def test_backfill_is_a_periodic_job(fresh: MetadataStore) -> None:
+    import types
+
+    from hallmark.lifecycle import jobs  # noqa: F401  (registers the jobs)
+    from hallmark.lifecycle.scheduler import JOBS, Scheduler
+
+    store = PipelineStore(fresh)
+    _image(fresh, "old", DIGEST, {"total": 1})
+    store.put_report("old", DIGEST, "vulnerabilities", {"findings": [finding("CVE-1", "high")]}, None)
+    job = JOBS["findings.backfill"]
+    cfg = types.SimpleNamespace()
+    assert job.interval(cfg) == 3600  # type: ignore[arg-type]
+    ctx = types.SimpleNamespace(
+        config=cfg, meta=fresh, blobs=None, registry=None, pipeline=types.SimpleNamespace(store=store)
+    )
+    results = Scheduler(fresh).run_due(ctx, force=True, only={"findings.backfill"})  # type: ignore[arg-type]
+    assert results[0]["status"] == "ok" and results[0]["detail"] == {"images": 1, "rows": 1}
+    assert [r["advisory_id"] for r in rows(fresh)] == ["CVE-1"]
