@@ -34,6 +34,8 @@ from hallmark.inventory.tables import workload_images as WI
 from hallmark.inventory.tables import workloads as W
 from hallmark.lifecycle.eol import view as eol_view
 from hallmark.metadata.store import MetadataStore
+from hallmark.metadata.tables import manifest_refs as MR
+from hallmark.metadata.tables import repositories as R
 from hallmark.pipeline.tables import advisory_aliases as A
 from hallmark.pipeline.tables import image_findings as F
 from hallmark.pipeline.tables import images as I
@@ -190,32 +192,58 @@ def explore(meta: MetadataStore, f: Filters) -> dict[str, Any]:
     return {"view": f.view, "filters": f.echo(), "rows": rows, "next_cursor": next_cursor}
 
 
+def _ordered(conn: Connection, cols: list[Any]) -> list[Any]:
+    """Key columns in code-point order on both databases (PostgreSQL's default collation is the
+    locale's), so the two page queries merge in Python exactly as the cursor compares them."""
+    return [c.collate("C") for c in cols] if conn.dialect.name == "postgresql" else cols
+
+
+def _page(conn: Connection, q: Any, keys: list[Any], f: Filters) -> list[tuple[Any, ...]]:
+    """The first limit + 1 rows after the cursor; ``keys`` as ``_ordered`` gives them (and selected)."""
+    if f.cursor is not None:
+        q = q.where(tuple_(*keys) > tuple_(*(literal(v) for v in f.cursor)))
+    return [tuple(r) for r in conn.execute(q.order_by(*keys).limit(f.limit + 1))]
+
+
 def _workloads_page(conn: Connection, f: Filters) -> tuple[list[dict[str, Any]], tuple[Any, ...] | None]:
+    """Two page queries merged: containers running the scanned image manifest itself, and
+    containers running an image index (a multi-platform pull by tag) whose platform images
+    were scanned; each keeps the plan that starts from the matching findings."""
     ipreds = _image_predicates(conn, f)
     if ipreds is None:
         return [], None
-    keys = [W.c.cluster, W.c.namespace, W.c.kind, W.c.name, I.c.repo_name, I.c.digest]
-    joined = W.join(WI, WI.c.workload_id == W.c.id).join(
+    keys = _ordered(conn, [W.c.cluster, W.c.namespace, W.c.kind, W.c.name, I.c.repo_name, I.c.digest])
+    direct = W.join(WI, WI.c.workload_id == W.c.id).join(
         I, and_(I.c.digest == WI.c.digest, _runs(WI.c.repo_name, I.c.repo_name))
     )
-    if f.owner is not None:
-        joined = joined.join(C, and_(C.c.repo_name == I.c.repo_name, C.c.digest == I.c.digest))
-    q = select(W.c.id, *keys).distinct().select_from(joined).where(*_workload_predicates(f), *ipreds)
-    if f.cursor is not None:
-        q = q.where(tuple_(*keys) > tuple_(*(literal(v) for v in f.cursor)))
-    found = conn.execute(q.order_by(*keys).limit(f.limit + 1)).all()
-    more = tuple(found[f.limit - 1][1:]) if len(found) > f.limit else None
-    page = found[: f.limit]
+    via_index = (
+        W.join(WI, WI.c.workload_id == W.c.id)
+        .join(MR, and_(MR.c.digest == WI.c.digest, MR.c.kind == "manifest"))
+        .join(R, and_(R.c.id == MR.c.repo_id, _runs(WI.c.repo_name, R.c.name)))
+        .join(I, and_(I.c.repo_name == R.c.name, I.c.digest == MR.c.ref_digest))
+    )
+    found: set[tuple[Any, ...]] = set()
+    for joined in (direct, via_index):
+        if f.owner is not None:
+            joined = joined.join(C, and_(C.c.repo_name == I.c.repo_name, C.c.digest == I.c.digest))
+        q = select(W.c.id, *keys).distinct().select_from(joined).where(*_workload_predicates(f), *ipreds)
+        found.update(_page(conn, q, keys, f))
+    merged = sorted(found, key=lambda r: r[1:])[: f.limit + 1]
+    more = tuple(merged[f.limit - 1][1:]) if len(merged) > f.limit else None
+    page = merged[: f.limit]
     if not page:
         return [], None
     image_keys = sorted({(r[5], r[6]) for r in page})
     wl = _workload_details(conn, [r[0] for r in page])
     details = _image_details(conn, image_keys, f)
+    parents = _index_parents(conn, image_keys)
     rows = []
     for r in page:
         wid, repo, digest = r[0], r[5], r[6]
         w = wl[wid]
-        containers = [c for c in w["containers"] if c["digest"] == digest and c["repo_name"] in (None, repo)]
+        runs = {digest} | parents.get((repo, digest), set())
+        containers = [c for c in w["containers"] if c["digest"] in runs and c["repo_name"] in (None, repo)]
+        via = sorted({c["digest"] for c in containers} - {digest})
         rows.append(
             {
                 "workload": w["workload"],
@@ -225,6 +253,7 @@ def _workloads_page(conn: Connection, f: Filters) -> tuple[list[dict[str, Any]],
                     "digest": digest,
                     "ref": f"{repo}@{digest}",
                     "digest_source": _best_source(c["digest_source"] for c in containers),
+                    "index_digest": via[0] if via else None,  # the container runs this index
                 },
                 **details[(repo, digest)],
             }
@@ -232,26 +261,56 @@ def _workloads_page(conn: Connection, f: Filters) -> tuple[list[dict[str, Any]],
     return rows, more
 
 
+def _index_parents(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """The image indexes of the same repository that list each image."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    wanted = set(keys)
+    for part in _chunks(sorted({d for _, d in keys})):
+        q = (
+            select(R.c.name, MR.c.ref_digest, MR.c.digest)
+            .select_from(MR.join(R, R.c.id == MR.c.repo_id))
+            .where(MR.c.ref_digest.in_(part), MR.c.kind == "manifest")
+        )
+        for repo, child, index in conn.execute(q):
+            if (repo, child) in wanted:
+                out[(repo, child)].add(index)
+    return out
+
+
 def _images_page(conn: Connection, f: Filters) -> tuple[list[dict[str, Any]], tuple[Any, ...] | None]:
     ipreds = _image_predicates(conn, f)
     if ipreds is None:
         return [], None
-    keys = [I.c.repo_name, I.c.digest]
+    keys = _ordered(conn, [I.c.repo_name, I.c.digest])
     joined = I.outerjoin(C, and_(C.c.repo_name == I.c.repo_name, C.c.digest == I.c.digest)) if f.owner else I
     q = select(*keys).select_from(joined).where(*ipreds)
-    running = (
+    wpreds = _workload_predicates(f)
+    runs_itself = (
         select(WI.c.id)
         .select_from(WI.join(W, W.c.id == WI.c.workload_id))
-        .where(WI.c.digest == I.c.digest, _runs(WI.c.repo_name, I.c.repo_name), *_workload_predicates(f))
+        .where(WI.c.digest == I.c.digest, _runs(WI.c.repo_name, I.c.repo_name), *wpreds)
         .exists()
     )
+    runs_index = (
+        select(WI.c.id)
+        .select_from(
+            R.join(MR, MR.c.repo_id == R.c.id).join(WI, WI.c.digest == MR.c.digest).join(W, W.c.id == WI.c.workload_id)
+        )
+        .where(
+            R.c.name == I.c.repo_name,
+            MR.c.ref_digest == I.c.digest,
+            MR.c.kind == "manifest",
+            _runs(WI.c.repo_name, I.c.repo_name),
+            *wpreds,
+        )
+        .exists()
+    )
+    running = or_(runs_itself, runs_index)
     if f.running is True or (f.running is None and f.on_workloads):
         q = q.where(running)
     elif f.running is False:
         q = q.where(~running)
-    if f.cursor is not None:
-        q = q.where(tuple_(*keys) > tuple_(*(literal(v) for v in f.cursor)))
-    found = conn.execute(q.order_by(*keys).limit(f.limit + 1)).all()
+    found = _page(conn, q, keys, f)
     more = tuple(found[f.limit - 1]) if len(found) > f.limit else None
     page = [(r[0], r[1]) for r in found[: f.limit]]
     if not page:
@@ -428,28 +487,32 @@ def _ordered_sources(rows: list[dict[str, Any]], repo: str) -> list[dict[str, An
 
 
 def _running(conn: Connection, keys: Sequence[tuple[str, str]], f: Filters) -> dict[tuple[str, str], list[Any]]:
-    """The workloads (matching the workload filters) that run each image."""
-    by_digest: dict[str, list[str]] = defaultdict(list)
-    for repo, digest in keys:
-        by_digest[digest].append(repo)
+    """The workloads (matching the workload filters) that run each image, itself or by its index."""
+    targets: dict[str, list[tuple[str, str]]] = defaultdict(list)  # digest a container runs -> images
+    for key in keys:
+        targets[key[1]].append(key)
+    for key, indexes in _index_parents(conn, keys).items():
+        for index in indexes:
+            targets[index].append(key)
     out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    seen: set[tuple[Any, ...]] = set()
     cols = [W.c.cluster, W.c.namespace, W.c.kind, W.c.name, W.c.exposed, WI.c.digest, WI.c.repo_name]
-    for part in _chunks(sorted(by_digest)):
+    for part in _chunks(sorted(targets)):
         q = (
             select(*cols)
             .distinct()
             .select_from(W.join(WI, WI.c.workload_id == W.c.id))
             .where(WI.c.digest.in_(part), *_workload_predicates(f))
-            .order_by(W.c.cluster, W.c.namespace, W.c.kind, W.c.name)
         )
-        seen: set[tuple[Any, ...]] = set()
         for r in conn.execute(q).mappings():
-            for repo in by_digest[r["digest"]]:
-                ident = (repo, r["digest"], r["cluster"], r["namespace"], r["kind"], r["name"])
+            for repo, digest in targets[r["digest"]]:
+                ident = (repo, digest, r["cluster"], r["namespace"], r["kind"], r["name"])
                 if r["repo_name"] not in (None, repo) or ident in seen:
                     continue
                 seen.add(ident)
-                out[(repo, r["digest"])].append(
+                out[(repo, digest)].append(
                     {k: r[k] for k in ("cluster", "namespace", "kind", "name")} | {"exposed": bool(r["exposed"])}
                 )
+    for wls in out.values():
+        wls.sort(key=lambda w: (w["cluster"], w["namespace"], w["kind"], w["name"]))
     return out

@@ -12,6 +12,7 @@ import orjson
 from hallmark.catalog.tables import catalog_entries
 from hallmark.inventory.tables import clusters, workload_images, workloads
 from hallmark.metadata.store import MetadataStore, utcnow
+from hallmark.metadata.tables import manifest_refs, repositories
 from hallmark.pipeline.finding_rows import replace_findings
 from hallmark.pipeline.tables import images
 from hallmark.provenance.tables import provenance
@@ -23,6 +24,9 @@ D2 = "sha256:" + "2" * 64  # shop/api, running unexposed in prod
 D3 = "sha256:" + "3" * 64  # tools/batch, built from acme/tools, not running
 D4 = "sha256:" + "4" * 64  # shop/web, an older build, not running
 D5 = "sha256:" + "5" * 64  # legacy/app: no provenance, retired, running in dev
+D6 = "sha256:" + "6" * 64  # shop/multi linux/amd64, listed by the index DX
+D7 = "sha256:" + "7" * 64  # shop/multi linux/arm64, listed by the index DX
+DX = "sha256:" + "8" * 64  # shop/multi image index: what the gateway's runtime reports
 UNKNOWN = "sha256:" + "9" * 64  # a digest Hallmark does not hold
 RUN_URL = "https://github.com/acme/shop/actions/runs/42"
 
@@ -90,7 +94,9 @@ FINDINGS: dict[tuple[str, str], list[dict[str, Any]]] = {
         ),
     ],
 }
-GRADES = {D1: "D", D2: "C", D3: "F", D4: "B", D5: "E"}
+FINDINGS[("shop/multi", D6)] = [finding("CVE-2024-0100", "high", package="libc6", version="2.36-9", fixed=["2.36-10"])]
+FINDINGS[("shop/multi", D7)] = [finding("CVE-2024-0100", "high", package="libc6", version="2.36-9", fixed=["2.36-10"])]
+GRADES = {D1: "D", D2: "C", D3: "F", D4: "B", D5: "E", D6: "B", D7: "B"}
 
 
 def _image(meta: MetadataStore, repo: str, digest: str, grade: str) -> None:
@@ -238,3 +244,13 @@ def build(meta: MetadataStore) -> None:
     add_workload(meta, "staging", "shop", "Deployment", "web", [("web", D1, "spec", "shop/web")], LB)
     add_workload(meta, "prod", "batch", "CronJob", "nightly", [("job", UNKNOWN, "status", None)])
     add_workload(meta, "dev", "legacy", "StatefulSet", "db", [("db", D5, "tag", "legacy/app")], LB)
+    # a multi-platform image pulled by tag: the runtime reports the index digest
+    with meta.transaction() as conn:
+        rid = conn.execute(
+            repositories.insert().values(name="shop/multi", immutable_tags=False, created_at=utcnow())
+        ).inserted_primary_key[0]
+        conn.execute(
+            manifest_refs.insert(),
+            [{"repo_id": rid, "digest": DX, "ref_digest": d, "kind": "manifest"} for d in (D6, D7)],
+        )
+    add_workload(meta, "prod", "multi", "Deployment", "gateway", [("gw", DX, "status", "shop/multi")])

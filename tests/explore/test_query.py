@@ -10,7 +10,7 @@ import pytest
 from hallmark.explore.filters import ExploreError, parse_filters, parse_package
 from hallmark.explore.query import explore, version_matches
 from hallmark.metadata.store import MetadataStore
-from tests.explore.graph import D1, D2, D3, D4, D5, RUN_URL, SHOP, TOOLS
+from tests.explore.graph import D1, D2, D3, D4, D5, D6, D7, DX, RUN_URL, SHOP, TOOLS
 
 
 def run(meta: MetadataStore, **params: str) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def test_images_built_from_a_repository_that_run_anywhere(graph: MetadataStore) 
 
 def test_no_filter_lists_every_running_hallmark_image_with_all_unsuppressed_findings(graph: MetadataStore) -> None:
     page = run(graph)
-    assert len(page["rows"]) == 5  # the unknown digest of prod/batch/nightly is not a Hallmark image
+    assert len(page["rows"]) == 7  # the unknown digest of prod/batch/nightly is not a Hallmark image
     api_row = next(r for r in page["rows"] if r["image"]["ref"] == f"shop/api@{D2}")
     assert ids(api_row) == ["CVE-2024-0003", "CVE-2024-0004"]
     assert api_row["findings"][1]["severity"] == "unknown"
@@ -151,7 +151,13 @@ def test_no_filter_lists_every_running_hallmark_image_with_all_unsuppressed_find
 
 def test_severity_is_at_or_above(graph: MetadataStore) -> None:
     high = run(graph, severity="high")
-    assert {k[4] for k in keys(high)} == {f"shop/web@{D1}", f"shop/api@{D2}", f"legacy/app@{D5}"}
+    assert {k[4] for k in keys(high)} == {
+        f"shop/web@{D1}",
+        f"shop/api@{D2}",
+        f"legacy/app@{D5}",
+        f"shop/multi@{D6}",
+        f"shop/multi@{D7}",
+    }
     web = next(r for r in high["rows"] if r["image"]["digest"] == D1)
     assert ids(web) == ["CVE-2024-0001", "DSA-5555-1"]
     assert {k[4] for k in keys(run(graph, severity="low"))} >= {f"shop/api@{D2}"}
@@ -210,8 +216,13 @@ def test_grade_owner_cluster_namespace_exposed(graph: MetadataStore) -> None:
     assert {k[:4] for k in keys(run(graph, namespace="legacy"))} == {("dev", "legacy", "StatefulSet", "db")}
     assert run(graph, cluster="nowhere")["rows"] == []
     running_in_prod = run(graph, view="images", cluster="prod")["rows"]
-    assert [r["image"]["ref"] for r in running_in_prod] == [f"shop/api@{D2}", f"shop/web@{D1}"]
-    assert {w["cluster"] for w in running_in_prod[1]["workloads"]} == {"prod"}
+    assert [r["image"]["ref"] for r in running_in_prod] == [
+        f"shop/api@{D2}",
+        f"shop/multi@{D6}",
+        f"shop/multi@{D7}",
+        f"shop/web@{D1}",
+    ]
+    assert {w["cluster"] for w in running_in_prod[3]["workloads"]} == {"prod"}
 
 
 def test_include_suppressed(graph: MetadataStore) -> None:
@@ -235,10 +246,14 @@ def test_pages_follow_the_cursor_without_gaps_or_repeats(graph: MetadataStore) -
             break
     assert seen == every
     images_all = [r["image"]["ref"] for r in run(graph, view="images")["rows"]]
-    first = run(graph, view="images", limit="3")
-    rest = run(graph, view="images", limit="3", cursor=first["next_cursor"])
-    assert [r["image"]["ref"] for r in first["rows"] + rest["rows"]] == images_all
-    assert rest["next_cursor"] is None
+    paged: list[str] = []
+    page = run(graph, view="images", limit="3")
+    while True:
+        paged += [r["image"]["ref"] for r in page["rows"]]
+        if page["next_cursor"] is None:
+            break
+        page = run(graph, view="images", limit="3", cursor=page["next_cursor"])
+    assert paged == images_all and len(images_all) == 7
 
 
 @pytest.mark.parametrize(
@@ -273,3 +288,30 @@ def test_a_cursor_of_the_other_view_is_refused(graph: MetadataStore) -> None:
     cursor = run(graph, limit="1")["next_cursor"]
     with pytest.raises(ExploreError, match="cursor"):
         parse_filters({"view": "images", "cursor": cursor})
+
+
+def test_a_container_running_an_image_index_is_joined_to_its_platform_images(graph: MetadataStore) -> None:
+    page = run(graph, cve="CVE-2024-0100")
+    assert keys(page) == [
+        ("prod", "multi", "Deployment", "gateway", f"shop/multi@{D6}"),
+        ("prod", "multi", "Deployment", "gateway", f"shop/multi@{D7}"),
+    ]
+    for row in page["rows"]:
+        assert row["image"]["index_digest"] == DX and row["image"]["digest_source"] == "status"
+        assert row["containers"] == [
+            {"name": "gw", "type": "container", "image_ref": f"registry.example/shop/multi@{DX}"}
+        ]
+    direct = run(graph, cve="CVE-2024-0001", cluster="prod", namespace="shop", exposed="true")["rows"][0]
+    assert direct["image"]["index_digest"] is None
+    images = run(graph, cve="CVE-2024-0100", view="images", running="true")["rows"]
+    assert [(r["image"]["ref"], r["workload_count"]) for r in images] == [
+        (f"shop/multi@{D6}", 1),
+        (f"shop/multi@{D7}", 1),
+    ]
+    assert images[0]["workloads"][0]["name"] == "gateway"
+    assert run(graph, cve="CVE-2024-0100", view="images", running="false")["rows"] == []
+    # pages merge the two joins in one order
+    every = keys(run(graph))
+    assert every == sorted(every)
+    halves = run(graph, limit="3")
+    assert keys(halves) + keys(run(graph, limit="10", cursor=halves["next_cursor"])) == every
