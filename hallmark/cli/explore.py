@@ -117,11 +117,11 @@ def explore_cmd(
     ] = None,
     cve: Annotated[str | None, typer.Option("--cve", help="An advisory id or any alias (CVE, GHSA, DSA...).")] = None,
     package: Annotated[
-        str | None, typer.Option("--package", help="NAME[@RANGE], e.g. openssl@<3.0.7 or jinja2@>=2,<2.10.1.")
+        str | None, typer.Option("--package", help="NAME or NAME@RANGE, e.g. openssl@<3.0.7 or jinja2@>=2,<2.10.1.")
     ] = None,
     grade: Annotated[str | None, typer.Option("--grade", help="Health grades, e.g. D,E,F (or unknown).")] = None,
-    cluster: Annotated[str | None, typer.Option("--cluster")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help="Cluster name (as reported).")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Kubernetes namespace.")] = None,
     owner: Annotated[str | None, typer.Option("--owner", help="Catalog owner (team or user).")] = None,
     source_repo: Annotated[
         str | None, typer.Option("--source-repo", help="Source repository URL, host/org/repo or org/repo.")
