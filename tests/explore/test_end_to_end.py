@@ -1,7 +1,8 @@
 """End to end on a real server: push an image, post a kubectl-shaped inventory of the cluster that
 runs it, then let the advisory data change under it. The workload is found by a CVE that
 appeared after the push (re-matched findings), by KEV once CISA lists it (a rating change that
-leaves the report's findings as they were), and no more once the image is deleted."""
+leaves the report's findings as they were), left out once VEX says not affected, and no more once
+the image is deleted."""
 
 from __future__ import annotations
 
@@ -128,6 +129,27 @@ def test_workloads_found_by_advisories_that_appeared_after_the_push(tmp_path: Pa
             assert hallmark_cli(srv, "db", "update", "--mirror", str(mirror)).returncode == 0
             rows = until(lambda: explore(kev="true", exposed="true"), "the KEV flag")
             assert [f["id"] for f in rows[0]["findings"]] == ["PYSEC-2019-217"]
+            # VEX says not affected: left out by default, shown (marked) on request
+            vex = {
+                "@context": "https://openvex.dev/ns/v0.2.0",
+                "@id": "https://example.com/vex/explore",
+                "author": "security@example.com",
+                "timestamp": "2026-01-01T00:00:00Z",
+                "version": 1,
+                "statements": [
+                    {
+                        "vulnerability": {"name": CVE},
+                        "products": [{"@id": f"pkg:oci/web@{digest}"}],
+                        "status": "not_affected",
+                        "justification": "vulnerable_code_not_in_execute_path",
+                    }
+                ],
+            }
+            r = c.post(f"/api/v1/repositories/shop/web/images/{digest}/vex", content=json.dumps(vex))
+            assert r.status_code == 201, r.text
+            until(lambda: explore(cve=CVE) == [], "the VEX statement applied")
+            shown = explore(cve=CVE, include_suppressed="true")
+            assert [f["suppressed"] for f in shown[0]["findings"]] == [True]
             # deleting the image takes its finding rows along
             assert finding_rows(data, digest) == 1
             assert c.delete(f"/v2/shop/web/manifests/{digest}").status_code == 202
