@@ -17,6 +17,7 @@ container running a digest Hallmark does not hold has no image, findings or owne
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -43,7 +44,6 @@ from hallmark.provenance.tables import provenance as P
 
 MAX_FINDINGS = 50  # per row; ``finding_count`` says how many matched
 MAX_WORKLOADS = 50  # per image row of the images view
-_KIND_ORDER = {"slsa": 0, "intoto": 1, "ci": 2, "annotation": 3, "label": 4}
 _OPS = {
     "<": lambda c: c < 0,
     "<=": lambda c: c <= 0,
@@ -157,7 +157,9 @@ def _image_predicates(conn: Connection, f: Filters) -> list[ColumnElement[bool]]
     if f.owner is not None:
         preds.append(C.c.owner == f.owner)
     if f.source_repo is not None:
-        preds.append(I.c.digest.in_(select(P.c.digest).where(source_predicate(f.source_repo))))
+        built = select(P.c.digest).where(source_predicate(f.source_repo))
+        listed = select(MR.c.ref_digest).where(MR.c.kind == "manifest", MR.c.digest.in_(built))  # by its index
+        preds.append(or_(I.c.digest.in_(built), I.c.digest.in_(listed)))
     return preds
 
 
@@ -393,7 +395,6 @@ def _image_details(conn: Connection, keys: Sequence[tuple[str, str]], f: Filters
     wanted = set(keys)
     info: dict[tuple[str, str], dict[str, Any]] = {}
     findings: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    sources: dict[str, list[dict[str, Any]]] = defaultdict(list)
     fp = finding_predicates(conn, f) or []
     for part in _chunks(digests):
         q = (
@@ -413,8 +414,7 @@ def _image_details(conn: Connection, keys: Sequence[tuple[str, str]], f: Filters
         for r in conn.execute(q).mappings():
             if (r["repo_name"], r["digest"]) in wanted:
                 findings[(r["repo_name"], r["digest"])].append(dict(r))
-        for r in conn.execute(select(P).where(P.c.digest.in_(part))).mappings():
-            sources[r["digest"]].append(dict(r))
+    sources = _sources(conn, keys)
     shown = sorted({x["advisory_id"] for fs in findings.values() for x in fs[:MAX_FINDINGS]})
     aliases: dict[str, list[str]] = defaultdict(list)
     for part in _chunks(shown):
@@ -424,10 +424,9 @@ def _image_details(conn: Connection, keys: Sequence[tuple[str, str]], f: Filters
             aliases[adv].append(alias)
     out: dict[tuple[str, str], Any] = {}
     for key in keys:
-        repo, digest = key
         i = info.get(key) or {}
         fs = findings.get(key, [])
-        prov = _ordered_sources(sources.get(digest, []), repo)
+        prov = _ordered_sources(sources.get(key, []))
         eol = eol_view(_json(i.get("lifecycle")))
         out[key] = {
             "findings": [_finding(x, aliases.get(x["advisory_id"], [])) for x in fs[:MAX_FINDINGS]],
@@ -460,15 +459,42 @@ def _finding(r: dict[str, Any], aliases: list[str]) -> dict[str, Any]:
     }
 
 
-def _ordered_sources(rows: list[dict[str, Any]], repo: str) -> list[dict[str, Any]]:
-    """Every source's claim, the verified one first (then signed kinds before labels, newest first);
-    a source seen in another repository is left out."""
-    mine = [r for r in rows if r.get("repo_name") in (None, repo)]
+def _sources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Provenance rows of each image and of the image indexes that list it (a tool may attest
+    the index a multi-platform build pushed rather than each platform image)."""
+    parents = _index_parents(conn, keys)
+    owners: dict[str, list[tuple[tuple[str, str], str | None]]] = defaultdict(list)  # digest -> (image, via)
+    for key in keys:
+        owners[key[1]].append((key, None))
+        for index in parents.get(key, ()):
+            owners[index].append((key, "index"))
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for part in _chunks(sorted(owners)):
+        for r in conn.execute(select(P).where(P.c.digest.in_(part))).mappings():
+            for key, via in owners[r["digest"]]:
+                out[key].append({**r, "via": via})
+    return out
 
-    def rank(r: dict[str, Any]) -> tuple[int, int, float]:
-        verified = 0 if r["verified"] is True else 1 if r["verified"] is None else 2
-        created = r["created_at"].timestamp() if r.get("created_at") else 0.0
-        return verified, _KIND_ORDER.get(r["kind"], 9), -created
+
+def source_rank(row: dict[str, Any]) -> int:
+    """As ``hallmark.provenance`` ranks sources: 0 verified, 1 signed but not verified, 2 CI,
+    3 unsigned statements, 4 annotations, 5 labels."""
+    if row["verified"] is True:
+        return 0
+    if row["verified"] is False:
+        return 1
+    return {"ci": 2, "annotation": 4, "label": 5}.get(row["kind"], 3)
+
+
+def _ordered_sources(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every source's claim, best first: by rank, the image's own rows before its index's, newest
+    first. A row's repository is only where the digest was first seen, so none is left out."""
+
+    def key(r: dict[str, Any]) -> tuple[int, bool, float, str]:
+        created = r["created_at"]
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        return source_rank(r), r["via"] is not None, -(created.timestamp() if created else 0.0), r["origin"]
 
     return [
         {
@@ -481,8 +507,9 @@ def _ordered_sources(rows: list[dict[str, Any]], repo: str) -> list[dict[str, An
             "kind": r["kind"],
             "origin": r["origin"],
             "verified": r["verified"],
+            "via": r["via"],  # "index": attached to the image index that lists this image
         }
-        for r in sorted(mine, key=rank)
+        for r in sorted(rows, key=key)
     ]
 
 

@@ -19,6 +19,7 @@ from hallmark.provenance.tables import provenance
 
 SHOP = "https://github.com/acme/shop"
 TOOLS = "https://github.com/acme/tools"
+GATEWAY = "https://github.com/acme/gateway"
 D1 = "sha256:" + "1" * 64  # shop/web, running exposed in prod and staging
 D2 = "sha256:" + "2" * 64  # shop/api, running unexposed in prod
 D3 = "sha256:" + "3" * 64  # tools/batch, built from acme/tools, not running
@@ -254,3 +255,4 @@ def build(meta: MetadataStore) -> None:
             [{"repo_id": rid, "digest": DX, "ref_digest": d, "kind": "manifest"} for d in (D6, D7)],
         )
     add_workload(meta, "prod", "multi", "Deployment", "gateway", [("gw", DX, "status", "shop/multi")])
+    _prov(meta, DX, "ci", "api:robot$ci", None, repo_name="shop/multi", source_repo=GATEWAY, revision="9" * 40)

@@ -10,7 +10,7 @@ import pytest
 from hallmark.explore.filters import ExploreError, parse_filters, parse_package
 from hallmark.explore.query import explore, version_matches
 from hallmark.metadata.store import MetadataStore
-from tests.explore.graph import D1, D2, D3, D4, D5, D6, D7, DX, RUN_URL, SHOP, TOOLS
+from tests.explore.graph import D1, D2, D3, D4, D5, D6, D7, DX, GATEWAY, RUN_URL, SHOP, TOOLS
 
 
 def run(meta: MetadataStore, **params: str) -> dict[str, Any]:
@@ -70,6 +70,7 @@ def test_exposed_workloads_with_critical_findings_and_the_repository_to_fix(grap
         "kind": "slsa",
         "origin": "sha256:" + "e" * 64,
         "verified": True,
+        "via": None,
     }
     assert [(p["kind"], p["commit"]) for p in prod["provenance"]] == [("slsa", "b" * 40), ("annotation", "a" * 40)]
     assert prod["owner"] == {"name": "storefront", "kind": "team"}
@@ -303,6 +304,10 @@ def test_a_container_running_an_image_index_is_joined_to_its_platform_images(gra
         ]
     direct = run(graph, cve="CVE-2024-0001", cluster="prod", namespace="shop", exposed="true")["rows"][0]
     assert direct["image"]["index_digest"] is None
+    # provenance attached to the index (as a multi-platform build's attestation is) names their source
+    source = page["rows"][0]["source"]
+    assert (source["repository"], source["commit"], source["via"]) == (GATEWAY, "9" * 40, "index")
+    assert keys(run(graph, source_repo="acme/gateway")) == keys(page)
     images = run(graph, cve="CVE-2024-0100", view="images", running="true")["rows"]
     assert [(r["image"]["ref"], r["workload_count"]) for r in images] == [
         (f"shop/multi@{D6}", 1),
