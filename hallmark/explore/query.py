@@ -1,5 +1,5 @@
 """Explore: source repository -> commit -> pipeline run -> image digest -> workload -> exposure,
-joined with findings, grade, lifecycle and catalog owner, in one query per page.
+joined with findings, grade, lifecycle and catalog owner.
 
 Two views over the same graph:
 
@@ -8,11 +8,12 @@ Two views over the same graph:
 * ``images``: one row per image, with the workloads that run it (``running=false``: images
   no inventoried workload runs).
 
-The page query selects only keys, with every filter in SQL (findings through the indexed
+A page query selects only keys, with every filter in SQL (findings through the indexed
 ``image_findings`` rows, never the report documents), ordered and cut with a keyset cursor;
 the details of the page's rows are then read with one query per table. A container is joined
-to a Hallmark image by digest (and by repository when the inventory resolved one); a
-container running a digest Hallmark does not hold has no image, findings or owner here.
+to a Hallmark image by digest (and by repository when the inventory resolved one), or to the
+platform images of the image index it runs; a container running a digest Hallmark does not
+hold has no image, findings or owner here.
 """
 
 from __future__ import annotations
