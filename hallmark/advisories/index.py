@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,23 +145,31 @@ class AdvisoryIndex:
         return out
 
 
-def load_snapshot(data_dir: str | Path) -> AdvisoryIndex:
-    """Load every feed of a data folder laid out like ``shared/data`` (or a mirror of the live feeds)."""
+def load_snapshot(data_dir: str | Path, on_loaded: Callable[[Path], None] | None = None) -> AdvisoryIndex:
+    """Load every feed of a data folder laid out like ``shared/data`` (or a mirror of the live feeds).
+
+    ``on_loaded`` is told each advisory file once it is in (``hallmark db update`` draws a bar from it).
+    """
     base = Path(data_dir)
     idx = AdvisoryIndex()
+    loaded = on_loaded or (lambda _path: None)
     for zpath in sorted(base.glob("osv/*/all.zip")):
         res = load_osv_zip(zpath)
         idx.add(res.advisories, res.affected, res.stats)
+        loaded(zpath)
     tracker = base / "debian" / "security-tracker" / "data"
     for name in ("DSA", "DLA"):
         p = tracker / name / "list"
         if p.exists():
             idx.add(*debian_tracker.load_list(p))
+            loaded(p)
     tracker_json = tracker.parent / "tracker.json"
     if tracker_json.exists():  # production feed: the tracker's full JSON export
         idx.add(*debian_tracker.parse_tracker_json(tracker_json.read_bytes(), str(tracker_json)))
+        loaded(tracker_json)
     for p in sorted(base.glob("alpine/secdb/*/*.json")):
         idx.add(*alpine.load_secdb(p))
+        loaded(p)
     support = base / "debian" / "security-support"
     if support.is_dir():
         idx.support = debian_tracker.load_security_support(support)

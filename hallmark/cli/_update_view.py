@@ -24,6 +24,7 @@ class _Bars:
         self.progress = progress
         self.feeds = progress.add_task("feeds", total=None)
         self.current: dict[str, TaskID] = {}
+        self.load: TaskID | None = None
 
     def fetching(self, path: str, total: int | None) -> None:
         self.current[path] = self.progress.add_task(path, total=total)
@@ -43,7 +44,12 @@ class _Bars:
     def loading(self, files: int) -> None:
         done = self.progress.tasks[self.feeds].completed
         self.progress.update(self.feeds, total=done, description="feeds")
-        self.progress.add_task(f"loading and checking {files} feeds", total=None)
+        self.load = self.progress.add_task(f"loading {files} advisory feeds", total=files or None)
+
+    def loaded(self, path: str) -> None:
+        if self.load is not None:
+            self.progress.advance(self.load, 1)
+            self.progress.update(self.load, description=f"loading advisory feeds ({path})")
 
 
 class _Quiet:
@@ -57,6 +63,9 @@ class _Quiet:
         pass
 
     def loading(self, files: int) -> None:
+        pass
+
+    def loaded(self, path: str) -> None:
         pass
 
 

@@ -93,6 +93,10 @@ def feeds(config: Config, base: str, base_is_mirror: bool) -> list[Feed]:
     return out
 
 
+# Files load_snapshot reads advisories from (the loading bar counts them).
+ADVISORY_FEEDS = ("osv/", "debian/security-tracker/", "alpine/secdb/")
+
+
 class UpdateError(Exception):
     pass
 
@@ -104,6 +108,7 @@ class UpdateProgress(Protocol):
     def advance(self, path: str, nbytes: int) -> None: ...
     def fetched(self, path: str, status: str) -> None: ...
     def loading(self, files: int) -> None: ...
+    def loaded(self, path: str) -> None: ...
 
 
 class NoProgress:
@@ -117,6 +122,9 @@ class NoProgress:
         pass
 
     def loading(self, files: int) -> None:
+        pass
+
+    def loaded(self, path: str) -> None:
         pass
 
 
@@ -267,8 +275,10 @@ def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | 
         if not got:
             raise UpdateError(f"no advisory feed could be fetched from {base}")
         files = _keep_previous_eol(files, work, prev_dir, prev_records)
-        progress.loading(len(got))
-        index = load_snapshot(work)  # validates the whole set before anyone uses it
+        progress.loading(len([f for f in got if f["path"].startswith(ADVISORY_FEEDS)]))
+        index = load_snapshot(
+            work, lambda p: progress.loaded(p.relative_to(work).as_posix())
+        )  # validates the whole set before anyone uses it
         compile_index(index, work / COMPILED_FILE)  # what CLI scans read (hallmark/advisories/compiled.py)
         try:
             products = eol.load_products(work)

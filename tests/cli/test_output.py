@@ -137,3 +137,45 @@ def test_gc_table_lists_what_goes(tmp_path: Path) -> None:
     assert ["blob", orphan] in [ln.split() for ln in done.stdout.splitlines()]
     assert done.stdout.splitlines()[-1].startswith("removed 0 manifest(s), 1 link(s), 1 blob(s); freed ")
     assert hallmark(data, "gc", "--grace-seconds", "0").stdout.startswith("nothing to collect")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "osv" / "Go").is_dir(), reason="shared advisory snapshot not present")
+def test_update_reports_downloads_and_loads(tmp_path: Path) -> None:
+    """What the bars are drawn from: bytes per feed as they are copied, then each advisory file loaded."""
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.pipeline.advisory_sets import update
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, ...]] = []
+            self.bytes: dict[str, int] = {}
+
+        def fetching(self, path: str, total: int | None) -> None:
+            self.events.append(("fetching", path, str(total)))
+
+        def advance(self, path: str, nbytes: int) -> None:
+            self.bytes[path] = self.bytes.get(path, 0) + nbytes
+
+        def fetched(self, path: str, status: str) -> None:
+            self.events.append(("fetched", path, status))
+
+        def loading(self, files: int) -> None:
+            self.events.append(("loading", str(files)))
+
+        def loaded(self, path: str) -> None:
+            self.events.append(("loaded", path))
+
+    mirror = _mirror(tmp_path / "mirror")
+    env = {**GO_ONLY, "HALLMARK_DATA_DIR": str(tmp_path / "data"), "HALLMARK_ACCESS__ENABLED": "false"}
+    hm = Hallmark.open(load_config(environ=env))
+    rec = Recorder()
+    try:
+        update(hm.pipeline, str(mirror), rec)
+    finally:
+        hm.close()
+    size = (mirror / "osv" / "Go" / "all.zip").stat().st_size
+    assert ("fetching", "osv/Go/all.zip", str(size)) in rec.events
+    assert rec.bytes["osv/Go/all.zip"] == size
+    assert ("fetched", "osv/Go/all.zip", "copied") in rec.events
+    assert rec.events[-2:] == [("loading", "1"), ("loaded", "osv/Go/all.zip")]
