@@ -276,9 +276,8 @@ def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | 
             raise UpdateError(f"no advisory feed could be fetched from {base}")
         files = _keep_previous_eol(files, work, prev_dir, prev_records)
         progress.loading(len([f for f in got if f["path"].startswith(ADVISORY_FEEDS)]))
-        index = load_snapshot(
-            work, lambda p: progress.loaded(p.relative_to(work).as_posix())
-        )  # validates the whole set before anyone uses it
+        # Validates the whole set before anyone uses it.
+        index = load_snapshot(work, lambda p: progress.loaded(p.relative_to(work).as_posix()))
         compile_index(index, work / COMPILED_FILE)  # what CLI scans read (hallmark/advisories/compiled.py)
         try:
             products = eol.load_products(work)
