@@ -4,7 +4,10 @@ content checks, apply VEX triage and print a report, with an exit code for CI pi
 Exit codes (documented in docs/report-schema.md):
 
 * 0 - scan finished and no unsuppressed finding reaches ``--fail-on`` (or no ``--fail-on``);
-* 1 - ``--fail-on`` given and an unsuppressed finding (vulnerability or content) reaches it;
+* 1 - ``--fail-on`` given and an unsuppressed finding reaches it: vulnerabilities, exposed
+  secrets and configuration checks by their severity, malware always as critical (the count
+  the catalog's approval gate uses); findings without a known severity count only with
+  ``--fail-on-unknown`` (default: they are listed, not failed on);
 * 2 - usage or input error (bad option, unreadable REF, VEX, ``--db`` or rules; image that
   cannot be indexed);
 * 3 - ``--fail-on`` given, nothing reached it, but the result is incomplete: no advisory
@@ -12,6 +15,7 @@ Exit codes (documented in docs/report-schema.md):
   bookworm). "No findings" would then be a false "clean"; ``--allow-incomplete`` makes
   this case exit 0 instead. Without ``--fail-on`` the warning is printed and the exit is 0.
 
+All four scanners (vuln, malware, secret, config) run unless ``--scanners`` picks some.
 Content checks share the indexer's single read of each layer (``index_image(on_entry=)``).
 """
 
@@ -96,6 +100,67 @@ def _advisories(db: str | None, data_dir: str | None, config_file: str | None) -
         return None
 
 
+def _source_label(rel: str) -> str | None:
+    """``osv/PyPI/all.zip`` -> ``osv:PyPI``; the names people know the feeds by (None: not advisories)."""
+    parts = rel.replace("\\", "/").strip("/").split("/")
+    if parts[0] == "osv" and len(parts) > 2:
+        return f"osv:{parts[1]}"
+    if parts[:2] == ["debian", "security-tracker"]:
+        return "debian-tracker"
+    if parts[0] == "alpine":
+        return "alpine-secdb"
+    if parts[0] == "kev":
+        return "cisa-kev"
+    if parts[0] in ("epss", "nvd"):
+        return parts[0]
+    return None  # end-of-life product data, Debian support tables: not advisories
+
+
+def _describe_set(meta: dict[str, Any], idx: Any, db: str | None) -> dict[str, Any]:
+    """``date`` and ``sources`` of the advisory set, for the report header (the id means nothing to a reader)."""
+    rels: list[str] = []
+    date = str(meta.get("created_at") or "")
+    if db is not None:
+        base = Path(db).resolve()
+        newest = 0.0
+        for stats in getattr(idx, "imports", None) or []:
+            path = Path(str(stats.source))
+            try:
+                rels.append(str(path.resolve().relative_to(base)))
+                newest = max(newest, path.stat().st_mtime)
+            except (ValueError, OSError):
+                continue
+        if newest:
+            date = dt.datetime.fromtimestamp(newest, dt.UTC).isoformat()
+    else:
+        sources = meta.get("sources") or {}
+        rels = [str(f.get("path")) for f in sources.get("files") or [] if f.get("sha256")]
+        date = str(sources.get("imported_at") or date)
+    labels = [lab for lab in map(_source_label, rels) if lab]
+    return {"date": date[:10], "sources": sorted(set(labels), key=labels.index)}
+
+
+def _gate(report: dict[str, Any], fail_on: str | None, fail_on_unknown: bool) -> dict[str, dict[str, int]]:
+    """Unsuppressed findings that fail the run, per kind and severity, counted as the catalog's
+    approval gate counts them (:func:`hallmark.pipeline.findings.combine`: vulnerabilities,
+    exposed secrets and configuration checks by severity, malware always critical)."""
+    from hallmark.pipeline.findings import at_or_above, combine, content_by_kind
+    from hallmark.report.base import active_findings
+
+    vulns: dict[str, int] = {}
+    for f in active_findings(report):
+        sev = str(f.get("severity") or "unknown")
+        vulns[sev] = vulns.get(sev, 0) + 1
+    content = content_by_kind(report["content_findings"]) if "content_findings" in report else None
+    combined = combine(vulns, content)
+    out = at_or_above(combined, fail_on) if fail_on else {}
+    if fail_on_unknown:
+        for kind, counts in combined["by_kind"].items():
+            if counts.get("unknown"):
+                out.setdefault(kind, {})["unknown"] = counts["unknown"]
+    return out
+
+
 class _ContentRun:
     """Content checks riding along on the indexer's layer read."""
 
@@ -166,7 +231,16 @@ def scan(
     fail_on: Annotated[
         Threshold | None, typer.Option("--fail-on", help="Exit 1 when an unsuppressed finding is this severe or worse.")
     ] = None,
-    scanners: Annotated[str, typer.Option("--scanners", help="Comma-separated: vuln,malware,secret,config.")] = "vuln",
+    scanners: Annotated[
+        str, typer.Option("--scanners", help="Comma-separated subset of vuln,malware,secret,config (default: all).")
+    ] = ",".join(SCANNERS),
+    fail_on_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-unknown",
+            help="Exit 1 also for findings without a known severity (default: they do not fail the run).",
+        ),
+    ] = False,
     vex: Annotated[
         list[str] | None, typer.Option("--vex", help="OpenVEX document (repeatable): suppress triaged findings.")
     ] = None,
@@ -194,7 +268,7 @@ def scan(
     from hallmark.index import index_source
     from hallmark.oci import OciError
     from hallmark.pipeline.matching import make_report
-    from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize, threshold_crossed
+    from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize
     from hallmark.report.table import print_report
 
     wanted = _parse_scanners(scanners)
@@ -243,8 +317,10 @@ def scan(
     report = make_report(result, active, source.name, result.image_digest or "")
     if "vuln" not in wanted:
         report["notes"] = ["vulnerability matching not requested (--scanners)"]
-    elif active is not None and db is not None:
-        report["advisory_set"]["source"] = db
+    elif active is not None:
+        report["advisory_set"].update(_describe_set(active[0], active[1], db))
+        if db is not None:
+            report["advisory_set"]["source"] = db
     if content is not None:
         report.update(content.finish(config_doc))
     report["scanners"] = sorted(wanted)
@@ -269,11 +345,21 @@ def scan(
     if fmt != Format.table or output:  # the terminal table already shows the notes
         for note in report.get("notes") or []:
             typer.echo(f"warning: {note}", err=True)
-    if fail_on is None:
+    if fail_on is None and not fail_on_unknown:
         return
-    crossed = threshold_crossed(report, fail_on.value)
+    crossed = _gate(report, fail_on.value if fail_on else None, fail_on_unknown)
     if crossed:
-        typer.echo(f"{len(crossed)} unsuppressed finding(s) at or above {fail_on.value}", err=True)
+        from hallmark.pipeline.findings import KIND_LABELS
+
+        total = sum(n for counts in crossed.values() for n in counts.values())
+        limit = " or ".join(
+            x for x in (f"at or above {fail_on.value}" if fail_on else "", "unknown" if fail_on_unknown else "") if x
+        )
+        detail = "; ".join(
+            f"{KIND_LABELS.get(kind, kind)}: " + ", ".join(f"{n} {sev}" for sev, n in counts.items())
+            for kind, counts in crossed.items()
+        )
+        typer.echo(f"{total} unsuppressed finding(s) {limit} ({detail})", err=True)
         raise typer.Exit(EXIT_THRESHOLD)
     if incomplete and not allow_incomplete:
         typer.echo("result incomplete: the image is NOT known to be clean (exit 3; --allow-incomplete)", err=True)

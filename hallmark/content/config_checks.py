@@ -266,6 +266,28 @@ def _check_history(i: int, created_by: str, comment: str) -> Iterator[Finding]:
             )
 
 
+_VALUE_BEFORE = re.compile(r"""([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*=[ \t]*["']?[^\s"']*$""")
+
+
+def variable_at(location: str, text: str, offset: int) -> dict[str, str]:
+    """Which variable of the image config holds the text at ``offset``: ``{"variable": NAME,
+    "variable_kind": "env" | "build-arg" | "label"}`` (empty when none does), so a report names
+    the variable a secret sits in and never needs its value to say where it is."""
+    if location.startswith("config.Env["):
+        name, sep, _ = text.partition("=")
+        return {"variable": name, "variable_kind": "env"} if sep and name else {}
+    if location.startswith("config.Labels["):
+        return {"variable": location[len("config.Labels[") : -1], "variable_kind": "label"}
+    if not location.startswith("history["):
+        return {}
+    m = _VALUE_BEFORE.search(text, 0, offset)
+    if m is None:
+        return {}
+    stripped = text.strip().removesuffix("# buildkit").rstrip()
+    kind = "build-arg" if BUILD_ARGS.match(stripped) else "env" if ENV_INSTR.search(stripped) else "shell"
+    return {"variable": m.group(1), "variable_kind": kind}
+
+
 def check_mode(
     path: str, layer_index: int | None, layer_digest: str | None, mode: int, is_dir: bool = False
 ) -> list[Finding]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import yara_x
@@ -399,9 +399,12 @@ class ContentScanner:
                 for location, raw in texts:
                     text = utf8_clean(raw)
                     matches = self.rules.secrets.find(text, location)
-                    out.findings.extend(
-                        to_findings(text, matches, path=None, layer_index=None, layer_digest=None, location=location)
+                    found = to_findings(
+                        text, matches, path=None, layer_index=None, layer_digest=None, location=location
                     )
+                    for f, m in zip(found, matches, strict=True):  # name the variable, never show the value
+                        where = config_checks.variable_at(location, text, m.start)
+                        out.findings.append(replace(f, extra={**f.extra, **where}) if where else f)
                 self._mark_env_secrets(out)
         except Exception as exc:  # malformed config documents are reported, not raised
             log.exception("config scan failed")

@@ -25,6 +25,40 @@ def _sev(sev: str | None) -> Text:
     return Text(s, style=_STYLE.get(s, ""))
 
 
+_VARIABLE_KINDS = {"env": "ENV", "build-arg": "build arg", "label": "label", "shell": "variable"}
+
+
+def advisory_label(aset: Mapping[str, Any] | None) -> str:
+    """``advisories of DATE (source, ...)``: what a reader can check the data against, not an internal id."""
+    if not aset:
+        return "NONE"
+    date = str(aset.get("date") or aset.get("created_at") or "")[:10] or "unknown date"
+    sources = [str(s) for s in aset.get("sources") or []]
+    return f"advisories of {date}" + (f" ({', '.join(sources)})" if sources else "")
+
+
+def where(c: Mapping[str, Any]) -> str:
+    """Where a content finding is: the file (and line), or for the image config the variable's
+    name (``ENV API_TOKEN``, ``build arg NPM_TOKEN``) and its place, never its value."""
+    text = str(c.get("path") or c.get("location") or "")
+    if c.get("line") and c.get("path"):
+        text += f":{c['line']}"
+    extra = c.get("extra") or {}
+    name = extra.get("variable")
+    if name:
+        kind = "build-arg" if c.get("rule_id") == "secret-in-build-arg" else extra.get("variable_kind", "env")
+        text = f"{_VARIABLE_KINDS.get(str(kind), str(kind))} {name} ({text})"
+    return text
+
+
+def content_line(content: Mapping[str, Any]) -> str:
+    """``Content findings: 3 (secret: 2, config: 1; high: 3)`` from the summary's content counts."""
+    kinds = ", ".join(f"{k}: {n}" for k, n in (content.get("by_kind") or {}).items() if n)
+    sevs = ", ".join(f"{k}: {n}" for k, n in (content.get("by_severity") or {}).items() if n)
+    detail = "; ".join(x for x in (kinds, sevs) if x)
+    return f"Content findings: {content.get('total', 0)}" + (f" ({detail})" if detail else "")
+
+
 def print_report(report: Mapping[str, Any], console: Console) -> None:
     """Print the report to ``console`` (colours when it is a terminal)."""
     summary = report.get("summary") or {}
@@ -34,7 +68,7 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
     if distro:
         console.print(f"OS: {distro.get('pretty_name') or distro.get('id')}  packages: {image.get('package_count')}")
     aset = report.get("advisory_set")
-    console.print(f"Advisory data: {aset.get('id') if aset else 'NONE'}")
+    console.print(Text(f"Advisory data: {advisory_label(aset)}"))
     for note in report.get("notes") or []:
         console.print(Text(f"WARNING: {note}", style="bold yellow"))
     if not report.get("complete", True) and not report.get("notes"):
@@ -78,17 +112,14 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
         for col in ("Severity", "Kind", "Rule", "Where", "Layer", "Status"):
             t.add_column(col, overflow="fold")
         for c in content:
-            where = str(c.get("path") or c.get("location") or "")
-            if c.get("line"):
-                where += f":{c['line']}"
             status = str(c.get("status") or "")
             if c.get("status") == "removed" and c.get("removed_in_layer") is not None:
                 status = f"removed in layer {c['removed_in_layer']} (still downloadable)"
             t.add_row(
                 _sev(c.get("severity")),
                 str(c.get("kind")),
-                f"{c.get('rule_id')}: {c.get('title')}",
-                where,
+                Text(f"{c.get('rule_id')}: {c.get('title')}"),
+                Text(where(c)),
                 "" if c.get("layer_index") is None else str(c["layer_index"]),
                 status,
             )
@@ -104,7 +135,7 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
     console.print(text)
     if "content" in summary:
         cs = summary["content"]
-        console.print(f"Content findings: {cs['total']} " + str({k: v for k, v in cs["by_kind"].items()}))
+        console.print(Text(content_line(cs)))
     if aset is None and "findings" in report:
         console.print(Text("No advisory data loaded: this image is NOT known to be clean.", style="bold red"))
     elif not report.get("complete", True):

@@ -66,7 +66,8 @@ def test_vex_suppression_clears_the_gate(refs: dict[str, str], db_dir: Path, tmp
         )
     )
     out = tmp_path / "r.json"
-    res = scan(refs["11"], "--db", str(db_dir), "--vex", str(vex), "--fail-on", "high", "-f", "json", "-o", str(out))
+    args = ("--db", str(db_dir), "--vex", str(vex), "--scanners", "vuln", "--fail-on", "high", "-f", "json")
+    res = scan(refs["11"], *args, "-o", str(out))
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     f = next(x for x in report["findings"] if x["advisory_id"] == RECORD)
@@ -115,7 +116,9 @@ def test_no_advisory_data_at_all(refs: dict[str, str], tmp_path: Path) -> None:
     assert report["advisory_set"] is None and report["findings"] == [] and report["complete"] is False
     assert "NOT known to be clean" in res.stderr
     assert not data.exists()  # scanning does not create a data folder as a side effect
-    assert scan(refs["11"], "--data-dir", str(data), "--fail-on", "low").exit_code == 3
+    assert scan(refs["11"], "--data-dir", str(data), "--scanners", "vuln", "--fail-on", "low").exit_code == 3
+    # the image runs as root (a high configuration finding): that fails the run, with or without advisories
+    assert scan(refs["11"], "--data-dir", str(data), "--fail-on", "low").exit_code == 1
     assert "NOT known to be clean" in scan(refs["11"], "--data-dir", str(data)).stdout
 
 
