@@ -315,6 +315,9 @@ def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | 
     _prune(root, keep={stamp, active["sources"]["folder"] if active else stamp})
     if is_mirror:
         sources["rules"] = install_rules(config, Path(base.removeprefix("file://")))
+        if sources["rules"]:  # stored images are re-checked with the new rules, as they are re-matched
+            pipeline.jobs.enqueue("content-recheck", "rules", {"rules": sources["rules"]})
+            pipeline.wake()
     return {"set": set_id, **sources}
 
 

@@ -121,3 +121,84 @@ class ContentRun:
                 "still_downloadable_removed": sum(1 for d in docs if d.get("status") == "removed"),
             },
         }
+
+
+# -- re-checking stored images after a rule update ---------------------------------------------
+RECHECK_ALL = "content-recheck"  # job kind: find the images checked with other rules, queue each
+RECHECK_IMAGE = "content"  # job kind: re-read one image's layers for the content checks only
+
+
+def stale_images(pipeline: Any, rules_digest: str) -> list[tuple[str, str]]:
+    """Images whose stored content report was made with other rules (or has none)."""
+    out = []
+    for row in pipeline.store.rematch_candidates():
+        stored = pipeline.store.get_report(row["repository"], row["digest"], "content")
+        used = ((stored or {}).get("doc") or {}).get("rules") or {}
+        if used.get("digest") != rules_digest:
+            out.append((row["repository"], row["digest"]))
+    return out
+
+
+def recheck_all(pipeline: Any) -> dict[str, int]:
+    """Queue a content re-check of every stored image the current rule bundle has not checked.
+
+    Content checks read file bodies, which are not stored (only package inventories are), so
+    unlike advisory re-matching a re-check must read the layers again: one queued job per image,
+    spread over the workers and replicas like indexing, never one long job.
+    """
+    if not pipeline.config.pipeline.content_checks:
+        return {"queued": 0}
+    digest = rules_for(pipeline.config).digest
+    queued = 0
+    for repo, image_digest in stale_images(pipeline, digest):
+        queued += bool(
+            pipeline.jobs.enqueue(RECHECK_IMAGE, f"{repo}@{image_digest}", {"repo": repo, "digest": image_digest})
+        )
+    if queued:
+        pipeline.wake()
+    return {"queued": queued}
+
+
+def recheck_image(pipeline: Any, repo: str, digest: str) -> bool:
+    """Re-read one image's layers for the content checks, store the new content report and queue
+    a match, which recomputes the image's combined counts (what the portal and the gate show)."""
+    from hallmark.index import Limits, index_image
+    from hallmark.pipeline.service import CONTENT_REPORT, MAX_CONFIG_BYTES
+
+    found = pipeline._image_manifest(repo, digest)
+    if found is None:
+        return False
+    rec, doc = found
+    config_digest = doc["config"]["digest"]
+    if (pipeline.blobs.stat(config_digest) or 0) > MAX_CONFIG_BYTES:
+        return False
+    with pipeline.blobs.open(config_digest) as f:
+        config = f.read(MAX_CONFIG_BYTES)
+    run = ContentRun(rules_for(pipeline.config))
+    result = index_image(
+        rec.content,
+        config,
+        pipeline.blobs.open,
+        manifest_digest=digest,
+        cache=None,  # every layer is read: the per-layer cache holds packages, not file contents
+        on_entry=run.on_entry,
+        limits=Limits.from_settings(pipeline.config.index.model_dump()),
+    )
+    if result.status != "done":
+        log.warning("content re-check of %s@%s failed: %s", repo, digest, result.failure)
+        return False
+    report = run.report(config, repo, digest)
+    try:
+        body = orjson.dumps(report)
+    except TypeError:  # file names that are not UTF-8: shown as \xNN (hallmark.index.names)
+        from hallmark.index.names import json_safe
+
+        report = json_safe(report)
+        body = orjson.dumps(report)
+    pipeline._attach_report(repo, rec, "content", CONTENT_REPORT, body, report)
+    pipeline.store.add_event(
+        "image.content_rechecked", repo, digest, {"rules": report["rules"]["digest"], **report["summary"]}
+    )
+    pipeline.jobs.enqueue("match", f"{repo}@{digest}", {"repo": repo, "digest": digest})
+    pipeline.wake()
+    return True

@@ -65,6 +65,8 @@ class Pipeline:
             INDEX_LARGE: self._job_index_large,
             "match": self._job_match,
             "rematch": self._job_rematch,
+            "content-recheck": self._job_content_recheck,  # after a rule update (pipeline.content)
+            "content": self._job_content,
         }
 
     # -- triggers -----------------------------------------------------------------------------
@@ -255,6 +257,16 @@ class Pipeline:
 
             stats["lifecycle"] = refresh_all(self)
         self.store.add_event("advisories.rematched", None, None, {"set": payload.get("set"), **stats})
+
+    def _job_content_recheck(self, payload: dict[str, Any]) -> None:
+        from hallmark.pipeline.content import recheck_all
+
+        self.store.add_event("content.rules_updated", None, None, {**payload, **recheck_all(self)})
+
+    def _job_content(self, payload: dict[str, Any]) -> None:
+        from hallmark.pipeline.content import recheck_image
+
+        recheck_image(self, payload["repo"], payload["digest"])
 
     # -- reports and signatures ----------------------------------------------------------------------
     def _attach_report(
