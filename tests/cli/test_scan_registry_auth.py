@@ -154,3 +154,23 @@ def test_tls_to_a_plain_http_registry_suggests_insecure(
 ) -> None:
     res = runner.invoke(app, ["sbom", private_ref, "-f", "json"], env=home)
     assert res.exit_code != 0 and "--insecure" in res.stderr
+
+
+def test_credential_files_unit(tmp_path: Path) -> None:
+    """Docker Hub's URL key, a namespace key, and clear errors for files that cannot be used."""
+    from hallmark.oci.auth import CredentialsError, find_credentials
+
+    env = {"HOME": str(tmp_path)}
+    docker = tmp_path / ".docker" / "config.json"
+    docker.parent.mkdir()
+    docker.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": _auth_entry("hubuser", "p:w")}}))
+    found = find_credentials("registry-1.docker.io", "library/alpine", env)
+    assert found is not None and found.credentials == ("hubuser", "p:w") and str(docker) in found.source
+    assert find_credentials("ghcr.io", "x/y", env) is None
+    docker.write_text(json.dumps({"auths": {"ghcr.io": {"auth": "not base64!"}}}))
+    with pytest.raises(CredentialsError, match="not base64 of user:password") as err:
+        find_credentials("ghcr.io", "x/y", env)
+    assert str(docker) in str(err.value)
+    docker.write_text("{")
+    with pytest.raises(CredentialsError, match="not JSON"):
+        find_credentials("ghcr.io", "x/y", env)
