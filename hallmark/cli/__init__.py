@@ -1,13 +1,34 @@
-"""The ``hallmark`` command. Each module in this package that defines ``register(app)`` adds its commands."""
+"""The ``hallmark`` command. Each module in this package that defines ``register(app)`` adds its commands.
+
+A run imports only the module of the command it names (``hallmark sbom`` never pays for the
+server, the database or signing): ``hallmark/cli/<command>.py``, or the module :data:`MODULE_OF`
+names; anything else (``--help``, a command found in neither) loads every module, so a command
+is never missing, only slower to start. ``from hallmark.cli import app`` gives the full app.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
+from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hallmark: a secure container-image catalog.")
+#: Commands whose module is not named after them (a stale entry only costs start-up time).
+MODULE_OF = {
+    "worker": "db",
+    "sign": "signing",
+    "verify": "signing",
+    "key": "signing",
+    "user": "access",
+    "robot": "access",
+    "permission": "access",
+    "token": "access",
+    "audit": "access",
+}
+
+_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hallmark: a secure container-image catalog.")
 
 
 def _print_version(value: bool) -> None:
@@ -19,7 +40,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
@@ -28,18 +49,50 @@ def _root(
     """Hallmark: a secure container-image catalog."""
 
 
+_loaded: set[str] = set()
+
+
+def _register(name: str) -> None:
+    if name in _loaded:
+        return
+    _loaded.add(name)
+    register = getattr(importlib.import_module(f"{__name__}.{name}"), "register", None)
+    if register is not None:
+        register(_app)
+
+
 def _load_commands() -> None:
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{mod.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
+        if not mod.name.startswith("_"):
+            _register(mod.name)
 
 
-_load_commands()
+def registered_names() -> set[str]:
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in _app.registered_commands}
+    return names | {g.name or "" for g in _app.registered_groups}
+
+
+def load_for(argv: list[str]) -> None:
+    """Register the command ``argv`` names, importing as little as possible."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is None and "--version" in argv:
+        return  # answered while the options are parsed; no command needed
+    if command is not None:
+        module = MODULE_OF.get(command, command)
+        if module.isidentifier() and not module.startswith("_") and (Path(__file__).parent / f"{module}.py").is_file():
+            _register(module)
+            if command in registered_names():
+                return
+    _load_commands()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # every command, for tests and tools that import the app
+        _load_commands()
+        return _app
+    raise AttributeError(name)
 
 
 def main() -> None:
-    app()
+    load_for(sys.argv[1:])
+    _app()
