@@ -13,6 +13,7 @@ from aiohttp import web
 from hallmark import __version__
 from hallmark.access.service import AccessService
 from hallmark.api import access as api_access
+from hallmark.api import admission as api_admission
 from hallmark.api import catalog as api_catalog
 from hallmark.api import explore as api_explore
 from hallmark.api import images as api_images
@@ -130,6 +131,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
     app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories
     app.router.add_routes(api_repositories.routes(hm.registry, hm.config))
+    app.router.add_routes(api_admission.routes(hm.pipeline, hm.registry))  # Kubernetes webhooks
     app.router.add_routes(api_inventory.routes(hm.meta, hm.config, hm.registry))  # Kubernetes inventories
     app.router.add_routes(api_explore.routes(hm.meta, hm.registry))  # code to cloud queries
 

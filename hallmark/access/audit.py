@@ -79,6 +79,8 @@ DURABLE_ACTIONS: frozenset[str] = frozenset(
         "vex.upload",
         "vex.delete",
         "advisories.update",
+        # what the cluster was allowed to run (hallmark.admission)
+        "admission.review",
     }
 )
 # Families whose every member changes accounts or access: new actions there are durable too.

@@ -34,6 +34,9 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "public",
     ("GET", "/auth/token"): "public",
     ("POST", "/auth/token"): "public",
+    # Kubernetes admission webhooks: called by the API server without a user (TLS authenticates)
+    ("POST", "/admission/validate"): "public",
+    ("POST", "/admission/mutate"): "public",
     ("GET", "/api/v1/images"): "login",
     ("GET", "/api/v1/repositories/{name}/images/{digest}"): "pull",
     ("GET", "/api/v1/repositories/{name}/images/{digest}/reports/{kind}"): "pull",
