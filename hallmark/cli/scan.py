@@ -172,7 +172,10 @@ class _ContentRun:
         folder: str | Path | None = rules_dir
         if folder is None and data_rules.is_dir():
             folder = data_rules
-        self.rules = load_rules(folder, yara="malware" in self.kinds)
+        from hallmark.advisories.compiled import cache_root
+
+        # compiled YARA rules are kept in the user cache, keyed by the rules' digest (compiling takes seconds)
+        self.rules = load_rules(folder, yara="malware" in self.kinds, cache_dir=cache_root() / "yara")
         self.rules_source = str(folder) if folder is not None else "built-in"
         opts = ScanOptions(
             secrets="secret" in self.kinds, malware="malware" in self.kinds, config="config" in self.kinds
