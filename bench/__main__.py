@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["registry", "sbom", "advisories", "content_checks", "explore"]
+BENCHES = ["registry", "sbom", "advisories", "content_checks", "explore", "admission"]
 
 
 def main() -> None:
