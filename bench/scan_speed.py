@@ -1,0 +1,105 @@
+"""Wall time and peak RSS of ``hallmark sbom`` vs ``trivy image --format cyclonedx``, and of
+``hallmark scan`` (vulnerabilities only, and all scanners), on the same images in one run.
+
+    python -m bench.scan_speed [--runs 3]
+
+Images: bench/sbom.py's fixture (bookworm minbase + PyPI, npm, Go, jars; 3 layers) and a
+``debootstrap --variant=minbase bullseye`` image (Debian 11, which the shared advisory data
+covers). The advisory set is the whole shared snapshot, imported once with
+``hallmark db update --mirror ../shared/data`` into bench/.cache/scan-data (the compiled index
+and the YARA cache are built by the first scan, as on a user's machine; the runs reported
+are the ones after it). Each command runs in its own process; peak RSS comes from wait4. The
+median of ``--runs`` runs is reported. Trivy 0.59.1 runs offline with its cache disabled
+(``--cache-backend memory``), as in bench/sbom.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.sbom import CACHE, LAYOUT, TAG, TRIVY, build_fixture, measure, sh, trivy_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+BULLSEYE = CACHE / "layout-bullseye"
+DATA = CACHE / "scan-data"
+XDG = CACHE / "xdg-cache"
+
+
+def build_bullseye() -> None:
+    """A one-layer Debian 11 minbase image (cached)."""
+    if (BULLSEYE / "index.json").exists():
+        return
+    rootfs = CACHE / "rootfs-bullseye"
+    if not (rootfs / "var/lib/dpkg/status").exists():
+        sh("debootstrap", "--variant=minbase", "bullseye", str(rootfs), "http://deb.debian.org/debian")
+    bundle = CACHE / "bundle-bullseye"
+    shutil.rmtree(bundle, ignore_errors=True)
+    sh("umoci", "init", "--layout", str(BULLSEYE))
+    sh("umoci", "new", "--image", f"{BULLSEYE}:{TAG}")
+    sh("umoci", "unpack", "--image", f"{BULLSEYE}:{TAG}", str(bundle))
+    sh("cp", "-a", f"{rootfs}/.", str(bundle / "rootfs"))
+    sh("umoci", "repack", "--image", f"{BULLSEYE}:{TAG}", str(bundle))
+    shutil.rmtree(bundle, ignore_errors=True)
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HALLMARK_DATA_DIR": str(DATA), "XDG_CACHE_HOME": str(XDG)}
+
+
+def import_advisories() -> None:
+    if list((DATA / "advisories").glob("*/compiled.sqlite")):
+        return
+    cmd = [sys.executable, "-m", "hallmark", "db", "update", "--mirror", str(SHARED)]
+    subprocess.run(cmd, env=env(), check=True, capture_output=True)
+
+
+def commands(layout: Path) -> dict[str, list[str]]:
+    hm = [sys.executable, "-m", "hallmark"]
+    ref = f"oci:{layout}:{TAG}"
+    trivy = [str(TRIVY), "image", "--input", str(layout), "--format", "cyclonedx", "--cache-backend", "memory"]
+    trivy += ["--cache-dir", str(trivy_cache()), "--skip-db-update", "--skip-java-db-update", "--offline-scan", "-q"]
+    return {
+        "trivy image --format cyclonedx": trivy,
+        "hallmark sbom --format cyclonedx": [*hm, "sbom", ref, "--format", "cyclonedx"],
+        "hallmark scan --scanners vuln": [*hm, "scan", ref, "--format", "json", "--scanners", "vuln"],
+        "hallmark scan (all scanners)": [*hm, "scan", ref, "--format", "json"],
+    }
+
+
+def run(cmd: list[str], runs: int) -> tuple[float, float]:
+    """Median wall seconds and median peak RSS (MiB) of ``runs`` runs after one warm-up."""
+    measure(cmd, env())  # warm-up: page cache, compiled index / YARA cache on first use
+    walls, rss = [], []
+    for _ in range(runs):
+        _, wall, kib = measure(cmd, env())
+        walls.append(wall)
+        rss.append(kib / 1024)
+    return statistics.median(walls), statistics.median(rss)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    build_fixture()
+    build_bullseye()
+    import_advisories()
+    images = {"bookworm + languages (bench/sbom.py)": LAYOUT, "bullseye minbase": BULLSEYE}
+    help_wall, _ = run([sys.executable, "-m", "hallmark", "--help"], args.runs)
+    print(f"hallmark --help: {help_wall:.2f}s")
+    print("\n| image | command | wall (median) | peak RSS |\n|---|---|---|---|")
+    for label, layout in images.items():
+        for name, cmd in commands(layout).items():
+            wall, rss = run(cmd, args.runs)
+            print(f"| {label} | `{name}` | {wall:.2f} s | {rss:.0f} MiB |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
