@@ -66,6 +66,7 @@ class ContainerResult:
     digest: str | None = None
     pin: str | None = None  # the digest-pinned reference for the mutating webhook
     pointer: str = ""
+    repo: str | None = None  # the Hallmark repository, for Hallmark images
 
     def reason(self) -> dict[str, Any]:
         return {
@@ -206,10 +207,9 @@ class Admission:
                 f"{label}: image {raw} comes from {ref.host}, which is neither Hallmark nor in allowed_registries; "
                 f"push it to {hosts}, get it approved and use that reference",
             )
-        repo = ref.path
+        repo = out.repo = ref.path
         digest = ref.digest or resolve_tag(r, repo, ref.effective_tag)
         if digest is None:
-            out.digest = None
             return self._fail(out, "resolve", f"{label}: tag {ref.effective_tag} of {repo} does not exist in Hallmark")
         out.digest = digest
         current = stamp(r, repo, digest)

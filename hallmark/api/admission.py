@@ -102,14 +102,12 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
                 dry_run=rev.dry_run,
                 user=rev.username[:256],
             )
-        first = next((x for x in decision.results if not x.allowed and x.digest), None)
-        repo = None
-        if first is not None:
-            repo = first.image.split("@", 1)[0]
+        # The first refused Hallmark image, so the audit log can be searched by repository.
+        first = next((x for x in decision.results if not x.allowed and x.repo), None)
         await request.app[ACCESS_KEY].audit.record_durable(
             "kubernetes:" + (cluster or "-"),
             "admission.review",
-            repo=repo,
+            repo=first.repo if first is not None else None,
             digest=first.digest if first is not None else None,
             result=ALLOWED if decision.allowed else DENIED,
             client_addr=client_addr(request),

@@ -366,4 +366,4 @@ def test_decisions_are_audited_and_stored_per_workload(site: Site) -> None:
     entry = mine[0]
     assert entry["result"] == "denied" and entry["actor"] == "kubernetes:prod-eu"
     assert entry["detail"]["reasons"][0]["rule"] == "stage" and entry["detail"]["namespace"] == "shop"
-    assert entry["digest"] == site.digests["adm/app:v2"]
+    assert (entry["repository"], entry["digest"]) == ("adm/app", site.digests["adm/app:v2"])
