@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, select
 from typer.testing import CliRunner
 
+from hallmark.admission.tables import admission_decisions
 from hallmark.cli import app as cli_app
 from hallmark.signing.keys import generate_test_ca_and_leaf, write_certificates, write_test_pki
 from tests.admission.reviews import pod
@@ -40,6 +42,7 @@ def promote(server: Server, repo: str, digest: str, to: str, **kw: Any) -> None:
 
 @pytest.fixture(scope="module")
 def replicas(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    """Two servers on one PostgreSQL database and one data folder (shared blobs)."""
     data = tmp_path_factory.mktemp("replicas") / "data"
     data.mkdir()
     db_url = postgres.create_db(f"t{free_port()}")
@@ -70,6 +73,14 @@ def test_a_change_through_one_replica_is_seen_by_the_other(replicas: tuple[Serve
     resp = validate(b, body)
     assert resp["allowed"] is False
     assert "[retired]" in resp["status"]["message"] and "use rep/app:v2 instead" in resp["status"]["message"]
+    # The latest decision per workload is stored on PostgreSQL too (upsert over the earlier ones).
+    engine = create_engine(str(b.db_url))
+    with engine.connect() as conn:
+        rows = conn.execute(select(admission_decisions).where(admission_decisions.c.name == "web")).mappings().all()
+    engine.dispose()
+    assert [(r["namespace"], r["kind"], r["allowed"], r["uid"]) for r in rows] == [
+        ("shop", "Pod", False, body["request"]["uid"])
+    ]
 
 
 @pytest.fixture(scope="module")
