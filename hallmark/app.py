@@ -18,6 +18,7 @@ from hallmark.api import catalog as api_catalog
 from hallmark.api import explore as api_explore
 from hallmark.api import images as api_images
 from hallmark.api import inventory as api_inventory
+from hallmark.api import provenance as api_provenance
 from hallmark.api import pull_policy as api_pull_policy
 from hallmark.api import repositories as api_repositories
 from hallmark.api import signing as api_signing
@@ -127,6 +128,7 @@ def build_app(hm: Hallmark) -> web.Application:
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
+    app.router.add_routes(api_provenance.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_catalog.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
     app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories

@@ -67,6 +67,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         from hallmark.catalog.service import catalog_entry
 
         image["catalog"] = await run(catalog_entry, pipeline, name, digest)
+        from hallmark.provenance.store import summary_for
+
+        image["provenance"] = await run(summary_for, registry.meta, digest)
         from hallmark.lifecycle.tags import image_expiration
 
         image["expiration"] = await run(image_expiration, registry.meta, registry.blobs, pipeline.config, name, digest)

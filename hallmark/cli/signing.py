@@ -53,7 +53,7 @@ def open_target(
         store.close()
 
 
-def _credentials(username: str | None, password_stdin: bool) -> tuple[str, str] | None:
+def registry_credentials(username: str | None, password_stdin: bool) -> tuple[str, str] | None:
     """Registry credentials; the password only from stdin so it never sits in argv or shell history."""
     if not username:
         return None
@@ -61,9 +61,9 @@ def _credentials(username: str | None, password_stdin: bool) -> tuple[str, str] 
     return username, password
 
 
-_INSECURE = typer.Option("--insecure", help="Plain HTTP to the registry.")
-_USERNAME = typer.Option("--username", "-u", help="Registry user (token or Basic auth).")
-_PASSWORD_STDIN = typer.Option("--password-stdin", help="Read the registry password from stdin.")
+INSECURE_OPTION = typer.Option("--insecure", help="Plain HTTP to the registry.")
+USERNAME_OPTION = typer.Option("--username", "-u", help="Registry user (token or Basic auth).")
+PASSWORD_STDIN_OPTION = typer.Option("--password-stdin", help="Read the registry password from stdin.")
 
 
 def key_generate(
@@ -109,14 +109,14 @@ def sign(
     cert: Annotated[Path | None, typer.Option("--cert", help="PEM chain, signing cert first.")] = None,
     envelope: Annotated[str, typer.Option("--envelope", help="jws or cose.")] = "jws",
     expiry_days: Annotated[int | None, typer.Option("--expiry-days", help="Signature expiry.")] = None,
-    insecure: Annotated[bool, _INSECURE] = False,
-    username: Annotated[str | None, _USERNAME] = None,
-    password_stdin: Annotated[bool, _PASSWORD_STDIN] = False,
+    insecure: Annotated[bool, INSECURE_OPTION] = False,
+    username: Annotated[str | None, USERNAME_OPTION] = None,
+    password_stdin: Annotated[bool, PASSWORD_STDIN_OPTION] = False,
 ) -> None:
     """Sign an artifact and store the signature next to it (OCI 1.1 subject manifest)."""
     try:
         signer = load_signer(key, cert)
-        creds = _credentials(username, password_stdin)
+        creds = registry_credentials(username, password_stdin)
         with open_target(ref, insecure=insecure, push=True, credentials=creds) as (target, reference, _scope):
             sig = sign_artifact(
                 target,
@@ -146,9 +146,9 @@ def verify(
     cosign_key: Annotated[
         Path | None, typer.Option("--cosign-key", help="Also accept cosign signatures (sha256-<hex>.sig) by this key.")
     ] = None,
-    insecure: Annotated[bool, _INSECURE] = False,
-    username: Annotated[str | None, _USERNAME] = None,
-    password_stdin: Annotated[bool, _PASSWORD_STDIN] = False,
+    insecure: Annotated[bool, INSECURE_OPTION] = False,
+    username: Annotated[str | None, USERNAME_OPTION] = None,
+    password_stdin: Annotated[bool, PASSWORD_STDIN_OPTION] = False,
 ) -> None:
     """Verify an artifact's signatures; exit 0 only when it passes at the policy's level.
 
@@ -161,7 +161,7 @@ def verify(
     try:
         public_key = load_public_key(cosign_key.read_bytes()) if cosign_key else None
         doc = load_policy(policy.read_bytes()) if policy else None
-        creds = _credentials(username, password_stdin)
+        creds = registry_credentials(username, password_stdin)
         with open_target(ref, insecure=insecure, push=False, credentials=creds) as (source, reference, default_scope):
             result = None
             if doc is not None:

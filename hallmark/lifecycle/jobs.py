@@ -74,6 +74,14 @@ def _eol_policy(ctx: JobContext) -> dict[str, Any]:
         access.audit.flush()
 
 
+def _provenance_backfill(ctx: JobContext) -> dict[str, Any]:
+    """Provenance of every stored manifest read again: images pushed before it was recorded, and
+    signatures re-verified against today's trust store (a key added later turns rows verified)."""
+    from hallmark.provenance.ingest import backfill
+
+    return backfill(ctx.pipeline) if ctx.pipeline is not None else {"skipped": "no pipeline"}
+
+
 def _eol_policy_interval(c: Config) -> float | None:
     on = c.lifecycle.auto_deprecate_eol_os or c.lifecycle.auto_retire_after_days is not None
     return _hours(c.lifecycle.policy_interval_hours) if on else None
@@ -94,4 +102,5 @@ register(PeriodicJob("retention", lambda c: _hours(c.lifecycle.retention_interva
 register(PeriodicJob("grades", lambda c: _hours(c.lifecycle.grades_interval_hours), _grades))
 register(PeriodicJob("eol", lambda c: _hours(c.lifecycle.eol_interval_hours), _eol))
 register(PeriodicJob("lifecycle.policy", _eol_policy_interval, _eol_policy))
+register(PeriodicJob("provenance.backfill", lambda c: _hours(24 * 7), _provenance_backfill))  # weekly; or --job
 register(PeriodicJob("findings.backfill", lambda c: 3600.0, backfill_job))  # rows for reports older than them

@@ -67,12 +67,15 @@ class Pipeline:
             "rematch": self._job_rematch,
             "content-recheck": self._job_content_recheck,  # after a rule update (pipeline.content)
             "content": self._job_content,
+            "provenance": self._job_provenance,
         }
 
     # -- triggers -----------------------------------------------------------------------------
     def on_push(self, repo: str, digest: str) -> None:
-        """Queue indexing of a pushed manifest (blocking: call from a worker thread)."""
-        if self.jobs.enqueue("index", f"{repo}@{digest}", {"repo": repo, "digest": digest}):
+        """Queue indexing and provenance reading of a pushed manifest (blocking: call from a worker thread)."""
+        payload = {"repo": repo, "digest": digest}
+        indexed = self.jobs.enqueue("index", f"{repo}@{digest}", payload)
+        if self.jobs.enqueue("provenance", f"{repo}@{digest}", payload) or indexed:
             self.wake()
 
     def on_delete(self, repo: str, digest: str) -> None:
@@ -231,6 +234,12 @@ class Pipeline:
     def inventory(self, digest: str) -> IndexResult | None:
         doc = self.cache.get("image", INDEXER_VERSION, digest)
         return IndexResult.from_json(doc) if doc else None
+
+    def _job_provenance(self, payload: dict[str, Any]) -> None:
+        """Annotations, labels and attestations of any pushed manifest (hallmark.provenance.ingest)."""
+        from hallmark.provenance.ingest import ingest_pushed
+
+        ingest_pushed(self, payload["repo"], payload["digest"])
 
     # -- stage: match (filled in by the advisories wiring) ------------------------------------------------
     def _job_match(self, payload: dict[str, Any]) -> None:

@@ -30,3 +30,13 @@ def referrers_tag_subject(tag: str) -> str | None:
     """The subject digest that a referrers-schema tag (``sha256-<hex>``) stands for, else None."""
     m = REFERRERS_TAG_RE.match(tag)
     return f"sha256:{m.group(1)}" if m else None
+
+
+def split_reference(ref: str) -> tuple[str, str | None, str | None]:
+    """``repository[:tag][@digest]`` -> (repository, tag, digest), unvalidated; the tag is what follows
+    the last ``:`` after the last ``/`` (repository names hold no ``:``)."""
+    rest, _, digest = ref.partition("@")
+    name, colon, tag = rest.rpartition(":")
+    if colon and "/" not in tag:
+        return name, tag, digest or None
+    return rest, None, digest or None

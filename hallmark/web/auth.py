@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+import orjson
 from aiohttp import web
 
 from hallmark.access.audit import ALLOWED, DENIED
@@ -26,7 +27,7 @@ from hallmark.access.service import AccessService, AuthFailed, Permissions, Rate
 from hallmark.api.common import ApiError
 from hallmark.registry import http as reg
 from hallmark.registry.errors import RegistryError
-from hallmark.registry.names import valid_name
+from hallmark.registry.names import split_reference, valid_name
 from hallmark.web import client
 from hallmark.web.authz import ADMINISTRATOR, PUBLIC, Need, declared, need_of
 
@@ -445,11 +446,31 @@ async def check(request: web.Request, need: Need) -> None:
     if need.roles and not any(perms.has_role(r) for r in (*need.roles, ADMINISTRATOR)):
         raise Refused(401 if ident.anonymous else 403, "requested access to the resource is denied")
     if need.repo is not None:
-        name = request.match_info.get(need.repo_param, "")
+        name = (
+            await body_repository(request, need.repo_body)
+            if need.repo_body
+            else request.match_info.get(need.repo_param, "")
+        )
         if not valid_name(name):
             raise ApiError(400, "NAME_INVALID", "invalid repository name")
         if not perms.can(name, need.repo):
             raise Refused(401 if ident.anonymous else 403, "requested access to the resource is denied")
+
+
+async def body_repository(request: web.Request, body_field: str) -> str:
+    """The repository of the image reference in a JSON body field (the body stays readable by the handler)."""
+    try:
+        doc = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "INVALID_INPUT", "request body is not JSON") from exc
+    ref = doc.get(body_field) if isinstance(doc, dict) else None
+    if not isinstance(ref, str) or not ref:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"request body needs {body_field!r}: an image reference repository@digest or repository:tag",
+        )
+    return split_reference(ref)[0]
 
 
 @web.middleware

@@ -12,7 +12,9 @@ Kinds of need:
   handler filters its listing by what the caller may pull.
 - ``LOGIN``: any authenticated principal.
 - ``roles``: one of these catalog roles (``administrator`` always qualifies).
-- ``repo``: an action (pull, push, delete, admin) on the repository in the path parameter.
+- ``repo``: an action (pull, push, delete, admin) on the repository in the path parameter, or,
+  for routes whose repository travels in the JSON body (``repo_in_body``), in that body field
+  (an image reference ``repository@digest`` or ``repository:tag``), read before the handler runs.
 - ``REGISTRY``: the /v2 dispatcher, whose own route table (``web.auth.registry_action``)
   is enforced by the registry guard around every registry handler.
 """
@@ -41,6 +43,7 @@ class Need:
     roles: tuple[str, ...] = ()
     repo: str | None = None  # pull | push | delete | admin on match_info[repo_param]
     repo_param: str = "name"
+    repo_body: str | None = None  # the JSON body field naming the repository, instead of repo_param
     registry: bool = False
     style: str = "api"  # api | portal
 
@@ -53,7 +56,9 @@ class Need:
         if self.roles:
             parts.append("role " + "|".join(self.roles))
         if self.repo:
-            parts.append(f"{self.repo} on {{{self.repo_param}}}")
+            parts.append(
+                f"{self.repo} on body.{self.repo_body}" if self.repo_body else f"{self.repo} on {{{self.repo_param}}}"
+            )
         if not parts:
             parts.append("login" if self.login else "anyone")
         return " + ".join(parts)
@@ -72,6 +77,11 @@ ADMINISTRATOR = "administrator"
 
 def repo(action: str, param: str = "name") -> Need:
     return Need(login=action != "pull", repo=action, repo_param=param)
+
+
+def repo_in_body(action: str, body_field: str) -> Need:
+    """An action on the repository named by an image reference in a JSON body field."""
+    return Need(login=action != "pull", repo=action, repo_body=body_field)
 
 
 def role(*roles: str, repo_action: str | None = None) -> Need:

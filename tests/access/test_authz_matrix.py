@@ -53,6 +53,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/explore"): "reviewer|auditor",  # spans every repository and cluster
     ("GET", "/api/v1/catalog"): "login",
     ("GET", "/api/v1/repositories/{name}/images/{digest}/catalog"): "pull",
+    ("GET", "/api/v1/repositories/{name}/images/{digest}/provenance"): "pull",
+    ("POST", "/api/v1/provenance"): "push",  # the repository is the body's "image" (see _body)
     ("PATCH", "/api/v1/repositories/{name}/images/{digest}/catalog"): "admin",
     ("POST", "/api/v1/repositories/{name}/images/{digest}/catalog/promote"): "reviewer+pull",
     ("POST", "/api/v1/gc"): "administrator",
@@ -253,6 +255,8 @@ def _body(method: str, path: str) -> dict[str, object] | None:
         return {"public": False}
     if path.endswith("/advisories/update"):
         return {"mirror": "/nonexistent/mirror"}
+    if path == "/api/v1/provenance":  # names its repository in the body, not the path
+        return {"image": f"{REPOS[0]}@{DIGEST}", "unexpected": True}
     return {"unexpected": True}  # refused by the body schema (400) once authorized: changes nothing
 
 
