@@ -159,6 +159,11 @@ def test_post_ci_metadata_needs_push_on_the_body_repository(site: Site) -> None:
     with site.client("ci-out") as stranger:
         assert stranger.post("/api/v1/provenance", json=body).status_code == 403
     with site.client("ci-in") as robot:
+        # the middleware needs the body's repository before any handler: without one it is a 400
+        for bad in ({"revision": COMMIT_A}, {"image": 5}, [body]):
+            r = robot.post("/api/v1/provenance", json=bad)
+            assert (r.status_code, r.json()["error"]["code"]) == (400, "INVALID_INPUT"), bad
+        assert robot.post("/api/v1/provenance", content=b"{not json").status_code == 400
         r = robot.post("/api/v1/provenance", json=body)
         assert r.status_code == 201, r.text
         row = r.json()["provenance"]
