@@ -41,6 +41,7 @@ from hallmark.metadata.tables import repositories as R
 from hallmark.pipeline.tables import advisory_aliases as A
 from hallmark.pipeline.tables import image_findings as F
 from hallmark.pipeline.tables import images as I
+from hallmark.provenance.store import rank
 from hallmark.provenance.tables import provenance as P
 
 MAX_FINDINGS = 50  # per row; ``finding_count`` says how many matched
@@ -477,25 +478,17 @@ def _sources(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[st
     return out
 
 
-def source_rank(row: dict[str, Any]) -> int:
-    """As ``hallmark.provenance`` ranks sources: 0 verified, 1 signed but not verified, 2 CI,
-    3 unsigned statements, 4 annotations, 5 labels."""
-    if row["verified"] is True:
-        return 0
-    if row["verified"] is False:
-        return 1
-    return {"ci": 2, "annotation": 4, "label": 5}.get(row["kind"], 3)
-
-
 def _ordered_sources(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every source's claim, best first: by rank, the image's own rows before its index's, newest
-    first. A row's repository is only where the digest was first seen, so none is left out."""
+    first (``hallmark.provenance.store.rank``: verified, signed but not verified, CI, unsigned
+    statements, annotations, labels). A row's repository is only where the digest was first
+    seen, so none is left out."""
 
     def key(r: dict[str, Any]) -> tuple[int, bool, float, str]:
         created = r["created_at"]
         if created is not None and created.tzinfo is None:
             created = created.replace(tzinfo=dt.UTC)
-        return source_rank(r), r["via"] is not None, -(created.timestamp() if created else 0.0), r["origin"]
+        return rank(r), r["via"] is not None, -(created.timestamp() if created else 0.0), r["origin"]
 
     return [
         {
