@@ -133,9 +133,9 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
     app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories
     app.router.add_routes(api_repositories.routes(hm.registry, hm.config))
-    app.router.add_routes(api_admission.routes(hm.pipeline, hm.registry))  # Kubernetes webhooks
     app.router.add_routes(api_inventory.routes(hm.meta, hm.config, hm.registry))  # Kubernetes inventories
     app.router.add_routes(api_explore.routes(hm.meta, hm.registry))  # code to cloud queries
+    app.router.add_routes(api_admission.routes(hm.pipeline, hm.registry))  # Kubernetes webhooks
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_periodic_cleanup(hm))]
