@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
 import zstandard
-from isal import igzip_threaded, isal_zlib
+from isal import igzip, isal_zlib
 
 from hallmark.index.limits import Budget, IndexFailed, Limits
 from hallmark.index.names import display
@@ -376,7 +376,9 @@ def _decompressor(counted: IO[bytes]) -> IO[bytes]:
     buffered = io.BufferedReader(counted, 1 << 16)  # type: ignore[arg-type,type-var]
     magic = buffered.peek(4)[:4]
     if magic[:2] == b"\x1f\x8b":
-        return igzip_threaded.open(buffered, "rb", threads=1)  # type: ignore[no-any-return]
+        # In-thread on purpose: isal's threaded reader, left to the garbage collector, can be finalised
+        # inside threading's own lock when another thread starts and deadlock the process.
+        return igzip.IGzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
         return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[no-any-return]
     return buffered
@@ -403,6 +405,7 @@ def iter_layer(
     raw = _Counter(blob, hasher)
     label = f"layer {index} ({desc.digest[:19]})"
     plain: _Counter | None = None
+    decompressed: IO[bytes] | None = None
     try:
         decompressed = _decompressor(raw)  # type: ignore[arg-type]
         plain = _Counter(decompressed)
@@ -448,6 +451,9 @@ def iter_layer(
         raise
     except _DECOMPRESS_ERRORS as exc:
         raise IndexFailed(f"{label}: truncated or corrupt archive: {exc or type(exc).__name__}") from exc
+    finally:
+        if isinstance(decompressed, igzip.IGzipFile):
+            decompressed.close()  # leaves the blob open: the caller owns it
     if hasher is not None and f"{algo}:{hasher.hexdigest()}" != desc.digest:
         raise IndexFailed(f"{label}: content does not match its digest {desc.digest}", layer=False, cache=False)
 
