@@ -12,6 +12,7 @@ from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.pipeline.finding_rows import forget_findings
 from hallmark.pipeline.findings import of_summary
 from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports, vex_documents
+from hallmark.provenance.tables import provenance
 
 _ZC = zstandard.ZstdCompressor(level=6)
 
@@ -131,11 +132,14 @@ class PipelineStore:
                 )
 
     def forget_image(self, repo: str, digest: str) -> None:
-        """The manifest was deleted or garbage-collected: its status, reports and finding rows go."""
+        """The manifest was deleted or garbage-collected: its status, reports and finding rows go, and
+        its provenance once no repository holds the digest (provenance describes content, not a name)."""
         with self.meta.transaction() as conn:
             conn.execute(delete(images).where(images.c.repo_name == repo, images.c.digest == digest))
             conn.execute(delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest))
             forget_findings(conn, repo, digest)
+            if conn.execute(select(images.c.digest).where(images.c.digest == digest).limit(1)).first() is None:
+                conn.execute(delete(provenance).where(provenance.c.digest == digest))
 
     # -- reports ----------------------------------------------------------------------------
     def put_report(

@@ -158,3 +158,23 @@ def test_backfill_is_a_periodic_job(fresh: MetadataStore) -> None:
     results = Scheduler(fresh).run_due(ctx, force=True, only={"findings.backfill"})  # type: ignore[arg-type]
     assert results[0]["status"] == "ok" and results[0]["detail"] == {"images": 1, "rows": 1}
     assert [r["advisory_id"] for r in rows(fresh)] == ["CVE-1"]
+
+
+def test_provenance_goes_with_the_last_repository_holding_the_digest(fresh: MetadataStore) -> None:
+    from hallmark.provenance.facts import CI, Source
+    from hallmark.provenance.store import record
+    from hallmark.provenance.tables import provenance
+
+    with fresh.transaction() as conn:
+        for repo in ("app", "copy"):
+            conn.execute(images.insert().values(repo_name=repo, digest=DIGEST, status="done", updated_at=utcnow()))
+    record(fresh, "app", [Source(DIGEST, CI, "ci:github", source_repo="https://git.example/app", revision="abc")])
+
+    def kept() -> list[str]:
+        with fresh.transaction() as conn:
+            return [r.revision for r in conn.execute(select(provenance.c.revision))]
+
+    PipelineStore(fresh).forget_image("app", DIGEST)
+    assert kept() == ["abc"]  # the same content is still in "copy"
+    PipelineStore(fresh).forget_image("copy", DIGEST)
+    assert kept() == []
