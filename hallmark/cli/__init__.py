@@ -95,4 +95,13 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     load_for(sys.argv[1:])
-    _app()
+    try:
+        _app(standalone_mode=True)
+    except Exception as exc:
+        # Any command that opens the database: an unreachable or misconfigured one is one line, exit 2.
+        from hallmark.metadata.db import DatabaseUnavailable
+
+        if not isinstance(exc, DatabaseUnavailable):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
