@@ -58,7 +58,9 @@ def test_unreachable_postgresql(tmp_path: Path) -> None:
     assert "s3cret" not in line
 
 
-@pytest.mark.parametrize("command", [["db", "status"], ["catalog", "list"], ["gc"], ["user", "list"], ["audit", "verify"]])
+@pytest.mark.parametrize(
+    "command", [["db", "status"], ["catalog", "list"], ["gc"], ["user", "list"], ["audit", "verify"]]
+)
 def test_other_commands_on_an_unreachable_database(tmp_path: Path, command: list[str]) -> None:
     url = f"postgresql://hallmark:s3cret@127.0.0.1:{free_port()}/hallmark"
     res = hallmark(tmp_path / "data", *command, env={"HALLMARK_DATABASE_URL": url}, timeout=90)
