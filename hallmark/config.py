@@ -330,8 +330,21 @@ class AdmissionConfig(AdmissionRules):
     max_request_bytes: int = Field(default=6 << 20, ge=64 << 10, le=64 << 20)  # AdmissionReview body
     cache_size: int = Field(default=10_000, ge=0, le=1_000_000)  # cached (digest, policy) decisions
     namespaces: dict[str, AdmissionRules] = {}  # per-namespace overrides (names or globs)
+    # Client networks (CIDRs) allowed to call the webhooks, e.g. the API servers' or the pod
+    # network; empty: any. Others get 403 with nothing evaluated, stored or audited.
+    allowed_networks: list[str] = []
 
-    _ns = field_validator("exempt_namespaces", mode="before")(_str_list)
+    _ns = field_validator("exempt_namespaces", "allowed_networks", mode="before")(_str_list)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _check_networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"allowed_networks: {net!r} is not an IP address or CIDR") from None
+        return v
 
     @field_validator("failure_policy")
     @classmethod

@@ -12,6 +12,7 @@ durable) and stored per workload; mutations (digest pins) are not decisions and 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 
@@ -47,8 +48,22 @@ async def _body(request: web.Request, limit: int) -> bytes:
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     admission = Admission(pipeline)
     loop_timeout = admission.timeout
+    networks = [ipaddress.ip_network(n, strict=False) for n in pipeline.config.admission.allowed_networks]
+
+    def caller_allowed(request: web.Request) -> bool:
+        if not networks:
+            return True
+        try:
+            addr = ipaddress.ip_address(client_addr(request) or "")
+        except ValueError:
+            return False
+        return any(addr in net for net in networks)
 
     async def review(request: web.Request, mutate: bool) -> web.Response:
+        if not caller_allowed(request):
+            # Nothing evaluated, stored or audited: a stranger cannot fill the audit log.
+            log.warning("admission review from %s refused: not in [admission] allowed_networks", client_addr(request))
+            return web.json_response({"error": "not an allowed admission client"}, status=403)
         cluster = request.query.get("cluster", "")
         uid = ""
         parsed = None

@@ -131,3 +131,26 @@ def test_evaluation_over_the_time_budget_fails_closed(tmp_path: Path, monkeypatc
         hm.close()
     assert resp["allowed"] is False and resp["status"]["code"] == 504
     assert "evaluation took longer than 0.2 s" in resp["status"]["message"]
+
+
+@pytest.mark.parametrize(("networks", "status"), [("10.0.0.0/8,192.168.0.0/16", 403), ("10.0.0.0/8,127.0.0.0/8", 200)])
+def test_allowed_networks(tmp_path: Path, networks: str, status: int) -> None:
+    """Callers outside ``allowed_networks`` are refused before anything is evaluated or audited."""
+    loop, client, hm = _client(tmp_path, HALLMARK_ADMISSION__ALLOWED_NETWORKS=networks)
+
+    async def call() -> int:
+        r = await client.post("/admission/validate", data=json.dumps(pod("web", "shop", "127.0.0.1:5000/app:v1")))
+        return r.status
+
+    try:
+        got = loop.run_until_complete(call())
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+        hm.close()
+    assert got == status
+
+
+def test_allowed_networks_must_be_networks(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="admission.allowed_networks"):
+        load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path), "HALLMARK_ADMISSION__ALLOWED_NETWORKS": "api-server"})
