@@ -152,5 +152,5 @@ def test_allowed_networks(tmp_path: Path, networks: str, status: int) -> None:
 
 
 def test_allowed_networks_must_be_networks(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="admission.allowed_networks"):
+    with pytest.raises(ConfigError, match=r"admission\.allowed_networks"):
         load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path), "HALLMARK_ADMISSION__ALLOWED_NETWORKS": "api-server"})
