@@ -33,6 +33,7 @@ from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
+from hallmark.portal import image_extras as extras
 from hallmark.registry.names import valid_name
 from hallmark.web.auth import ACCESS_KEY, CSRF_COOKIE, DENIAL_PAGE, SESSION_COOKIE, api_permissions, client_addr
 from hallmark.web.authz import LOGIN, PUBLIC, Need, route
@@ -108,6 +109,18 @@ def _short(digest: Any) -> str:
     return f"{algo}:{hexpart[:12]}" if hexpart else text
 
 
+def _bytes(value: Any) -> str:
+    """Sizes as people read them (1024-based, one decimal), blank when unknown."""
+    if not isinstance(value, int):
+        return ""
+    size, unit = float(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -118,6 +131,7 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["short"] = _short
     env.filters["path"] = lambda v: quote(str(v), safe="/:")
+    env.filters["bytes"] = _bytes
     env.globals["version"] = __version__
     env.globals["finding_severities"] = FINDING_SEVERITIES  # ``summary.combined``: every kind of finding
     env.globals["kind_labels"] = KIND_LABELS
@@ -420,6 +434,10 @@ class Portal:
                 "catalog": catalog_entry(self.hm.pipeline, name, digest),
                 "vulns": vulns["doc"] if vulns else None,
                 "content": content["doc"] if content else None,
+                "provenance": extras.provenance_rows(self.hm.pipeline, digest),
+                "runs_in": extras.runs_in(self.hm.pipeline, digest, viewer.can_read),
+                "layers": extras.layers(self.hm.pipeline, name, digest),
+                "chart": extras.chart(extras.finding_history(self.hm.pipeline, img)),
             }
 
         data = await self.run(load)
@@ -462,6 +480,10 @@ class Portal:
             referrers=referrers,
             more_referrers=more,
             severities=SEVERITIES,
+            provenance=data["provenance"],
+            runs_in=data["runs_in"],
+            layers=data["layers"],
+            chart=data["chart"],
         )
 
     async def restore_tag(self, request: web.Request) -> web.StreamResponse:
@@ -482,7 +504,11 @@ class Portal:
         access = self._access(request)
         if access is not None:
             await access.audit.record_durable(
-                viewer.name or "portal", "tag.restore", name, digest, client_addr=client_addr(request),
+                viewer.name or "portal",
+                "tag.restore",
+                name,
+                digest,
+                client_addr=client_addr(request),
                 detail={"tag": tag, "via": "portal"},
             )
         return self._redirect(request, _safe_next(back))

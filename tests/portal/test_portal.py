@@ -359,3 +359,50 @@ def test_image_page_shows_grade_lifecycle_and_restores_a_tag(page: Page, site: S
     page.goto(f"/repositories/portal/app/images/{site.digest}")
     assert page.locator("#tag-history-v1").count() == 1
     assert page.locator("ul.restore").count() == 0
+
+
+def test_image_page_shows_provenance_workloads_layers_and_history(page: Page, site: Site) -> None:
+    """Labels become ranked provenance with a commit link; a reported Pod and its admission decision
+    show under Runs in; layers carry their sizes and Dockerfile commands; the chart has a point."""
+    from tests.admission.reviews import pod
+    from tests.inventory.helpers import as_list, bare_pod
+
+    labels = {
+        "org.opencontainers.image.source": "https://git.example/shop/web.git",
+        "org.opencontainers.image.revision": "0123456789abcdef0123456789abcdef01234567",
+    }
+    history = [
+        {"created_by": "/bin/sh -c #(nop) ENV A=1", "empty_layer": True},
+        {"created_by": "COPY app/ /srv/app # buildkit"},
+    ]
+    extra = {"config": {"Labels": labels}, "history": history}
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        digest = push_image(c, "portal/built", "v1", files=FILES, config_extra=extra)
+        _wait_done(c, "portal/built", digest)
+        ref = f"{site.server.host}/portal/built:v1"
+        inv = as_list(bare_pod("web-1", ref, image_id=f"{site.server.host}/portal/built@{digest}", ns="shop"))
+        r = c.post("/api/v1/clusters/prod/inventory", json=inv)
+        assert r.status_code == 200, r.text
+    decision = httpx.post(site.url + "/admission/validate", params={"cluster": "prod"}, json=pod("web-1", "shop", ref))
+    assert decision.status_code == 200 and decision.json()["response"]["allowed"] is False
+
+    login(page, *site.admin)
+    page.goto(f"/repositories/portal/built/images/{digest}")
+    prov = page.locator("#provenance tbody tr").first
+    assert "image label" in prov.inner_text() and "unsigned" in prov.inner_text()
+    commit = prov.locator("a", has_text="0123456789ab")
+    assert (
+        commit.get_attribute("href")
+        == "https://git.example/shop/web/commit/" + labels["org.opencontainers.image.revision"]
+    )
+    runs = page.locator("#runs-in tbody tr")
+    assert runs.count() == 1
+    cells = [runs.locator("td").nth(i).inner_text() for i in range(4)]
+    assert cells == ["prod", "shop", "Pod", "web-1"]
+    assert "denied" in runs.locator("td").nth(6).inner_text()
+    layer = page.locator("#layers tbody tr")
+    assert layer.count() == 1 and "COPY app/ /srv/app" in layer.inner_text() and " B" in layer.inner_text()
+    assert page.locator("#findings-chart polyline").count() == 4
+    assert "Findings over time" in (page.locator("#findings-chart title").text_content() or "")
+    CACHE.mkdir(exist_ok=True)
+    page.screenshot(path=str(CACHE / "portal-image-extras.png"), full_page=True)
