@@ -162,27 +162,63 @@ def _gate(report: dict[str, Any], fail_on: str | None, fail_on_unknown: bool) ->
 
 
 class _ContentRun:
-    """Content checks riding along on the indexer's layer read."""
+    """Content checks riding along on the indexer's layer read.
+
+    Each layer's results are cached in the user cache by (layer digest, rules digest, options,
+    checker; :mod:`hallmark.content.cache`): a layer already checked with these rules is not
+    checked again, and the YARA rules are loaded only when some layer is not in the cache.
+    The cross-layer view (whiteouts, replaced files) is rebuilt from this run's entries.
+    """
 
     def __init__(self, scanners: set[str], rules_dir: str | None, data_rules: Path) -> None:
-        from hallmark.content import ContentScanner, LayerHistory, ScanOptions, load_rules
+        from hallmark.advisories.compiled import cache_root
+        from hallmark.content import LayerHistory, ScanOptions, load_rules
+        from hallmark.content.cache import LayerResultCache
         from hallmark.content.model import ScanOutcome
+        from hallmark.content.rules import bundle_digest
 
         self.kinds = scanners & {"malware", "secret", "config"}
         folder: str | Path | None = rules_dir
         if folder is None and data_rules.is_dir():
             folder = data_rules
-        from hallmark.advisories.compiled import cache_root
-
-        # compiled YARA rules are kept in the user cache, keyed by the rules' digest (compiling takes seconds)
-        self.rules = load_rules(folder, yara="malware" in self.kinds, cache_dir=cache_root() / "yara")
+        self.folder = folder
         self.rules_source = str(folder) if folder is not None else "built-in"
-        opts = ScanOptions(
+        self.options = ScanOptions(
             secrets="secret" in self.kinds, malware="malware" in self.kinds, config="config" in self.kinds
         )
-        self.scanner = ContentScanner(self.rules, opts)
+        # secret rules and blocklist now (cheap; bad rule files fail before any reading), YARA on the first miss
+        self.light = load_rules(folder, yara=False)
+        self.digest = bundle_digest(folder, yara="malware" in self.kinds)
+        self.cache_dir = cache_root()
+        self.cache = LayerResultCache(self.cache_dir / "content", self.digest, self.options)
         self.history = LayerHistory()
         self.outcome = ScanOutcome()
+        self._scanner: Any = None
+        self._full: Any = None
+        self._layers: dict[int, tuple[str, Any]] = {}  # layer index -> (digest, outcome or None if cached)
+
+    def _bundle(self) -> Any:
+        """The complete rule bundle (compiled YARA rules cached by digest in the user cache)."""
+        from hallmark.content import load_rules
+
+        if self._full is None:
+            self._full = load_rules(self.folder, yara="malware" in self.kinds, cache_dir=self.cache_dir / "yara")
+        return self._full
+
+    def _layer(self, index: int, digest: str) -> Any:
+        """This layer's outcome to fill, or None when its results came from the cache."""
+        from hallmark.content import ContentScanner
+        from hallmark.content.model import ScanOutcome
+
+        state = self._layers.get(index)
+        if state is None:
+            hit = self.cache.get(digest, index)
+            if hit is not None:
+                self.outcome.extend(hit)
+            elif self._scanner is None:
+                self._scanner = ContentScanner(self._bundle(), self.options)
+            state = self._layers[index] = (digest, None if hit is not None else ScanOutcome())
+        return state[1]
 
     def on_entry(self, entry: Any, stream: IO[bytes] | None) -> None:
         from hallmark.index.walker import DIR, FILE, OPAQUE, WHITEOUT
@@ -194,23 +230,37 @@ class _ContentRun:
             self.history.opaque(entry.layer_index, path)
         else:
             self.history.add(entry.layer_index, path)
+        layer = self._layer(entry.layer_index, entry.layer_digest)
+        if layer is None:
+            return
         if entry.kind == FILE and stream is not None:
-            self.outcome.extend(
-                self.scanner.scan_file(path, entry.layer_index, entry.layer_digest, stream, entry.size, mode=entry.mode)
+            layer.extend(
+                self._scanner.scan_file(
+                    path, entry.layer_index, entry.layer_digest, stream, entry.size, mode=entry.mode
+                )
             )
         elif entry.kind == DIR:
-            self.outcome.findings.extend(
-                self.scanner.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True)
+            layer.findings.extend(
+                self._scanner.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True)
             )
 
     def finish(self, config_doc: dict[str, Any] | None) -> dict[str, Any]:
+        """Store the layers checked in this run, then add the config checks and correlate.
+        Called only after every layer was read to its end (a failed index stores nothing)."""
         from collections import Counter
 
-        from hallmark.content import correlate_layers
+        from hallmark.content import ContentScanner, correlate_layers
         from hallmark.content.model import SEVERITY_ORDER
 
+        for digest, layer in self._layers.values():
+            if layer is not None:
+                self.outcome.extend(layer)
+                self.cache.put(digest, layer)
         if config_doc is not None:
-            self.outcome.extend(self.scanner.scan_config(config_doc))
+            # the image config needs the secret rules only; the full bundle if it is loaded anyway
+            scanner = self._scanner or ContentScanner(self.light, self.options)
+            self.outcome.extend(scanner.scan_config(config_doc))
+        bundle = self._full if self._full is not None else self._bundle_info()
         found = [f for f in correlate_layers(self.outcome.findings, self.history) if f.kind in self.kinds]
         found.sort(key=lambda f: (-SEVERITY_ORDER.get(f.severity, 0), f.kind, f.path or f.location or ""))
         skipped = [s for s in self.outcome.skipped if s.reason != "binary"]
@@ -219,12 +269,21 @@ class _ContentRun:
             "content_scan": {
                 "scanners": sorted(self.kinds),
                 "rules": self.rules_source,
-                "rules_digest": self.rules.digest,
-                "rule_warnings": self.rules.warnings[:50],
+                "rules_digest": self.digest,
+                "rule_warnings": bundle.warnings[:50],
                 "skipped": len(skipped),
                 "skipped_by_reason": dict(sorted(Counter(s.reason for s in skipped).items())),
             },
         }
+
+    def _bundle_info(self) -> Any:
+        """Rule warnings without compiling YARA when no layer needed it: YARA files that do not
+        compile are never cached compiled, so only a clean YARA set is skipped here."""
+        from hallmark.content.rules import yara_cached
+
+        if "malware" in self.kinds and not yara_cached(self.folder, self.cache_dir / "yara"):
+            return self._bundle()  # warnings come from compiling: compile (and warn) as a fresh run does
+        return self.light
 
 
 def scan(

@@ -97,7 +97,7 @@ def _compile_yara(files: Sequence[Path], roots: Sequence[Path]) -> tuple[yara_x.
 def _load_yara(
     files: Sequence[Path], roots: Sequence[Path], cache_dir: Path | None
 ) -> tuple[yara_x.Rules, tuple[str, ...]]:
-    key = _digest(files, "yara-x " + _yara_version())
+    key = _yara_key(files)
     with _lock:
         if key in _yara_cache:
             return _yara_cache[key]
@@ -144,6 +144,42 @@ def load_blocklist(files: Iterable[Path]) -> tuple[dict[str, str], list[str]]:
     return out, warnings
 
 
+def _bundle_files(
+    directory: str | os.PathLike[str] | None, include_builtin: bool, yara: bool
+) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """(roots, secret files, YARA files, blocklist files) of a bundle, in digest order."""
+    roots: list[Path] = []
+    if directory is not None:
+        root = Path(directory)
+        if not root.is_dir():
+            raise RulesError(f"rule folder {root} does not exist")
+        roots.append(root.resolve())
+    if include_builtin:
+        roots.append(BUILTIN_DIR.resolve())
+    secret_files = [f for r in roots for f in _files(r, SECRETS_SUBDIR, (".toml",))]
+    yara_files = [f for r in roots for f in _files(r, YARA_SUBDIR, YARA_SUFFIXES)] if yara else []
+    block_files = [f for r in roots for f in _files(r, BLOCKLIST_SUBDIR, (".txt",))]
+    return roots, secret_files, yara_files, block_files
+
+
+def bundle_digest(directory: str | os.PathLike[str] | None, *, include_builtin: bool = True, yara: bool = True) -> str:
+    """The ``RuleBundle.digest`` that ``load_rules`` with the same arguments would give, without
+    compiling anything: a scan whose layer results are all cached never needs the YARA rules."""
+    _, secret_files, yara_files, block_files = _bundle_files(directory, include_builtin, yara)
+    return _digest(secret_files + yara_files + block_files, "bundle")
+
+
+def _yara_key(files: Sequence[Path]) -> str:
+    return _digest(files, "yara-x " + _yara_version())
+
+
+def yara_cached(directory: str | os.PathLike[str] | None, cache_dir: Path, *, include_builtin: bool = True) -> bool:
+    """Whether ``load_rules(directory, cache_dir=cache_dir)`` would read compiled YARA rules
+    from disk (a set with files that fail to compile is never stored, so it would compile)."""
+    _, _, yara_files, _ = _bundle_files(directory, include_builtin, True)
+    return not yara_files or (cache_dir / f"yara-{_yara_key(yara_files)}.bin").is_file()
+
+
 def load_rules(
     directory: str | os.PathLike[str] | None,
     *,
@@ -159,17 +195,7 @@ def load_rules(
     left out and listed in ``warnings`` so one bad upstream rule does not disable malware
     scanning.
     """
-    roots: list[Path] = []
-    if directory is not None:
-        root = Path(directory)
-        if not root.is_dir():
-            raise RulesError(f"rule folder {root} does not exist")
-        roots.append(root.resolve())
-    if include_builtin:
-        roots.append(BUILTIN_DIR.resolve())
-    secret_files = [f for r in roots for f in _files(r, SECRETS_SUBDIR, (".toml",))]
-    yara_files = [f for r in roots for f in _files(r, YARA_SUBDIR, YARA_SUFFIXES)] if yara else []
-    block_files = [f for r in roots for f in _files(r, BLOCKLIST_SUBDIR, (".txt",))]
+    roots, secret_files, yara_files, block_files = _bundle_files(directory, include_builtin, yara)
     if not secret_files:
         log.warning("no secret rules under %s", ", ".join(map(str, roots)))
 
