@@ -168,6 +168,7 @@ class Portal:
         self.store = hm.pipeline.store
         self.env = _environment()
         self.css = (HERE / "static" / "portal.css").read_bytes()
+        self.js = (HERE / "static" / "portal.js").read_bytes()
 
     # -- plumbing ---------------------------------------------------------------------------------
     @staticmethod
@@ -534,6 +535,17 @@ class Portal:
         resp.headers["Cache-Control"] = "public, max-age=3600"
         return resp
 
+    async def script(self, request: web.Request) -> web.StreamResponse:
+        resp = web.Response(body=self.js, content_type="text/javascript")
+        resp.headers.update(SECURITY_HEADERS)
+        resp.headers["Cache-Control"] = "public, max-age=3600"
+        return resp
+
+    async def catalog(self, request: web.Request) -> web.StreamResponse:
+        from hallmark.portal.catalog_page import page
+
+        return await page(self, request)
+
 
 def _sum_severity(images: list[dict[str, Any]]) -> dict[str, int]:
     """Findings of every kind (``summary.combined``), so leaked secrets or malware show in the list."""
@@ -570,5 +582,7 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         ),
         route("GET", "/events", p.page(p.events), viewer),
         route("GET", "/advisories", p.page(p.advisories), viewer),
+        route("GET", "/catalog", p.page(p.catalog), viewer),
         route("GET", "/static/portal.css", p.stylesheet, PUBLIC),
+        route("GET", "/static/portal.js", p.script, PUBLIC),
     ]

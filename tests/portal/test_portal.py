@@ -406,3 +406,37 @@ def test_image_page_shows_provenance_workloads_layers_and_history(page: Page, si
     assert "Findings over time" in (page.locator("#findings-chart title").text_content() or "")
     CACHE.mkdir(exist_ok=True)
     page.screenshot(path=str(CACHE / "portal-image-extras.png"), full_page=True)
+
+
+def test_catalog_cards_search_and_empty_and_error_states(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Catalog")
+    page.wait_for_url("**/catalog")
+    card = page.locator("#catalog li.card[data-repository='portal/app']")
+    assert card.locator(".stage").inner_text() == "staging"
+    assert card.locator(".grade").inner_text() in {"A", "B", "C", "D", "E", "F", "unknown"}
+    assert "debian" in card.inner_text().lower() and "last scanned 20" in card.inner_text()
+    pull = card.locator("input.pull-command")
+    assert pull.input_value() == f"docker pull {site.server.host}/portal/app@{site.digest}"
+    assert card.locator("label", has_text="Pull command for portal/app").count() == 1
+
+    page.fill("#catalog-q", "leaky")
+    page.click("#catalog-search")
+    page.wait_for_url("**/catalog?q=leaky*")
+    names = page.locator("#catalog li.card").evaluate_all("els => els.map(e => e.dataset.repository)")
+    assert names == ["portal/leaky"]
+
+    page.select_option("#catalog-stage", "approved")
+    page.click("#catalog-search")
+    assert "No image matches these filters" in page.inner_text("#no-images")
+
+    resp = page.goto("/catalog?grade=Z")
+    assert resp is not None and resp.status == 400
+    assert "clear the filters" in page.inner_text("#catalog-error")
+
+    page.context.clear_cookies()
+    login(page, "nobody", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    page.goto("/catalog")
+    assert "No image you can read yet" in page.inner_text("#no-images")
