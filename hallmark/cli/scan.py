@@ -16,7 +16,8 @@ Exit codes (documented in docs/report-schema.md):
   this case exit 0 instead. Without ``--fail-on`` the warning is printed and the exit is 0.
 
 All four scanners (vuln, malware, secret, config) run unless ``--scanners`` picks some.
-Content checks share the indexer's single read of each layer (``index_image(on_entry=)``).
+Content checks share the indexer's single read of each layer (``index_image(on_entry=)``), and
+their results are cached per layer in the user cache (:mod:`hallmark.content.cache`).
 """
 
 from __future__ import annotations
@@ -307,7 +308,8 @@ def scan(
         list[str] | None, typer.Option("--vex", help="OpenVEX document (repeatable): suppress triaged findings.")
     ] = None,
     db: Annotated[
-        str | None, typer.Option("--db", help="Advisory data folder (shared/data layout) instead of the active set.")
+        str | None,
+        typer.Option("--db", help="Advisory feed folder (the db update --mirror layout) instead of the active set."),
     ] = None,
     rules: Annotated[
         str | None, typer.Option("--rules", help="Rule folder for content checks (secrets/, yara/, blocklist/).")
@@ -325,7 +327,7 @@ def scan(
     data_dir: DataDirOption = None,
     config_file: ConfigOption = None,
 ) -> None:
-    """Scan an image for vulnerabilities (and, with --scanners, malware, secrets and config issues)."""
+    """Scan an image for vulnerabilities, malware, exposed secrets and configuration issues (--scanners picks some)."""
     from hallmark.cli._registry import open_image
     from hallmark.index import index_source
     from hallmark.oci import OciError
