@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from hallmark.config import Config
+from hallmark.discovery.packages import backfill_job as packages_backfill
 from hallmark.lifecycle.scheduler import JobContext, PeriodicJob, register
 from hallmark.pipeline.finding_rows import backfill_job
 
@@ -104,3 +105,4 @@ register(PeriodicJob("eol", lambda c: _hours(c.lifecycle.eol_interval_hours), _e
 register(PeriodicJob("lifecycle.policy", _eol_policy_interval, _eol_policy))
 register(PeriodicJob("provenance.backfill", lambda c: _hours(24 * 7), _provenance_backfill))  # weekly; or --job
 register(PeriodicJob("findings.backfill", lambda c: 3600.0, backfill_job))  # rows for reports older than them
+register(PeriodicJob("packages.backfill", lambda c: 3600.0, packages_backfill))  # search rows of older images

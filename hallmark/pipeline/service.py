@@ -194,6 +194,7 @@ class Pipeline:
             distro=result.distro.__dict__ if result.distro else None,
             package_count=len(result.packages),
         )
+        self._search_rows(repo, digest, result.packages, config)
         name = f"{repo}@{digest}"
         for kind, media_type, body in (
             ("sbom-cyclonedx", CYCLONEDX, to_cyclonedx(result, name)),
@@ -202,6 +203,16 @@ class Pipeline:
             self._attach_report(repo, rec, kind, media_type, body.encode())
         self.store.add_event("image.indexed", repo, digest, {"packages": len(result.packages)})
         self.jobs.enqueue("match", f"{repo}@{digest}", {"repo": repo, "digest": digest})
+
+    def _search_rows(self, repo: str, digest: str, packages: list[Any], config: bytes) -> None:
+        """Package rows and the text document search reads (hallmark.discovery.packages); a failure
+        there never fails the index (the ``packages.backfill`` job writes them later)."""
+        from hallmark.discovery.packages import labels_from_config, write_image
+
+        try:
+            write_image(self.meta, repo, digest, packages, labels_from_config(config))
+        except Exception:
+            log.exception("search rows of %s@%s not written", repo, digest)
 
     def _tag_expiry(self, repo: str, digest: str, config: bytes) -> None:
         """Due times from an ``expires-after`` label, read here because the config is read anyway

@@ -8,6 +8,7 @@ import orjson
 import zstandard
 from sqlalchemy import and_, delete, or_, select, update
 
+from hallmark.discovery.packages import forget_image as forget_packages
 from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.pipeline.finding_rows import forget_findings
 from hallmark.pipeline.findings import of_summary
@@ -138,6 +139,7 @@ class PipelineStore:
             conn.execute(delete(images).where(images.c.repo_name == repo, images.c.digest == digest))
             conn.execute(delete(reports).where(reports.c.repo_name == repo, reports.c.digest == digest))
             forget_findings(conn, repo, digest)
+            forget_packages(conn, repo, digest)
             if conn.execute(select(images.c.digest).where(images.c.digest == digest).limit(1)).first() is None:
                 conn.execute(delete(provenance).where(provenance.c.digest == digest))
 
