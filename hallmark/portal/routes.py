@@ -27,16 +27,19 @@ from aiohttp import web
 
 from hallmark import __version__
 from hallmark.access import crypto
-from hallmark.access.model import PULL, PUSH
+from hallmark.access.model import PULL, PUSH, SECURITY_REVIEWER
 from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
 from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
+from hallmark.portal import actions
 from hallmark.portal import image_extras as extras
 from hallmark.registry.names import valid_name
+from hallmark.report.vex import JUSTIFICATIONS as VEX_JUSTIFICATIONS
+from hallmark.report.vex import STATUSES as VEX_STATUSES
 from hallmark.web.auth import ACCESS_KEY, CSRF_COOKIE, DENIAL_PAGE, SESSION_COOKIE, api_permissions, client_addr
-from hallmark.web.authz import LOGIN, PUBLIC, Need, route
+from hallmark.web.authz import LOGIN, PUBLIC, Need, role, route
 
 if TYPE_CHECKING:
     from hallmark.app import Hallmark
@@ -45,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 SESSION_HOURS = 8
 NAME = "{name:[a-z0-9][a-z0-9._/-]*}"
 DIGEST = "{digest:sha(?:256|512):[a-f0-9]+}"
+ROBOT = "{robot:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}"
 SEVERITIES = ("critical", "high", "medium", "low", "unknown")
 CONTENT_SEVERITIES = ("critical", "high", "medium", "low", "info")
 EVENTS_PAGE = 100
@@ -82,6 +86,9 @@ class _Fail(Exception):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         self.message = message
+
+
+PortalFailure = _Fail  # the public name for modules of this package (actions, catalog page)
 
 
 @dataclass(frozen=True)
@@ -214,11 +221,22 @@ class Portal:
             raise _Fail(403, "The form expired or was not sent by this portal (CSRF check failed). Reload and retry.")
         return {k: str(v) for k, v in form.items() if isinstance(v, str)}
 
+    async def check_form(self, request: web.Request) -> dict[str, str]:
+        """The submitted form after the CSRF check (for the action handlers in ``portal.actions``)."""
+        return await self._check_form(request)
+
+    def access(self, request: web.Request) -> AccessService | None:
+        return self._access(request)
+
+    def redirect(self, request: web.Request, location: str) -> web.Response:
+        return self._redirect(request, location)
+
     def render(
         self, request: web.Request, template: str, viewer: Viewer | None, status: int = 200, **ctx: Any
     ) -> web.Response:
         html = self.env.get_template(template).render(
             user=viewer.name if viewer else None,
+            is_admin=bool(viewer and viewer.perms and viewer.perms.has_role("administrator")),
             access=self._access(request) is not None,
             csrf=self._csrf(request),
             path=request.path,
@@ -474,6 +492,11 @@ class Portal:
             pull=data["pull"],
             tag_history=data["tag_history"],
             can_push=viewer.perms is None or viewer.perms.can(name, PUSH),
+            can_review=actions.may(viewer, SECURITY_REVIEWER),
+            next_stages=actions.next_stages(data["catalog"]["stage"]),
+            vex_statuses=VEX_STATUSES,
+            vex_justifications=VEX_JUSTIFICATIONS,
+            triaged=request.query.get("triaged", "")[:20],
             findings=sorted(vulns.get("findings") or [], key=_sev_key),
             notes=vulns.get("notes") or [],
             content_findings=sorted(content.get("findings") or [], key=_content_key),
@@ -541,6 +564,21 @@ class Portal:
         resp.headers["Cache-Control"] = "public, max-age=3600"
         return resp
 
+    async def promote(self, request: web.Request) -> web.StreamResponse:
+        return await actions.promote(self, request)
+
+    async def vex(self, request: web.Request) -> web.StreamResponse:
+        return await actions.vex(self, request)
+
+    async def robots(self, request: web.Request) -> web.StreamResponse:
+        return await actions.robots(self, request)
+
+    async def create_robot(self, request: web.Request) -> web.StreamResponse:
+        return await actions.create_robot(self, request)
+
+    async def revoke_robot(self, request: web.Request) -> web.StreamResponse:
+        return await actions.revoke_robot(self, request)
+
     async def catalog(self, request: web.Request) -> web.StreamResponse:
         from hallmark.portal.catalog_page import page
 
@@ -567,6 +605,9 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
     if app is not None:
         app[DENIAL_PAGE] = p.denied
     viewer, reader = LOGIN.portal, Need(login=True, repo=PULL, style="portal")
+    # The API twins' declarations (api/catalog.py promote, api/vex.py upload, api/access.py robots).
+    reviewer = role(SECURITY_REVIEWER, repo_action=PULL).portal
+    administrator = role().portal
     return [
         route("GET", "/", p.page(p.repositories), viewer),
         route("GET", "/login", p.page(p.login_form), PUBLIC),
@@ -583,6 +624,16 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         route("GET", "/events", p.page(p.events), viewer),
         route("GET", "/advisories", p.page(p.advisories), viewer),
         route("GET", "/catalog", p.page(p.catalog), viewer),
+        route("POST", f"/repositories/{NAME}/images/{DIGEST}/promote", p.page(p.promote), reviewer),
+        route("POST", f"/repositories/{NAME}/images/{DIGEST}/vex", p.page(p.vex), reviewer),
+        route("GET", "/admin/robots", p.page(p.robots), administrator),
+        route("POST", "/admin/robots", p.page(p.create_robot), administrator),
+        route(
+            "POST",
+            "/admin/robots/{robot:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}/revoke",
+            p.page(p.revoke_robot),
+            administrator,
+        ),
         route("GET", "/static/portal.css", p.stylesheet, PUBLIC),
         route("GET", "/static/portal.js", p.script, PUBLIC),
     ]

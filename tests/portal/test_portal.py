@@ -440,3 +440,93 @@ def test_catalog_cards_search_and_empty_and_error_states(page: Page, site: Site)
     page.wait_for_url(site.url + "/")
     page.goto("/catalog")
     assert "No image you can read yet" in page.inner_text("#no-images")
+
+
+def _audit(site: Site, action: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        r = c.get("/api/v1/audit", params={"action": action})
+        assert r.status_code == 200, r.text
+        return list(r.json()["entries"])
+
+
+def test_promote_through_the_form_is_gated_audited_and_shows_in_the_catalog(page: Page, site: Site) -> None:
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        digest = push_image(c, "portal/promo", "v1", files=FILES)
+        _wait_done(c, "portal/promo", digest)
+    login(page, *site.admin)
+    page.goto(f"/repositories/portal/promo/images/{digest}")
+    page.select_option("#promote-to", "approved")
+    page.fill("#promote-reason", "reviewed for the first hour")
+    with page.expect_navigation():
+        page.click("#promote-submit")
+    assert "complete_scan" in page.inner_text("main")  # no advisory data: refused without force
+    page.go_back()
+    page.select_option("#promote-to", "approved")
+    page.fill("#promote-reason", "no advisory data for this test release; accepted")
+    page.check("#promote-force")
+    with page.expect_navigation():
+        page.click("#promote-submit")
+    assert page.inner_text("#catalog-stage").startswith("approved")
+    page.goto("/catalog?stage=approved")
+    assert page.locator("#catalog li.card[data-repository='portal/promo'] .stage").inner_text() == "approved"
+    outcomes = [(e["actor"], e["result"]) for e in _audit(site, "promote") if e["repository"] == "portal/promo"]
+    assert ("admin", "denied") in outcomes and ("admin", "allowed") in outcomes
+
+    # A reader is offered no form, and a forged post with a valid CSRF token is refused before the handler.
+    page.context.clear_cookies()
+    login(page, "reader", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    page.goto(f"/repositories/portal/app/images/{site.digest}")
+    assert page.locator("#promote-form").count() == 0
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "hallmark_csrf")
+    form = {"csrf": csrf, "to": "approved", "reason": "x", "force": "on"}
+    r = page.request.post(f"/repositories/portal/app/images/{site.digest}/promote", form=form)
+    assert r.status == 404
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        assert c.get(f"/api/v1/repositories/portal/app/images/{site.digest}/catalog").json()["stage"] == "staging"
+
+
+def test_vex_triage_form_stores_openvex_and_audits(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "hallmark_csrf")
+    url = f"/repositories/portal/app/images/{site.digest}/vex"
+    bad = {"csrf": csrf, "advisory": "CVE-2024-0001", "status": "not_affected"}
+    r = page.request.post(url, form=bad, max_redirects=0)
+    assert r.status == 400 and "justification" in r.text()  # not_affected needs a reason
+    form = {**bad, "justification": "vulnerable_code_not_present", "expires": "2099-01-31"}
+    r = page.request.post(url, form=form, max_redirects=0)
+    assert r.status == 303 and "triaged=" in r.headers["location"]
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        docs = c.get("/api/v1/vex", params={"repository": "portal/app"}).json()["documents"]
+        assert len(docs) == 1 and docs[0]["digest"] == site.digest
+    entry = next(e for e in _audit(site, "vex.upload") if e["repository"] == "portal/app")
+    assert entry["actor"] == "admin" and entry["detail"]["advisory"] == "CVE-2024-0001"
+
+
+def test_robot_token_is_shown_once_and_revoked_from_the_portal(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Robots")
+    page.fill("#robot-name", "ci-portal")
+    page.fill("#robot-scopes", "repository:portal/app:pull")
+    page.click("#robot-create")
+    token = page.input_value("#robot-token")
+    assert token.startswith("hmk_")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(site.url + "/api/v1/me", headers=bearer).json()["name"] == "ci-portal"
+    page.goto("/admin/robots")
+    assert page.locator("#robot-token").count() == 0 and "ci-portal" in page.inner_text("#robots")
+    with page.expect_navigation():
+        page.click("button[aria-label='Revoke robot ci-portal']")
+    assert "revoked" in page.locator("#robots tr", has_text="ci-portal").inner_text()
+    assert httpx.get(site.url + "/api/v1/me", headers=bearer).status_code == 401
+    actions = {e["action"] for e in _audit(site, "robot.create") + _audit(site, "robot.revoke")}
+    assert actions == {"robot.create", "robot.revoke"}
+    # Not for non-administrators.
+    page.context.clear_cookies()
+    login(page, "reader", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    assert page.locator("header >> text=Robots").count() == 0
+    resp = page.goto("/admin/robots")
+    assert resp is not None and resp.status == 404
