@@ -29,6 +29,7 @@ from hallmark.lifecycle import pull_policy
 from hallmark.metadata.datafolder import write_record
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
+from hallmark.mirror.proxy import PullThrough
 from hallmark.pipeline.runtime import server_context
 from hallmark.pipeline.service import Pipeline
 from hallmark.portal import routes as portal_routes
@@ -123,6 +124,7 @@ def build_app(hm: Hallmark) -> web.Application:
     registry_http.add_routes(app, hm.registry)
     # deprecated images warn, retired ones are refused (or warn) at manifest GET/HEAD
     hm.registry.pull_policy = pull_policy.PullPolicy(hm.meta, hm.config.lifecycle.retired_pull)
+    hm.registry.proxy = PullThrough(hm.config.mirror, hm.registry) if hm.config.mirror.proxy else None
     app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -448,6 +449,55 @@ class AccessConfig(_Section):
     oidc: OidcConfig = OidcConfig()
 
 
+class ProxyConfig(_Section):
+    """One pull-through cache (``[[mirror.proxy]]``): misses under ``namespace/`` come from ``upstream``."""
+
+    namespace: str  # first path segment of the local repositories, e.g. "hub"
+    upstream: str  # registry base URL, e.g. "https://registry-1.docker.io"
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)  # a secret: never logged nor in API answers
+    repositories: list[str] = []  # allow-list of upstream repository globs ("library/*"); empty: all
+    tag_ttl_seconds: int = Field(default=300, ge=0)  # a cached tag is re-checked upstream after this
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    insecure: bool = False  # allow an http:// upstream and skip TLS certificate checks (local mirrors, tests)
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", v):
+            raise ValueError(f"namespace must be one lowercase path segment, got {v!r}")
+        return v
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")) or len(v.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError(f"upstream must be an http(s) URL, got {v!r}")
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("upstream must not hold credentials: use username and password")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_plain_http(self) -> ProxyConfig:
+        if self.upstream.startswith("http://") and not self.insecure:
+            raise ValueError(f"upstream {self.upstream} is plain HTTP: set insecure = true to allow it")
+        return self
+
+
+class MirrorConfig(_Section):
+    """Acquisition from other registries (``[mirror]``): pull-through caches."""
+
+    proxy: list[ProxyConfig] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> MirrorConfig:
+        names = [p.namespace for p in self.proxy]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"proxy namespace(s) configured twice: {', '.join(dup)}")
+        return self
+
+
 class Config(_Section):
     data_dir: str = DEFAULT_DATA_DIR
     server: ServerConfig = ServerConfig()
@@ -462,6 +512,7 @@ class Config(_Section):
     lifecycle: LifecycleConfig = LifecycleConfig()
     index: IndexConfig = IndexConfig()
     admission: AdmissionConfig = AdmissionConfig()
+    mirror: MirrorConfig = MirrorConfig()
 
     @property
     def data_path(self) -> Path:

@@ -71,6 +71,28 @@ class Reference:
         return cls(host, path, tag, digest or None)
 
 
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """A ``WWW-Authenticate`` value as (lowercased scheme, its quoted parameters)."""
+    scheme, _, params = header.strip().partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', params))
+
+
+def basic_authorization(credentials: tuple[str, str]) -> str:
+    """The ``Authorization`` value for HTTP Basic."""
+    user, password = credentials
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def token_of(resp: httpx.Response) -> str | None:
+    """The token in a token endpoint's answer (``token``, or OAuth2's ``access_token``); None when absent."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
 class _StreamReader(io.RawIOBase):
     """Turns an httpx streaming response into a file object for the decompressors."""
 
@@ -161,16 +183,14 @@ class RegistryClient:
         return OciError(f"{self.name}: {exc}")
 
     def _authenticate(self, challenge: str) -> None:
-        scheme, _, params = challenge.partition(" ")
-        if scheme.lower() == "basic":
+        scheme, fields = parse_challenge(challenge)
+        if scheme == "basic":
             if not self._credentials:
                 raise self._unauthorized("registry wants Basic auth")
-            user, password = self._credentials
-            self._authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._authorization = basic_authorization(self._credentials)
             return
-        if scheme.lower() != "bearer":
+        if scheme != "bearer":
             raise OciError(f"{self.name}: registry wants {scheme or '?'} auth; only Bearer and Basic work")
-        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         realm = fields.pop("realm", None)
         if not realm:
             raise OciError(f"{self.name}: Bearer challenge without realm")
@@ -185,8 +205,7 @@ class RegistryClient:
             raise self._unauthorized(f"token endpoint answered {resp.status_code}")
         if resp.status_code != 200:
             raise OciError(f"{self.name}: token endpoint answered {resp.status_code}")
-        body = resp.json()
-        token = body.get("token") or body.get("access_token")
+        token = token_of(resp)
         if not token:
             raise OciError(f"{self.name}: token endpoint returned no token")
         self._authorization = f"Bearer {token}"

@@ -21,6 +21,7 @@ STATUS = {
     "DENIED": 403,
     "UNSUPPORTED": 405,
     "TOOMANYREQUESTS": 429,
+    "UNAVAILABLE": 503,  # distribution's code; here: a pull-through upstream failed
 }
 
 MESSAGES = {
@@ -38,6 +39,7 @@ MESSAGES = {
     "DENIED": "requested access to the resource is denied",
     "UNSUPPORTED": "the operation is unsupported",
     "TOOMANYREQUESTS": "too many requests",
+    "UNAVAILABLE": "service unavailable",
 }
 
 

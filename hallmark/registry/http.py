@@ -6,6 +6,7 @@ over the path instead of the framework router.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,6 +15,8 @@ from urllib.parse import quote, urlencode
 import orjson
 from aiohttp import web
 
+from hallmark.mirror.proxy import ProxiedBlob
+from hallmark.mirror.upstream import UpstreamError
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import OCI_INDEX
 from hallmark.registry.rawbody import RAW_KEY, raw_body
@@ -147,20 +150,28 @@ async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]
     repo, ref = m["name"], m["ref"]
     if request.method in ("GET", "HEAD"):
         accept = [a.split(";")[0].strip() for a in request.headers.getall("Accept", []) for a in a.split(",")]
-        rec = await svc.get_manifest(repo, ref, [a for a in accept if a])
+        accept = [a for a in accept if a]
+        stale: str | None = None
+        if svc.proxy is not None and svc.proxy.route(repo) is not None:
+            served = await svc.proxy.manifest(repo, ref, accept)
+            rec, stale = served.record, served.warning
+        else:
+            rec = await svc.get_manifest(repo, ref, accept)
         warning = await svc.check_pull(repo, rec.digest)
+        warning = ", ".join(warning_header(w) for w in (stale, warning) if w) or None
         headers = {
             "Content-Type": rec.media_type,
             "Docker-Content-Digest": rec.digest,
             "ETag": f'"{rec.digest}"',
         }
         if warning:
-            headers["Warning"] = warning_header(warning)
+            headers["Warning"] = warning
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(rec.content))
             return web.Response(status=200, headers=headers)
         return web.Response(status=200, body=rec.content, headers=headers)
     if request.method == "PUT":
+        refuse_proxy_push(svc, repo)
         limit = svc.config.max_manifest_bytes
         length = _content_length(request)
         if length is not None and length > limit:
@@ -188,7 +199,13 @@ async def manifest(request: web.Request, svc: RegistryService, m: dict[str, str]
 async def blob(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
     repo, digest = m["name"], m["digest"]
     if request.method in ("GET", "HEAD"):
-        info = await svc.stat_blob(repo, digest)
+        if svc.proxy is not None and svc.proxy.route(repo) is not None:
+            found = await svc.proxy.blob(repo, digest, request.method == "HEAD")
+            if isinstance(found, ProxiedBlob):
+                return await _stream_proxied(request, found)
+            info = found
+        else:
+            info = await svc.stat_blob(repo, digest)
         headers = {"Docker-Content-Digest": info.digest, "Content-Type": "application/octet-stream"}
         if info.path is not None:
             # FileResponse serves Range requests and uses sendfile(2): no copy through Python.
@@ -202,10 +219,43 @@ async def blob(request: web.Request, svc: RegistryService, m: dict[str, str]) ->
     raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "DELETE"])
 
 
+async def _stream_proxied(request: web.Request, blob: ProxiedBlob) -> web.StreamResponse:
+    """Send a blob as it arrives from a pull-through upstream. A bad body raises after some bytes went
+    out: the connection is then cut short of its length, so the client never takes it for complete."""
+    headers = {"Docker-Content-Digest": blob.digest, "Content-Type": "application/octet-stream"}
+    if blob.size is not None:
+        headers["Content-Length"] = str(blob.size)
+    resp = web.StreamResponse(status=200, headers=headers)
+    async with contextlib.aclosing(blob.chunks) as chunks:
+        try:  # a body that fails before its first byte is sent still gets a proper error
+            first = await anext(chunks, b"")
+        except UpstreamError as exc:
+            raise RegistryError("UNAVAILABLE", message=str(exc), detail={"digest": blob.digest}) from exc
+        await resp.prepare(request)
+        if first:
+            await resp.write(first)
+        async for chunk in chunks:
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def refuse_proxy_push(svc: RegistryService, repo: str) -> None:
+    """Pull-through namespaces hold the upstream's content only (as in Harbor and Quay): no pushes."""
+    proxy = svc.proxy.namespace_of(repo) if svc.proxy is not None else None
+    if proxy is not None:
+        raise RegistryError(
+            "DENIED",
+            message=f"{proxy.namespace}/ is a pull-through cache of {proxy.upstream}: pushes are refused",
+            detail={"repository": repo},
+        )
+
+
 async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
     repo = m["name"]
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    refuse_proxy_push(svc, repo)
     q = request.query
     mount, source = q.get("mount"), q.get("from")
     if mount is not None:
@@ -237,6 +287,7 @@ async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, 
 async def upload(request: web.Request, svc: RegistryService, m: dict[str, str]) -> web.StreamResponse:
     repo, upload_id = m["name"], m["uuid"]
     if request.method in ("PATCH", "PUT"):
+        refuse_proxy_push(svc, repo)
         length, crange = _content_length(request), _content_range(request)
         raw = raw_body(request, svc.executor, length)
         try:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
@@ -44,6 +44,9 @@ from hallmark.registry.manifests import (
 from hallmark.registry.names import referrers_tag_subject, valid_name, valid_tag
 from hallmark.registry.sessions import UploadIds
 from hallmark.storage.base import BlobStore, BlobWriter, DigestMismatch, UploadNotFound
+
+if TYPE_CHECKING:
+    from hallmark.mirror.proxy import PullThrough
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,6 +139,8 @@ class RegistryService:
         self._unrecorded: collections.Counter[str] = collections.Counter()
         self.listeners: list[Listener] = []
         self.pull_policy: PullPolicy | None = None
+        # Pull-through caches ([[mirror.proxy]]); the application sets it when some are configured.
+        self.proxy: PullThrough | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -1,0 +1,1 @@
+"""Acquisition from other registries: the pull-through cache (proxy) and repository mirrors."""

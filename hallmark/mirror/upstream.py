@@ -1,0 +1,234 @@
+"""An upstream registry, read over the OCI distribution API (async, for the pull-through cache and mirrors).
+
+The auth dance is the one of :mod:`hallmark.oci.registry` (its challenge parsing, Basic header and
+token reading are reused): anonymous first, then Basic or the Bearer-token flow the ``WWW-Authenticate``
+challenge asks for, one token per repository. Everything that comes back is checked before anyone
+uses it: manifests are read up to a size limit and their digest verified, blobs are hashed while they
+stream and the last chunk is held back until the digest and length match, so a consumer that forwards
+chunks never forwards a whole corrupt blob. Credentials and tokens never appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from hallmark.digest import InvalidDigest, digest_bytes, parse_digest
+from hallmark.oci import mediatypes as mt
+from hallmark.oci.registry import basic_authorization, parse_challenge, token_of
+
+MAX_REDIRECTS = 5
+CHUNK = 1 << 16
+
+
+class UpstreamError(Exception):
+    """The upstream failed or sent something unusable; ``status`` is its HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def unreachable(self) -> bool:
+        """No answer, a timeout or a server error: the cached copy may stand in."""
+        return self.status is None or self.status >= 500 or self.status == 429
+
+
+@dataclass(frozen=True)
+class UpstreamManifest:
+    content: bytes
+    media_type: str
+    digest: str
+
+
+class Upstream:
+    """One upstream registry (``https://host[:port]``); safe to share between concurrent requests."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: tuple[str, str] | None = None,
+        timeout: float = 30.0,
+        max_manifest_bytes: int = 4 << 20,
+        max_redirects: int = MAX_REDIRECTS,
+        verify_tls: bool = True,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.max_manifest_bytes = max_manifest_bytes
+        self._credentials = credentials
+        # Redirects are followed (blob storage behind a CDN), a few only; httpx drops Authorization
+        # when a redirect leaves the upstream's origin, so credentials never reach a third party.
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), follow_redirects=True, max_redirects=max_redirects, verify=verify_tls
+        )
+        self._authorization: dict[str, str] = {}  # repository -> Authorization value
+        self.requests = 0  # HTTP requests sent (tests and metrics)
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"Upstream({self.url!r})"
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _authenticate(self, repository: str, challenge: str) -> None:
+        scheme, fields = parse_challenge(challenge)
+        if scheme == "basic":
+            if not self._credentials:
+                raise UpstreamError(f"{self.url}: upstream wants credentials (Basic); none are configured", 401)
+            self._authorization[repository] = basic_authorization(self._credentials)
+            return
+        if scheme != "bearer":
+            raise UpstreamError(f"{self.url}: upstream wants {scheme or '?'} auth; only Bearer and Basic work", 401)
+        realm = fields.pop("realm", None)
+        if not realm:
+            raise UpstreamError(f"{self.url}: Bearer challenge without realm", 401)
+        fields["scope"] = f"repository:{repository}:pull"
+        auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
+        self.requests += 1
+        try:
+            resp = await self._client.get(realm, params=fields, auth=auth)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{self.url}: token endpoint: {type(exc).__name__}") from exc
+        if resp.status_code != 200:
+            raise UpstreamError(f"{self.url}: token endpoint answered {resp.status_code}", resp.status_code)
+        token = token_of(resp)
+        if not token:
+            raise UpstreamError(f"{self.url}: token endpoint returned no token")
+        self._authorization[repository] = f"Bearer {token}"
+
+    async def _send(self, method: str, repository: str, path: str, accept: str | None = None) -> httpx.Response:
+        """A streamed response with status 200, authenticating once on a 401; other statuses raise."""
+        url = f"{self.url}/v2/{repository}/{path}"
+        for attempt in range(2):
+            headers = {"Accept": accept} if accept else {}
+            if repository in self._authorization:
+                headers["Authorization"] = self._authorization[repository]
+            self.requests += 1
+            try:
+                resp = await self._client.send(self._client.build_request(method, url, headers=headers), stream=True)
+            except httpx.TooManyRedirects as exc:
+                raise UpstreamError(f"{self.url}: {method} {path}: too many redirects", 508) from exc
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"{self.url}: {method} {path}: {type(exc).__name__} {exc}") from exc
+            if resp.status_code == 401 and attempt == 0 and "www-authenticate" in resp.headers:
+                await resp.aclose()
+                self._authorization.pop(repository, None)
+                await self._authenticate(repository, resp.headers["www-authenticate"])
+                continue
+            if resp.status_code != 200:
+                await resp.aclose()
+                raise UpstreamError(f"{self.url}: {method} {path} answered {resp.status_code}", resp.status_code)
+            return resp
+        raise UpstreamError(f"{self.url}: {method} {path}: unauthorized", 401)
+
+    async def head_manifest(self, repository: str, reference: str) -> str:
+        """The digest the upstream has under ``reference`` (a tag check: one HEAD, no body)."""
+        resp = await self._send("HEAD", repository, f"manifests/{reference}", mt.ACCEPT_MANIFESTS)
+        await resp.aclose()
+        digest = resp.headers.get("docker-content-digest", "")
+        try:
+            parse_digest(digest)
+        except InvalidDigest as exc:
+            raise UpstreamError(f"{self.url}: HEAD manifests/{reference}: no valid Docker-Content-Digest") from exc
+        return digest
+
+    async def manifest(self, repository: str, reference: str) -> UpstreamManifest:
+        """A manifest, read up to the size limit, its digest checked against the reference (or the
+        upstream's ``Docker-Content-Digest``)."""
+        resp = await self._send("GET", repository, f"manifests/{reference}", mt.ACCEPT_MANIFESTS)
+        body = bytearray()
+        try:
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_manifest_bytes:
+                raise UpstreamError(f"{self.url}: manifest {reference} is over {self.max_manifest_bytes} bytes")
+            async for chunk in resp.aiter_raw(CHUNK):
+                body += chunk
+                if len(body) > self.max_manifest_bytes:
+                    raise UpstreamError(f"{self.url}: manifest {reference} is over {self.max_manifest_bytes} bytes")
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{self.url}: manifest {reference}: {type(exc).__name__} {exc}") from exc
+        finally:
+            await resp.aclose()
+        content = bytes(body)
+        if declared and declared.isdigit() and int(declared) != len(content):
+            raise UpstreamError(f"{self.url}: manifest {reference} truncated ({len(content)} of {declared} bytes)")
+        expected = reference if ":" in reference else resp.headers.get("docker-content-digest")
+        algo = "sha256"
+        if expected:
+            try:
+                algo, _ = parse_digest(expected)
+            except InvalidDigest as exc:
+                raise UpstreamError(f"{self.url}: manifest {reference}: invalid digest {expected!r}") from exc
+        digest = digest_bytes(content, algo)
+        if expected and digest != expected:
+            raise UpstreamError(f"{self.url}: manifest {reference}: digest mismatch ({digest} != {expected})")
+        media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        return UpstreamManifest(content, media_type, digest)
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """The size the upstream announces for a blob (HEAD), None when it gives none."""
+        resp = await self._send("HEAD", repository, f"blobs/{digest}")
+        await resp.aclose()
+        length = resp.headers.get("content-length", "")
+        return int(length) if length.isdigit() else None
+
+    async def blob(self, repository: str, digest: str) -> UpstreamBlob:
+        """An open blob; iterate :meth:`UpstreamBlob.chunks` to read it, verified."""
+        try:
+            algo, _ = parse_digest(digest)
+        except InvalidDigest as exc:
+            raise UpstreamError(f"invalid digest {digest!r}", 400) from exc
+        resp = await self._send("GET", repository, f"blobs/{digest}")
+        length = resp.headers.get("content-length", "")
+        return UpstreamBlob(self.url, digest, algo, resp, int(length) if length.isdigit() else None)
+
+
+class UpstreamBlob:
+    """A blob body in flight. ``chunks`` yields it in order, but keeps the last chunk until the whole
+    body has been hashed and counted: a mismatch or a short body raises instead of yielding the end."""
+
+    def __init__(self, url: str, digest: str, algo: str, resp: httpx.Response, size: int | None) -> None:
+        self.url = url
+        self.digest = digest
+        self.size = size
+        self._algo = algo
+        self._resp = resp
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        hasher = hashlib.new(self._algo)
+        held = b""
+        got = 0
+        try:
+            async for chunk in self._resp.aiter_raw(CHUNK):
+                if not chunk:
+                    continue
+                got += len(chunk)
+                if self.size is not None and got > self.size:
+                    raise UpstreamError(f"{self.url}: blob {self.digest}: longer than its Content-Length")
+                hasher.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"{self.url}: blob {self.digest}: {type(exc).__name__} {exc}") from exc
+        finally:
+            await self._resp.aclose()
+        if self.size is not None and got != self.size:
+            raise UpstreamError(f"{self.url}: blob {self.digest}: truncated ({got} of {self.size} bytes)")
+        actual = f"{self._algo}:{hasher.hexdigest()}"
+        if actual != self.digest:
+            raise UpstreamError(f"{self.url}: blob {self.digest}: digest mismatch (got {actual})")
+        self.size = got
+        if held:
+            yield held
+
+    async def close(self) -> None:
+        await self._resp.aclose()
