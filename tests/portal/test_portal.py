@@ -530,3 +530,52 @@ def test_robot_token_is_shown_once_and_revoked_from_the_portal(page: Page, site:
     assert page.locator("header >> text=Robots").count() == 0
     resp = page.goto("/admin/robots")
     assert resp is not None and resp.status == 404
+
+
+def _axe_script() -> Path:
+    """axe-core as the PyPI package axe-playwright-python ships it (no CDN, no npm at test time)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("axe_playwright_python")
+    assert spec is not None and spec.origin is not None, "pip install axe-playwright-python (test extra)"
+    return Path(spec.origin).parent / "axe.min.js"
+
+
+def test_every_page_has_no_serious_accessibility_violation(browser: Browser, site: Site) -> None:
+    """axe-core on each page, as an administrator (every action form shown); CSP is bypassed only
+    so the test can inject axe itself."""
+    script = _axe_script()
+    ctx = browser.new_context(base_url=site.url, bypass_csp=True)
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(20_000)
+        pages = [
+            "/login",
+            "/",
+            "/catalog",
+            "/catalog?grade=Z",
+            "/events",
+            "/advisories",
+            "/repositories/portal/app",
+            f"/repositories/portal/app/images/{site.digest}",
+            f"/repositories/portal/leaky/images/{site.leaky}",
+            "/admin/robots",
+        ]
+        found: dict[str, list[Any]] = {}
+        for i, path in enumerate(pages):
+            if i == 1:
+                login(page, *site.admin)
+                page.wait_for_url(site.url + "/")
+            page.goto(path)
+            page.add_script_tag(path=str(script))
+            violations = page.evaluate(
+                """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+                    .filter(v => v.impact === "serious" || v.impact === "critical")
+                    .map(v => ({id: v.id, impact: v.impact,
+                                nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))"""
+            )
+            if violations:
+                found[path] = violations
+        assert found == {}, json.dumps(found, indent=1)
+    finally:
+        ctx.close()
