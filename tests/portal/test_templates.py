@@ -81,3 +81,63 @@ def test_login_page_offers_oidc_only_when_configured() -> None:
     ctx = {"user": None, "access": True, "csrf": "t" * 43, "path": "/login", "error": None, "username": ""}
     assert "/auth/oidc/login?next=/events" in login.render(**ctx, next="/events", oidc=True)
     assert "oidc" not in login.render(**ctx, next="/events", oidc=False)
+
+
+def test_only_web_urls_become_links() -> None:
+    from hallmark.portal.image_extras import commit_link, web_link
+
+    assert web_link("javascript:alert(1)") is None and web_link("git@github.com:a/b.git") is None
+    assert commit_link("https://github.com/a/b.git", "abc123") == "https://github.com/a/b/commit/abc123"
+    assert commit_link("https://github.com/a/b", "../../evil") is None
+    assert commit_link("ssh://github.com/a/b", "abc123") is None
+
+
+def test_chart_scales_points_and_keeps_one_line_per_severity() -> None:
+    import datetime as dt
+
+    from hallmark.portal.image_extras import CHART_H, CHART_PAD, chart
+
+    t = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    doc = chart([(t, {"critical": 4, "high": 2}), (t + dt.timedelta(days=1), {"critical": 0, "high": 2})])
+    assert (
+        doc is not None
+        and doc["top"] == 4
+        and [x["severity"] for x in doc["lines"]]
+        == [
+            "critical",
+            "high",
+            "medium",
+            "low",
+        ]
+    )
+    crit = doc["lines"][0]["points"].split()
+    assert crit[0].endswith(f",{float(CHART_PAD)}") and crit[1].endswith(f",{float(CHART_H - CHART_PAD)}")
+    assert chart([]) is None
+
+
+def test_vex_form_becomes_a_valid_openvex_statement_with_expiry() -> None:
+    from hallmark.portal.actions import vex_document
+    from hallmark.report.vex import parse_vex
+
+    form = {"status": "not_affected", "justification": "vulnerable_code_not_present", "expires": "2099-01-31"}
+    doc = parse_vex(vex_document("a", DIGEST, "CVE-2024-1", form, "admin"), source="t")
+    (st,) = doc.statements
+    assert st.vulnerability == "CVE-2024-1" and st.status == "not_affected"
+    assert st.valid_until is not None and st.valid_until.year == 2099
+
+
+def test_sizes_read_like_people_write_them() -> None:
+    from hallmark.portal.routes import _bytes
+
+    assert [_bytes(v) for v in (None, 298, 2048, 5 * 1024**3)] == ["", "298 B", "2.0 KiB", "5.0 GiB"]
+
+
+def test_content_filters_pass_through_only_when_the_search_takes_them() -> None:
+    from hallmark.portal.catalog_page import accepted_content_filters
+
+    def old(stage: str | None, q: str | None, owner: str | None, grade: str | None = None) -> None: ...
+
+    def new(stage: str | None, q: str | None, package: str | None = None, advisory: str | None = None) -> None: ...
+
+    assert accepted_content_filters(old) == ()
+    assert accepted_content_filters(new) == ("package", "advisory")
