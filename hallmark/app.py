@@ -14,6 +14,7 @@ from hallmark import __version__
 from hallmark.access.service import AccessService
 from hallmark.api import access as api_access
 from hallmark.api import admission as api_admission
+from hallmark.api import advisories_detail as api_advisories_detail
 from hallmark.api import catalog as api_catalog
 from hallmark.api import explore as api_explore
 from hallmark.api import images as api_images
@@ -132,6 +133,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_vex.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_provenance.routes(hm.pipeline, hm.registry))
     app.router.add_routes(api_catalog.routes(hm.pipeline, hm.registry))
+    app.router.add_routes(api_advisories_detail.routes(hm.pipeline, hm.registry))  # one advisory everywhere
     app.router.add_routes(api_pull_policy.routes(hm.meta, hm.config.lifecycle, hm.registry))
     app.router.add_routes(api_tags.routes(hm.config, hm.registry))  # also before repositories
     app.router.add_routes(api_repositories.routes(hm.registry, hm.config))

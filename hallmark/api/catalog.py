@@ -38,7 +38,6 @@ class PromoteIn(BaseModel):
     replacement: str | None = Field(default=None, min_length=1, max_length=400)
 
 
-
 def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
     run = registry.run
     catalog = CatalogService(pipeline)
@@ -53,12 +52,21 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
             raise ApiError(exc.status, exc.code, str(exc)) from exc
 
     async def search(request: web.Request) -> web.Response:
-        q = request.query
-        entries = await call(
-            catalog.search, q.get("stage") or None, q.get("q") or None, q.get("owner") or None, q.get("grade") or None
-        )
-        allowed = await visible(request, list({e["repository"] for e in entries}))
-        return json_response({"images": [e for e in entries if e["repository"] in allowed]})
+        """Filters of hallmark.discovery.search (contents, advisory, stage, grade, OS, end of life,
+        owner, KEV, fix, full text); ranked, then cut to what the caller may pull, then paged."""
+        from hallmark.discovery import search as discovery
+
+        try:
+            query = discovery.make_query(dict(request.query))
+        except discovery.SearchError as exc:
+            raise ApiError(400, "INVALID_INPUT", str(exc)) from exc
+        soon = pipeline.config.lifecycle.eol_soon_days
+        found = await run(lambda: discovery.find(pipeline.meta, query, soon))
+        allowed = await visible(request, list({r for r, _ in found.keys}))
+        keys = [k for k in found.keys if k[0] in allowed]
+        page = keys[query.offset : query.offset + query.limit]
+        entries = await run(lambda: discovery.entries(pipeline.meta, page, found, soon))
+        return json_response({"images": entries, "total": len(keys), "limit": query.limit, "offset": query.offset})
 
     async def get_entry(request: web.Request) -> web.Response:
         name, digest = image_ref(request)

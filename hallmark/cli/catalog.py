@@ -6,7 +6,7 @@ that run next to the database rather than through the server.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -182,3 +182,75 @@ def retire_cmd(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("search")
+def search_cmd(
+    query: Annotated[str | None, typer.Argument(help="Full text: names, descriptions, labels, package names.")] = None,
+    package: Annotated[str | None, typer.Option("--package", help="Package name, e.g. openssl.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Version range, e.g. '<3.0.7' or '>=1,<2'.")] = None,
+    purl: Annotated[str | None, typer.Option("--purl", help="Package URL, e.g. pkg:pypi/django.")] = None,
+    advisory: Annotated[str | None, typer.Option("--advisory", help="CVE, GHSA, DSA... (aliases too).")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="staging, approved, deprecated or retired")] = None,
+    grade: Annotated[str | None, typer.Option("--grade", help="Health grades to keep, e.g. A,B.")] = None,
+    os_release: Annotated[str | None, typer.Option("--os", help="OS release, e.g. debian:12 or alpine.")] = None,
+    eol: Annotated[str | None, typer.Option("--eol", help="eol, eol_soon, supported, unknown, true, false")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Owning team or user.")] = None,
+    kev: Annotated[str | None, typer.Option("--kev", help="true: a KEV-listed finding; false: none.")] = None,
+    fix: Annotated[str | None, typer.Option("--fix-available", help="true: a fixable finding; false: none.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many images (1..1000).")] = 100,
+    as_json: Annotated[bool, JsonOption] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Find images by what is inside them; approved first, better grade first, newest first."""
+    from hallmark.app import Hallmark
+    from hallmark.discovery.search import SearchError, make_query, search
+
+    params = {
+        "q": query,
+        "package": package,
+        "version": version,
+        "purl": purl,
+        "advisory": advisory,
+        "stage": stage,
+        "grade": grade,
+        "os": os_release,
+        "eol": eol,
+        "owner": owner,
+        "kev": kev,
+        "fix_available": fix,
+        "limit": str(limit),
+    }
+    try:
+        q = make_query(params)
+    except SearchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    cfg = get_config(data_dir, config)
+    hm = Hallmark.open(cfg)
+    try:
+        entries, total = search(hm.meta, q, cfg.lifecycle.eol_soon_days)
+    finally:
+        hm.close()
+    if as_json:
+        print_json({"images": entries, "total": total})
+        return
+
+    def matched(e: dict[str, Any]) -> str:
+        pk = e.get("packages") or []
+        fs = e.get("findings") or []
+        parts = [f"{p['name']} {p['version']}" for p in pk if isinstance(p, dict)][:3]
+        parts += [f"{f['advisory_id']} in {f['package']} {f['version']}" for f in fs if isinstance(f, dict)][:3]
+        return ", ".join(parts)
+
+    print_table(
+        ("STAGE", "GRADE", "IMAGE", "OS", "EOL", "MATCHED"),
+        [
+            (e["stage"], e["grade"], f"{e['repository']}@{e['digest']}", e.get("os"), e.get("eol"), matched(e))
+            for e in entries
+        ],
+        empty="no images match these filters",
+    )
+    if total > len(entries):
+        typer.echo(f"{len(entries)} of {total} shown (--limit)", err=True)

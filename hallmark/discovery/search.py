@@ -438,7 +438,7 @@ def entries(meta: MetadataStore, keys: Sequence[Key], found: Found, eol_soon_day
             )
             for r in conn.execute(sel).mappings():
                 if (r["repo_name"], r["digest"]) in wanted:
-                    rows[(r["repo_name"], r["digest"])] = dict(r)
+                    rows[(r["repo_name"], r["digest"])] = {str(k): v for k, v in r.items()}
         pushed = _pushed_at(conn, keys)
     out = []
     for key in keys:
@@ -446,7 +446,8 @@ def entries(meta: MetadataStore, keys: Sequence[Key], found: Found, eol_soon_day
         if d is None:
             continue  # forgotten between the two steps
         summary = d.pop("summary")
-        distro = orjson.loads(d.pop("distro")) if d.get("distro") else None
+        raw_distro = d.pop("distro")
+        distro = orjson.loads(raw_distro) if raw_distro else None
         entry: dict[str, Any] = {
             "repository": d.pop("repo_name"),
             "digest": d.pop("digest"),

@@ -44,6 +44,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/events"): "login",
     ("GET", "/api/v1/advisories"): "login",
     ("POST", "/api/v1/advisories/update"): "administrator",
+    ("GET", "/api/v1/advisories/{id}"): "login",  # images limited to what the caller may pull
     ("GET", "/api/v1/repositories/{name}/images/{digest}/verification"): "pull",
     ("POST", "/api/v1/repositories/{name}/images/{digest}/sign"): "reviewer+pull",
     ("POST", "/api/v1/vex"): "reviewer",
