@@ -65,7 +65,7 @@ class Hallmark:
             migrate(engine)
         write_record(config.data_path, config.database_url)  # first start: the folder names its database
         meta = MetadataStore(engine)
-        blobs = FilesystemBlobStore(config.blob_path)
+        blobs = open_blob_store(config)
         upload_ids = UploadIds(load_key(config.data_path / "registry" / "upload-session-key"))
         registry = RegistryService(blobs, meta, config.registry, upload_ids=upload_ids)
         return cls(config, meta, blobs, registry, Pipeline(config, meta, blobs, registry))
@@ -73,6 +73,15 @@ class Hallmark:
     def close(self) -> None:
         self.registry.executor.shutdown(wait=False, cancel_futures=True)
         self.meta.engine.dispose()
+
+
+def open_blob_store(config: Config) -> BlobStore:
+    """The configured blob driver; S3 is imported only when used (boto3 is slow to import)."""
+    if config.storage.driver == "s3":
+        from hallmark.storage.s3 import S3BlobStore
+
+        return S3BlobStore.from_config(config.storage)
+    return FilesystemBlobStore(config.blob_path)
 
 
 HALLMARK_KEY = web.AppKey("hallmark", Hallmark)

@@ -109,13 +109,37 @@ class StorageConfig(_Section):
     driver: str = "filesystem"
     # Blob folder; defaults to <data_dir>/blobs.
     path: str | None = None
+    # driver = "s3" (any S3-compatible server): see hallmark.storage.s3.
+    bucket: str | None = None
+    prefix: str = ""  # keys live under <prefix>/blobs/..., <prefix>/_uploads/...
+    endpoint: str | None = None  # e.g. "https://minio.example:9000"; None: AWS
+    region: str | None = None
+    path_style: bool = False  # bucket in the path, not the host name (MinIO, Ceph, most self-hosted)
+    # Secrets: never logged nor in API answers. Unset: environment / the standard AWS chain.
+    access_key: str | None = Field(default=None, repr=False)
+    secret_key: str | None = Field(default=None, repr=False)
+    redirect: bool = False  # answer blob GETs with 307 to a presigned URL instead of streaming
+    redirect_expiry_seconds: int = Field(default=600, ge=10, le=7 * 24 * 3600)
 
     @field_validator("driver")
     @classmethod
     def _check_driver(cls, v: str) -> str:
-        if v not in {"filesystem"}:
-            raise ValueError(f"unknown storage driver {v!r} (known: filesystem)")
+        if v not in {"filesystem", "s3"}:
+            raise ValueError(f"unknown storage driver {v!r} (known: filesystem, s3)")
         return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        return v.strip("/")
+
+    @model_validator(mode="after")
+    def _check_bucket(self) -> StorageConfig:
+        if self.driver == "s3" and not self.bucket:
+            raise ValueError("storage.driver = 's3' needs storage.bucket")
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("storage.access_key and storage.secret_key go together")
+        return self
 
 
 class DatabaseConfig(_Section):

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hallmark.storage import BlobStore, FilesystemBlobStore
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# "s3": servers started by these fixtures keep blobs in a bucket on a moto server (tests/s3help.py).
+TEST_STORAGE = os.environ.get("HALLMARK_TEST_STORAGE", "filesystem")
 
 
 def free_port() -> int:
@@ -106,6 +111,7 @@ class Server:
         self.extra_env = env or {}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.s3_env: dict[str, str] = {}
 
     @property
     def host(self) -> str:
@@ -119,6 +125,14 @@ class Server:
         env = {**os.environ, "HALLMARK_DATA_DIR": str(self.data_dir)}
         if not self.access:
             env["HALLMARK_ACCESS__ENABLED"] = "false"
+        if TEST_STORAGE == "s3" and "HALLMARK_STORAGE__DRIVER" not in self.extra_env:
+            # The S3 run of the suite (make test-s3): every server stores its blobs in its own bucket.
+            from tests.s3help import shared_moto
+
+            if not self.s3_env:
+                moto = shared_moto(Path(tempfile.gettempdir()))
+                self.s3_env = moto.env(moto.new_bucket())
+            env.update(self.s3_env)
         env.update(self.extra_env)
         if self.db_url:
             env["HALLMARK_DATABASE_URL"] = self.db_url
@@ -139,6 +153,21 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError("server did not start")
+
+    def blob_store(self) -> BlobStore:
+        """The server's blob store, opened from the test (a folder, or the bucket on the S3 run)."""
+        if self.s3_env:
+            from hallmark.storage.s3 import S3BlobStore
+
+            e = self.s3_env
+            return S3BlobStore(
+                e["HALLMARK_STORAGE__BUCKET"],
+                endpoint=e["HALLMARK_STORAGE__ENDPOINT"],
+                path_style=True,
+                access_key=e["HALLMARK_STORAGE__ACCESS_KEY"],
+                secret_key=e["HALLMARK_STORAGE__SECRET_KEY"],
+            )
+        return FilesystemBlobStore(self.data_dir / "blobs")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

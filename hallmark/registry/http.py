@@ -212,11 +212,67 @@ async def blob(request: web.Request, svc: RegistryService, m: dict[str, str]) ->
             resp = SendfileResponse(info.path, svc.executor, headers=headers)
             resp.etag = info.digest.replace(":", "-")
             return resp
-        raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        return await _blob_from_store(request, svc, info, headers)
     if request.method == "DELETE":
         await svc.delete_blob(repo, digest)
         return web.Response(status=202, headers={"Content-Length": "0"})
     raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD", "DELETE"])
+
+
+async def _blob_from_store(
+    request: web.Request, svc: RegistryService, info: BlobInfo, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A blob without a local file (object storage): a 307 to a presigned URL, or streamed.
+
+    The redirect is offered by stores with ``presigned_url(digest)`` (None when turned off);
+    streaming serves one byte range (``Range: bytes=a-b``), as the file path does.
+    """
+    presign = getattr(svc.blobs, "presigned_url", None)
+    if request.method == "GET" and presign is not None:
+        url = await svc.run(presign, info.digest)
+        if url:
+            return web.Response(status=307, headers={**headers, "Location": url, "Content-Length": "0"})
+    start, end, status = 0, info.size, 200
+    if "Range" in request.headers:
+        try:
+            rng = request.http_range
+        except ValueError:
+            rng = slice(info.size, None)
+        if rng.start is not None and rng.start < 0:
+            start = max(info.size + rng.start, 0)
+        elif rng.start is not None:
+            start = rng.start
+            end = min(rng.stop, info.size) if rng.stop is not None else info.size
+        if start >= end and info.size:
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{info.size}"})
+        if (start, end) != (0, info.size):
+            status = 206
+            headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{info.size}"}
+    resp = web.StreamResponse(status=status, headers={**headers, "Accept-Ranges": "bytes"})
+    resp.content_length = end - start
+    resp.etag = info.digest.replace(":", "-")
+    if request.method == "HEAD":
+        await resp.prepare(request)
+        return resp
+    try:
+        f = await svc.run(svc.blobs.open, info.digest)
+    except KeyError as exc:  # BlobNotFound: gone from the store although linked
+        raise RegistryError("BLOB_UNKNOWN", detail={"digest": info.digest}) from exc
+    try:
+        await resp.prepare(request)
+        if start:
+            await svc.run(f.seek, start)
+        left = end - start
+        while left > 0:
+            chunk = await svc.run(f.read, min(_READ, left))
+            if not chunk:
+                break  # the store came up short: the client sees a truncated body, never wrong bytes
+            await resp.write(chunk)
+            left -= len(chunk)
+    finally:
+        await svc.run(f.close)
+    await resp.write_eof()
+    return resp
 
 
 async def _stream_proxied(request: web.Request, blob: ProxiedBlob) -> web.StreamResponse:

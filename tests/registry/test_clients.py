@@ -117,9 +117,10 @@ def test_concurrent_pushes_of_one_blob(server: Server) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    stored = list((server.data_dir / "blobs" / "blobs" / "sha256").glob(f"*/{digest.split(':')[1]}"))
-    assert len(stored) == 1
-    assert stored[0].read_bytes() == data
+    store = server.blob_store()
+    assert digest in set(store.iterate())  # once, under its digest
+    with store.open(digest) as f:
+        assert f.read() == data
     with httpx.Client(base_url=server.url) as c:
         for i in range(2):
             assert c.get(f"/v2/concurrent/r{i}/blobs/{digest}").content == data

@@ -14,7 +14,7 @@ from tests.ocihelp import push_blob, push_image, sha256, tar_layer
 
 
 def _gc(srv: Server, *args: str) -> dict:
-    env = {"PATH": "/usr/bin:/bin", "HALLMARK_DATA_DIR": str(srv.data_dir)}
+    env = {"PATH": "/usr/bin:/bin", "HALLMARK_DATA_DIR": str(srv.data_dir), **srv.s3_env}
     r = subprocess.run(
         [sys.executable, "-m", "hallmark", "gc", "--json", *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -23,7 +23,7 @@ def _gc(srv: Server, *args: str) -> dict:
 
 
 def _files(srv: Server) -> set[str]:
-    return {f"sha256:{p.name}" for p in (srv.data_dir / "blobs" / "blobs" / "sha256").glob("*/*")}
+    return set(srv.blob_store().iterate())
 
 
 def test_gc_removes_only_unreferenced_blobs(tmp_path: Path) -> None:
