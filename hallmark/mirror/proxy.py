@@ -233,7 +233,7 @@ class PullThrough:
                 del self._pending_tags[(repo, pending.tag)]
 
     async def _ensure_blob(self, route: Route, repo: str, digest: str) -> None:
-        """Make a blob the manifest references present in ``repo``: linked if stored, else fetched."""
+        """Make a blob the manifest references present in ``repo`` (fetched unless a client is fetching it)."""
         svc = self._svc
         for _ in range(2):
             if await svc.read(svc.meta.blob_size, repo, digest) is not None:
@@ -242,10 +242,9 @@ class PullThrough:
             if waiting is None:
                 break
             await asyncio.shield(waiting)
-        size = await svc.run(svc.blobs.stat, digest)
-        if size is not None:  # stored for another repository: the verified manifest vouches for it
-            await svc.run(svc.meta.link_blob, repo, digest, size)
-            return
+        # Even when the bytes are stored for another repository they are fetched: only a body that
+        # hashes right proves the upstream has them, so a hostile upstream cannot name a private
+        # layer's digest in a manifest and have it linked here.
         try:
             upstream_blob = await self.upstream(route.proxy).blob(route.upstream_repo, digest)
         except UpstreamError as exc:

@@ -103,6 +103,7 @@ class BadUpstream:
         self.layer = tar_layer({"etc/bad": b"bad" * 1000})
         self.config, self.manifest = image([self.layer])
         self.seen: list[str] = []
+        self.manifests: dict[str, bytes] = {}  # fault -> manifest served instead (its blobs: 404)
         bad = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -124,6 +125,11 @@ class BadUpstream:
                 if len(parts) < 6:
                     return self._send(200, b"{}", {})
                 fault, kind, ref = parts[3], parts[4], parts[5]
+                if fault in bad.manifests:
+                    body = bad.manifests[fault]
+                    if kind == "manifests":
+                        return self._send(200, body, {"Content-Type": OCI_MANIFEST})
+                    return self._send(404, b"", {})
                 if fault == "loop":
                     return self._send(302, b"", {"Location": self.path})
                 if kind == "manifests":
@@ -414,3 +420,21 @@ def test_a_stopped_upstream_serves_the_cache_with_a_warning(site: Site) -> None:
         assert r.headers["Warning"].startswith("299 - ") and "cached copy" in r.headers["Warning"], r.headers
         r = c.get("/v2/fresh/library/never/manifests/v1", headers=ACCEPT)
         assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_an_upstream_cannot_name_a_private_blob_into_the_cache(site: Site) -> None:
+    private = tar_layer({"secret/plan": b"private layer of another team"})
+    with site.client() as c:
+        push_image_layers = (private, image([private])[0])
+        for blob in push_image_layers:
+            push_blob(c, "private/app", blob)
+        assert push_manifest(c, "private/app", "v1", image([private])[1]).status_code == 201
+        site.bad.manifests["steal"] = image([private])[1]  # the upstream "has" that layer
+        r = c.get("/v2/bad/x/steal/manifests/v1", headers=ACCEPT)
+        assert r.status_code == 200
+        r = c.get(f"/v2/bad/x/steal/blobs/{sha256(private)}")
+        assert r.status_code == 404 and private not in r.content, r.text
+        time.sleep(0.5)  # the completion task fetches it upstream too, and fails: nothing linked
+        assert c.get(f"/v2/bad/x/steal/blobs/{sha256(private)}").status_code == 404
+        assert c.get("/v2/bad/x/steal/manifests/v1", headers=ACCEPT).status_code == 200  # still only upstream's
+        assert c.get(f"/api/v1/repositories/bad/x/steal/images/{sha256(image([private])[1])}").status_code == 404
