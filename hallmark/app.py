@@ -19,6 +19,7 @@ from hallmark.api import catalog as api_catalog
 from hallmark.api import explore as api_explore
 from hallmark.api import images as api_images
 from hallmark.api import inventory as api_inventory
+from hallmark.api import mirrors as api_mirrors
 from hallmark.api import provenance as api_provenance
 from hallmark.api import pull_policy as api_pull_policy
 from hallmark.api import repositories as api_repositories
@@ -149,6 +150,7 @@ def build_app(hm: Hallmark) -> web.Application:
     app.router.add_routes(api_inventory.routes(hm.meta, hm.config, hm.registry))  # Kubernetes inventories
     app.router.add_routes(api_explore.routes(hm.meta, hm.registry))  # code to cloud queries
     app.router.add_routes(api_admission.routes(hm.pipeline, hm.registry))  # Kubernetes webhooks
+    app.router.add_routes(api_mirrors.routes(hm))  # repository mirrors (and their jobs on these workers)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_periodic_cleanup(hm))]

@@ -1,0 +1,165 @@
+"""Mirror runs as jobs: queued in the shared ``jobs`` table, run by any worker, scheduled periodically.
+
+A run is a ``mirror_runs`` row plus one ``mirror`` job naming it; any pipeline worker (in
+``hallmark serve`` or ``hallmark worker``) that has the handler installed claims and runs it. A
+crashed worker's lease expires and another resumes the same run (per-tag rows say what is done).
+A run with failed tags is queued again with backoff until ``MAX_ATTEMPTS``. The periodic job
+``mirrors.schedule`` (the lifecycle scheduler, claimed once across replicas) queues due mirrors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+
+from hallmark.access.model import Identity
+from hallmark.lifecycle.scheduler import JobContext, PeriodicJob, register
+from hallmark.metadata.store import utcnow
+from hallmark.mirror.definitions import Mirror, MirrorStore
+from hallmark.mirror.sync import MirrorError, Target, execute, retry_delay
+from hallmark.mirror.tables import mirror_runs
+from hallmark.pipeline.tables import jobs
+
+log = logging.getLogger(__name__)
+
+KIND = "mirror"
+LEASE_SECONDS = 600
+ACTIVE = ("queued", "running", "retrying")
+FINISHED = ("succeeded", "partial", "failed")
+
+
+def job_key(mirror_id: int) -> str:
+    return f"mirror-{mirror_id}"
+
+
+def store_of(ctx: Any) -> MirrorStore:
+    return MirrorStore(ctx.meta, ctx.config.data_path)
+
+
+def queue_run(ctx: Any, m: Mirror, trigger: str, enqueue: bool = True) -> tuple[int, bool]:
+    """Queue a run of ``m`` unless one is already queued or running; returns (run id, created).
+
+    ``enqueue=False`` records the run without a job, for a caller that runs it itself (the CLI)."""
+    now = utcnow()
+    with ctx.meta.transaction() as conn:
+        active = conn.execute(
+            select(mirror_runs.c.id).where(mirror_runs.c.mirror_id == m.id, mirror_runs.c.state.in_(ACTIVE))
+        ).first()
+        if active:
+            return int(active.id), False
+        res = conn.execute(
+            mirror_runs.insert().values(
+                mirror_id=m.id,
+                trigger=trigger,
+                state="queued",
+                attempt=0,
+                copied=0,
+                skipped=0,
+                failed=0,
+                bytes=0,
+                blobs_copied=0,
+                blobs_skipped=0,
+                created_at=now,
+            )
+        )
+        assert res.inserted_primary_key is not None
+        run_id = res.inserted_primary_key[0]
+    if enqueue:
+        ctx.pipeline.jobs.enqueue(KIND, job_key(m.id), {"mirror": m.id, "run": int(run_id)})
+        ctx.pipeline.wake()
+    return int(run_id), True
+
+
+def target_for(ctx: Any, m: Mirror) -> Target:
+    """The destination side: registry stores, the pipeline's push hook, audit and the robot check."""
+    access = getattr(ctx, "access", None)
+    key = job_key(m.id)
+
+    def heartbeat() -> None:
+        with ctx.meta.transaction() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.kind == KIND, jobs.c.key == key, jobs.c.state == "running")
+                .values(locked_until=utcnow() + dt.timedelta(seconds=LEASE_SECONDS))
+            )
+
+    def may_push(robot: str, repo: str) -> str | None:
+        if access is None or not ctx.config.access.enabled:
+            return None
+        p = access.principal(robot)
+        if p is None or p.kind != "robot" or p.disabled:
+            return f"robot {robot!r} does not exist or is disabled"
+        if not access.permissions(Identity(p.name, p.kind, p.id)).can(repo, "push"):
+            return f"robot {robot!r} may not push to {repo}"
+        return None
+
+    def audit(actor: str, action: str, repo: str, digest: str, detail: dict[str, Any]) -> None:
+        if access is not None and ctx.config.access.enabled:
+            access.audit.record(actor, action, repo=repo, digest=digest, detail=detail)
+
+    return Target(
+        meta=ctx.meta,
+        blobs=ctx.blobs,
+        max_manifest_bytes=ctx.config.registry.max_manifest_bytes,
+        on_push=ctx.pipeline.on_push,
+        audit=audit,
+        may_push=may_push,
+        heartbeat=heartbeat,
+    )
+
+
+def run_now(ctx: Any, run_id: int) -> dict[str, Any]:
+    """Run (or resume) one queued run in this thread; a run left ``retrying`` is queued again."""
+    with ctx.meta.engine.connect() as conn:
+        row = conn.execute(select(mirror_runs).where(mirror_runs.c.id == run_id)).mappings().first()
+    store = store_of(ctx)
+    m = store.get(int(row["mirror_id"])) if row else None
+    if m is None or row is None:
+        return {"run": run_id, "state": "gone"}  # the mirror was removed meanwhile
+    if row["state"] in FINISHED:  # a duplicate job of a run already finished
+        return {k: row[k] for k in ("state", "attempt", "error", "copied", "skipped", "failed")} | {"run": run_id}
+    result = execute(m, run_id, target_for(ctx, m), store.credentials(m))
+    access = getattr(ctx, "access", None)
+    if access is not None:
+        access.audit.flush()
+    if result["state"] == "retrying":
+        payload = {"mirror": m.id, "run": run_id}
+        ctx.pipeline.jobs.enqueue(KIND, job_key(m.id), payload, delay=retry_delay(result["attempt"]))
+    return result
+
+
+def install(ctx: Any) -> None:
+    """Let this process's pipeline workers run mirror jobs (``ctx``: the ``Hallmark`` object)."""
+
+    def handler(payload: dict[str, Any]) -> None:
+        result = run_now(ctx, int(payload["run"]))
+        if result["state"] == "failed" and result.get("error"):
+            raise MirrorError(result["error"])  # the job shows the error too
+
+    ctx.pipeline.handlers[KIND] = handler
+
+
+def queue_due(ctx: JobContext, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Queue a run of every enabled mirror whose schedule is due (once, whichever worker wins)."""
+    now = now or utcnow()
+    store = store_of(ctx)
+    queued = []
+    for m in store.all():
+        if not m.enabled or m.next_run_at is None or _aware(m.next_run_at) > now:
+            continue
+        if store.claim_schedule(m, now):
+            run_id, created = queue_run(ctx, m, "schedule")
+            if created:
+                queued.append({"mirror": m.name, "run": run_id})
+    return {"queued": queued}
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+SCHEDULE_SECONDS = 60.0
+register(PeriodicJob("mirrors.schedule", lambda c: SCHEDULE_SECONDS, queue_due))

@@ -1,0 +1,354 @@
+"""Repository mirroring against real parts: Debian's ``docker-registry`` (the CNCF registry) with htpasswd
+basic auth as the source, images pushed into it with skopeo, a real ``hallmark serve`` as the destination."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+
+from tests.conftest import SHARED_DATA, Server, free_port
+from tests.index.imagebuilder import Image, Layer, build_image, sha256, write_layout
+from tests.pipeline.test_pipeline import hallmark_cli, image_files, wait_for
+
+USER, PASSWORD = "mirror-user", "Src-Pass-31337"
+SBOM_TYPE = "application/spdx+json"
+TERMINAL = ("succeeded", "partial", "failed", "retrying")
+
+
+@dataclass
+class Source:
+    host: str
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://{self.host}", auth=(USER, PASSWORD), timeout=30)
+
+    def push(self, repo: str, images: dict[str, Image], work: Path, index: dict[str, str] | None = None) -> None:
+        """skopeo copy of an OCI layout (one image per tag, or one index tagged ``multi``)."""
+        layout = work / f"layout-{repo.replace('/', '-')}-{time.monotonic_ns()}"
+        write_layout(str(layout), images, index)
+        for tag in ["multi"] if index else list(images):
+            r = subprocess.run(
+                [
+                    "skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false",
+                    f"--dest-creds={USER}:{PASSWORD}", f"oci:{layout}:{tag}", f"docker://{self.host}/{repo}:{tag}",
+                ],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+
+    def blob_file(self, digest: str) -> Path:
+        hexpart = digest.split(":", 1)[1]
+        return self.root / "store" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexpart[:2] / hexpart / "data"
+
+
+def start_source(root: Path) -> Source:
+    port = free_port()
+    htpasswd = root / "htpasswd"
+    htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()}\n")
+    config = root / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: error}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'store'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}, secret: mirror-test}}\n"
+        f"auth: {{htpasswd: {{realm: source, path: {htpasswd}}}}}\n"
+    )
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 401:
+                return Source(f"127.0.0.1:{port}", root, proc)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError((root / "registry.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    src = start_source(tmp_path_factory.mktemp("source"))
+    try:
+        yield src
+    finally:
+        src.proc.terminate()
+        src.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def hallmark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("dest") / "data"
+    data.mkdir()
+    srv = Server(data).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def image(files: dict[str, bytes | str], arch: str = "amd64") -> Image:
+    layer = Layer()
+    for path, data in files.items():
+        layer.file(path, data)
+    return build_image([(layer.tar_bytes(), "gzip")], arch=arch)
+
+
+def push_sbom_referrer(src: Source, repo: str, subject: str) -> str:
+    """An SPDX artifact whose ``subject`` is ``subject``, plus the ``sha256-<hex>`` index a client
+    writes for a registry without the referrers API (the CNCF registry 2.8)."""
+    body = b'{"spdxVersion": "SPDX-2.3", "name": "mirrored"}'
+    empty = b"{}"
+    with src.client() as c:
+        for blob in (body, empty):
+            r = c.post(f"/v2/{repo}/blobs/uploads/")
+            assert r.status_code == 202, r.text
+            r = c.put(httpx.URL(r.headers["Location"]).copy_merge_params({"digest": sha256(blob)}), content=blob)
+            assert r.status_code == 201, r.text
+        subject_raw = c.get(
+            f"/v2/{repo}/manifests/{subject}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        ).content
+        artifact = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": SBOM_TYPE,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
+                "layers": [{"mediaType": SBOM_TYPE, "digest": sha256(body), "size": len(body)}],
+                "subject": {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": subject,
+                    "size": len(subject_raw),
+                },
+            }
+        ).encode()
+        ctype = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+        r = c.put(f"/v2/{repo}/manifests/{sha256(artifact)}", content=artifact, headers=ctype)
+        assert r.status_code == 201, r.text
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": sha256(artifact),
+                        "size": len(artifact),
+                        "artifactType": SBOM_TYPE,
+                    }
+                ],
+            }
+        ).encode()
+        r = c.put(
+            f"/v2/{repo}/manifests/{subject.replace(':', '-')}",
+            content=index,
+            headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+        )
+        assert r.status_code == 201, r.text
+    return sha256(artifact)
+
+
+def run_and_wait(c: httpx.Client, mirror_id: int, timeout: float = 120) -> dict[str, Any]:
+    r = c.post(f"/api/v1/mirrors/{mirror_id}/run")
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = c.get(f"/api/v1/mirrors/{mirror_id}/runs", params={"tags": "1"}).json()["runs"]
+        run = next(x for x in runs if x["id"] == run_id)
+        if run["state"] in TERMINAL:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run never finished: {run}")
+
+
+def test_mirror_copies_filtered_tags_referrers_and_only_what_changed(
+    source: Source, hallmark: Server, tmp_path: Path
+) -> None:
+    have_advisories = (SHARED_DATA / "osv").is_dir()
+    if have_advisories:
+        r = hallmark_cli(hallmark, "db", "update", "--mirror", str(SHARED_DATA))
+        assert r.returncode == 0, r.stderr
+    v10 = image(image_files("11", "bullseye"))
+    source.push(
+        "src/app",
+        {
+            "1.0": v10,
+            "1.1": image({"app": "1.1"}),
+            "2.0": image({"app": "2.0"}),
+            "2.0-rc1": image({"app": "2.0-rc1"}),
+            "dev": image({"app": "dev"}),
+        },
+        tmp_path,
+    )
+    source.push(
+        "src/app",
+        {"a": image({"m": "amd"}), "b": image({"m": "arm"}, "arm64")},
+        tmp_path,
+        {"a": "linux/amd64", "b": "linux/arm64"},
+    )
+    sbom = push_sbom_referrer(source, "src/app", v10.digest)
+    with httpx.Client(base_url=hallmark.url, timeout=30) as c:
+        r = c.post(
+            "/api/v1/mirrors",
+            json={
+                "name": "app",
+                "source": f"{source.host}/src/app",
+                "destination": "mirrored/app",
+                "insecure": True,
+                "username": USER,
+                "password": PASSWORD,
+                "tags": {"include": ["1.*", "multi", r"regex:2\.[0-9]+"], "exclude": ["*-rc*"]},
+                "platforms": ["linux/amd64"],
+                "schedule": {"interval_seconds": 3600},
+            },
+        )
+        assert r.status_code == 201, r.text
+        m = r.json()
+        assert m["has_password"] is True and PASSWORD not in r.text
+        assert (
+            PASSWORD not in c.get("/api/v1/mirrors").text and PASSWORD not in c.get(f"/api/v1/mirrors/{m['id']}").text
+        )
+
+        run = run_and_wait(c, m["id"])
+        assert run["state"] == "succeeded", run
+        assert {t["tag"]: t["state"] for t in run["tags"]} == {
+            "1.0": "copied",
+            "1.1": "copied",
+            "2.0": "copied",
+            "multi": "copied",
+        }
+        assert run["copied"] == 4 and run["failed"] == 0 and run["bytes"] > 0 and run["blobs_copied"] > 0
+        tags = c.get("/v2/mirrored/app/tags/list").json()["tags"]
+        assert sorted(tags) == ["1.0", "1.1", "2.0", "multi"]
+        # The index keeps the wanted platform only (a rewritten index: its own digest).
+        idx = c.get("/v2/mirrored/app/manifests/multi", headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        assert [x["platform"]["architecture"] for x in idx.json()["manifests"]] == ["amd64"]
+        # The referrer (an SBOM pushed with subject, found through the sha256-<hex> tag schema) came along.
+        refs = c.get(f"/v2/mirrored/app/referrers/{v10.digest}").json()["manifests"]
+        assert sbom in [x["digest"] for x in refs]
+        # Pushed as the pipeline sees a push: indexed, matched, with findings.
+        img = wait_for(c, "mirrored/app", v10.digest)
+        assert img["status"] == "done", img
+        assert img["distro"]["id"] == "debian"
+        if have_advisories:
+            report = c.get(f"/api/v1/repositories/mirrored/app/images/{v10.digest}/reports/vulnerabilities").json()
+            assert any(f["package"] == "libssl1.1" for f in report["findings"])
+
+        # Second run: nothing changed, nothing fetched.
+        again = run_and_wait(c, m["id"])
+        assert again["state"] == "succeeded", again
+        assert (again["copied"], again["skipped"], again["blobs_copied"], again["bytes"]) == (0, 4, 0, 0)
+
+        # A new tag upstream and a moved one: only those are copied.
+        source.push("src/app", {"1.2": image({"app": "1.2"}), "1.1": image({"app": "1.1 rebuilt"})}, tmp_path)
+        third = run_and_wait(c, m["id"])
+        states = {t["tag"]: t["state"] for t in third["tags"]}
+        assert states == {"1.0": "skipped", "1.1": "copied", "1.2": "copied", "2.0": "skipped", "multi": "skipped"}
+
+        listing = c.get("/api/v1/mirrors").json()["mirrors"]
+        assert [x["name"] for x in listing] == ["app"] and listing[0]["last_run"]["id"] == third["id"]
+        assert c.delete(f"/api/v1/mirrors/{m['id']}").status_code == 204
+        assert c.get(f"/api/v1/mirrors/{m['id']}").status_code == 404
+
+
+def test_bad_blobs_fail_their_tag_only_and_store_nothing(source: Source, hallmark: Server, tmp_path: Path) -> None:
+    good, mismatch, short = image({"ok": "fine"}), image({"x": "will be corrupted " * 50}), image({"y": "cut " * 400})
+    source.push("src/bad", {"good": good, "mismatch": mismatch, "short": short}, tmp_path)
+    bad_mismatch, bad_short = source.blob_file(mismatch.layer_digests[0]), source.blob_file(short.layer_digests[0])
+    data = bad_mismatch.read_bytes()
+    bad_mismatch.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # same size, other bytes
+    bad_short.write_bytes(bad_short.read_bytes()[:-20])  # truncated
+    with httpx.Client(base_url=hallmark.url, timeout=30) as c:
+        body = {"source": f"{source.host}/src/bad", "destination": "mirrored/bad", "insecure": True}
+        r = c.post("/api/v1/mirrors", json=dict(body, username=USER, password=PASSWORD))
+        assert r.status_code == 201, r.text
+        run = run_and_wait(c, r.json()["id"])
+        tags = {t["tag"]: t for t in run["tags"]}
+        assert tags["good"]["state"] == "copied"
+        assert tags["mismatch"]["state"] == "failed" and "digest mismatch" in tags["mismatch"]["error"]
+        assert tags["short"]["state"] == "failed" and "truncated" in tags["short"]["error"]
+        assert run["state"] == "retrying" and run["next_retry_at"] and run["failed"] == 2
+        assert sorted(c.get("/v2/mirrored/bad/tags/list").json()["tags"]) == ["good"]
+        for digest in (mismatch.layer_digests[0], short.layer_digests[0]):
+            assert c.head(f"/v2/mirrored/bad/blobs/{digest}").status_code == 404
+        # Without credentials the source refuses: the run says why.
+        r = c.post("/api/v1/mirrors", json=dict(body, name="nocreds"))
+        run = run_and_wait(c, r.json()["id"])
+        assert run["state"] == "retrying" and "authentication required" in run["error"]
+        # Bad definitions are refused with a reason.
+        for bad, why in (
+            ({"source": "h/x", "destination": "Bad Name"}, "destination"),
+            ({"source": "h/x", "destination": "d/x", "schedule": {"cron": "not cron"}}, "cron"),
+            ({"source": "h/x", "destination": "d/x", "tags": {"include": ["regex:("]}}, "regular expression"),
+            ({"source": "h/x", "destination": "d/x", "schedule": {"interval_seconds": 5}}, "interval_seconds"),
+        ):
+            r = c.post("/api/v1/mirrors", json=bad)
+            assert r.status_code == 400 and why in r.text, r.text
+
+
+def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(source: Source, tmp_path: Path) -> None:
+    """In process: a run interrupted after its first tag finishes the rest when run again."""
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.mirror import sync
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import KIND, queue_run, run_now
+
+    source.push("src/resume", {f"t{i}": image({"n": str(i)}) for i in range(3)}, tmp_path)
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        m = store.create(
+            validate(
+                {"source": f"{source.host}/src/resume", "destination": "r/x", "insecure": True,
+                 "username": USER, "password": PASSWORD}
+            ),
+            "test",
+        )  # fmt: skip
+        run_id, _ = queue_run(hm, m, "manual", enqueue=False)
+        original = sync.copy_tag
+        calls = []
+
+        def dies_on_second(copier: Any, tag: str, all_tags: set[str]) -> Any:
+            calls.append(tag)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the worker is killed mid-run
+            return original(copier, tag, all_tags)
+
+        sync.copy_tag = dies_on_second  # type: ignore[assignment]
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run_now(hm, run_id)
+        finally:
+            sync.copy_tag = original  # type: ignore[assignment]
+        half = store.run(run_id)
+        assert half is not None and half["state"] == "running"
+        assert [t["state"] for t in half["tags"]] == ["copied", "pending", "pending"]
+        result = run_now(hm, run_id)  # the job claimed again after its lease expired
+        assert result["state"] == "succeeded" and result["copied"] == 3
+        done = store.run(run_id)
+        assert done is not None and [t["attempts"] for t in done["tags"]] == [1, 1, 1]
+
+        # A failing run is queued again, later (backoff), for the tags that failed.
+        m2 = store.create(
+            validate({"source": f"{source.host}/src/nowhere", "destination": "r/y", "insecure": True}), "t"
+        )
+        run2, _ = queue_run(hm, m2, "manual", enqueue=False)
+        failed = run_now(hm, run2)
+        assert failed["state"] == "retrying" and "src/nowhere" in failed["error"]
+        assert hm.pipeline.jobs.pending([KIND]) == 1  # queued again...
+        assert hm.pipeline.jobs.claim("w", [KIND]) is None  # ...after its backoff
+    finally:
+        hm.close()
