@@ -156,10 +156,10 @@ class Server:
 
     def blob_store(self) -> BlobStore:
         """The server's blob store, opened from the test (a folder, or the bucket on the S3 run)."""
-        if self.s3_env:
+        e = {**self.s3_env, **self.extra_env}
+        if e.get("HALLMARK_STORAGE__DRIVER") == "s3":
             from hallmark.storage.s3 import S3BlobStore
 
-            e = self.s3_env
             return S3BlobStore(
                 e["HALLMARK_STORAGE__BUCKET"],
                 endpoint=e["HALLMARK_STORAGE__ENDPOINT"],
