@@ -249,7 +249,8 @@ def flagged(conn: Connection, column: str) -> set[Key]:
 
 def text_matches(conn: Connection, q: str) -> set[Key]:
     """Images whose text document (repository, labels, package names) matches every word of ``q``
-    as a prefix; on PostgreSQL also by trigram word similarity, so a typo still finds it."""
+    as a prefix; on PostgreSQL also ``q`` anywhere inside a word (``ssl`` finds ``libssl3``),
+    answered by the pg_trgm trigram index."""
     words = _TOKEN.findall(q.lower())
     if not words:
         return set()
@@ -257,9 +258,10 @@ def text_matches(conn: Connection, q: str) -> set[Key]:
         tsq = " & ".join(f"{w}:*" for w in words)
         sql = text(
             "SELECT repo_name, digest FROM search_documents "
-            "WHERE to_tsvector('simple', body) @@ to_tsquery('simple', :tsq) OR :q <% body"
+            "WHERE to_tsvector('simple', body) @@ to_tsquery('simple', :tsq) OR body ILIKE :like"
         )
-        return {(r[0], r[1]) for r in conn.execute(sql, {"tsq": tsq, "q": q})}
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return {(r[0], r[1]) for r in conn.execute(sql, {"tsq": tsq, "like": like})}
     match = " ".join(f'"{w}"*' for w in words)
     sql = text(
         "SELECT d.repo_name, d.digest FROM search_fts f JOIN search_documents d ON d.id = f.rowid "

@@ -80,6 +80,9 @@ def test_full_text_over_names_labels_and_packages(catalog: MetadataStore) -> Non
     assert names(catalog, q="djan") == ["team/web", "old/legacy"]  # a prefix
     assert names(catalog, q="legacy") == ["old/legacy"]  # the repository name
     assert names(catalog, q="zzzz-nothing") == []
+    if catalog.dialect == "postgresql":  # inside a word too, through the trigram index
+        assert names(catalog, q="lask") == ["team/api"]
+        assert names(catalog, q="50%") == []  # LIKE wildcards are literal
 
 
 def test_paging(catalog: MetadataStore) -> None:
