@@ -579,6 +579,16 @@ class Portal:
     async def revoke_robot(self, request: web.Request) -> web.StreamResponse:
         return await actions.revoke_robot(self, request)
 
+    async def advisory(self, request: web.Request) -> web.StreamResponse:
+        from hallmark.portal.advisory_page import page
+
+        return await page(self, request)
+
+    async def advisory_lookup(self, request: web.Request) -> web.StreamResponse:
+        from hallmark.portal.advisory_page import lookup
+
+        return await lookup(self, request)
+
     async def catalog(self, request: web.Request) -> web.StreamResponse:
         from hallmark.portal.catalog_page import page
 
@@ -623,6 +633,8 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         ),
         route("GET", "/events", p.page(p.events), viewer),
         route("GET", "/advisories", p.page(p.advisories), viewer),
+        route("GET", "/advisories/{advisory:[^/]{1,128}}", p.page(p.advisory), viewer),
+        route("GET", "/advisory", p.page(p.advisory_lookup), viewer),
         route("GET", "/catalog", p.page(p.catalog), viewer),
         route("POST", f"/repositories/{NAME}/images/{DIGEST}/promote", p.page(p.promote), reviewer),
         route("POST", f"/repositories/{NAME}/images/{DIGEST}/vex", p.page(p.vex), reviewer),

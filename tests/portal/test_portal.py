@@ -532,6 +532,78 @@ def test_robot_token_is_shown_once_and_revoked_from_the_portal(page: Page, site:
     assert resp is not None and resp.status == 404
 
 
+# An OSV record made here (no shared data needed): jinja2 before 2.10.1, known as a CVE too.
+JINJA_OSV = {
+    "id": "PYSEC-2019-217",
+    "aliases": ["CVE-2019-10906"],
+    "modified": "2024-01-01T00:00:00Z",
+    "published": "2019-04-07T00:00:00Z",
+    "details": "In Pallets Jinja before 2.10.1, str.format_map allows a sandbox escape.",
+    "affected": [
+        {
+            "package": {"name": "jinja2", "ecosystem": "PyPI", "purl": "pkg:pypi/jinja2"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.10.1"}]}],
+        }
+    ],
+    "database_specific": {"severity": "HIGH"},
+}
+
+
+def test_advisory_page_finds_affected_images_and_triage_suppresses_the_finding(
+    page: Page, site: Site, tmp_path: Path
+) -> None:
+    """Last in this module (it loads advisory data into the shared server): the CVE's page lists the
+    image and its workload; the VEX form on the image page then suppresses the finding."""
+    import zipfile
+
+    from tests.inventory.helpers import as_list, bare_pod
+    from tests.pipeline.test_pipeline import hallmark_cli, image_files
+
+    cve = "CVE-2019-10906"
+    mirror = tmp_path / "mirror" / "osv" / "PyPI"
+    mirror.mkdir(parents=True)
+    with zipfile.ZipFile(mirror / "all.zip", "w") as zf:
+        zf.writestr("PYSEC-2019-217.json", json.dumps(JINJA_OSV))
+    r = hallmark_cli(site.server, "db", "update", "--mirror", str(tmp_path / "mirror"))
+    assert r.returncode == 0, r.stderr
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        digest = push_image(c, "portal/jinja", "v1", files=image_files("11", "bullseye"))
+        assert _wait_done(c, "portal/jinja", digest)["summary"]["total"] >= 1
+        ref = f"{site.server.host}/portal/jinja:v1"
+        inv = as_list(bare_pod("render", ref, image_id=f"{site.server.host}/portal/jinja@{digest}", ns="docs"))
+        assert c.post("/api/v1/clusters/staging/inventory", json=inv).status_code == 200
+
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Advisories")
+    page.fill("#advisory-q", cve)
+    page.click("#advisory-search")
+    page.wait_for_url(f"**/advisories/{cve}")
+    assert "PYSEC-2019-217" in page.inner_text("#advisory-aliases")
+    row = page.locator("#affected-images tbody tr", has_text="portal/jinja")
+    assert "jinja2 2.10" in row.inner_text() and "staging/docs Pod render" in row.inner_text()
+    assert page.locator("#affected-images tbody tr").count() == 1
+    page.screenshot(path=str(CACHE / "portal-advisory.png"), full_page=True)
+
+    row.locator("a").click()
+    page.wait_for_url(f"**/images/{digest}")
+    assert "PYSEC-2019-217" in page.inner_text("#findings")
+    page.select_option("#vex-advisory", "PYSEC-2019-217")
+    page.select_option("#vex-status", "not_affected")
+    page.select_option("#vex-justification", "vulnerable_code_not_in_execute_path")
+    page.fill("#vex-statement", "templates are never rendered in a sandbox here")
+    with page.expect_navigation():
+        page.click("#vex-submit")
+    assert "Triage recorded" in page.inner_text("#triage-done")
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        deadline = time.monotonic() + 30
+        while c.get(f"/api/v1/repositories/portal/jinja/images/{digest}").json()["summary"].get("suppressed") != 1:
+            assert time.monotonic() < deadline, "the VEX statement never applied"
+            time.sleep(0.2)
+    page.reload()
+    assert page.locator("#findings tr.suppressed", has_text="PYSEC-2019-217").count() == 1
+
+
 def _axe_script() -> Path:
     """axe-core as the PyPI package axe-playwright-python ships it (no CDN, no npm at test time)."""
     import importlib.util
@@ -543,7 +615,7 @@ def _axe_script() -> Path:
 
 def test_every_page_has_no_serious_accessibility_violation(browser: Browser, site: Site) -> None:
     """axe-core on each page, as an administrator (every action form shown); CSP is bypassed only
-    so the test can inject axe itself."""
+    so the test can inject axe itself. Last in the module, so every page has its data."""
     script = _axe_script()
     ctx = browser.new_context(base_url=site.url, bypass_csp=True)
     try:
@@ -557,10 +629,13 @@ def test_every_page_has_no_serious_accessibility_violation(browser: Browser, sit
             "/events",
             "/advisories",
             "/repositories/portal/app",
-            f"/repositories/portal/app/images/{site.digest}",
-            f"/repositories/portal/leaky/images/{site.leaky}",
+            "/advisories/CVE-2019-10906",
             "/admin/robots",
         ]
+        with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+            images = c.get("/api/v1/catalog").json()["images"]
+        # Every image page, with its action forms (the VEX form needs the finding the test above made).
+        pages += sorted({f"/repositories/{i['repository']}/images/{i['digest']}" for i in images})
         found: dict[str, list[Any]] = {}
         for i, path in enumerate(pages):
             if i == 1:
