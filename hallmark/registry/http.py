@@ -22,6 +22,7 @@ from hallmark.registry.manifests import OCI_INDEX
 from hallmark.registry.rawbody import RAW_KEY, raw_body
 from hallmark.registry.sendfile import SendfileResponse
 from hallmark.registry.service import BlobInfo, RegistryService, referrers_document, upload_location
+from hallmark.storage.base import StorageUnavailable
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
@@ -421,6 +422,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             resp = await handler(request, svc, params)
     except RegistryError as err:
         resp = error_response(err, head)
+    except StorageUnavailable as exc:
+        # Object storage down, throttling or misconfigured: a retryable 503, never a 500 or a partial blob.
+        unavailable = RegistryError("UNAVAILABLE", message=str(exc), headers={"Retry-After": "5"})
+        resp = error_response(unavailable, head)
     if request.get(RAW_KEY):
         resp.force_close()  # the body bypassed the HTTP parser: this connection cannot be reused
     resp.headers.update(API_VERSION)

@@ -4,7 +4,14 @@ Handlers and services only see :class:`BlobStore`; the filesystem driver is the
 embedded default, and an S3-compatible driver can implement the same methods.
 """
 
-from hallmark.storage.base import BlobNotFound, BlobStore, BlobWriter, DigestMismatch, UploadNotFound
+from hallmark.storage.base import (
+    BlobNotFound,
+    BlobStore,
+    BlobWriter,
+    DigestMismatch,
+    StorageUnavailable,
+    UploadNotFound,
+)
 from hallmark.storage.filesystem import FilesystemBlobStore
 
 __all__ = [
@@ -13,5 +20,6 @@ __all__ = [
     "BlobWriter",
     "DigestMismatch",
     "FilesystemBlobStore",
+    "StorageUnavailable",
     "UploadNotFound",
 ]

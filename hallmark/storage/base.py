@@ -15,6 +15,13 @@ class UploadNotFound(KeyError):
     pass
 
 
+class StorageUnavailable(OSError):
+    """The blob store cannot be reached or refuses service (after the driver's own retries).
+
+    The registry answers 503 UNAVAILABLE with this message; nothing half-written becomes visible.
+    """
+
+
 class DigestMismatch(ValueError):
     """The content does not hash to the digest the client named; nothing was stored."""
 

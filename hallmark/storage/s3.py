@@ -45,7 +45,6 @@ import datetime as dt
 import io
 import logging
 import re
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -54,10 +53,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 import boto3
 import orjson
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
-from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, UploadNotFound
+from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
 
 if TYPE_CHECKING:
     from hallmark.config import StorageConfig
@@ -72,6 +71,66 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
 def _missing(exc: ClientError) -> bool:
     return str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND
+
+
+def _unavailable(exc: Exception, bucket: str) -> StorageUnavailable:
+    """A clear message for what boto3 could not get done after its retries (never the credentials)."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "?"))
+        hint = {
+            "NoSuchBucket": "the bucket does not exist",
+            "AccessDenied": "access denied: check storage.access_key/secret_key or the role",
+            "InvalidAccessKeyId": "the access key is not known to the S3 server",
+            "SignatureDoesNotMatch": "the secret key does not match the access key",
+            "SlowDown": "the S3 server is throttling requests",
+        }.get(code, str(err.get("Message") or code))
+        return StorageUnavailable(f"S3 bucket {bucket!r}: {code}: {hint}")
+    return StorageUnavailable(f"S3 bucket {bucket!r} unreachable: {type(exc).__name__}: {exc}")
+
+
+class _GuardedClient:
+    """The boto3 client, with every failure but "not found" turned into :class:`StorageUnavailable`."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.raw = client
+        self._bucket = bucket
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.raw, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attr(*args, **kwargs)
+            except ClientError as exc:
+                if _missing(exc):
+                    raise
+                raise _unavailable(exc, self._bucket) from exc
+            except BotoCoreError as exc:
+                raise _unavailable(exc, self._bucket) from exc
+            if name == "get_paginator":
+                return _GuardedPaginator(result, self._bucket)
+            return result
+
+        return call
+
+
+class _GuardedPaginator:
+    def __init__(self, paginator: Any, bucket: str) -> None:
+        self._p = paginator
+        self._bucket = bucket
+
+    def paginate(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._p.paginate(**kwargs)
+        except ClientError as exc:
+            if _missing(exc):
+                raise
+            raise _unavailable(exc, self._bucket) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc, self._bucket) from exc
 
 
 class S3Writer:
@@ -274,7 +333,11 @@ class S3Reader(io.RawIOBase):
                     raise BlobNotFound(self._key) from exc
                 raise
             self._body = resp["Body"]
-        data = self._body.read(len(view))
+        try:
+            data = self._body.read(len(view))
+        except (BotoCoreError, OSError) as exc:
+            self._drop()
+            raise _unavailable(exc, self._s.bucket) from exc
         if not data:
             raise OSError(f"blob {self._key} ended at {self._pos} of {self._size} bytes")
         view[: len(data)] = data
@@ -315,7 +378,7 @@ class S3BlobStore:
         session = boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region or "us-east-1"
         )
-        self.client: Any = session.client(
+        raw = session.client(
             "s3",
             endpoint_url=endpoint,
             config=BotoConfig(
@@ -327,6 +390,7 @@ class S3BlobStore:
                 signature_version="s3v4",
             ),
         )
+        self.client: Any = _GuardedClient(raw, bucket)
 
     @classmethod
     def from_config(cls, cfg: StorageConfig) -> S3BlobStore:
@@ -524,13 +588,3 @@ class S3BlobStore:
             base = self.key(f"blobs/{algo}/")
             for obj in self._list(base):
                 yield f"{algo}:{obj['Key'][len(base) :]}"
-
-    def check(self) -> None:
-        """Fail clearly at start when the bucket is missing or the credentials are refused."""
-        started = time.monotonic()
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            raise RuntimeError(f"S3 bucket {self.bucket!r} is not usable ({code}): {exc}") from exc
-        log.debug("S3 bucket %s reachable in %.3f s", self.bucket, time.monotonic() - started)
