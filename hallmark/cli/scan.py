@@ -168,7 +168,8 @@ class _ContentRun:
     Each layer's results are cached in the user cache by (layer digest, rules digest, options,
     checker; :mod:`hallmark.content.cache`): a layer already checked with these rules is not
     checked again, and the YARA rules are loaded only when some layer is not in the cache.
-    The cross-layer view (whiteouts, replaced files) is rebuilt from this run's entries.
+    When every layer is cached (:meth:`all_cached`) no layer needs reading for the content
+    checks at all: the cross-layer view (whiteouts, replaced files) comes from the cache too.
     """
 
     def __init__(self, scanners: set[str], rules_dir: str | None, data_rules: Path) -> None:
@@ -196,7 +197,22 @@ class _ContentRun:
         self.outcome = ScanOutcome()
         self._scanner: Any = None
         self._full: Any = None
-        self._layers: dict[int, tuple[str, Any]] = {}  # layer index -> (digest, outcome or None if cached)
+        self._layers: dict[int, tuple[str, Any]] = {}  # layer index -> (digest, LayerResult to fill, or None: cached)
+        self._image_layers: list[str] = []
+
+    def all_cached(self, layers: list[str]) -> bool:
+        """Take every layer's result from the cache if all are there (then ``on_entry`` is not
+        needed); otherwise take none, and the layers are checked as they are read."""
+        self._image_layers = list(layers)
+        hits = [self.cache.get(digest, i) for i, digest in enumerate(layers)]
+        if not all(hit is not None for hit in hits):
+            return False
+        for i, (digest, hit) in enumerate(zip(layers, hits, strict=True)):
+            assert hit is not None
+            self.outcome.extend(hit.outcome)
+            hit.replay(self.history, i)
+            self._layers[i] = (digest, None)
+        return True
 
     def _bundle(self) -> Any:
         """The complete rule bundle (compiled YARA rules cached by digest in the user cache)."""
@@ -207,41 +223,38 @@ class _ContentRun:
         return self._full
 
     def _layer(self, index: int, digest: str) -> Any:
-        """This layer's outcome to fill, or None when its results came from the cache."""
+        """This layer's result to fill, or None when it came from the cache."""
         from hallmark.content import ContentScanner
-        from hallmark.content.model import ScanOutcome
+        from hallmark.content.cache import LayerResult
 
         state = self._layers.get(index)
         if state is None:
             hit = self.cache.get(digest, index)
             if hit is not None:
-                self.outcome.extend(hit)
+                self.outcome.extend(hit.outcome)
             elif self._scanner is None:
                 self._scanner = ContentScanner(self._bundle(), self.options)
-            state = self._layers[index] = (digest, None if hit is not None else ScanOutcome())
+            state = self._layers[index] = (digest, None if hit is not None else LayerResult())
         return state[1]
 
     def on_entry(self, entry: Any, stream: IO[bytes] | None) -> None:
         from hallmark.index.walker import DIR, FILE, OPAQUE, WHITEOUT
 
         path = "/" + entry.path
-        if entry.kind == WHITEOUT:
-            self.history.delete(entry.layer_index, path)
-        elif entry.kind == OPAQUE:
-            self.history.opaque(entry.layer_index, path)
-        else:
-            self.history.add(entry.layer_index, path)
+        op = 1 if entry.kind == WHITEOUT else 2 if entry.kind == OPAQUE else 0  # hallmark.content.cache.EVENTS
+        (self.history.add, self.history.delete, self.history.opaque)[op](entry.layer_index, path)
         layer = self._layer(entry.layer_index, entry.layer_digest)
         if layer is None:
             return
+        layer.events.append((op, path))
         if entry.kind == FILE and stream is not None:
-            layer.extend(
+            layer.outcome.extend(
                 self._scanner.scan_file(
                     path, entry.layer_index, entry.layer_digest, stream, entry.size, mode=entry.mode
                 )
             )
         elif entry.kind == DIR:
-            layer.findings.extend(
+            layer.outcome.findings.extend(
                 self._scanner.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True)
             )
 
@@ -251,11 +264,14 @@ class _ContentRun:
         from collections import Counter
 
         from hallmark.content import ContentScanner, correlate_layers
+        from hallmark.content.cache import LayerResult
         from hallmark.content.model import SEVERITY_ORDER
 
+        for i, digest in enumerate(self._image_layers):  # layers without entries are results too
+            self._layers.setdefault(i, (digest, LayerResult()))
         for digest, layer in self._layers.values():
             if layer is not None:
-                self.outcome.extend(layer)
+                self.outcome.extend(layer.outcome)
                 self.cache.put(digest, layer)
         if config_doc is not None:
             # the image config needs the secret rules only; the full bundle if it is loaded anyway
@@ -285,6 +301,22 @@ class _ContentRun:
         if "malware" in self.kinds and not yara_cached(self.folder, self.cache_dir / "yara"):
             return self._bundle()  # warnings come from compiling: compile (and warn) as a fresh run does
         return self.light
+
+
+def _index_cache() -> Any:
+    """Per-layer and per-image index results in the user cache, in a folder named by a digest
+    of the indexer's sources (a changed indexer never reads an older indexer's results)."""
+    import hashlib
+
+    import hallmark.index
+    from hallmark.advisories.compiled import cache_root
+    from hallmark.index import FileCache
+
+    root = Path(hallmark.index.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return FileCache(str(cache_root() / "index" / h.hexdigest()[:32]))
 
 
 def scan(
@@ -329,8 +361,8 @@ def scan(
 ) -> None:
     """Scan an image for vulnerabilities, malware, exposed secrets and configuration issues (--scanners picks some)."""
     from hallmark.cli._registry import open_image
-    from hallmark.index import index_source
-    from hallmark.oci import OciError
+    from hallmark.index import index_image
+    from hallmark.oci import Descriptor, OciError
     from hallmark.pipeline.matching import make_report
     from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize
     from hallmark.report.table import print_report
@@ -365,13 +397,27 @@ def scan(
         raise _fail(str(exc)) from exc
     config_doc: dict[str, Any] | None = None
     try:
-        result = index_source(source, on_entry=content.on_entry if content else None)
+        try:
+            manifest = source.get_manifest()
+            config = source.get_config(manifest)
+        except OciError as exc:
+            raise _fail(str(exc)) from exc
+        by_digest = {d.digest: d for d in manifest.layers}
+
+        def open_layer(digest: str) -> Any:
+            return source.open_blob(by_digest.get(digest) or Descriptor("", digest))
+
+        layers = [d.digest for d in manifest.layers]
+        hook = content.on_entry if content is not None and not content.all_cached(layers) else None
+        result = index_image(
+            manifest.raw, config, open_layer, manifest_digest=manifest.digest, cache=_index_cache(), on_entry=hook
+        )
         if content is not None and result.status == "done" and wanted & {"config", "secret"}:
             import json
 
             try:
-                config_doc = json.loads(source.get_config(source.get_manifest()))
-            except (OciError, ValueError) as exc:
+                config_doc = json.loads(config)
+            except ValueError as exc:
                 typer.echo(f"warning: image config not checked: {exc}", err=True)
     finally:
         source.close()

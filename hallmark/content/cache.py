@@ -8,8 +8,11 @@ versions, so a changed checker never reuses an older result. Trivy caches layer 
 same way. Findings are stored without their layer index (the same layer sits at another index
 in another image) and without their cross-layer status, which is computed per image.
 
-Entries are small JSON files under ``<cache>/content/``; a missing, corrupt or foreign entry
-is a miss, never an error. Per-file "binary" skips are not stored (reports leave them out).
+An entry also keeps the layer's path events (added, whited out, made opaque), so when every
+layer of an image is cached the cross-layer view is rebuilt without reading any layer.
+
+Entries are JSON files under ``<cache>/content/``; a missing, corrupt or foreign entry is a
+miss, never an error. Per-file "binary" skips are not stored (reports leave them out).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,8 @@ from hallmark.content.scanner import ScanOptions
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the entry layout changes
+FORMAT = 2  # bump when the entry layout changes
+EVENTS = ("add", "delete", "opaque")  # LayerHistory methods, by position
 _PACKAGE = Path(__file__).resolve().parent
 _CHECKER_SOURCES = (
     *sorted(_PACKAGE.glob("*.py")),
@@ -69,6 +74,19 @@ def options_key(options: ScanOptions) -> str | None:
     return json.dumps(fields, sort_keys=True)
 
 
+@dataclass
+class LayerResult:
+    """One layer's content-check outcome and its path events ``(EVENTS index, path)``."""
+
+    outcome: ScanOutcome = field(default_factory=ScanOutcome)
+    events: list[tuple[int, str]] = field(default_factory=list)
+
+    def replay(self, history: Any, layer_index: int) -> None:
+        """Record the events into a :class:`~hallmark.content.layers.LayerHistory`."""
+        for op, path in self.events:
+            getattr(history, EVENTS[op])(layer_index, path)
+
+
 class LayerResultCache:
     """Content-check results per (layer digest, rules digest, options, checker)."""
 
@@ -82,8 +100,8 @@ class LayerResultCache:
         key = hashlib.sha256((self._salt + layer_digest).encode()).hexdigest()
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, layer_digest: str, layer_index: int) -> ScanOutcome | None:
-        """The cached outcome re-stamped with ``layer_index``, or None (miss)."""
+    def get(self, layer_digest: str, layer_index: int) -> LayerResult | None:
+        """The cached result re-stamped with ``layer_index``, or None (miss)."""
         if not self.enabled:
             return None
         path = self._path(layer_digest)
@@ -91,28 +109,31 @@ class LayerResultCache:
             doc = json.loads(path.read_bytes())
             if doc.get("layer") != layer_digest:
                 return None
-            return ScanOutcome(
+            outcome = ScanOutcome(
                 findings=[Finding(**_finding_fields(f), layer_index=layer_index) for f in doc["findings"]],
                 skipped=[Skip(**{**s, "layer_index": layer_index}) for s in doc["skipped"]],
             )
+            events = [(int(op), str(p)) for op, p in doc["events"] if 0 <= int(op) < len(EVENTS)]
+            return LayerResult(outcome, events)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:  # corrupt: a miss
             log.warning("ignoring content cache entry %s: %s", path, exc)
             return None
 
-    def put(self, layer_digest: str, outcome: ScanOutcome) -> None:
-        """Store one layer's outcome (written atomically; a failure to write is only logged)."""
+    def put(self, layer_digest: str, result: LayerResult) -> None:
+        """Store one layer's result (written atomically; a failure to write is only logged)."""
         if not self.enabled:
             return
         doc = {
             "layer": layer_digest,
-            "findings": [_stored(f) for f in outcome.findings],
+            "findings": [_stored(f) for f in result.outcome.findings],
             "skipped": [
                 {k: v for k, v in s.to_dict().items() if k != "layer_index"}
-                for s in outcome.skipped
+                for s in result.outcome.skipped
                 if s.reason != "binary"
             ],
+            "events": result.events,
         }
         path = self._path(layer_digest)
         try:
@@ -145,4 +166,4 @@ def _finding_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["FORMAT", "LayerResultCache", "checker_digest", "options_key"]
+__all__ = ["EVENTS", "FORMAT", "LayerResult", "LayerResultCache", "checker_digest", "options_key"]

@@ -1,8 +1,9 @@
 """``hallmark scan`` keeps each layer's content-check results in the user cache, keyed by the
 layer digest, the rules digest, the options and the checking code: a cached run reports exactly
-what a fresh run reports (findings, their layers and whiteout status, skips, rule warnings),
-the cache is really what answers, a rule change or a corrupt entry makes a fresh check, and a
-cached layer at another position in another image gets that image's layer index."""
+what a fresh run reports (findings, their layers and whiteout status, skips, rule warnings; the
+whole report), the cache is really what answers (a fully cached image is not read at all), a
+rule change or a corrupt entry makes a fresh check, and a cached layer at another position in
+another image gets that image's layer index."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from hallmark.cli import app
 from hallmark.content import ContentScanner
+from tests.index.imagebuilder import dist_info
 from tests.ocihelp import OCI_MANIFEST, image, sha256
 
 runner = CliRunner()
@@ -207,3 +209,55 @@ def test_a_cached_layer_at_another_index_gets_that_index(tmp_path: Path, monkeyp
     assert from_cache == fresh
     removed = next(f for f in fresh["findings"] if f.get("path") == "/etc/removed.key")
     assert (removed["layer_index"], removed["status"]) == (1, "present")
+
+
+RECORD = {
+    "id": "HMTEST-2026-0042",
+    "modified": "2026-01-01T00:00:00Z",
+    "published": "2026-01-01T00:00:00Z",
+    "summary": "a test advisory",
+    "affected": [
+        {
+            "package": {"ecosystem": "PyPI", "name": "cachedpkg"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}],
+        }
+    ],
+}
+
+
+def test_a_fully_cached_image_gives_the_same_report_without_reading_a_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "db"
+    (db / "osv" / "PyPI").mkdir(parents=True)
+    with zipfile.ZipFile(db / "osv" / "PyPI" / "all.zip", "w") as z:
+        z.writestr(f"{RECORD['id']}.json", json.dumps(RECORD))
+    pkg = layer(
+        [
+            (
+                "usr/lib/python3/dist-packages/cachedpkg-1.0.dist-info/METADATA",
+                dist_info("cachedpkg", "1.0").encode(),
+                0o644,
+            )
+        ]
+    )
+    layers = [BASE, layer([]), pkg, TOP]  # an empty layer has a (cached, empty) result too
+    ref = write_oci(tmp_path / "img", layers, CONFIG)
+    rules = make_rules(tmp_path / "rules")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def report() -> dict[str, Any]:
+        res = runner.invoke(app, ["scan", ref, "--db", str(db), "--rules", rules, "-f", "json"])
+        assert res.exit_code == 0, res.output
+        doc: dict[str, Any] = json.loads(res.stdout)
+        doc.pop("generated_at")
+        return doc
+
+    fresh = report()
+    assert [f["advisory_id"] for f in fresh["findings"]] == ["HMTEST-2026-0042"]
+    assert len(fresh["content_findings"]) > 5
+    assert report() == fresh
+    assert len(entries(tmp_path / "cache")) == len(layers)
+    for data in layers:  # nothing left to read: both the index and the content checks come from the cache
+        (tmp_path / "img" / "blobs" / "sha256" / sha256(data)[7:]).unlink()
+    assert report() == fresh
