@@ -13,6 +13,8 @@ import datetime as dt
 import inspect
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from hallmark.lifecycle.health import GRADES
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 STAGE_ORDER = ("approved", "staging", "deprecated", "retired")
 SHOWN = 300
+CHUNK = 500
 TEXT_LIMIT = 200
 # Content filters (the other half of issue #17's search): query parameter names passed through to
 # ``CatalogService.search`` as keyword arguments when it accepts them. Keep in step with the form.
@@ -59,8 +62,10 @@ def _rank(card: dict[str, Any]) -> tuple[int, str, float, str]:
     return (stage, card.get("grade") or "unknown", -stamp, card["repository"])
 
 
-def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> list[dict[str, Any]]:
-    """Cards for the filters (raises ``CatalogError`` on bad input, like the API)."""
+def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+    """The first ``SHOWN`` cards for the filters, ranked, and how many matched (raises
+    ``CatalogError`` on bad input, like the API). Details are read for the shown cards only, so
+    the page costs the same with ten or ten thousand repositories beyond the search itself."""
     from hallmark.catalog.service import CatalogService
     from hallmark.lifecycle.eol import view as lifecycle_view
 
@@ -74,32 +79,74 @@ def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> list[dict[s
         **extra,
     )
     entries = [e for e in entries if viewer.can_read(e["repository"])]
-    wanted = {(e["repository"], e["digest"]) for e in entries}
-    images = {
-        (i["repository"], i["digest"]): i
-        for i in portal.store.list_images(None)
-        if (i["repository"], i["digest"]) in wanted
-    }
-    soon = portal.hm.config.lifecycle.eol_soon_days
-    cards = []
+    scanned = _scanned(portal, entries)
     for e in entries:
-        img = images.get((e["repository"], e["digest"])) or {}
-        distro = img.get("distro") or {}
-        lifecycle = lifecycle_view(img.get("lifecycle"), soon_days=soon) or {}
+        e["updated_at_image"] = scanned.get((e["repository"], e["digest"]))
+    entries.sort(key=_rank)
+    shown = entries[:SHOWN]
+    facts, tags = _details(portal, shown)
+    soon = portal.hm.config.lifecycle.eol_soon_days
+    for e in shown:
+        key = (e["repository"], e["digest"])
+        distro, lifecycle_doc = facts.get(key, (None, None))
+        distro = distro or {}
+        lifecycle = lifecycle_view(lifecycle_doc, soon_days=soon) or {}
         os_name = lifecycle.get("os") or distro.get("pretty_name")
         if not os_name and distro.get("id"):
             os_name = f"{distro['id']} {distro.get('version_id') or ''}".strip()
-        cards.append(
-            {
-                **e,
-                "tags": portal.meta.tags_for(e["repository"], e["digest"])[:5],
-                "os": os_name,
-                "eol_status": lifecycle.get("status"),
-                "updated_at_image": img.get("updated_at"),
-            }
+        e.update(tags=sorted(tags.get(key, []))[:5], os=os_name, eol_status=lifecycle.get("status"))
+    return shown, len(entries)
+
+
+def _scanned(portal: Portal, entries: list[dict[str, Any]]) -> dict[tuple[str, str], dt.datetime]:
+    """When each image was last scanned (the ``images`` row's update), for the ranking and the card."""
+    from sqlalchemy import select
+
+    from hallmark.pipeline.tables import images
+
+    digests = sorted({e["digest"] for e in entries})
+    out: dict[tuple[str, str], dt.datetime] = {}
+    with portal.meta.engine.connect() as conn:
+        for i in range(0, len(digests), CHUNK):
+            q = select(images.c.repo_name, images.c.digest, images.c.updated_at).where(
+                images.c.digest.in_(digests[i : i + CHUNK])
+            )
+            for repo, digest, when in conn.execute(q):
+                out[(repo, digest)] = when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return out
+
+
+def _details(
+    portal: Portal, shown: list[dict[str, Any]]
+) -> tuple[dict[tuple[str, str], tuple[Any, Any]], dict[tuple[str, str], list[str]]]:
+    """(distro, stored lifecycle) and tags of the shown images: two queries, not one per card."""
+    from sqlalchemy import select
+
+    from hallmark.metadata.tables import repositories, tags
+    from hallmark.pipeline.tables import images
+
+    digests = sorted({e["digest"] for e in shown})
+    facts: dict[tuple[str, str], tuple[Any, Any]] = {}
+    names: dict[tuple[str, str], list[str]] = {}
+    if not digests:
+        return facts, names
+    with portal.meta.engine.connect() as conn:
+        q = select(images.c.repo_name, images.c.digest, images.c.distro, images.c.lifecycle).where(
+            images.c.digest.in_(digests)
         )
-    cards.sort(key=_rank)
-    return cards
+        for repo, digest, distro, lifecycle in conn.execute(q):
+            facts[(repo, digest)] = (
+                orjson.loads(distro) if distro else None,
+                orjson.loads(lifecycle) if lifecycle else None,
+            )
+        q = (
+            select(repositories.c.name, tags.c.digest, tags.c.name)
+            .select_from(tags.join(repositories))
+            .where(tags.c.digest.in_(digests))
+        )
+        for row in conn.execute(q):
+            names.setdefault((str(row[0]), str(row[1])), []).append(str(row[2]))
+    return facts, names
 
 
 def filters_of(request: web.Request) -> dict[str, str]:
@@ -115,8 +162,9 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
     filters = filters_of(request)
     error = None
     cards: list[dict[str, Any]] = []
+    total = 0
     try:
-        cards = await portal.run(load, portal, viewer, filters)
+        cards, total = await portal.run(load, portal, viewer, filters)
     except CatalogError as exc:
         error = str(exc)
     return portal.render(
@@ -124,8 +172,8 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
         "catalog.html",
         viewer,
         status=400 if error else 200,
-        cards=cards[:SHOWN],
-        total=len(cards),
+        cards=cards,
+        total=total,
         shown=SHOWN,
         filters=filters,
         error=error,
