@@ -17,7 +17,8 @@ import pytest
 from hallmark.app import Hallmark
 from hallmark.config import load_config
 from tests.conftest import Server
-from tests.ocihelp import sha256, tar_layer, write_oci_layout
+from tests.ocihelp import push_image, sha256, tar_layer, write_oci_layout
+from tests.pipeline.test_pipeline import image_files, wait_for
 from tests.s3help import MotoServer, shared_moto
 
 MiB = 1 << 20
@@ -28,10 +29,10 @@ def moto() -> MotoServer:
     return shared_moto(Path(tempfile.gettempdir()))
 
 
-def s3_server(moto: MotoServer, root: Path, redirect: bool) -> Server:
+def s3_server(moto: MotoServer, root: Path, redirect: bool, pipeline: bool = False) -> Server:
     data = root / "data"
     data.mkdir(parents=True)
-    env = {**moto.env(moto.new_bucket(), redirect=redirect), "HALLMARK_PIPELINE__ENABLED": "false"}
+    env = {**moto.env(moto.new_bucket(), redirect=redirect), "HALLMARK_PIPELINE__ENABLED": str(pipeline).lower()}
     return Server(data, env=env).start()
 
 
@@ -44,7 +45,7 @@ def redirecting(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def streaming(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = s3_server(moto, tmp_path_factory.mktemp("s3stream"), redirect=False)
+    srv = s3_server(moto, tmp_path_factory.mktemp("s3stream"), redirect=False, pipeline=True)
     yield srv
     srv.stop()
 
@@ -92,6 +93,16 @@ def test_streamed_pull_serves_bytes_and_ranges(streaming: Server) -> None:
         assert r.headers["Content-Range"] == f"bytes 1048570-1048599/{len(data)}"
         assert c.get(f"/v2/s3/stream/blobs/{digest}", headers={"Range": f"bytes={len(data)}-"}).status_code == 416
         assert c.get(f"/v2/s3/stream/blobs/{sha256(b'absent')}").status_code == 404
+
+
+def test_indexer_reads_layers_from_s3(streaming: Server) -> None:
+    """The pipeline indexes an image whose layers live only in the bucket, and stores its SBOMs there."""
+    with httpx.Client(base_url=streaming.url, timeout=60) as c:
+        digest = push_image(c, "s3/indexed", "v1", files=image_files("11", "bullseye"))
+        assert wait_for(c, "s3/indexed", digest)["status"] == "done"
+        sbom = c.get(f"/api/v1/repositories/s3/indexed/images/{digest}/reports/sbom-cyclonedx").json()
+        assert {comp["name"] for comp in sbom["components"]} >= {"libssl1.1", "jinja2"}
+    assert streaming.data_dir.joinpath("blobs").exists() is False  # nothing went to the data folder
 
 
 def test_abandoned_multipart_upload_is_aborted_by_cleanup(streaming: Server) -> None:
