@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["registry", "sbom", "advisories", "content_checks", "explore", "admission", "scan_speed", "search"]
+BENCHES = ["registry", "sbom", "advisories", "content_checks", "explore", "admission", "scan_speed", "search", "portal"]
 
 
 def main() -> None:
