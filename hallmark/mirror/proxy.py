@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _WRITE_BATCH = 1 << 20
+# The completion task leaves blobs alone this long after a manifest miss: the client asks for them
+# right away and gets them streamed; fetched by the task first, they would reach the client only
+# once whole. It then fetches what no client did (and waits for what clients are fetching).
+CLIENT_GRACE_SECONDS = 1.0
 _MAX_INDEX_DEPTH = 2
 
 
@@ -205,6 +209,8 @@ class PullThrough:
         pending = self._pending[(repo, digest)]
         m = pending.manifest
         try:
+            if depth == 0:
+                await asyncio.sleep(CLIENT_GRACE_SECONDS)
             parsed = parse_manifest(m.content, m.media_type)
             for child in parsed.manifest_refs:
                 if await self._svc.read(self._svc.meta.get_manifest, repo, child, True) is not None:
