@@ -1,49 +1,32 @@
-"""The catalog page: one card per image the viewer may pull, searched with the catalog API's filters.
+"""The catalog page: one card per image the viewer may pull, found with the catalog API's search.
 
-The search runs through ``CatalogService.search``, the function behind ``GET /api/v1/catalog``,
-and keeps only repositories the viewer may pull, as the API does. Search by contents (package,
-version range, purl, advisory, OS release, end of life, KEV, fix available) is being added to that
-service separately: ``CONTENT_FILTERS`` names the query parameters the form passes through once the
-service accepts them, so the page gains them by listing them here and in ``catalog.html``.
+The search is ``hallmark.discovery.search`` (``make_query`` -> ``find`` -> ``entries``), exactly
+as ``GET /api/v1/catalog`` runs it: the same filters (name/text, package, version range, purl,
+advisory with its aliases, stage, grade, OS release, end of life, owner, KEV, fix available),
+the same ranking (approved first, better grade, newest), cut to the repositories the viewer
+may pull before the page is built. Details are read for the shown cards only, so the page costs
+about the same with ten or ten thousand repositories beyond the search itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from hallmark.lifecycle.health import GRADES
 
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from hallmark.discovery.search import Key
     from hallmark.portal.routes import Portal, Viewer
 
-STAGE_ORDER = ("approved", "staging", "deprecated", "retired")
 SHOWN = 300
 CHUNK = 500
 TEXT_LIMIT = 200
-# Content filters (the other half of issue #17's search): query parameter names passed through to
-# ``CatalogService.search`` as keyword arguments when it accepts them. Keep in step with the form.
-CONTENT_FILTERS: tuple[str, ...] = (
-    "package",
-    "version",
-    "purl",
-    "advisory",
-    "os",
-    "eol",
-    "kev",
-    "fix",
-)
-
-
-def accepted_content_filters(search: Any) -> tuple[str, ...]:
-    """The content filters ``search`` takes as keyword arguments (none until the content search lands)."""
-    params = inspect.signature(search).parameters
-    return tuple(f for f in CONTENT_FILTERS if f in params)
+TEXT_FILTERS = ("q", "stage", "owner", "grade", "package", "version", "purl", "advisory", "os", "eol")
+FLAG_FILTERS = ("kev", "fix_available")
+EOL_CHOICES = (("eol", "past end of life"), ("eol_soon", "end of life soon"), ("supported", "supported"))
 
 
 def pull_host(portal: Portal, request: web.Request) -> str:
@@ -54,109 +37,76 @@ def pull_host(portal: Portal, request: web.Request) -> str:
     return (urlsplit(public).netloc if public else "") or request.host
 
 
-def _rank(card: dict[str, Any]) -> tuple[int, str, float, str]:
-    """Approved first, better grade first, newest first (the order issue #17 asks of the search)."""
-    stage = STAGE_ORDER.index(card["stage"]) if card["stage"] in STAGE_ORDER else len(STAGE_ORDER)
-    when = card.get("updated_at_image")
-    stamp = when.timestamp() if isinstance(when, dt.datetime) else 0.0
-    return (stage, card.get("grade") or "unknown", -stamp, card["repository"])
-
-
-def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
-    """The first ``SHOWN`` cards for the filters, ranked, and how many matched (raises
-    ``CatalogError`` on bad input, like the API). Details are read for the shown cards only, so
-    the page costs the same with ten or ten thousand repositories beyond the search itself."""
-    from hallmark.catalog.service import CatalogService
-    from hallmark.lifecycle.eol import view as lifecycle_view
-
-    service = CatalogService(portal.hm.pipeline)
-    extra = {f: filters[f] for f in accepted_content_filters(service.search) if filters.get(f)}
-    entries = service.search(
-        stage=filters.get("stage") or None,
-        q=filters.get("q") or None,
-        owner=filters.get("owner") or None,
-        grade=filters.get("grade") or None,
-        **extra,
-    )
-    entries = [e for e in entries if viewer.can_read(e["repository"])]
-    scanned = _scanned(portal, entries)
-    for e in entries:
-        e["updated_at_image"] = scanned.get((e["repository"], e["digest"]))
-    entries.sort(key=_rank)
-    shown = entries[:SHOWN]
-    facts, tags = _details(portal, shown)
-    soon = portal.hm.config.lifecycle.eol_soon_days
-    for e in shown:
-        key = (e["repository"], e["digest"])
-        distro, lifecycle_doc = facts.get(key, (None, None))
-        distro = distro or {}
-        lifecycle = lifecycle_view(lifecycle_doc, soon_days=soon) or {}
-        os_name = lifecycle.get("os") or distro.get("pretty_name")
-        if not os_name and distro.get("id"):
-            os_name = f"{distro['id']} {distro.get('version_id') or ''}".strip()
-        e.update(tags=sorted(tags.get(key, []))[:5], os=os_name, eol_status=lifecycle.get("status"))
-    return shown, len(entries)
-
-
-def _scanned(portal: Portal, entries: list[dict[str, Any]]) -> dict[tuple[str, str], dt.datetime]:
-    """When each image was last scanned (the ``images`` row's update), for the ranking and the card."""
-    from sqlalchemy import select
-
-    from hallmark.pipeline.tables import images
-
-    digests = sorted({e["digest"] for e in entries})
-    out: dict[tuple[str, str], dt.datetime] = {}
-    with portal.meta.engine.connect() as conn:
-        for i in range(0, len(digests), CHUNK):
-            q = select(images.c.repo_name, images.c.digest, images.c.updated_at).where(
-                images.c.digest.in_(digests[i : i + CHUNK])
-            )
-            for repo, digest, when in conn.execute(q):
-                out[(repo, digest)] = when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+def filters_of(request: web.Request) -> dict[str, str]:
+    """The form's filters (empty ones dropped; a ticked box sends ``true``)."""
+    q = request.query
+    out = {k: q.get(k, "").strip()[:TEXT_LIMIT] for k in TEXT_FILTERS if q.get(k, "").strip()}
+    out.update({k: "true" for k in FLAG_FILTERS if q.get(k, "").strip().lower() in ("true", "on", "1", "yes")})
     return out
 
 
+def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+    """The first ``SHOWN`` cards, ranked, and how many images matched (``SearchError`` on bad input)."""
+    from hallmark.discovery import search as discovery
+
+    query = discovery.make_query(dict(filters))
+    soon = portal.hm.config.lifecycle.eol_soon_days
+    meta = portal.meta
+    found = discovery.find(meta, query, soon)
+    keys = [k for k in found.keys if viewer.can_read(k[0])]
+    page = keys[:SHOWN]
+    cards = discovery.entries(meta, page, found, soon)
+    scanned, tags, replacement = _details(portal, page)
+    for c in cards:
+        key = (c["repository"], c["digest"])
+        c["scanned_at"] = scanned.get(key)
+        c["tags"] = sorted(tags.get(key, []))[:5]
+        c["replacement"] = replacement.get(key)
+    return cards, len(keys)
+
+
 def _details(
-    portal: Portal, shown: list[dict[str, Any]]
-) -> tuple[dict[tuple[str, str], tuple[Any, Any]], dict[tuple[str, str], list[str]]]:
-    """(distro, stored lifecycle) and tags of the shown images: two queries, not one per card."""
+    portal: Portal, keys: list[Key]
+) -> tuple[dict[Key, dt.datetime], dict[Key, list[str]], dict[Key, str | None]]:
+    """Last scan, tags and declared replacement of the shown images: three queries, not one per card."""
     from sqlalchemy import select
 
+    from hallmark.catalog.tables import catalog_entries
     from hallmark.metadata.tables import repositories, tags
     from hallmark.pipeline.tables import images
 
-    digests = sorted({e["digest"] for e in shown})
-    facts: dict[tuple[str, str], tuple[Any, Any]] = {}
-    names: dict[tuple[str, str], list[str]] = {}
-    if not digests:
-        return facts, names
+    wanted = set(keys)
+    digests = sorted({d for _, d in keys})
+    scanned: dict[Key, dt.datetime] = {}
+    names: dict[Key, list[str]] = {}
+    replacement: dict[Key, str | None] = {}
     with portal.meta.engine.connect() as conn:
-        q = select(images.c.repo_name, images.c.digest, images.c.distro, images.c.lifecycle).where(
-            images.c.digest.in_(digests)
-        )
-        for repo, digest, distro, lifecycle in conn.execute(q):
-            facts[(repo, digest)] = (
-                orjson.loads(distro) if distro else None,
-                orjson.loads(lifecycle) if lifecycle else None,
+        for i in range(0, len(digests), CHUNK):
+            part = digests[i : i + CHUNK]
+            for row in conn.execute(
+                select(images.c.repo_name, images.c.digest, images.c.updated_at).where(images.c.digest.in_(part))
+            ):
+                when = row[2]
+                if (row[0], row[1]) in wanted and isinstance(when, dt.datetime):
+                    scanned[(row[0], row[1])] = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+            q = (
+                select(repositories.c.name, tags.c.digest, tags.c.name)
+                .select_from(tags.join(repositories))
+                .where(tags.c.digest.in_(part))
             )
-        q = (
-            select(repositories.c.name, tags.c.digest, tags.c.name)
-            .select_from(tags.join(repositories))
-            .where(tags.c.digest.in_(digests))
-        )
-        for row in conn.execute(q):
-            names.setdefault((str(row[0]), str(row[1])), []).append(str(row[2]))
-    return facts, names
-
-
-def filters_of(request: web.Request) -> dict[str, str]:
-    q = request.query
-    keys = ("q", "stage", "owner", "grade", *CONTENT_FILTERS)
-    return {k: q.get(k, "").strip()[:TEXT_LIMIT] for k in keys if q.get(k, "").strip()}
+            for row in conn.execute(q):
+                names.setdefault((str(row[0]), str(row[1])), []).append(str(row[2]))
+            q = select(catalog_entries.c.repo_name, catalog_entries.c.digest, catalog_entries.c.replacement).where(
+                catalog_entries.c.digest.in_(part), catalog_entries.c.replacement.is_not(None)
+            )
+            for row in conn.execute(q):
+                replacement[(str(row[0]), str(row[1]))] = row[2]
+    return scanned, names, replacement
 
 
 async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
-    from hallmark.catalog.service import STAGES, CatalogError, CatalogService
+    from hallmark.catalog.service import STAGES
+    from hallmark.discovery.search import SearchError
 
     viewer = await portal.viewer(request)
     filters = filters_of(request)
@@ -165,7 +115,7 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
     total = 0
     try:
         cards, total = await portal.run(load, portal, viewer, filters)
-    except CatalogError as exc:
+    except SearchError as exc:
         error = str(exc)
     return portal.render(
         request,
@@ -179,6 +129,6 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
         error=error,
         stages=STAGES,
         grades=GRADES,
+        eol_choices=EOL_CHOICES,
         host=pull_host(portal, request),
-        content_filters=accepted_content_filters(CatalogService(portal.hm.pipeline).search),
     )

@@ -575,6 +575,19 @@ def test_advisory_page_finds_affected_images_and_triage_suppresses_the_finding(
 
     login(page, *site.admin)
     page.wait_for_url(site.url + "/")
+    # Found by a package it contains, with the version range of the advisory.
+    page.goto("/catalog")
+    page.fill("#catalog-package", "jinja2")
+    page.fill("#catalog-version", "<2.10.1")
+    page.click("#catalog-search")
+    page.wait_for_url("**/catalog?*package=jinja2*")
+    assert page.locator("#catalog li.card").evaluate_all("els => els.map(e => e.dataset.repository)") == [
+        "portal/jinja"
+    ]
+    assert "jinja2 2.10" in page.inner_text("#catalog li.card .matched")
+    page.fill("#catalog-version", ">=2.10.1")
+    page.click("#catalog-search")
+    assert "No image matches these filters" in page.inner_text("#no-images")
     page.click("header >> text=Advisories")
     page.fill("#advisory-q", cve)
     page.click("#advisory-search")

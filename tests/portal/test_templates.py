@@ -130,14 +130,3 @@ def test_sizes_read_like_people_write_them() -> None:
     from hallmark.portal.routes import _bytes
 
     assert [_bytes(v) for v in (None, 298, 2048, 5 * 1024**3)] == ["", "298 B", "2.0 KiB", "5.0 GiB"]
-
-
-def test_content_filters_pass_through_only_when_the_search_takes_them() -> None:
-    from hallmark.portal.catalog_page import accepted_content_filters
-
-    def old(stage: str | None, q: str | None, owner: str | None, grade: str | None = None) -> None: ...
-
-    def new(stage: str | None, q: str | None, package: str | None = None, advisory: str | None = None) -> None: ...
-
-    assert accepted_content_filters(old) == ()
-    assert accepted_content_filters(new) == ("package", "advisory")
