@@ -80,6 +80,9 @@ def routes(pipeline: Pipeline, registry: RegistryService) -> list[web.RouteDef]:
         from hallmark.lifecycle.eol import view as lifecycle_view
 
         image["lifecycle"] = lifecycle_view(image.get("lifecycle"), soon_days=pipeline.config.lifecycle.eol_soon_days)
+        from hallmark.discovery.base import base_and_advice  # base image and upgrade advice
+
+        image.update(await run(base_and_advice, pipeline.meta, name, digest, pipeline.config.lifecycle.eol_soon_days))
         return json_response(image)
 
     async def get_report(request: web.Request) -> web.StreamResponse:

@@ -9,6 +9,7 @@ images indexed before the rows existed (:func:`backfill`, the ``packages.backfil
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +19,7 @@ import orjson
 from sqlalchemy import delete, exists, select
 from sqlalchemy.engine import Connection
 
-from hallmark.discovery.tables import image_packages, search_documents
+from hallmark.discovery.tables import image_chains, image_packages, search_documents
 from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.model import Package
 from hallmark.pipeline.tables import images
@@ -98,9 +99,26 @@ def _drop_document(conn: Connection, repo: str, digest: str) -> None:
     conn.execute(delete(search_documents).where(search_documents.c.id == row[0]))
 
 
-def write_rows(conn: Connection, repo: str, digest: str, packages: Sequence[Package], labels: Mapping[str, Any]) -> int:
-    """Inside the caller's transaction: replace the image's package rows and text document."""
+def chain_key(layers: Sequence[str]) -> str:
+    """What identifies a layer list (and so, with a prefix of it, a base image)."""
+    return hashlib.sha256(",".join(layers).encode()).hexdigest()
+
+
+def write_rows(
+    conn: Connection,
+    repo: str,
+    digest: str,
+    packages: Sequence[Package],
+    labels: Mapping[str, Any],
+    layers: Sequence[str] = (),
+) -> int:
+    """Inside the caller's transaction: replace the image's package rows, text document and
+    layer chain."""
     forget_image(conn, repo, digest)
+    if layers:
+        conn.execute(
+            image_chains.insert().values(repo_name=repo, digest=digest, chain=chain_key(layers), layers=len(layers))
+        )
     rows = package_rows(repo, digest, packages)
     for i in range(0, len(rows), _CHUNK):
         conn.execute(image_packages.insert(), rows[i : i + _CHUNK])
@@ -114,16 +132,22 @@ def write_rows(conn: Connection, repo: str, digest: str, packages: Sequence[Pack
 
 
 def write_image(
-    meta: MetadataStore, repo: str, digest: str, packages: Sequence[Package], labels: Mapping[str, Any]
+    meta: MetadataStore,
+    repo: str,
+    digest: str,
+    packages: Sequence[Package],
+    labels: Mapping[str, Any],
+    layers: Sequence[str] = (),
 ) -> int:
     """Make the rows say what this inventory says, in one transaction; returns the row count."""
     with meta.transaction() as conn:
-        return write_rows(conn, repo, digest, packages, labels)
+        return write_rows(conn, repo, digest, packages, labels, layers)
 
 
 def forget_image(conn: Connection, repo: str, digest: str) -> None:
     """Inside the caller's transaction: the image's package rows and text document go."""
     conn.execute(delete(image_packages).where(image_packages.c.digest == digest, image_packages.c.repo_name == repo))
+    conn.execute(delete(image_chains).where(image_chains.c.digest == digest, image_chains.c.repo_name == repo))
     _drop_document(conn, repo, digest)
 
 
@@ -169,7 +193,8 @@ def backfill(pipeline: Any, batch: int = 500) -> dict[str, int]:
             inv = pipeline.inventory(digest)
             if inv is None:
                 continue
-            stats["rows"] += write_image(pipeline.meta, repo, digest, inv.packages, _stored_labels(pipeline, digest))
+            labels = _stored_labels(pipeline, digest)
+            stats["rows"] += write_image(pipeline.meta, repo, digest, inv.packages, labels, inv.layers)
             stats["images"] += 1
 
 

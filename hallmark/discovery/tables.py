@@ -42,3 +42,15 @@ search_documents = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_search_documents_image", "digest", "repo_name", unique=True),
 )
+
+# One row per indexed image: a hash of its layer digest list, so "which cataloged image is this
+# one built on" is an index lookup of the hashes of its layer-list prefixes (hallmark.discovery.base).
+image_chains = Table(
+    "image_chains",
+    metadata,
+    Column("repo_name", String(255), primary_key=True),
+    Column("digest", String(140), primary_key=True),
+    Column("chain", String(64), nullable=False),  # sha256 hex of the layer digests joined by ","
+    Column("layers", Integer, nullable=False),
+    Index("ix_image_chains_chain", "chain"),
+)

@@ -194,7 +194,7 @@ class Pipeline:
             distro=result.distro.__dict__ if result.distro else None,
             package_count=len(result.packages),
         )
-        self._search_rows(repo, digest, result.packages, config)
+        self._search_rows(repo, digest, result.packages, config, result.layers)
         name = f"{repo}@{digest}"
         for kind, media_type, body in (
             ("sbom-cyclonedx", CYCLONEDX, to_cyclonedx(result, name)),
@@ -204,13 +204,13 @@ class Pipeline:
         self.store.add_event("image.indexed", repo, digest, {"packages": len(result.packages)})
         self.jobs.enqueue("match", f"{repo}@{digest}", {"repo": repo, "digest": digest})
 
-    def _search_rows(self, repo: str, digest: str, packages: list[Any], config: bytes) -> None:
-        """Package rows and the text document search reads (hallmark.discovery.packages); a failure
+    def _search_rows(self, repo: str, digest: str, packages: list[Any], config: bytes, layers: list[str]) -> None:
+        """Package rows, text document and layer chain (hallmark.discovery.packages); a failure
         there never fails the index (the ``packages.backfill`` job writes them later)."""
         from hallmark.discovery.packages import labels_from_config, write_image
 
         try:
-            write_image(self.meta, repo, digest, packages, labels_from_config(config))
+            write_image(self.meta, repo, digest, packages, labels_from_config(config), layers)
         except Exception:
             log.exception("search rows of %s@%s not written", repo, digest)
 

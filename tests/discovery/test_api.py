@@ -41,6 +41,8 @@ def test_search_by_contents_and_advisory(server: Server, client: httpx.Client) -
     assert names(os="alpine") == ["disc/other"]
     entry = client.get("/api/v1/catalog", params={"package": "libssl1.1"}).json()["images"][0]
     assert entry["packages"][0]["version"] == "1.1.1n-0+deb11u3" and entry["stage"] == "staging"
+    image = client.get(f"/api/v1/repositories/disc/app/images/{digest}").json()
+    assert image["base"] is None and image["advice"] is None  # one layer: built on nothing cataloged
     bad = client.get("/api/v1/catalog", params={"package": "x", "version": "<"})
     assert bad.status_code == 400 and "version range" in bad.text
 

@@ -1,4 +1,4 @@
-"""discovery: image_packages, search_documents (+ FTS5 on SQLite, GIN full text and trigram on PostgreSQL)
+"""discovery: image_packages, search_documents, image_chains (+ FTS5 on SQLite, GIN full text and trigram on PostgreSQL)
 
 Revision ID: 0014
 Revises: 0011
@@ -43,6 +43,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_search_documents_image", "search_documents", ["digest", "repo_name"], unique=True)
+    op.create_table(
+        "image_chains",
+        sa.Column("repo_name", sa.String(length=255), nullable=False),
+        sa.Column("digest", sa.String(length=140), nullable=False),
+        sa.Column("chain", sa.String(length=64), nullable=False),
+        sa.Column("layers", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("repo_name", "digest"),
+    )
+    op.create_index("ix_image_chains_chain", "image_chains", ["chain"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         op.execute("CREATE INDEX ix_search_documents_fts ON search_documents USING gin (to_tsvector('simple', body))")
@@ -54,6 +63,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         op.execute("DROP TABLE IF EXISTS search_fts")
+    op.drop_index("ix_image_chains_chain", table_name="image_chains")
+    op.drop_table("image_chains")
     op.drop_table("search_documents")
     op.drop_index("ix_image_packages_image", table_name="image_packages")
     op.drop_index("ix_image_packages_purl_name", table_name="image_packages")
