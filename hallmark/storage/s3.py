@@ -47,6 +47,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -66,6 +67,9 @@ _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MIN_PART = 5 << 20  # S3's smallest part (except the last)
 PART = 8 << 20  # parts sent while streaming; doubled every 2000 parts (S3 allows 10000)
 _READ_CHUNK = 1 << 20
+_COPY_OBJECT_MAX = 5 << 30
+# Group commits (many small blobs at once) are one PUT each: sent side by side, not in turn.
+_COMMIT_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s3-commit")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
 
@@ -279,7 +283,7 @@ class S3Writer:
                     self._s.delete_upload(self.upload_id)
                     self._closed = True
                     raise DigestMismatch(expected_digest, actual)
-            self._s.copy_key(data_key, final)
+            self._s.copy_key(data_key, final, self._size)
         size = self._size
         self._s.delete_upload(self.upload_id)
         self._closed = True
@@ -444,8 +448,12 @@ class S3BlobStore:
     def delete_key(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def copy_key(self, source: str, target: str) -> None:
-        """Server-side copy (multipart copy for large objects: CopyObject stops at 5 GiB)."""
+    def copy_key(self, source: str, target: str, size: int | None = None) -> None:
+        """Server-side copy: one CopyObject when the size is known to fit (5 GiB), else boto3's
+        managed copy (a HEAD, then a multipart copy for large objects)."""
+        if size is not None and size <= _COPY_OBJECT_MAX:
+            self.client.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source})
+            return
         self.client.copy({"Bucket": self.bucket, "Key": source}, self.bucket, target)
 
     def hash_key(self, key: str, algo: str) -> str:
@@ -515,13 +523,15 @@ class S3BlobStore:
         return S3Writer(self, upload_id, resume)
 
     def commit_many(self, items: Sequence[tuple[BlobWriter, str]]) -> list[int | Exception]:
-        results: list[int | Exception] = []
-        for writer, digest in items:
+        def one(item: tuple[BlobWriter, str]) -> int | Exception:
             try:
-                results.append(writer.commit(digest))
+                return item[0].commit(item[1])
             except Exception as exc:
-                results.append(exc)
-        return results
+                return exc
+
+        if len(items) == 1:
+            return [one(items[0])]
+        return list(_COMMIT_POOL.map(one, items))
 
     def upload_size(self, upload_id: str) -> int | None:
         doc = self.read_state(upload_id)

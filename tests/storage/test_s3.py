@@ -167,3 +167,18 @@ def test_config_needs_bucket_and_hides_secrets() -> None:
     cfg = StorageConfig(driver="s3", bucket="b", access_key="AKIAEXAMPLE", secret_key="very-secret")
     assert "very-secret" not in repr(cfg)
     assert "very-secret" not in repr(S3BlobStore.from_config(cfg))
+
+
+def test_commit_many_reports_each_upload(replicas: tuple[S3BlobStore, S3BlobStore]) -> None:
+    store = replicas[0]
+    blobs = [os.urandom(1000 + i) for i in range(5)]
+    writers = []
+    for i, data in enumerate(blobs):
+        w = store.writer(f"group-{i:04d}", resume=False)
+        w.write(data)
+        writers.append(w)
+    digests = [sha(d) for d in blobs]
+    digests[2] = sha(b"wrong")
+    results = store.commit_many(list(zip(writers, digests, strict=True)))
+    assert [r if isinstance(r, int) else type(r) for r in results] == [1000, 1001, DigestMismatch, 1003, 1004]
+    assert set(store.iterate()) == {sha(blobs[i]) for i in (0, 1, 3, 4)}

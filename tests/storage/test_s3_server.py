@@ -105,6 +105,31 @@ def test_indexer_reads_layers_from_s3(streaming: Server) -> None:
     assert streaming.data_dir.joinpath("blobs").exists() is False  # nothing went to the data folder
 
 
+def test_chunked_upload_alternating_between_two_serve_processes(streaming: Server) -> None:
+    """Two ``hallmark serve`` processes on one bucket: PATCHes alternate, either one finishes it."""
+    other = Server(streaming.data_dir, env=streaming.extra_env).start()
+    try:
+        sizes = [6 * MiB + 1, 1000, 2 * MiB, 9 * MiB, 77]
+        chunks = [os.urandom(n) for n in sizes]
+        data = b"".join(chunks)
+        replicas = [httpx.Client(base_url=s.url, timeout=60) for s in (streaming, other)]
+        loc = replicas[0].post("/v2/s3/replicas/blobs/uploads/").headers["Location"]
+        offset = 0
+        for i, chunk in enumerate(chunks):
+            c = replicas[i % 2]
+            end = offset + len(chunk) - 1
+            r = c.patch(loc, content=chunk, headers={"Content-Range": f"{offset}-{end}"})
+            assert r.status_code == 202 and r.headers["Range"] == f"0-{end}", r.text
+            offset += len(chunk)
+            assert replicas[(i + 1) % 2].get(loc).headers["Range"] == f"0-{end}"
+        assert replicas[1].put(loc, params={"digest": sha256(data)}).status_code == 201
+        for c in replicas:
+            assert c.get(f"/v2/s3/replicas/blobs/{sha256(data)}").content == data
+            c.close()
+    finally:
+        other.stop()
+
+
 def test_abandoned_multipart_upload_is_aborted_by_cleanup(streaming: Server) -> None:
     """A chunked push left half way holds an S3 multipart upload; the expiry sweep aborts it."""
     with httpx.Client(base_url=streaming.url, timeout=60) as c:
