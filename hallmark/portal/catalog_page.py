@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from hallmark.lifecycle.health import GRADES
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from hallmark.discovery.search import Key
     from hallmark.portal.routes import Portal, Viewer
 
-SHOWN = 300
+SHOWN = 60  # cards per page (``page`` parameter for the next ones)
 CHUNK = 500
 TEXT_LIMIT = 200
 TEXT_FILTERS = ("q", "stage", "owner", "grade", "package", "version", "purl", "advisory", "os", "eol")
@@ -45,8 +46,8 @@ def filters_of(request: web.Request) -> dict[str, str]:
     return out
 
 
-def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
-    """The first ``SHOWN`` cards, ranked, and how many images matched (``SearchError`` on bad input)."""
+def load(portal: Portal, viewer: Viewer, filters: dict[str, str], number: int = 1) -> tuple[list[dict[str, Any]], int]:
+    """Page ``number`` of ``SHOWN`` cards, ranked, and how many images matched (``SearchError`` on bad input)."""
     from hallmark.discovery import search as discovery
 
     query = discovery.make_query(dict(filters))
@@ -54,7 +55,7 @@ def load(portal: Portal, viewer: Viewer, filters: dict[str, str]) -> tuple[list[
     meta = portal.meta
     found = discovery.find(meta, query, soon)
     keys = [k for k in found.keys if viewer.can_read(k[0])]
-    page = keys[:SHOWN]
+    page = keys[(number - 1) * SHOWN : number * SHOWN]
     cards = discovery.entries(meta, page, found, soon)
     scanned, tags, replacement = _details(portal, page)
     for c in cards:
@@ -113,8 +114,10 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
     error = None
     cards: list[dict[str, Any]] = []
     total = 0
+    raw = request.query.get("page", "1")
+    number = min(int(raw), 100_000) if raw.isdigit() and int(raw) > 0 else 1
     try:
-        cards, total = await portal.run(load, portal, viewer, filters)
+        cards, total = await portal.run(load, portal, viewer, filters, number)
     except SearchError as exc:
         error = str(exc)
     return portal.render(
@@ -125,6 +128,9 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
         cards=cards,
         total=total,
         shown=SHOWN,
+        number=number,
+        pages=max(1, -(-total // SHOWN)),
+        query_string=urlencode(filters),
         filters=filters,
         error=error,
         stages=STAGES,
