@@ -205,3 +205,20 @@ def chart(points: list[tuple[dt.datetime, dict[str, int]]]) -> dict[str, Any] | 
         "label": f"Findings over time, {len(points)} point(s); now {summary}",
         "rows": [(when, [c.get(s, 0) for s in CHART_SEVERITIES]) for when, c in points[-10:]],
     }
+
+
+def base_and_advice(
+    pipeline: Pipeline, repo: str, digest: str, can_read: Callable[[str | None], bool]
+) -> dict[str, Any]:
+    """The base image and upgrade advice of the image document (``hallmark.discovery.base``),
+    without naming repositories the viewer may not pull (they read as an uncataloged base)."""
+    from hallmark.discovery.base import base_and_advice as found
+
+    doc = found(pipeline.meta, repo, digest, pipeline.config.lifecycle.eol_soon_days)
+    base, advice = doc.get("base"), doc.get("advice")
+    if base is not None and base.get("repository") and not can_read(base["repository"]):
+        base = {"digest": base["digest"], "name": base.get("name"), "source": base["source"], "cataloged": False}
+        advice = None
+    if advice is not None:
+        advice = {**advice, "replacements": [r for r in advice["replacements"] if can_read(r["repository"])]}
+    return {"base": base, "advice": advice}

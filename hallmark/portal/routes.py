@@ -457,6 +457,7 @@ class Portal:
                 "runs_in": extras.runs_in(self.hm.pipeline, digest, viewer.can_read),
                 "layers": extras.layers(self.hm.pipeline, name, digest),
                 "chart": extras.chart(extras.finding_history(self.hm.pipeline, img)),
+                "base": extras.base_and_advice(self.hm.pipeline, name, digest, viewer.can_read),
             }
 
         data = await self.run(load)
@@ -508,6 +509,8 @@ class Portal:
             runs_in=data["runs_in"],
             layers=data["layers"],
             chart=data["chart"],
+            base=data["base"]["base"],
+            advice=data["base"]["advice"],
         )
 
     async def restore_tag(self, request: web.Request) -> web.StreamResponse:

@@ -617,6 +617,45 @@ def test_advisory_page_finds_affected_images_and_triage_suppresses_the_finding(
     assert page.locator("#findings tr.suppressed", has_text="PYSEC-2019-217").count() == 1
 
 
+def test_image_page_names_its_base_and_advises_an_approved_upgrade(page: Page, site: Site) -> None:
+    """After the advisory test (jinja2 2.10 has a fixable finding): an image built on a base with
+    that finding shows the base, why to move, and the approved fixed base as the replacement."""
+    from tests.ocihelp import image, push_blob, push_manifest, sha256, tar_layer
+    from tests.pipeline.test_pipeline import image_files
+
+    vulnerable = {**image_files("11", "bullseye"), "etc/py-base": b"1"}  # its own layer, no other image's
+    fixed = dict(vulnerable)
+    fixed["usr/lib/python3/dist-packages/Jinja2-2.10.1.dist-info/METADATA"] = (
+        b"Metadata-Version: 2.1\nName: Jinja2\nVersion: 2.10.1\n"
+    )
+    del fixed["usr/lib/python3/dist-packages/Jinja2-2.10.dist-info/METADATA"]
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        old = push_image(c, "portal/py-base", "v1", files=vulnerable)
+        new = push_image(c, "portal/py-base", "v2", files=fixed)
+        for d in (old, new):
+            _wait_done(c, "portal/py-base", d)
+        r = c.post(
+            f"/api/v1/repositories/portal/py-base/images/{new}/catalog/promote",
+            json={"to": "approved", "reason": "fixed jinja2", "force": True},
+        )
+        assert r.status_code == 200, r.text
+        base_layer = tar_layer(vulnerable)
+        app_layer = tar_layer({"srv/app.py": b"print('hi')"})
+        config, manifest = image([base_layer, app_layer])
+        for blob in (base_layer, app_layer, config):
+            push_blob(c, "portal/py-app", blob)
+        assert push_manifest(c, "portal/py-app", "v1", manifest).status_code == 201
+        app = sha256(manifest)
+        _wait_done(c, "portal/py-app", app)
+    login(page, *site.admin)
+    page.goto(f"/repositories/portal/py-app/images/{app}")
+    base = page.inner_text("#base-image")
+    assert "portal/py-base" in base and old[:19] in base and "layer prefix" in base
+    assert "fixable finding" in page.inner_text("#advice")
+    option = page.locator("#advice-options tbody tr")
+    assert option.count() == 1 and new[:19] in option.inner_text()
+
+
 def _axe_script() -> Path:
     """axe-core as the PyPI package axe-playwright-python ships it (no CDN, no npm at test time)."""
     import importlib.util
