@@ -62,6 +62,9 @@ class Target:
     audit: Callable[[str, str, str, str, dict[str, Any]], None] | None = None  # actor, action, repo, digest, detail
     may_push: Callable[[str, str], str | None] | None = None  # (robot, repo) -> refusal or None
     heartbeat: Callable[[], None] = lambda: None  # keeps the job's lease while tags are copied
+    # May a blob stored for other repositories be linked instead of fetched? (None: always.) A hostile
+    # source could name the digest of a private layer; linking it would publish it in the destination.
+    may_link: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -171,7 +174,8 @@ class Source:
             counts.blobs_skipped += 1
             return
         have = target.blobs.stat(digest)
-        if have is not None:  # stored for another repository: link it, fetch nothing
+        if have is not None and (target.may_link is None or target.may_link(digest)):
+            # stored for another repository the mirror may read: link it, fetch nothing
             target.meta.link_blob(repo, digest, have)
             counts.blobs_skipped += 1
             return

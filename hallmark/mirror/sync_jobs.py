@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from hallmark.access.model import Identity
 from hallmark.lifecycle.scheduler import JobContext, PeriodicJob, register
 from hallmark.metadata.store import utcnow
+from hallmark.metadata.tables import repo_blobs, repositories
 from hallmark.mirror.definitions import Mirror, MirrorStore
 from hallmark.mirror.sync import MirrorError, Target, execute, retry_delay
 from hallmark.mirror.tables import mirror_runs
@@ -96,6 +97,25 @@ def target_for(ctx: Any, m: Mirror) -> Target:
             return f"robot {robot!r} may not push to {repo}"
         return None
 
+    robot_perms: list[Any] = []
+
+    def may_link(digest: str) -> bool:
+        """Only from repositories the mirror's robot may pull (any, when access control is off)."""
+        if access is None or not ctx.config.access.enabled:
+            return True
+        p = access.principal(m.robot) if m.robot else None
+        if p is None:
+            return False
+        if not robot_perms:
+            robot_perms.append(access.permissions(Identity(p.name, p.kind, p.id)))
+        with ctx.meta.engine.connect() as conn:
+            holders = conn.execute(
+                select(repositories.c.name)
+                .join(repo_blobs, repo_blobs.c.repo_id == repositories.c.id)
+                .where(repo_blobs.c.digest == digest)
+            ).scalars()
+            return any(robot_perms[0].can(name, "pull") for name in holders)
+
     def audit(actor: str, action: str, repo: str, digest: str, detail: dict[str, Any]) -> None:
         if access is not None and ctx.config.access.enabled:
             access.audit.record(actor, action, repo=repo, digest=digest, detail=detail)
@@ -108,6 +128,7 @@ def target_for(ctx: Any, m: Mirror) -> Target:
         audit=audit,
         may_push=may_push,
         heartbeat=heartbeat,
+        may_link=may_link,
     )
 
 

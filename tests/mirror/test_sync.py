@@ -15,12 +15,13 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.conftest import SHARED_DATA, Server, free_port
+from tests.conftest import Server, free_port
 from tests.index.imagebuilder import Image, Layer, build_image, sha256, write_layout
-from tests.pipeline.test_pipeline import hallmark_cli, image_files, wait_for
+from tests.pipeline.test_pipeline import wait_for
 
 USER, PASSWORD = "mirror-user", "Src-Pass-31337"
 SBOM_TYPE = "application/spdx+json"
+SECRET_ENV = "DATABASE_URL=postgres://appuser:Zx9vQ2mR7pLk4sT8@db.internal:5432/app\n"
 TERMINAL = ("succeeded", "partial", "failed", "retrying")
 
 
@@ -176,11 +177,7 @@ def run_and_wait(c: httpx.Client, mirror_id: int, timeout: float = 120) -> dict[
 def test_mirror_copies_filtered_tags_referrers_and_only_what_changed(
     source: Source, hallmark: Server, tmp_path: Path
 ) -> None:
-    have_advisories = (SHARED_DATA / "osv").is_dir()
-    if have_advisories:
-        r = hallmark_cli(hallmark, "db", "update", "--mirror", str(SHARED_DATA))
-        assert r.returncode == 0, r.stderr
-    v10 = image(image_files("11", "bullseye"))
+    v10 = image({"etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "app/.env": SECRET_ENV})
     source.push(
         "src/app",
         {
@@ -239,12 +236,11 @@ def test_mirror_copies_filtered_tags_referrers_and_only_what_changed(
         refs = c.get(f"/v2/mirrored/app/referrers/{v10.digest}").json()["manifests"]
         assert sbom in [x["digest"] for x in refs]
         # Pushed as the pipeline sees a push: indexed, matched, with findings.
-        img = wait_for(c, "mirrored/app", v10.digest)
+        img = wait_for(c, "mirrored/app", v10.digest, timeout=120)
         assert img["status"] == "done", img
         assert img["distro"]["id"] == "debian"
-        if have_advisories:
-            report = c.get(f"/api/v1/repositories/mirrored/app/images/{v10.digest}/reports/vulnerabilities").json()
-            assert any(f["package"] == "libssl1.1" for f in report["findings"])
+        report = c.get(f"/api/v1/repositories/mirrored/app/images/{v10.digest}/reports/content").json()
+        assert any(f["kind"] == "secret" for f in report["findings"]), report
 
         # Second run: nothing changed, nothing fetched.
         again = run_and_wait(c, m["id"])
@@ -261,6 +257,7 @@ def test_mirror_copies_filtered_tags_referrers_and_only_what_changed(
         assert [x["name"] for x in listing] == ["app"] and listing[0]["last_run"]["id"] == third["id"]
         assert c.delete(f"/api/v1/mirrors/{m['id']}").status_code == 204
         assert c.get(f"/api/v1/mirrors/{m['id']}").status_code == 404
+    assert PASSWORD not in (hallmark.data_dir.parent / f"server-{hallmark.port}.log").read_text()
 
 
 def test_bad_blobs_fail_their_tag_only_and_store_nothing(source: Source, hallmark: Server, tmp_path: Path) -> None:
@@ -352,3 +349,131 @@ def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(source: Sourc
         assert hm.pipeline.jobs.claim("w", [KIND]) is None  # ...after its backoff
     finally:
         hm.close()
+
+
+def test_the_mirror_pushes_as_its_robot_and_only_where_it_may(source: Source, tmp_path: Path) -> None:
+    """Access control on: stored tags and audit entries name the robot; a robot without push on the
+    destination copies nothing; blobs of repositories the robot cannot read are fetched, not linked."""
+    from sqlalchemy import select
+
+    from hallmark.access.service import AccessService
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.lifecycle.tables import tag_history
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import queue_run, run_now
+
+    img = image({"robot": "made"})
+    source.push("src/robot", {"v1": img}, tmp_path)
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        assert hm.config.access.enabled
+        hm.access = AccessService.for_metadata(hm.config, hm.meta)
+        hm.access.create_robot("admin", "mirror-bot", ["repository:mirrors/*:pull,push"])
+        # The same layer already stored in a repository the robot cannot read.
+        private = hm.blobs.put(img.blobs[img.layer_digests[0]])
+        hm.meta.link_blob("private/x", private[0], private[1])
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        base = {"source": f"{source.host}/src/robot", "insecure": True, "username": USER, "password": PASSWORD}
+        refused = store.create(validate(dict(base, destination="elsewhere/x", robot="mirror-bot")), "admin")
+        result = run_now(hm, queue_run(hm, refused, "manual", enqueue=False)[0])
+        assert result["state"] == "failed" and "may not push to elsewhere/x" in result["error"]
+        assert hm.meta.get_manifest("elsewhere/x", "v1", False) is None
+
+        m = store.create(validate(dict(base, destination="mirrors/x", robot="mirror-bot")), "admin")
+        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        assert result["state"] == "succeeded" and result["copied"] == 1, result
+        assert result["blobs_copied"] == 2 and result["blobs_skipped"] == 0  # the private copy was not linked
+        with hm.meta.engine.connect() as conn:
+            actors = conn.execute(select(tag_history.c.actor).where(tag_history.c.repo_name == "mirrors/x")).scalars()
+            assert list(actors) == ["mirror-bot"]
+        pushes = hm.access.audit.query(action="push", repo="mirrors/x")
+        assert pushes and {p["actor"] for p in pushes} == {"mirror-bot"}
+    finally:
+        hm.close()
+
+
+def test_a_slow_source_and_an_oversize_manifest_are_errors_not_hangs(source: Source, tmp_path: Path) -> None:
+    import socket
+
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import queue_run, run_now
+
+    def layered(tag: str) -> Image:  # ten layers: a manifest over 1024 bytes
+        return build_image([(Layer().file(f"f{i}", tag).tar_bytes(), "gzip") for i in range(10)])
+
+    source.push("src/big", {"v1": layered("1"), "v2": layered("2")}, tmp_path)
+    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), "HALLMARK_REGISTRY__MAX_MANIFEST_BYTES": "1024"}
+    hm = Hallmark.open(load_config(environ=env))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        slow = store.create(
+            validate({"source": f"127.0.0.1:{silent.getsockname()[1]}/x", "destination": "s/x", "insecure": True,
+                      "timeout_seconds": 1}),
+            "t",
+        )  # fmt: skip
+        result = run_now(hm, queue_run(hm, slow, "manual", enqueue=False)[0])
+        assert result["state"] == "retrying" and "timed out" in result["error"].lower(), result
+        big = store.create(
+            validate({"source": f"{source.host}/src/big", "destination": "b/x", "insecure": True,
+                      "username": USER, "password": PASSWORD}),
+            "t",
+        )  # fmt: skip
+        result = run_now(hm, queue_run(hm, big, "manual", enqueue=False)[0])
+        run = store.run(result["run"])
+        assert run is not None and [t["state"] for t in run["tags"]] == ["failed", "failed"]
+        assert all("larger than 1024 bytes" in t["error"] for t in run["tags"])
+        assert hm.meta.get_manifest("b/x", "v1", False) is None
+    finally:
+        silent.close()
+        hm.close()
+
+
+def test_cli_add_list_run_status_remove(source: Source, tmp_path: Path) -> None:
+    import sys
+
+    source.push("src/cli", {"1.0": image({"c": "1"}), "nightly": image({"c": "n"})}, tmp_path)
+    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "HALLMARK_ACCESS__ENABLED": "false"}
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hallmark", "mirror", *args],
+            env=env, input=stdin, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    r = cli(
+        "add", f"{source.host}/src/cli", "cli/app", "--name", "cli-app", "--include", "1.*", "--cron", "0 3 * * *",
+        "--insecure", "-u", USER, "--password-stdin", "--json", stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["has_password"] and m["schedule"]["cron"] == "0 3 * * *" and PASSWORD not in r.stdout
+    r = cli("run", "cli-app")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "copied   1.0" in r.stdout and "nightly" not in r.stdout and "succeeded" in r.stdout
+    r = cli("status", "cli-app", "--json")
+    assert json.loads(r.stdout)["runs"][0]["copied"] == 1
+    assert cli("remove", "cli-app").returncode == 0
+
+
+def test_tag_filters_and_schedules() -> None:
+    import datetime as dt
+
+    from hallmark.mirror.definitions import MirrorInputError, TagFilter, next_run, validate
+
+    f = TagFilter.parse(["1.*", r"regex:v\d+"], ["*-rc*", "regex:.*-debug"])
+    assert [t for t in ["1.0", "1.0-rc1", "v2", "v2x", "1.1-debug", "latest"] if f.wants(t)] == ["1.0", "v2"]
+    assert TagFilter.parse(None, ["dev"]).wants("latest") and not TagFilter.parse(None, ["dev"]).wants("dev")
+    at = dt.datetime(2026, 12, 6, 2, 30, tzinfo=dt.UTC)
+    assert next_run(None, "0 3 * * *", at) == dt.datetime(2026, 12, 6, 3, 0, tzinfo=dt.UTC)
+    assert next_run(3600, None, at) == at + dt.timedelta(hours=1)
+    assert next_run(None, None, at) is None
+    with pytest.raises(MirrorInputError, match="not both"):
+        validate({"source": "h/x", "destination": "d/x", "interval_seconds": 60, "cron": "* * * * *"})
+    with pytest.raises(MirrorInputError, match="needs a username"):
+        validate({"source": "h/x", "destination": "d/x", "password": "p"})
