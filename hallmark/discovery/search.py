@@ -12,7 +12,7 @@ ranges are compared in Python with the ecosystem's own ordering (hallmark.adviso
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,28 +180,53 @@ def _in_range(ecosystem: str | None, version: str, ranges: Sequence[tuple[str, s
     return True
 
 
-def package_matches(conn: Connection, query: Query) -> dict[Key, list[dict[str, Any]]]:
-    """Images holding the package (name and/or purl, within the version range) -> matched packages."""
-    cols = [
-        image_packages.c.repo_name,
-        image_packages.c.digest,
-        image_packages.c.name,
-        image_packages.c.version,
-        image_packages.c.ecosystem,
-        image_packages.c.purl,
-    ]
-    q = select(*cols)
+def _package_filter(query: Query) -> list[Any]:
+    where = []
     if query.package:
-        q = q.where(image_packages.c.name == query.package)
+        where.append(image_packages.c.name == query.package)
     if query.purl:
-        q = q.where(image_packages.c.purl_name == purl_name(query.purl))
+        where.append(image_packages.c.purl_name == purl_name(query.purl))
+    return where
+
+
+def package_matches(conn: Connection, query: Query) -> set[Key]:
+    """Images holding the package (name and/or purl, within the version range).
+
+    Reads only what the covering indexes hold (name or purl_name, version, ecosystem, repository,
+    digest): a popular package is in thousands of images and a row fetch each would dominate.
+    Each distinct (ecosystem, version) is compared with the range once.
+    """
+    if query.purl:
         exact = query.purl.split("#", 1)[0].split("?", 1)[0]
         if "@" in exact.rpartition("/")[2][1:] and not query.ranges:  # pkg:pypi/django@4.2: that version
             query.ranges = [("=", exact.rsplit("@", 1)[1])]
+    c = image_packages.c
+    q = select(c.repo_name, c.digest, c.version, c.ecosystem).where(*_package_filter(query))
+    out: set[Key] = set()
+    keys: dict[Any, Any] = {}
+    verdicts: dict[tuple[str | None, str], bool] = {}
+    for repo, digest, version, ecosystem in conn.execute(q):
+        if query.ranges:
+            ok = verdicts.get((ecosystem, version))
+            if ok is None:
+                ok = verdicts[(ecosystem, version)] = _in_range(ecosystem, version, query.ranges, keys)
+            if not ok:
+                continue
+        out.add((repo, digest))
+    return out
+
+
+def package_details(conn: Connection, query: Query, keys: Sequence[Key]) -> dict[Key, list[dict[str, Any]]]:
+    """The matched packages of the images on the page (name, version, ecosystem, purl)."""
+    wanted = set(keys)
+    c = image_packages.c
+    q = select(c.repo_name, c.digest, c.name, c.version, c.ecosystem, c.purl).where(
+        *_package_filter(query), c.digest.in_(sorted({d for _, d in keys}))
+    )
     out: dict[Key, list[dict[str, Any]]] = {}
     cache: dict[Any, Any] = {}
     for r in conn.execute(q):
-        if query.ranges and not _in_range(r[4], r[3], query.ranges, cache):
+        if (r[0], r[1]) not in wanted or (query.ranges and not _in_range(r[4], r[3], query.ranges, cache)):
             continue
         out.setdefault((r[0], r[1]), []).append({"name": r[2], "version": r[3], "ecosystem": r[4], "purl": r[5]})
     return out
@@ -219,14 +244,24 @@ def advisory_ids(conn: Connection, advisory: str) -> set[str]:
     return ids
 
 
-def advisory_matches(conn: Connection, advisory: str) -> dict[Key, list[dict[str, Any]]]:
-    """Images with an unsuppressed finding of the advisory (or an alias) -> the findings."""
+def advisory_matches(conn: Connection, ids: Collection[str]) -> set[Key]:
+    """Images with an unsuppressed finding of any of ``ids`` (from the covering index)."""
+    f = image_findings.c
+    q = select(f.repo_name, f.digest).where(f.advisory_id.in_(sorted(ids)), f.suppressed.is_(False))
+    return {(r[0], r[1]) for r in conn.execute(q)}
+
+
+def advisory_details(conn: Connection, ids: Collection[str], keys: Sequence[Key]) -> dict[Key, list[dict[str, Any]]]:
+    """The unsuppressed findings of ``ids`` in the images on the page."""
+    wanted = set(keys)
     f = image_findings.c
     q = select(f.repo_name, f.digest, f.advisory_id, f.package, f.version, f.severity, f.kev, f.fix_available).where(
-        f.advisory_id.in_(sorted(advisory_ids(conn, advisory))), f.suppressed.is_(False)
+        f.advisory_id.in_(sorted(ids)), f.suppressed.is_(False), f.digest.in_(sorted({d for _, d in keys}))
     )
     out: dict[Key, list[dict[str, Any]]] = {}
     for r in conn.execute(q):
+        if (r[0], r[1]) not in wanted:
+            continue
         out.setdefault((r[0], r[1]), []).append(
             {
                 "advisory_id": r[2],
@@ -249,8 +284,8 @@ def flagged(conn: Connection, column: str) -> set[Key]:
 
 def text_matches(conn: Connection, q: str) -> set[Key]:
     """Images whose text document (repository, labels, package names) matches every word of ``q``
-    as a prefix; on PostgreSQL also ``q`` anywhere inside a word (``ssl`` finds ``libssl3``),
-    answered by the pg_trgm trigram index."""
+    as a prefix; on PostgreSQL, when no word starts so, ``q`` anywhere inside a word (``ssl``
+    finds ``libssl3``), answered by the pg_trgm trigram index."""
     words = _TOKEN.findall(q.lower())
     if not words:
         return set()
@@ -258,10 +293,15 @@ def text_matches(conn: Connection, q: str) -> set[Key]:
         tsq = " & ".join(f"{w}:*" for w in words)
         sql = text(
             "SELECT repo_name, digest FROM search_documents "
-            "WHERE to_tsvector('simple', body) @@ to_tsquery('simple', :tsq) OR body ILIKE :like"
+            "WHERE to_tsvector('simple', body) @@ to_tsquery('simple', :tsq)"
         )
+        hits = {(r[0], r[1]) for r in conn.execute(sql, {"tsq": tsq})}
+        if hits or len(q) < 3:
+            return hits
+        # nothing starts with these words: look inside words (ssl -> libssl3) through the trigram index
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        return {(r[0], r[1]) for r in conn.execute(sql, {"tsq": tsq, "like": like})}
+        sql = text("SELECT repo_name, digest FROM search_documents WHERE body ILIKE :like")
+        return {(r[0], r[1]) for r in conn.execute(sql, {"like": like})}
     match = " ".join(f'"{w}"*' for w in words)
     sql = text(
         "SELECT d.repo_name, d.digest FROM search_fts f JOIN search_documents d ON d.id = f.rowid "
@@ -275,11 +315,11 @@ def text_matches(conn: Connection, q: str) -> set[Key]:
 
 @dataclass
 class Found:
-    """What :func:`find` returns: ranked keys and, per key, the packages/findings that matched."""
+    """What :func:`find` returns: ranked keys, and what :func:`entries` needs to say what matched."""
 
     keys: list[Key]
-    packages: dict[Key, list[dict[str, Any]]] = field(default_factory=dict)
-    findings: dict[Key, list[dict[str, Any]]] = field(default_factory=dict)
+    query: Query = field(default_factory=Query)
+    advisory_ids: set[str] = field(default_factory=set)
 
 
 def _stage_col() -> Any:
@@ -316,7 +356,7 @@ def eol_status(lifecycle: str | None, soon_days: int) -> str | None:
 
 def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> Found:
     """Every image matching ``query``, best first (no paging or access control yet)."""
-    found = Found([])
+    found = Found([], query)
     with meta.engine.connect() as conn:
         candidates: set[Key] | None = None
 
@@ -326,11 +366,10 @@ def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> Found:
             candidates = keys if candidates is None else candidates & keys
 
         if query.package or query.purl:
-            found.packages = package_matches(conn, query)
-            narrow(found.packages)
+            narrow(package_matches(conn, query))
         if query.advisory:
-            found.findings = advisory_matches(conn, query.advisory)
-            narrow(found.findings)
+            found.advisory_ids = advisory_ids(conn, query.advisory)
+            narrow(advisory_matches(conn, found.advisory_ids))
         excluded: set[Key] = set()
         for column, want in (("kev", query.kev), ("fix_available", query.fix_available)):
             if want is True:
@@ -345,12 +384,17 @@ def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> Found:
         grade_rank = case(*((images.c.grade == g, i) for i, g in enumerate(GRADE_ORDER)), else_=len(GRADE_ORDER))
         stage_rank = case(*((stage == s, i) for i, s in enumerate(STAGE_ORDER)), else_=len(STAGE_ORDER))
         cols: list[Any] = [images.c.repo_name, images.c.digest]
+        at: dict[str, int] = {}
+        extra: list[tuple[str, Any]] = []
         if query.q:
-            cols += [catalog_entries.c.description, catalog_entries.c.owner]
+            extra += [("description", catalog_entries.c.description), ("owner", catalog_entries.c.owner)]
         if query.os:
-            cols.append(images.c.distro)
+            extra.append(("distro", images.c.distro))
         if query.eol:
-            cols.append(images.c.lifecycle)
+            extra.append(("lifecycle", images.c.lifecycle))
+        for name, col in extra:
+            at[name] = len(cols)
+            cols.append(col)
         sel = (
             select(*cols)
             .select_from(
@@ -384,15 +428,14 @@ def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> Found:
                 continue
             if key in excluded:
                 continue
-            m = row._mapping
             if needle is not None and key not in text_hits:
-                hay = (row[0], m["description"] or "", m["owner"] or "")
+                hay = (row[0], row[at["description"]] or "", row[at["owner"]] or "")
                 if not any(needle in h.lower() for h in hay):
                     continue
-            if query.os and not _os_matches(m["distro"], query.os):
+            if query.os and not _os_matches(row[at["distro"]], query.os):
                 continue
             if query.eol:
-                status = eol_status(m["lifecycle"], eol_soon_days) or "unknown"
+                status = eol_status(row[at["lifecycle"]], eol_soon_days) or "unknown"
                 if not (status == query.eol or (query.eol == "not_eol" and status != "eol")):
                     continue
             found.keys.append(key)
@@ -442,6 +485,9 @@ def entries(meta: MetadataStore, keys: Sequence[Key], found: Found, eol_soon_day
                 if (r["repo_name"], r["digest"]) in wanted:
                     rows[(r["repo_name"], r["digest"])] = {str(k): v for k, v in r.items()}
         pushed = _pushed_at(conn, keys)
+        q = found.query
+        packages = package_details(conn, q, keys) if (q.package or q.purl) else {}
+        findings = advisory_details(conn, found.advisory_ids, keys) if found.advisory_ids else {}
     out = []
     for key in keys:
         d = rows.get(key)
@@ -461,10 +507,10 @@ def entries(meta: MetadataStore, keys: Sequence[Key], found: Found, eol_soon_day
             "pushed_at": pushed.get(key),
             **d,
         }
-        if key in found.packages:
-            entry["packages"] = found.packages[key]
-        if key in found.findings:
-            entry["findings"] = found.findings[key]
+        if key in packages:
+            entry["packages"] = packages[key]
+        if key in findings:
+            entry["findings"] = findings[key]
         out.append(entry)
     return out
 

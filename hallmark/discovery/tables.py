@@ -13,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text
 
 from hallmark.metadata.tables import metadata
+from hallmark.pipeline.tables import image_findings
 
 image_packages = Table(
     "image_packages",
@@ -27,8 +28,9 @@ image_packages = Table(
     # the purl without version, qualifiers and subpath, type and namespace lower-cased
     # (pkg:pypi/django): what ``purl=`` matches
     Column("purl_name", String(512), nullable=True),
-    Index("ix_image_packages_name", "name"),
-    Index("ix_image_packages_purl_name", "purl_name"),
+    # covering: a package query reads the index only (thousands of matches, no row fetches)
+    Index("ix_image_packages_name", "name", "version", "ecosystem", "repo_name", "digest"),
+    Index("ix_image_packages_purl_name", "purl_name", "version", "ecosystem", "repo_name", "digest"),
     Index("ix_image_packages_image", "digest", "repo_name"),
 )
 
@@ -53,4 +55,28 @@ image_chains = Table(
     Column("chain", String(64), nullable=False),  # sha256 hex of the layer digests joined by ","
     Column("layers", Integer, nullable=False),
     Index("ix_image_chains_chain", "chain"),
+)
+
+# covering index for "which images have advisory X" (the advisory filter and endpoint)
+Index(
+    "ix_image_findings_advisory_images",
+    image_findings.c.advisory_id,
+    image_findings.c.suppressed,
+    image_findings.c.repo_name,
+    image_findings.c.digest,
+)
+# and for kev=true / fix_available=true (images with such an unsuppressed finding)
+Index(
+    "ix_image_findings_kev_images",
+    image_findings.c.kev,
+    image_findings.c.suppressed,
+    image_findings.c.repo_name,
+    image_findings.c.digest,
+)
+Index(
+    "ix_image_findings_fix_images",
+    image_findings.c.fix_available,
+    image_findings.c.suppressed,
+    image_findings.c.repo_name,
+    image_findings.c.digest,
 )

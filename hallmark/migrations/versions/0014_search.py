@@ -30,8 +30,13 @@ def upgrade() -> None:
         sa.Column("purl_name", sa.String(length=512), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_image_packages_name", "image_packages", ["name"])
-    op.create_index("ix_image_packages_purl_name", "image_packages", ["purl_name"])
+    cover = ["version", "ecosystem", "repo_name", "digest"]
+    op.create_index("ix_image_packages_name", "image_packages", ["name", *cover])
+    op.create_index("ix_image_packages_purl_name", "image_packages", ["purl_name", *cover])
+    for name, first in (("advisory", "advisory_id"), ("kev", "kev"), ("fix", "fix_available")):
+        op.create_index(
+            f"ix_image_findings_{name}_images", "image_findings", [first, "suppressed", "repo_name", "digest"]
+        )
     op.create_index("ix_image_packages_image", "image_packages", ["digest", "repo_name"])
     op.create_table(
         "search_documents",
@@ -63,6 +68,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         op.execute("DROP TABLE IF EXISTS search_fts")
+    for name in ("advisory", "kev", "fix"):
+        op.drop_index(f"ix_image_findings_{name}_images", table_name="image_findings")
     op.drop_index("ix_image_chains_chain", table_name="image_chains")
     op.drop_table("image_chains")
     op.drop_table("search_documents")
