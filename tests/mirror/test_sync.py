@@ -477,3 +477,36 @@ def test_tag_filters_and_schedules() -> None:
         validate({"source": "h/x", "destination": "d/x", "interval_seconds": 60, "cron": "* * * * *"})
     with pytest.raises(MirrorInputError, match="needs a username"):
         validate({"source": "h/x", "destination": "d/x", "password": "p"})
+
+
+def test_due_mirrors_are_queued_once(tmp_path: Path) -> None:
+    """The periodic job queues a run of each due mirror; a second pass (another replica) queues nothing."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import KIND, queue_due
+    from hallmark.mirror.tables import mirrors
+
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        due = store.create(validate({"source": "h.example/x", "destination": "d/x", "interval_seconds": 600}), "t")
+        store.create(validate({"source": "h.example/y", "destination": "d/y"}), "t")  # manual only
+        now = dt.datetime.now(dt.UTC)
+        assert queue_due(hm, now)["queued"] == []  # not due yet
+        with hm.meta.transaction() as conn:
+            conn.execute(
+                update(mirrors).where(mirrors.c.id == due.id).values(next_run_at=now - dt.timedelta(seconds=1))
+            )
+        assert [q["mirror"] for q in queue_due(hm, now)["queued"]] == ["d-x"]
+        assert queue_due(hm, now)["queued"] == []
+        assert hm.pipeline.jobs.pending([KIND]) == 1
+        moved = store.get(due.id)
+        assert moved is not None and moved.next_run_at is not None
+        assert moved.next_run_at.replace(tzinfo=dt.UTC) >= now + dt.timedelta(seconds=599)
+    finally:
+        hm.close()
