@@ -5,7 +5,18 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["registry", "sbom", "advisories", "content_checks", "explore", "admission", "scan_speed", "search", "portal"]
+BENCHES = [
+    "registry",
+    "sbom",
+    "advisories",
+    "content_checks",
+    "explore",
+    "admission",
+    "scan_speed",
+    "search",
+    "portal",
+    "s3",
+]
 
 
 def main() -> None:

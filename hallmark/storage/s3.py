@@ -47,7 +47,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -70,6 +70,9 @@ _READ_CHUNK = 1 << 20
 _COPY_OBJECT_MAX = 5 << 30
 # Group commits (many small blobs at once) are one PUT each: sent side by side, not in turn.
 _COMMIT_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s3-commit")
+# Parts of one upload in flight at once (each holds its bytes in memory until sent).
+_IN_FLIGHT = 4
+_PART_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s3-part")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
 
@@ -154,6 +157,9 @@ class S3Writer:
         self._tail_key: str | None = None
         self._saved = (0, 0)  # (size, parts) at the last flush: nothing to do when unchanged
         self._closed = False
+        self._sending: list[Future[dict[str, Any]]] = []  # parts on their way, in part-number order
+        # A part that failed leaves this writer's view ahead of the bucket: it must not save that.
+        self._broken = False
         if resume:
             self._load()
 
@@ -192,9 +198,14 @@ class S3Writer:
     def write(self, chunk: bytes | memoryview) -> None:
         self.write_parts([bytes(chunk)] if isinstance(chunk, memoryview) else [chunk])
 
-    def write_parts(self, parts: list[bytes]) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise ValueError("writer is closed")
+        if self._broken:
+            raise ValueError("an earlier part failed: resume the upload from its saved state")
+
+    def write_parts(self, parts: list[bytes]) -> None:
+        self._check_open()
         for part in parts:
             if self._hasher is not None:
                 self._hasher.update(part)
@@ -206,26 +217,54 @@ class S3Writer:
             del self._buf[:n]
 
     def _part_size(self) -> int:
-        return PART << (len(self._parts) // 2000)
+        return PART << ((len(self._parts) + len(self._sending)) // 2000)
 
     def _send_part(self, data: bytes | bytearray) -> None:
+        """Start sending one part; up to ``_IN_FLIGHT`` go at once while the body keeps streaming in."""
         c, bucket = self._s.client, self._s.bucket
         key = self._s.upload_key(self.upload_id, "data")
-        if self._mpu is None:
-            self._mpu = c.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-        number = len(self._parts) + 1
-        if number > 10_000:
-            raise ValueError("upload exceeds S3's 10000 parts")
-        resp = c.upload_part(Bucket=bucket, Key=key, UploadId=self._mpu, PartNumber=number, Body=bytes(data))
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "Size": len(data)})
+        try:
+            if self._mpu is None:
+                self._mpu = c.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            number = len(self._parts) + len(self._sending) + 1
+            if number > 10_000:
+                raise ValueError("upload exceeds S3's 10000 parts")
+            body, mpu = bytes(data), self._mpu
+
+            def send() -> dict[str, Any]:
+                resp = c.upload_part(Bucket=bucket, Key=key, UploadId=mpu, PartNumber=number, Body=body)
+                return {"PartNumber": number, "ETag": resp["ETag"], "Size": len(body)}
+
+            self._sending.append(_PART_POOL.submit(send))
+            if len(self._sending) >= _IN_FLIGHT:
+                self._parts.append(self._sending.pop(0).result())
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _drain(self) -> None:
+        """Wait for the parts on their way (in order); any failure breaks the writer."""
+        try:
+            while self._sending:
+                self._parts.append(self._sending.pop(0).result())
+        except BaseException:
+            self._broken = True
+            for fut in self._sending:
+                fut.cancel()
+            self._sending.clear()
+            raise
 
     def flush(self) -> None:
         """Persist the session in the bucket so any replica can continue it."""
-        if self._closed or self._saved == (self._size, len(self._parts)):
+        if self._closed:
             return
+        self._check_open()
         if len(self._buf) >= MIN_PART:
             self._send_part(self._buf)
             self._buf = bytearray()
+        self._drain()
+        if self._saved == (self._size, len(self._parts)):
+            return
         old_tail = self._tail_key
         self._tail_key = None
         if self._buf:
@@ -251,8 +290,7 @@ class S3Writer:
 
     def commit(self, expected_digest: str) -> int:
         algo, _ = parse_digest(expected_digest)
-        if self._closed:
-            raise ValueError("writer is closed")
+        self._check_open()
         verified = False
         if self._hasher is not None and algo == "sha256":
             actual = self._hasher.digest()
@@ -271,6 +309,7 @@ class S3Writer:
             if self._buf:
                 self._send_part(self._buf)  # the last part may be smaller than 5 MiB
                 self._buf = bytearray()
+            self._drain()
             data_key = self._s.upload_key(self.upload_id, "data")
             parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
             self._s.client.complete_multipart_upload(
@@ -290,11 +329,16 @@ class S3Writer:
         return size
 
     def close(self) -> None:
-        self.flush()
-        self._closed = True
+        try:
+            if not self._broken:
+                self.flush()
+        finally:
+            self._closed = True
 
     def cancel(self) -> None:
         self._closed = True
+        with contextlib.suppress(Exception):
+            self._drain()
         self._s.delete_upload(self.upload_id)
 
 
