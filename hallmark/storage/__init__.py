@@ -1,7 +1,8 @@
 """Blob storage behind a small interface, like the CNCF distribution storage drivers.
 
 Handlers and services only see :class:`BlobStore`; the filesystem driver is the
-embedded default, and an S3-compatible driver can implement the same methods.
+embedded default, :mod:`hallmark.storage.s3` keeps blobs in an S3-compatible bucket
+(imported only when configured: ``hallmark.app.open_blob_store``).
 """
 
 from hallmark.storage.base import (
