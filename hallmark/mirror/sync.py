@@ -93,6 +93,13 @@ class Source:
         )
         self.base = self.client.base
         self.max_manifest_bytes = max_manifest_bytes
+        self.referrers_api: bool | None = None  # unknown until the first answer
+        self.requests = 0
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """``RegistryClient.request``, counted (a run reports how many requests it made)."""
+        self.requests += 1
+        return self.client.request(method, url, **kwargs)
 
     def close(self) -> None:
         self.client.close()
@@ -104,7 +111,7 @@ class Source:
         for _ in range(MAX_TAG_PAGES):
             if url is None:
                 return out
-            resp = self.client.request("GET", url, params=params)
+            resp = self.request("GET", url, params=params)
             try:
                 doc = resp.json()
             except ValueError as exc:
@@ -117,7 +124,7 @@ class Source:
 
     def digest_of(self, tag: str) -> str:
         """The digest a tag points at now (HEAD; GET when the registry sends no digest header)."""
-        resp = self.client.request("HEAD", f"{self.base}/manifests/{tag}", accept=ACCEPT)
+        resp = self.request("HEAD", f"{self.base}/manifests/{tag}", accept=ACCEPT)
         resp.close()
         digest = resp.headers.get("docker-content-digest", "")
         if is_digest(digest):
@@ -126,7 +133,7 @@ class Source:
 
     def manifest(self, reference: str, accept: str = ACCEPT) -> tuple[bytes, str, str]:
         """(body, media type, digest), size-limited and checked against ``reference`` when it is a digest."""
-        resp = self.client.request("GET", f"{self.base}/manifests/{reference}", accept=accept, stream=True)
+        resp = self.request("GET", f"{self.base}/manifests/{reference}", accept=accept, stream=True)
         try:
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_manifest_bytes:
@@ -148,19 +155,24 @@ class Source:
         media_type = resp.headers.get("content-type", "").split(";")[0].strip()
         return raw, media_type, digest
 
-    def referrers(self, digest: str) -> list[dict[str, Any]]:
+    def referrers(self, digest: str, all_tags: set[str]) -> list[dict[str, Any]]:
         """Descriptors of the artifacts whose subject is ``digest``: the referrers API, else the
-        ``sha256-<hex>`` tag schema; [] when the registry has neither."""
-        resp = self.client.request("GET", f"{self.base}/referrers/{digest}", accept=mt.OCI_INDEX, expect=(200, 404))
+        ``sha256-<hex>`` tag schema; [] when the registry has neither.
+
+        A registry that answers 404 once is taken to lack the API for the rest of the run, and the
+        fallback tag is read only when the tag list has it: an unchanged tag then costs one request."""
         doc: Any = None
-        if resp.status_code == 200 and resp.headers.get("content-type", "").startswith(mt.OCI_INDEX):
-            doc = _json(resp.content)
-        resp.close()
-        if doc is None:
-            fallback = digest.replace(":", "-")
-            resp = self.client.request(
-                "GET", f"{self.base}/manifests/{fallback}", accept=mt.OCI_INDEX, expect=(200, 404)
-            )
+        if self.referrers_api is not False:
+            resp = self.request("GET", f"{self.base}/referrers/{digest}", accept=mt.OCI_INDEX, expect=(200, 404))
+            if resp.status_code == 200 and resp.headers.get("content-type", "").startswith(mt.OCI_INDEX):
+                doc = _json(resp.content)
+                self.referrers_api = True
+            elif resp.status_code == 404 and self.referrers_api is None:
+                self.referrers_api = False
+            resp.close()
+        fallback = digest.replace(":", "-")
+        if doc is None and fallback in all_tags:
+            resp = self.request("GET", f"{self.base}/manifests/{fallback}", accept=mt.OCI_INDEX, expect=(200, 404))
             doc = _json(resp.content) if resp.status_code == 200 else None
             resp.close()
         items = doc.get("manifests") if isinstance(doc, dict) else None
@@ -179,7 +191,7 @@ class Source:
             target.meta.link_blob(repo, digest, have)
             counts.blobs_skipped += 1
             return
-        resp = self.client.request("GET", f"{self.base}/blobs/{digest}", stream=True)
+        resp = self.request("GET", f"{self.base}/blobs/{digest}", stream=True)
         writer = target.blobs.writer(uuid.uuid4().hex, False)
         try:
             got = 0
@@ -285,8 +297,8 @@ class Copier:
         raw, media_type, _ = self.source.manifest(digest)
         return self.store(raw, media_type, None, counts, depth)
 
-    def copy_referrers(self, subject: str, counts: TagCounts) -> None:
-        for desc in self.source.referrers(subject):
+    def copy_referrers(self, subject: str, counts: TagCounts, all_tags: set[str]) -> None:
+        for desc in self.source.referrers(subject, all_tags):
             digest = str(desc["digest"])
             if self.target.meta.get_manifest(self.repo, digest, True) is not None:
                 continue
@@ -330,7 +342,7 @@ def copy_tag(copier: Copier, tag: str, all_tags: set[str]) -> tuple[str, str, st
         raw, media_type, _ = copier.source.manifest(source_digest)
         digest, state = copier.store(raw, media_type, tag, counts), "copied"
     if m.copy_referrers:
-        copier.copy_referrers(source_digest, counts)
+        copier.copy_referrers(source_digest, counts, all_tags)
         prefix = source_digest.replace(":", "-") + "."
         for sig_tag in sorted(t for t in all_tags if t.startswith(prefix)):  # cosign .sig/.att/.sbom tags
             sig_digest = copier.source.digest_of(sig_tag)
@@ -404,6 +416,7 @@ def execute(m: Mirror, run_id: int, target: Target, credentials: tuple[str, str]
     _set_run(meta, run_id, state="running", attempt=attempt, started_at=row["started_at"] or utcnow(), error=None)
     actor = m.robot or f"mirror:{m.name}"
     error: str | None = None
+    requests = 0
     refusal = target.may_push(m.robot, m.destination) if m.robot and target.may_push else None
     if refusal:
         error = refusal
@@ -413,6 +426,7 @@ def execute(m: Mirror, run_id: int, target: Target, credentials: tuple[str, str]
             error = _copy_all(source, target, m, run_id, actor)
         finally:
             source.close()
+        requests = source.requests
     totals = _totals(meta, run_id)
     if error is None and not totals["failed"]:
         state, retry_at = "succeeded", None
@@ -421,7 +435,7 @@ def execute(m: Mirror, run_id: int, target: Target, credentials: tuple[str, str]
     else:
         state, retry_at = ("partial" if totals["copied"] + totals["skipped"] else "failed"), None
     _set_run(meta, run_id, state=state, error=error, finished_at=utcnow(), next_retry_at=retry_at, **totals)
-    return {"run": run_id, "state": state, "attempt": attempt, "error": error, **totals}
+    return {"run": run_id, "state": state, "attempt": attempt, "error": error, "requests": requests, **totals}
 
 
 def _copy_all(source: Source, target: Target, m: Mirror, run_id: int, actor: str) -> str | None:

@@ -337,6 +337,9 @@ def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(source: Sourc
         assert result["state"] == "succeeded" and result["copied"] == 3
         done = store.run(run_id)
         assert done is not None and [t["attempts"] for t in done["tags"]] == [1, 1, 1]
+        # Nothing changed: one request per tag, plus the tag list and one referrers API probe (404 here).
+        again = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        assert (again["skipped"], again["copied"], again["requests"]) == (3, 0, 1 + 3 + 1)
 
         # A failing run is queued again, later (backoff), for the tags that failed.
         m2 = store.create(
