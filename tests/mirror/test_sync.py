@@ -295,7 +295,10 @@ def test_bad_blobs_fail_their_tag_only_and_store_nothing(source: Source, hallmar
             assert r.status_code == 400 and why in r.text, r.text
 
 
-def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(source: Source, tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(
+    db: str, source: Source, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """In process: a run interrupted after its first tag finishes the rest when run again."""
     from hallmark.app import Hallmark
     from hallmark.config import load_config
@@ -303,13 +306,16 @@ def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(source: Sourc
     from hallmark.mirror.definitions import MirrorStore, validate
     from hallmark.mirror.sync_jobs import KIND, queue_run, run_now
 
-    source.push("src/resume", {f"t{i}": image({"n": str(i)}) for i in range(3)}, tmp_path)
-    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    source.push(f"src/resume-{db}", {f"t{i}": image({"n": db + str(i)}) for i in range(3)}, tmp_path)
+    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
+    if db == "postgres":
+        env["HALLMARK_DATABASE_URL"] = request.getfixturevalue("postgres").create_db(f"m{free_port()}")
+    hm = Hallmark.open(load_config(environ=env))
     try:
         store = MirrorStore(hm.meta, hm.config.data_path)
         m = store.create(
             validate(
-                {"source": f"{source.host}/src/resume", "destination": "r/x", "insecure": True,
+                {"source": f"{source.host}/src/resume-{db}", "destination": "r/x", "insecure": True,
                  "username": USER, "password": PASSWORD}
             ),
             "test",
@@ -482,7 +488,8 @@ def test_tag_filters_and_schedules() -> None:
         validate({"source": "h/x", "destination": "d/x", "password": "p"})
 
 
-def test_due_mirrors_are_queued_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_due_mirrors_are_queued_once(db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The periodic job queues a run of each due mirror; a second pass (another replica) queues nothing."""
     import datetime as dt
 
@@ -494,7 +501,10 @@ def test_due_mirrors_are_queued_once(tmp_path: Path) -> None:
     from hallmark.mirror.sync_jobs import KIND, queue_due
     from hallmark.mirror.tables import mirrors
 
-    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
+    if db == "postgres":
+        env["HALLMARK_DATABASE_URL"] = request.getfixturevalue("postgres").create_db(f"m{free_port()}")
+    hm = Hallmark.open(load_config(environ=env))
     try:
         store = MirrorStore(hm.meta, hm.config.data_path)
         due = store.create(validate({"source": "h.example/x", "destination": "d/x", "interval_seconds": 600}), "t")
