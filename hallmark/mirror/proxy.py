@@ -33,6 +33,7 @@ from hallmark.metadata.store import ManifestRecord
 from hallmark.mirror.upstream import Upstream, UpstreamBlob, UpstreamError, UpstreamManifest
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import parse_manifest
+from hallmark.storage.base import DigestMismatch
 
 if TYPE_CHECKING:
     from hallmark.registry.service import BlobInfo, RegistryService
@@ -301,7 +302,9 @@ class PullThrough:
             parts: list[bytes] = []
             buffered = 0
             held = b""
-            async for chunk in blob.chunks():
+            # The writer hashes what it writes and commit() checks the digest before the last chunk
+            # goes out: hashing in the reader as well would only cost a second pass.
+            async for chunk in blob.chunks(verify=False):
                 if held:
                     yield held
                 held = chunk
@@ -312,7 +315,10 @@ class PullThrough:
                     parts, buffered = [], 0
             if parts:
                 await svc.run(writer.write_parts, parts)
-            size = await svc.run(writer.commit, blob.digest)
+            try:
+                size = await svc.run(writer.commit, blob.digest)
+            except DigestMismatch as exc:
+                raise UpstreamError(f"{blob.url}: blob {blob.digest}: digest mismatch (got {exc.actual})") from exc
             await svc.run(svc.meta.link_blob, repo, blob.digest, size)
             stored = True
             if held:

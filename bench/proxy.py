@@ -1,0 +1,161 @@
+"""Pull-through cache: skopeo pulling an image through Hallmark's proxy vs straight from the upstream.
+
+The upstream is Debian's ``docker-registry`` (the CNCF registry) on loopback; Hallmark proxies it as
+namespace ``up``. Cold: the first pull of a repository through the proxy (manifest and every blob
+fetched from the upstream while they are streamed and stored). Warm: a later pull, served locally.
+Each is compared with the same skopeo pull straight from the upstream. The pipeline is off so the
+numbers are the proxy's, not the scanner's (a proxied image is indexed afterwards like a push).
+
+    python -m bench.proxy [--size-mib 200] [--layers 4] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.registry import free_port, wait_up
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def write_layout(root: Path, size: int, layers: int) -> None:
+    """An OCI layout with ``layers`` incompressible layers totalling ``size`` bytes (tag v1)."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    descs = []
+    for _ in range(layers):
+        data = os.urandom(size // layers)
+        (blobs / sha256(data)[7:]).write_bytes(data)
+        descs.append(
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(data), "size": len(data)}
+        )
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in descs]}}
+    ).encode()
+    (blobs / sha256(config)[7:]).write_bytes(config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256(config),
+                "size": len(config),
+            },
+            "layers": descs,
+        }
+    ).encode()
+    (blobs / sha256(manifest)[7:]).write_bytes(manifest)
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha256(manifest),
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": "v1"},
+            }
+        ],
+    }
+    (root / "index.json").write_text(json.dumps(index))
+
+
+def skopeo(*args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(["skopeo", "--insecure-policy", *args], check=True, capture_output=True, timeout=600)
+    return time.perf_counter() - start
+
+
+def pull(host: str, repo: str, dest: Path) -> float:
+    shutil.rmtree(dest, ignore_errors=True)
+    return skopeo("copy", "--src-tls-verify=false", f"docker://{host}/{repo}:v1", f"oci:{dest}:v1")
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="bench.proxy")
+    ap.add_argument("--size-mib", type=int, default=200)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+    if not shutil.which("skopeo") or not shutil.which("docker-registry"):
+        raise SystemExit("needs skopeo and docker-registry (make debs)")
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmpdir:
+        tmp = Path(tmpdir)
+        up_port, hm_port = free_port(), free_port()
+        (tmp / "registry.yml").write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'upstream'}\n"
+            f"http:\n  addr: 127.0.0.1:{up_port}\n  secret: bench\n"
+        )
+        (tmp / "hallmark.toml").write_text(
+            f'[[mirror.proxy]]\nnamespace = "up"\nupstream = "http://127.0.0.1:{up_port}"\ninsecure = true\n'
+        )
+        env = {
+            **os.environ,
+            "HALLMARK_CONFIG": str(tmp / "hallmark.toml"),
+            "HALLMARK_DATA_DIR": str(tmp / "hallmark"),
+            "HALLMARK_ACCESS__ENABLED": "false",
+            "HALLMARK_PIPELINE__ENABLED": "false",
+        }
+        procs = [
+            subprocess.Popen(
+                ["docker-registry", "serve", str(tmp / "registry.yml")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "hallmark", "serve", "--listen", f"127.0.0.1:{hm_port}"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+        ]
+        try:
+            up, hm = f"127.0.0.1:{up_port}", f"127.0.0.1:{hm_port}"
+            wait_up(f"http://{up}", procs[0])
+            wait_up(f"http://{hm}", procs[1])
+            write_layout(tmp / "src", args.size_mib << 20, args.layers)
+            cold, warm, direct = [], [], []
+            for i in range(args.runs):
+                # A fresh image per run (new random layers): the proxy's cache is cold for it.
+                shutil.rmtree(tmp / "src")
+                write_layout(tmp / "src", args.size_mib << 20, args.layers)
+                skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp / 'src'}:v1", f"docker://{up}/bench/img{i}:v1")
+                direct.append(pull(up, f"bench/img{i}", tmp / "out"))
+                cold.append(pull(hm, f"up/bench/img{i}", tmp / "out"))
+                time.sleep(2)  # the background completion stores the manifest once its blobs are in
+                direct.append(pull(up, f"bench/img{i}", tmp / "out"))
+                warm.append(pull(hm, f"up/bench/img{i}", tmp / "out"))
+            d, c, w = statistics.median(direct), statistics.median(cold), statistics.median(warm)
+            print(f"image: {args.size_mib} MiB in {args.layers} layers; {args.runs} runs, medians")
+            print(f"direct from upstream : {d:6.2f} s  ({args.size_mib / d:7.1f} MiB/s)  runs {fmt(direct)}")
+            print(f"cold through proxy   : {c:6.2f} s  ({args.size_mib / c:7.1f} MiB/s)  runs {fmt(cold)}")
+            print(f"warm through proxy   : {w:6.2f} s  ({args.size_mib / w:7.1f} MiB/s)  runs {fmt(warm)}")
+            print(f"cold / direct = {c / d:.2f}x (target <= 1.3x); warm / direct = {w / d:.2f}x (target <= 1.0x)")
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+
+
+def fmt(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
