@@ -12,7 +12,7 @@ are the ones after it). ``scan`` is measured twice: "cached", after an earlier s
 image (index and content-check results per layer in ~/.cache/hallmark, as for the second
 scan of an image or of an image sharing its layers), and "uncached", with those caches
 emptied before every run (a first scan of new layers: every file read through YARA and the
-secret rules). Each command runs in its own process; peak RSS comes from wait4. The
+secret rules). Each command runs in its own process; CPU time and peak RSS come from wait4. The
 median of ``--runs`` runs is reported. Trivy 0.59.1 runs offline with its cache disabled
 (``--cache-backend memory``), as in bench/sbom.py.
 """
@@ -25,9 +25,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from bench.sbom import CACHE, LAYOUT, TAG, TRIVY, build_fixture, measure, sh, trivy_cache
+from bench.sbom import CACHE, LAYOUT, TAG, TRIVY, build_fixture, sh, trivy_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -88,18 +89,29 @@ def commands(layout: Path) -> dict[str, list[str]]:
     }
 
 
-def run(cmd: list[str], runs: int, cold: bool = False) -> tuple[float, float]:
-    """Median wall seconds and median peak RSS (MiB) of ``runs`` runs after one warm-up;
-    ``cold``: the per-layer caches are emptied before each run."""
-    measure(cmd, env())  # warm-up: page cache, compiled index / YARA cache on first use
-    walls, rss = [], []
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of one run of ``cmd``. CPU
+    time is given because the machine is shared: wall time grows with other people's load."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def run(cmd: list[str], runs: int, cold: bool = False) -> tuple[float, float, float]:
+    """Medians of wall seconds, CPU seconds and peak RSS (MiB) of ``runs`` runs after one
+    warm-up; ``cold``: the per-layer caches are emptied before each run."""
+    measure(cmd)  # warm-up: page cache, compiled index / YARA cache on first use
+    results = []
     for _ in range(runs):
         if cold:
             clear_layer_caches()
-        _, wall, kib = measure(cmd, env())
-        walls.append(wall)
-        rss.append(kib / 1024)
-    return statistics.median(walls), statistics.median(rss)
+        results.append(measure(cmd))
+    wall, cpu, rss = (statistics.median(col) for col in zip(*results, strict=True))
+    return wall, cpu, rss
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,13 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     build_bullseye()
     import_advisories()
     images = {"bookworm + languages (bench/sbom.py)": LAYOUT, "bullseye minbase": BULLSEYE}
-    help_wall, _ = run([sys.executable, "-m", "hallmark", "--help"], args.runs)
-    print(f"hallmark --help: {help_wall:.2f}s")
-    print("\n| image | command | wall (median) | peak RSS |\n|---|---|---|---|")
+    help_wall, help_cpu, _ = run([sys.executable, "-m", "hallmark", "--help"], args.runs)
+    print(f"hallmark --help: {help_wall:.2f}s (CPU {help_cpu:.2f}s); load average {os.getloadavg()[0]:.1f}")
+    print("\n| image | command | wall (median) | CPU user+sys | peak RSS |\n|---|---|---|---|---|")
     for label, layout in images.items():
         for name, cmd in commands(layout).items():
-            wall, rss = run(cmd, args.runs, cold=UNCACHED in name)
-            print(f"| {label} | `{name}` | {wall:.2f} s | {rss:.0f} MiB |", flush=True)
+            wall, cpu, rss = run(cmd, args.runs, cold=UNCACHED in name)
+            print(f"| {label} | `{name}` | {wall:.2f} s | {cpu:.2f} s | {rss:.0f} MiB |", flush=True)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -207,10 +207,13 @@ class _ContentRun:
         hits = [self.cache.get(digest, i) for i, digest in enumerate(layers)]
         if not all(hit is not None for hit in hits):
             return False
-        for i, (digest, hit) in enumerate(zip(layers, hits, strict=True)):
-            assert hit is not None
+        from hallmark.content.cache import relevant_paths
+
+        cached = [hit for hit in hits if hit is not None]
+        paths = relevant_paths(f for hit in cached for f in hit.outcome.findings)
+        for i, (digest, hit) in enumerate(zip(layers, cached, strict=True)):
             self.outcome.extend(hit.outcome)
-            hit.replay(self.history, i)
+            hit.replay(self.history, i, paths)  # only what the findings' correlation reads
             self._layers[i] = (digest, None)
         return True
 
@@ -238,9 +241,10 @@ class _ContentRun:
         return state[1]
 
     def on_entry(self, entry: Any, stream: IO[bytes] | None) -> None:
+        from hallmark.content import normalize_path
         from hallmark.index.walker import DIR, FILE, OPAQUE, WHITEOUT
 
-        path = "/" + entry.path
+        path = normalize_path(entry.path)
         op = 1 if entry.kind == WHITEOUT else 2 if entry.kind == OPAQUE else 0  # hallmark.content.cache.EVENTS
         (self.history.add, self.history.delete, self.history.opaque)[op](entry.layer_index, path)
         layer = self._layer(entry.layer_index, entry.layer_digest)

@@ -8,7 +8,8 @@ versions, so a changed checker never reuses an older result. Trivy caches layer 
 same way. Findings are stored without their layer index (the same layer sits at another index
 in another image) and without their cross-layer status, which is computed per image.
 
-An entry also keeps the layer's path events (added, whited out, made opaque), so when every
+An entry also keeps the layer's path events (added, whited out, made opaque; normalized
+paths), so when every
 layer of an image is cached the cross-layer view is rebuilt without reading any layer.
 
 Entries are JSON files under ``<cache>/content/``; a missing, corrupt or foreign entry is a
@@ -23,18 +24,21 @@ import importlib.metadata
 import json
 import logging
 import os
+import posixpath
 import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from hallmark.content.model import Finding, ScanOutcome, Skip
 from hallmark.content.scanner import ScanOptions
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the entry layout changes
+FORMAT = 3  # bump when the entry layout changes
 EVENTS = ("add", "delete", "opaque")  # LayerHistory methods, by position
 _PACKAGE = Path(__file__).resolve().parent
 _CHECKER_SOURCES = (
@@ -81,10 +85,28 @@ class LayerResult:
     outcome: ScanOutcome = field(default_factory=ScanOutcome)
     events: list[tuple[int, str]] = field(default_factory=list)
 
-    def replay(self, history: Any, layer_index: int) -> None:
-        """Record the events into a :class:`~hallmark.content.layers.LayerHistory`."""
+    def replay(self, history: Any, layer_index: int, paths: set[str] | None = None) -> None:
+        """Record the events into a :class:`~hallmark.content.layers.LayerHistory`; with
+        ``paths`` (normalized), only the events on those paths (all that a set of findings'
+        correlation reads: their paths and the folders above them)."""
         for op, path in self.events:
-            getattr(history, EVENTS[op])(layer_index, path)
+            if paths is None or path in paths:
+                getattr(history, EVENTS[op])(layer_index, path)
+
+
+def relevant_paths(findings: Any) -> set[str]:
+    """The paths whose later events decide the fate of ``findings``: each file finding's layer
+    path and every folder above it."""
+    out: set[str] = set()
+    for f in findings:
+        path = f.outer_path
+        if path is None:
+            continue
+        out.add(path)
+        while path not in ("/", ""):
+            path = posixpath.dirname(path)
+            out.add(path)
+    return out
 
 
 class LayerResultCache:
@@ -106,7 +128,7 @@ class LayerResultCache:
             return None
         path = self._path(layer_digest)
         try:
-            doc = json.loads(path.read_bytes())
+            doc = _loads(path.read_bytes())
             if doc.get("layer") != layer_digest:
                 return None
             outcome = ScanOutcome(
@@ -140,14 +162,28 @@ class LayerResultCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".content-")
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(doc, fh)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(_dumps(doc))
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
             log.warning("cannot write content cache entry %s: %s", path, exc)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # a str that is not valid UTF-8 (lone surrogates): json escapes it
+        return json.dumps(doc).encode()
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # escaped lone surrogates, written by the fallback above
+        return json.loads(data)
 
 
 def _stored(f: Finding) -> dict[str, Any]:
@@ -166,4 +202,4 @@ def _finding_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["EVENTS", "FORMAT", "LayerResult", "LayerResultCache", "checker_digest", "options_key"]
+__all__ = ["EVENTS", "FORMAT", "LayerResult", "LayerResultCache", "checker_digest", "options_key", "relevant_paths"]

@@ -94,9 +94,18 @@ BASE = layer(
         ("etc/removed.key", f"key: {TOKEN}\n".encode(), 0o600),
         ("lib/plugin.jar", jar_with("inner/payload.txt", MALWARE), 0o644),
         ("usr/share/blob.bin", b"\0binary\0" * 100, 0o644),
+        ("srv/app/deep/creds.txt", f"token {TOKEN}\n".encode(), 0o644),
+        ("data/cache/creds.txt", f"token {TOKEN}\n".encode(), 0o644),
     ]
 )
-TOP = layer([("etc/.wh.removed.key", b"", 0o644), ("app/late.txt", f"late {LATE_TOKEN}\n".encode(), 0o644)])
+TOP = layer(
+    [
+        ("etc/.wh.removed.key", b"", 0o644),
+        ("app/late.txt", f"late {LATE_TOKEN}\n".encode(), 0o644),
+        ("srv/.wh.app", b"", 0o644),  # a folder above the finding whited out
+        ("data/cache/.wh..wh..opq", b"", 0o644),  # the finding's folder made opaque
+    ]
+)
 EXTRA = layer([("srv/readme.txt", b"nothing to see\n", 0o644)])
 CONFIG = {"config": {"Env": [f"API_TOKEN={TOKEN}"], "User": "root"}}
 
@@ -160,6 +169,8 @@ def test_cached_run_reports_what_a_fresh_run_reports(
     assert any(k == "malware" and p == "/opt/blocked.bin" for k, _, p, _ in found)
     assert ("config", "setuid-file", "/usr/bin/su-like", "present") in found
     assert ("config", "world-writable", "/shared-tmp", "present") in found
+    assert ("secret", "hallmark-cache-test-token", "/srv/app/deep/creds.txt", "removed") in found
+    assert ("secret", "hallmark-cache-test-token", "/data/cache/creds.txt", "removed") in found
     late = next(f for f in fresh["findings"] if f.get("path") == "/app/late.txt")
     assert late["layer_index"] == 1
     assert bool(fresh["scan"]["rule_warnings"]) == broken_yara
