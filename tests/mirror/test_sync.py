@@ -523,3 +523,52 @@ def test_due_mirrors_are_queued_once(db: str, tmp_path: Path, request: pytest.Fi
         assert moved.next_run_at.replace(tzinfo=dt.UTC) >= now + dt.timedelta(seconds=599)
     finally:
         hm.close()
+
+
+def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
+    """Access control on: creating needs admin on the destination; other mirrors do not exist for a caller."""
+    from hallmark.access.service import AccessService
+    from hallmark.config import load_config
+    from hallmark.metadata.db import make_engine, migrate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(data)})
+    engine = make_engine(cfg.database_url, 2)
+    migrate(engine)
+    svc = AccessService(cfg, engine)
+    users = {"root": "root-Secret-123456", "alice": "alice-Secret-654321", "bob": "bob-Secret-987654"}
+    svc.add_user("test", "root", users["root"], ["administrator"])
+    svc.add_user("test", "alice", users["alice"])
+    svc.add_user("test", "bob", users["bob"])
+    svc.grant("test", "principal", "alice", "namespace", "team-a", "admin")
+    svc.grant("test", "principal", "bob", "namespace", "team-a", "write")
+    svc.audit.flush()
+    engine.dispose()
+    srv = Server(data, access=True).start()
+    body = {"source": "registry.example/x", "destination": "team-a/x", "username": "u", "password": "p-Secret-42"}
+    try:
+
+        def as_(user: str | None) -> httpx.Client:
+            return httpx.Client(base_url=srv.url, auth=(user, users[user]) if user else None, timeout=30)
+
+        with as_("bob") as bob, as_("alice") as alice, as_("root") as root, as_(None) as anon:
+            assert bob.post("/api/v1/mirrors", json=body).status_code == 403
+            assert anon.post("/api/v1/mirrors", json=body).status_code == 401
+            r = alice.post("/api/v1/mirrors", json=body)
+            assert r.status_code == 201, r.text
+            mid = r.json()["id"]
+            assert [m["id"] for m in alice.get("/api/v1/mirrors").json()["mirrors"]] == [mid]
+            assert [m["id"] for m in root.get("/api/v1/mirrors").json()["mirrors"]] == [mid]
+            assert bob.get("/api/v1/mirrors").json()["mirrors"] == []
+            assert anon.get("/api/v1/mirrors").status_code == 401
+            for method, path in (("GET", ""), ("GET", "/runs"), ("POST", "/run"), ("DELETE", "")):
+                assert bob.request(method, f"/api/v1/mirrors/{mid}{path}").status_code == 404
+            assert alice.get(f"/api/v1/mirrors/{mid}/runs").status_code == 200
+            audit = root.get("/api/v1/audit", params={"action": "mirror.create"}).json()
+            entries = audit["entries"] if isinstance(audit, dict) else audit
+            assert [e["actor"] for e in entries] == ["alice"]
+            assert alice.delete(f"/api/v1/mirrors/{mid}").status_code == 204
+        assert "p-Secret-42" not in (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
+    finally:
+        srv.stop()
