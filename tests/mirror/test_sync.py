@@ -572,3 +572,42 @@ def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
         assert "p-Secret-42" not in (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
     finally:
         srv.stop()
+
+
+def test_a_tag_moved_upstream_during_the_run_stores_one_consistent_version(source: Source, tmp_path: Path) -> None:
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.mirror import sync
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import queue_run, run_now
+
+    first, second = image({"v": "first"}), image({"v": "second"})
+    source.push("src/moving", {"v1": first}, tmp_path)
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    original = sync.Source.digest_of
+
+    def then_moved(self: sync.Source, tag: str) -> str:
+        digest = original(self, tag)
+        source.push("src/moving", {"v1": second}, tmp_path)  # the tag moves right after it was read
+        return digest
+
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        m = store.create(
+            validate({"source": f"{source.host}/src/moving", "destination": "mv/x", "insecure": True,
+                      "username": USER, "password": PASSWORD, "copy_referrers": False}),
+            "t",
+        )  # fmt: skip
+        sync.Source.digest_of = then_moved  # type: ignore[method-assign]
+        try:
+            result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        finally:
+            sync.Source.digest_of = original  # type: ignore[method-assign]
+        assert result["state"] == "succeeded" and result["copied"] == 1
+        stored = hm.meta.get_manifest("mv/x", "v1", False)
+        assert stored is not None and stored.digest == first.digest and stored.content == first.manifest
+        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])  # the next run sees the move
+        stored = hm.meta.get_manifest("mv/x", "v1", False)
+        assert result["copied"] == 1 and stored is not None and stored.digest == second.digest
+    finally:
+        hm.close()
