@@ -522,16 +522,20 @@ def _os_label(distro: dict[str, Any] | None) -> str | None:
 
 
 def _pushed_at(conn: Connection, keys: Sequence[Key]) -> dict[Key, Any]:
-    repos = sorted({r for r, _ in keys})
+    """When each image was pushed (its manifest's creation time), in chunks of digests."""
+    wanted = set(keys)
     digests = sorted({d for _, d in keys})
-    if len(digests) > _IN_SQL:
-        return {}
-    q = (
-        select(repositories.c.name, manifests.c.digest, manifests.c.created_at)
-        .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repo_id))
-        .where(repositories.c.name.in_(repos), manifests.c.digest.in_(digests))
-    )
-    return {(r[0], r[1]): r[2] for r in conn.execute(q)}
+    out: dict[Key, Any] = {}
+    for i in range(0, len(digests), _IN_SQL):
+        q = (
+            select(repositories.c.name, manifests.c.digest, manifests.c.created_at)
+            .select_from(manifests.join(repositories, repositories.c.id == manifests.c.repo_id))
+            .where(manifests.c.digest.in_(digests[i : i + _IN_SQL]))
+        )
+        part = set(digests[i : i + _IN_SQL])
+        q = q.where(repositories.c.name.in_(sorted({r for r, d in wanted if d in part})))
+        out.update({(r[0], r[1]): r[2] for r in conn.execute(q) if (r[0], r[1]) in wanted})
+    return out
 
 
 def search(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> tuple[list[dict[str, Any]], int]:
