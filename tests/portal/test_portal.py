@@ -420,6 +420,8 @@ def test_catalog_cards_search_and_empty_and_error_states(page: Page, site: Site)
     pull = card.locator("input.pull-command")
     assert pull.input_value() == f"docker pull {site.server.host}/portal/app@{site.digest}"
     assert card.locator("label", has_text="Pull command for portal/app").count() == 1
+    CACHE.mkdir(exist_ok=True)
+    page.screenshot(path=str(CACHE / "portal-catalog.png"), full_page=True)
 
     page.fill("#catalog-q", "leaky")
     page.click("#catalog-search")
@@ -585,6 +587,7 @@ def test_advisory_page_finds_affected_images_and_triage_suppresses_the_finding(
         "portal/jinja"
     ]
     assert "jinja2 2.10" in page.inner_text("#catalog li.card .matched")
+    page.screenshot(path=str(CACHE / "portal-catalog-search.png"), full_page=True)
     page.fill("#catalog-version", ">=2.10.1")
     page.click("#catalog-search")
     assert "No image matches these filters" in page.inner_text("#no-images")
@@ -654,6 +657,7 @@ def test_image_page_names_its_base_and_advises_an_approved_upgrade(page: Page, s
     assert "fixable finding" in page.inner_text("#advice")
     option = page.locator("#advice-options tbody tr")
     assert option.count() == 1 and new[:19] in option.inner_text()
+    page.screenshot(path=str(CACHE / "portal-image-full.png"), full_page=True)
 
 
 def _axe_script() -> Path:
