@@ -32,6 +32,7 @@ from hallmark.oci.source import OciError, Platform
 from hallmark.registry.names import valid_name
 
 MIN_INTERVAL_SECONDS = 60
+DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 REGEX_PREFIX = "regex:"
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -191,8 +192,18 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
     registry = _opt_str(doc, "source_registry")
     repository = _opt_str(doc, "source_repository")
     source = _opt_str(doc, "source", 512)
+    insecure_default = False
     if source and not (registry or repository):
+        scheme, sep, rest = source.partition("://")
+        if sep:
+            if scheme not in ("http", "https"):
+                raise MirrorInputError("source must be HOST/REPOSITORY (or https://HOST/REPOSITORY)")
+            source, insecure_default = rest, scheme == "http"
         registry, _, repository = source.partition("/")
+    if registry in DOCKER_HUB_ALIASES:
+        registry = "registry-1.docker.io"  # where Docker Hub's API answers
+        if repository and "/" not in repository:
+            repository = f"library/{repository}"
     if not registry or not _HOST_RE.fullmatch(registry):
         raise MirrorInputError("source_registry must be a registry host[:port]")
     if not repository or not valid_name(repository):
@@ -247,7 +258,7 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
         "source_registry": registry,
         "source_repository": repository,
         "destination": destination,
-        "insecure": bool(doc.get("insecure", False)),
+        "insecure": bool(doc.get("insecure", insecure_default)),
         "username": username,
         "password": password,
         "tag_filters": orjson.dumps({"include": tag_filter.include, "exclude": tag_filter.exclude}).decode(),

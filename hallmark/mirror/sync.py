@@ -267,6 +267,7 @@ class Copier:
             for desc in [doc.get("config"), *(doc.get("layers") or [])]:
                 if isinstance(desc, dict) and desc.get("digest") in parsed.blob_refs:
                     self.source.copy_blob(self.target, self.repo, desc, counts)
+                    self.target.heartbeat()  # a large image may take longer than one lease
         digest = digest_bytes(raw)
         if self.target.meta.get_manifest(self.repo, digest, True) is not None and tag is None:
             return digest

@@ -484,6 +484,13 @@ def test_tag_filters_and_schedules() -> None:
     assert next_run(None, None, at) is None
     with pytest.raises(MirrorInputError, match="not both"):
         validate({"source": "h/x", "destination": "d/x", "interval_seconds": 60, "cron": "* * * * *"})
+    hub = validate({"source": "docker.io/debian", "destination": "d/x"})
+    assert (hub["source_registry"], hub["source_repository"], hub["insecure"]) == (
+        "registry-1.docker.io",
+        "library/debian",
+        False,
+    )
+    assert validate({"source": "http://127.0.0.1:5000/a/b", "destination": "d/x"})["insecure"] is True
     with pytest.raises(MirrorInputError, match="needs a username"):
         validate({"source": "h/x", "destination": "d/x", "password": "p"})
 
