@@ -98,6 +98,9 @@ def worker(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hm = Hallmark.open(get_config(data_dir, config))
+    from hallmark.mirror.sync_jobs import install
+
+    install(hm)  # repository mirror runs are jobs of the same queue
     try:
         n = run_standalone(hm.pipeline, threads, once)
     finally:

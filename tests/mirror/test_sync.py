@@ -443,7 +443,7 @@ def test_a_slow_source_and_an_oversize_manifest_are_errors_not_hangs(source: Sou
         hm.close()
 
 
-def test_cli_add_list_run_status_remove(source: Source, tmp_path: Path) -> None:
+def test_cli_add_and_run_here_or_on_a_worker(source: Source, tmp_path: Path) -> None:
     import sys
 
     source.push("src/cli", {"1.0": image({"c": "1"}), "nightly": image({"c": "n"})}, tmp_path)
@@ -462,12 +462,15 @@ def test_cli_add_list_run_status_remove(source: Source, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["has_password"] and m["schedule"]["cron"] == "0 3 * * *" and PASSWORD not in r.stdout
-    r = cli("run", "cli-app")
+    r = cli("run", "cli-app", "--queue")  # for any worker: `hallmark worker` takes it
+    assert r.returncode == 0 and "queued" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "hallmark", "worker", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    r = cli("run", "cli-app")  # the worker copied 1.0: nothing left to copy
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "copied   1.0" in r.stdout and "nightly" not in r.stdout and "succeeded" in r.stdout
-    r = cli("status", "cli-app", "--json")
-    assert json.loads(r.stdout)["runs"][0]["copied"] == 1
-    assert cli("remove", "cli-app").returncode == 0
+    assert "skipped  1.0" in r.stdout and "nightly" not in r.stdout and "succeeded" in r.stdout
 
 
 def test_tag_filters_and_schedules() -> None:
