@@ -298,6 +298,7 @@ class PullThrough:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight.setdefault(blob.digest, done)
         stored = False
+        pending: asyncio.Future[None] | None = None
         try:
             parts: list[bytes] = []
             buffered = 0
@@ -311,8 +312,14 @@ class PullThrough:
                 parts.append(chunk)
                 buffered += len(chunk)
                 if buffered >= _WRITE_BATCH:
-                    await svc.run(writer.write_parts, parts)
+                    # One batch is written (and hashed) in the pool while the next one is read.
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(svc.run(writer.write_parts, parts))
                     parts, buffered = [], 0
+            if pending is not None:
+                await pending
+                pending = None
             if parts:
                 await svc.run(writer.write_parts, parts)
             try:
@@ -324,6 +331,8 @@ class PullThrough:
             if held:
                 yield held
         finally:
+            if pending is not None:
+                await asyncio.wait([pending])  # the writer is not cancelled under a running write
             if not stored:
                 await asyncio.shield(svc.run(writer.cancel))
                 await blob.close()
