@@ -139,13 +139,11 @@ def run_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Copy what changed now; exit 1 when some tags failed."""
-    from hallmark.access.service import AccessService
     from hallmark.mirror.sync_jobs import queue_run, run_now
 
     hm, store = _open(data_dir, config)
     try:
         m = _find(store, mirror)
-        hm.access = AccessService.for_metadata(hm.config, hm.meta)
         run_id, _ = queue_run(hm, m, "manual", enqueue=queue)
         if queue:
             result: dict[str, Any] = {"run": run_id, "state": "queued"}

@@ -74,9 +74,21 @@ def queue_run(ctx: Any, m: Mirror, trigger: str, enqueue: bool = True) -> tuple[
     return int(run_id), True
 
 
+def access_of(ctx: Any) -> Any:
+    """The access service (robot checks, audit): the server's, or one on the same database for a
+    standalone worker or the CLI; None when access control is off."""
+    if not ctx.config.access.enabled:
+        return None
+    if getattr(ctx, "access", None) is None:
+        from hallmark.access.service import AccessService
+
+        ctx.access = AccessService.for_metadata(ctx.config, ctx.meta)
+    return ctx.access
+
+
 def target_for(ctx: Any, m: Mirror) -> Target:
     """The destination side: registry stores, the pipeline's push hook, audit and the robot check."""
-    access = getattr(ctx, "access", None)
+    access = access_of(ctx)
     key = job_key(m.id)
 
     def heartbeat() -> None:
@@ -143,7 +155,7 @@ def run_now(ctx: Any, run_id: int) -> dict[str, Any]:
     if row["state"] in FINISHED:  # a duplicate job of a run already finished
         return {k: row[k] for k in ("state", "attempt", "error", "copied", "skipped", "failed")} | {"run": run_id}
     result = execute(m, run_id, target_for(ctx, m), store.credentials(m))
-    access = getattr(ctx, "access", None)
+    access = access_of(ctx)
     if access is not None:
         access.audit.flush()
     if result["state"] == "retrying":

@@ -377,8 +377,8 @@ def test_the_mirror_pushes_as_its_robot_and_only_where_it_may(source: Source, tm
     hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
     try:
         assert hm.config.access.enabled
-        hm.access = AccessService.for_metadata(hm.config, hm.meta)
-        hm.access.create_robot("admin", "mirror-bot", ["repository:mirrors/*:pull,push"])
+        admin = AccessService.for_metadata(hm.config, hm.meta)  # hm.access stays unset, as in `hallmark worker`
+        admin.create_robot("admin", "mirror-bot", ["repository:mirrors/*:pull,push"])
         # The same layer already stored in a repository the robot cannot read.
         private = hm.blobs.put(img.blobs[img.layer_digests[0]])
         hm.meta.link_blob("private/x", private[0], private[1])
@@ -396,7 +396,7 @@ def test_the_mirror_pushes_as_its_robot_and_only_where_it_may(source: Source, tm
         with hm.meta.engine.connect() as conn:
             actors = conn.execute(select(tag_history.c.actor).where(tag_history.c.repo_name == "mirrors/x")).scalars()
             assert list(actors) == ["mirror-bot"]
-        pushes = hm.access.audit.query(action="push", repo="mirrors/x")
+        pushes = admin.audit.query(action="push", repo="mirrors/x")
         assert pushes and {p["actor"] for p in pushes} == {"mirror-bot"}
     finally:
         hm.close()
