@@ -621,3 +621,72 @@ def test_a_tag_moved_upstream_during_the_run_stores_one_consistent_version(sourc
         assert result["copied"] == 1 and stored is not None and stored.digest == second.digest
     finally:
         hm.close()
+
+
+def test_mirror_from_a_hallmark_with_bearer_tokens_and_the_referrers_api(tmp_path: Path) -> None:
+    """The source is a second Hallmark (access control on: Bearer-token challenge, referrers API)."""
+    from hallmark.access.service import AccessService
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.metadata.db import make_engine, migrate
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import queue_run, run_now
+    from tests.ocihelp import push_blob, push_manifest
+
+    data = tmp_path / "src-data"
+    data.mkdir()
+    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(data)})
+    engine = make_engine(cfg.database_url, 2)
+    migrate(engine)
+    svc = AccessService(cfg, engine)
+    svc.add_user("test", "carol", "carol-Secret-123456")
+    svc.grant("test", "principal", "carol", "namespace", "team", "write")
+    svc.audit.flush()
+    engine.dispose()
+    src = Server(data, env={"HALLMARK_PIPELINE__ENABLED": "false"}, access=True).start()
+    hm = None
+    try:
+        img = image({"from": "hallmark"})
+        body = b'{"spdxVersion": "SPDX-2.3"}'
+        with httpx.Client(base_url=src.url, auth=("carol", "carol-Secret-123456"), timeout=30) as c:
+            for blob in img.blobs.values():
+                if blob != img.manifest:
+                    push_blob(c, "team/app", blob)
+            assert push_manifest(c, "team/app", "v1", img.manifest).status_code == 201
+            push_blob(c, "team/app", body)
+            push_blob(c, "team/app", b"{}")
+            artifact = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "artifactType": SBOM_TYPE,
+                    "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+                    "layers": [{"mediaType": SBOM_TYPE, "digest": sha256(body), "size": len(body)}],
+                    "subject": {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": img.digest,
+                        "size": len(img.manifest),
+                    },
+                }
+            ).encode()
+            assert push_manifest(c, "team/app", sha256(artifact), artifact).status_code == 201
+        hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        base = {"source": f"http://{src.host}/team/app", "destination": "copy/app"}
+        m = store.create(validate(dict(base, username="carol", password="carol-Secret-123456")), "t")
+        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        assert result["state"] == "succeeded" and result["copied"] == 1, result
+        stored = hm.meta.get_manifest("copy/app", "v1", False)
+        assert stored is not None and stored.digest == img.digest
+        refs = hm.meta.referrers("copy/app", img.digest, None, 100, None)
+        assert [r.digest for r in refs] == [sha256(artifact)]
+        again = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        assert (again["skipped"], again["requests"]) == (1, 1 + 1 + 1)  # tag list, HEAD, referrers
+        # Wrong password: the token endpoint refuses, the run says so.
+        bad = store.create(validate(dict(base, destination="copy/bad", username="carol", password="nope")), "t")
+        failed = run_now(hm, queue_run(hm, bad, "manual", enqueue=False)[0])
+        assert "refused the credentials" in failed["error"] and "nope" not in failed["error"]
+    finally:
+        if hm is not None:
+            hm.close()
+        src.stop()
