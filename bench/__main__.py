@@ -17,6 +17,7 @@ BENCHES = [
     "portal",
     "s3",
     "mirror_sync",
+    "proxy",
 ]
 
 
