@@ -1,4 +1,4 @@
-"""Portal actions: stage changes, VEX triage and robot tokens, each a POST form with the CSRF token.
+"""Portal actions on images: stage changes and VEX triage, each a POST form with the CSRF token.
 
 Every route declares the same need as its API twin (``hallmark.web.authz``: checked, with the
 CSRF token, before the handler runs) and calls the same service, which audits as the API does:
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hallmark.portal.routes import Portal, Viewer
-
-ROBOT_DAYS_DEFAULT = 90
 
 
 def may(viewer: Viewer, role: str) -> bool:
@@ -151,86 +149,3 @@ async def vex(portal: Portal, request: web.Request) -> web.StreamResponse:
             detail={"id": vex_id, "advisory": advisory, "status": form.get("status"), "via": "portal"},
         )
     return portal.redirect(request, _back(name, digest) + "?triaged=" + str(vex_id) + "#findings")
-
-
-async def robots(portal: Portal, request: web.Request, created: dict[str, Any] | None = None) -> web.StreamResponse:
-    """Robots with their tokens (administrators only, as ``/api/v1/robots``)."""
-    viewer = await portal.viewer(request)
-    access = portal.access(request)
-    if access is None:
-        return portal.render(request, "robots.html", viewer, robots=[], off=True, created=None)
-
-    def load() -> list[dict[str, Any]]:
-        tokens: dict[str, list[Any]] = {}
-        for t in access.store.list_tokens(None):
-            tokens.setdefault(t.principal.name, []).append(t)
-        out = []
-        for r in access.store.list_principals("robot"):
-            mine = tokens.get(r.name, [])
-            out.append(
-                {
-                    "name": r.name,
-                    "disabled": r.disabled,
-                    "tokens": [
-                        {
-                            "id": t.id,
-                            "scopes": orjson.loads(t.scopes) if t.scopes else [],
-                            "expires_at": t.expires_at,
-                            "revoked_at": t.revoked_at,
-                        }
-                        for t in mine
-                    ],
-                }
-            )
-        return out
-
-    rows = await portal.run(load)
-    status = 201 if created else 200
-    return portal.render(request, "robots.html", viewer, status, robots=rows, off=False, created=created)
-
-
-async def create_robot(portal: Portal, request: web.Request) -> web.StreamResponse:
-    """Create a robot and show its token once, on this response only."""
-    from hallmark.access.store import Conflict
-    from hallmark.portal.routes import PortalFailure
-
-    form = await portal.check_form(request)
-    viewer = await portal.viewer(request)
-    access = portal.access(request)
-    if access is None:
-        raise PortalFailure(400, "Access control is off: there are no robots.")
-    name = form.get("name", "").strip()[:64]
-    scopes = [s for s in form.get("scopes", "").split() if s][:64]
-    raw_days = form.get("expires_in_days", "").strip() or str(ROBOT_DAYS_DEFAULT)
-    try:
-        days = float(raw_days)
-    except ValueError:
-        raise PortalFailure(400, "Expiry must be a number of days.") from None
-    if not name or not scopes or not 0 < days <= 3650:
-        raise PortalFailure(400, "A robot needs a name, at least one scope and an expiry of 1 to 3650 days.")
-    try:
-        _, token = await portal.run(
-            access.create_robot, viewer.name or "portal", name, scopes, days, client_addr(request)
-        )
-    except Conflict as exc:
-        raise PortalFailure(409, f"A principal named {name} already exists; choose another name.") from exc
-    except ValueError as exc:
-        raise PortalFailure(400, f"{exc}.") from exc
-    return await robots(portal, request, created={"name": name, "token": token})
-
-
-async def revoke_robot(portal: Portal, request: web.Request) -> web.StreamResponse:
-    from hallmark.access.store import NotFound
-    from hallmark.portal.routes import PortalFailure
-
-    await portal.check_form(request)
-    viewer = await portal.viewer(request)
-    access = portal.access(request)
-    if access is None:
-        raise PortalFailure(400, "Access control is off: there are no robots.")
-    name = request.match_info["robot"]
-    try:
-        await portal.run(access.revoke_robot, viewer.name or "portal", name, client_addr(request))
-    except NotFound as exc:
-        raise PortalFailure(404, f"No robot named {name}.") from exc
-    return portal.redirect(request, "/admin/robots")

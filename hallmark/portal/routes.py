@@ -17,6 +17,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -27,13 +28,13 @@ from aiohttp import web
 
 from hallmark import __version__
 from hallmark.access import crypto
-from hallmark.access.model import PULL, PUSH, SECURITY_REVIEWER
+from hallmark.access.model import AUDITOR, PULL, PUSH, SECURITY_REVIEWER
 from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
 from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
-from hallmark.portal import actions
+from hallmark.portal import actions, admin, advisory_page, catalog_page
 from hallmark.portal import image_extras as extras
 from hallmark.registry.names import valid_name
 from hallmark.report.vex import JUSTIFICATIONS as VEX_JUSTIFICATIONS
@@ -237,6 +238,7 @@ class Portal:
         html = self.env.get_template(template).render(
             user=viewer.name if viewer else None,
             is_admin=bool(viewer and viewer.perms and viewer.perms.has_role("administrator")),
+            is_auditor=bool(viewer and viewer.perms and actions.may(viewer, AUDITOR)),
             access=self._access(request) is not None,
             csrf=self._csrf(request),
             path=request.path,
@@ -567,36 +569,6 @@ class Portal:
         resp.headers["Cache-Control"] = "public, max-age=3600"
         return resp
 
-    async def promote(self, request: web.Request) -> web.StreamResponse:
-        return await actions.promote(self, request)
-
-    async def vex(self, request: web.Request) -> web.StreamResponse:
-        return await actions.vex(self, request)
-
-    async def robots(self, request: web.Request) -> web.StreamResponse:
-        return await actions.robots(self, request)
-
-    async def create_robot(self, request: web.Request) -> web.StreamResponse:
-        return await actions.create_robot(self, request)
-
-    async def revoke_robot(self, request: web.Request) -> web.StreamResponse:
-        return await actions.revoke_robot(self, request)
-
-    async def advisory(self, request: web.Request) -> web.StreamResponse:
-        from hallmark.portal.advisory_page import page
-
-        return await page(self, request)
-
-    async def advisory_lookup(self, request: web.Request) -> web.StreamResponse:
-        from hallmark.portal.advisory_page import lookup
-
-        return await lookup(self, request)
-
-    async def catalog(self, request: web.Request) -> web.StreamResponse:
-        from hallmark.portal.catalog_page import page
-
-        return await page(self, request)
-
 
 def _sum_severity(images: list[dict[str, Any]]) -> dict[str, int]:
     """Findings of every kind (``summary.combined``), so leaked secrets or malware show in the list."""
@@ -636,19 +608,15 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         ),
         route("GET", "/events", p.page(p.events), viewer),
         route("GET", "/advisories", p.page(p.advisories), viewer),
-        route("GET", "/advisories/{advisory:[^/]{1,128}}", p.page(p.advisory), viewer),
-        route("GET", "/advisory", p.page(p.advisory_lookup), viewer),
-        route("GET", "/catalog", p.page(p.catalog), viewer),
-        route("POST", f"/repositories/{NAME}/images/{DIGEST}/promote", p.page(p.promote), reviewer),
-        route("POST", f"/repositories/{NAME}/images/{DIGEST}/vex", p.page(p.vex), reviewer),
-        route("GET", "/admin/robots", p.page(p.robots), administrator),
-        route("POST", "/admin/robots", p.page(p.create_robot), administrator),
-        route(
-            "POST",
-            "/admin/robots/{robot:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}/revoke",
-            p.page(p.revoke_robot),
-            administrator,
-        ),
+        route("GET", "/advisories/{advisory:[^/]{1,128}}", p.page(partial(advisory_page.page, p)), viewer),
+        route("GET", "/advisory", p.page(partial(advisory_page.lookup, p)), viewer),
+        route("GET", "/catalog", p.page(partial(catalog_page.page, p)), viewer),
+        route("POST", f"/repositories/{NAME}/images/{DIGEST}/promote", p.page(partial(actions.promote, p)), reviewer),
+        route("POST", f"/repositories/{NAME}/images/{DIGEST}/vex", p.page(partial(actions.vex, p)), reviewer),
+        route("GET", "/admin/robots", p.page(partial(admin.robots, p)), administrator),
+        route("POST", "/admin/robots", p.page(partial(admin.create_robot, p)), administrator),
+        route("POST", f"/admin/robots/{ROBOT}/revoke", p.page(partial(admin.revoke_robot, p)), administrator),
+        route("GET", "/admin/audit", p.page(partial(admin.audit_log, p)), role(AUDITOR).portal),
         route("GET", "/static/portal.css", p.stylesheet, PUBLIC),
         route("GET", "/static/portal.js", p.script, PUBLIC),
     ]

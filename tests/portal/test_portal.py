@@ -534,6 +534,29 @@ def test_robot_token_is_shown_once_and_revoked_from_the_portal(page: Page, site:
     assert resp is not None and resp.status == 404
 
 
+def test_audit_log_page_filters_and_verifies_the_chain(page: Page, site: Site) -> None:
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Audit")
+    page.fill("#audit-action", "user.create")
+    page.check("#audit-verify")
+    page.click("#audit-search")
+    page.wait_for_url("**/admin/audit?*action=user.create*")
+    assert "Hash chain intact" in page.inner_text("#audit-chain")
+    actions = page.locator("#audit tbody tr td:nth-child(4)").all_inner_texts()
+    assert actions and set(actions) == {"user.create"}
+    assert "nobody" in page.inner_text("#audit") and "reader" in page.inner_text("#audit")
+    page.goto("/admin/audit?since=yesterday")
+    assert "Since must be a date" in page.inner_text("main")
+    # Readers are not auditors: no link, and the page is refused like a missing one.
+    page.context.clear_cookies()
+    login(page, "reader", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    assert page.locator("header >> text=Audit").count() == 0
+    resp = page.goto("/admin/audit")
+    assert resp is not None and resp.status == 404
+
+
 # An OSV record made here (no shared data needed): jinja2 before 2.10.1, known as a CVE too.
 JINJA_OSV = {
     "id": "PYSEC-2019-217",
@@ -687,6 +710,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser: Browser, sit
             "/repositories/portal/app",
             "/advisories/CVE-2019-10906",
             "/admin/robots",
+            "/admin/audit?verify=1",
         ]
         with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
             images = c.get("/api/v1/catalog").json()["images"]
