@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import re2
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select, update
 
@@ -344,9 +345,16 @@ class MirrorStore:
             return [_from_row(r) for r in conn.execute(select(mirrors).order_by(mirrors.c.id))]
 
     def credentials(self, m: Mirror) -> tuple[str, str] | None:
+        """(user, password); MirrorInputError when the sealed password cannot be opened."""
         if not m.username:
             return None
-        return m.username, self.box.open(m.sealed) if m.sealed else ""
+        try:
+            return m.username, self.box.open(m.sealed) if m.sealed else ""
+        except (InvalidTag, ValueError) as exc:
+            raise MirrorInputError(
+                f"the source password cannot be unsealed with {self.box.path} (a different key?): "
+                "remove the mirror and add it again with the password"
+            ) from exc
 
     def delete(self, mirror_id: int) -> bool:
         with self.meta.transaction() as conn:

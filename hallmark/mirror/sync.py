@@ -402,7 +402,9 @@ def _totals(meta: MetadataStore, run_id: int) -> dict[str, int]:
     return out
 
 
-def execute(m: Mirror, run_id: int, target: Target, credentials: tuple[str, str] | None) -> dict[str, Any]:
+def execute(
+    m: Mirror, run_id: int, target: Target, credentials: Callable[[], tuple[str, str] | None]
+) -> dict[str, Any]:
     """Run (or resume) ``run_id`` of mirror ``m``; returns the run's final counts and state.
 
     ``state`` is ``succeeded``, ``retrying`` (failed tags or an unreachable source, and attempts
@@ -419,10 +421,16 @@ def execute(m: Mirror, run_id: int, target: Target, credentials: tuple[str, str]
     error: str | None = None
     requests = 0
     refusal = target.may_push(m.robot, m.destination) if m.robot and target.may_push else None
+    creds = None
+    if not refusal:
+        try:
+            creds = credentials()
+        except ValueError as exc:  # a sealed password the key cannot open: retrying will not help
+            refusal = str(exc)
     if refusal:
         error = refusal
     else:
-        source = Source(m, credentials, target.max_manifest_bytes)
+        source = Source(m, creds, target.max_manifest_bytes)
         try:
             error = _copy_all(source, target, m, run_id, actor)
         finally:

@@ -154,7 +154,7 @@ def run_now(ctx: Any, run_id: int) -> dict[str, Any]:
         return {"run": run_id, "state": "gone"}  # the mirror was removed meanwhile
     if row["state"] in FINISHED:  # a duplicate job of a run already finished
         return {k: row[k] for k in ("state", "attempt", "error", "copied", "skipped", "failed")} | {"run": run_id}
-    result = execute(m, run_id, target_for(ctx, m), store.credentials(m))
+    result = execute(m, run_id, target_for(ctx, m), lambda: store.credentials(m))
     access = access_of(ctx)
     if access is not None:
         access.audit.flush()

@@ -3,6 +3,7 @@ basic auth as the source, images pushed into it with skopeo, a real ``hallmark s
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -682,6 +683,13 @@ def test_mirror_from_a_hallmark_with_bearer_tokens_and_the_referrers_api(tmp_pat
         assert [r.digest for r in refs] == [sha256(artifact)]
         again = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
         assert (again["skipped"], again["requests"]) == (1, 1 + 1 + 1)  # tag list, HEAD, referrers
+        # A data folder whose mirror key changed cannot open the password: said so, not retried.
+        key = hm.config.data_path / "mirror" / "secret-key"
+        saved = key.read_text()
+        key.write_text(base64.b64encode(bytes(32)).decode())
+        unsealed = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        key.write_text(saved)
+        assert unsealed["state"] == "failed" and "cannot be unsealed" in unsealed["error"]
         # Wrong password: the token endpoint refuses, the run says so.
         bad = store.create(validate(dict(base, destination="copy/bad", username="carol", password="nope")), "t")
         failed = run_now(hm, queue_run(hm, bad, "manual", enqueue=False)[0])
