@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 
 from hallmark.digest import InvalidDigest, digest_bytes, parse_digest
@@ -70,6 +71,10 @@ class Upstream:
             timeout=httpx.Timeout(timeout), follow_redirects=True, max_redirects=max_redirects, verify=verify_tls
         )
         self._authorization: dict[str, str] = {}  # repository -> Authorization value
+        self._timeout = timeout
+        self._verify_tls = verify_tls
+        self._max_redirects = max_redirects
+        self._session: aiohttp.ClientSession | None = None  # blob bodies (see blob())
         self.requests = 0  # HTTP requests sent (tests and metrics)
 
     def __repr__(self) -> str:  # never the credentials
@@ -77,6 +82,8 @@ class Upstream:
 
     async def close(self) -> None:
         await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def _authenticate(self, repository: str, challenge: str) -> None:
         scheme, fields = parse_challenge(challenge)
@@ -180,22 +187,54 @@ class Upstream:
         length = resp.headers.get("content-length", "")
         return int(length) if length.isdigit() else None
 
+    def _blob_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=self._timeout),
+                connector=aiohttp.TCPConnector(ssl=self._verify_tls),
+                auto_decompress=False,  # the bytes as stored: their digest is the blob's
+            )
+        return self._session
+
     async def blob(self, repository: str, digest: str) -> UpstreamBlob:
-        """An open blob; iterate :meth:`UpstreamBlob.chunks` to read it, verified."""
+        """An open blob; iterate :meth:`UpstreamBlob.chunks` to read it, verified.
+
+        Bodies come through aiohttp's client, which streams about twice as fast as httpx here;
+        the authorization is the one httpx obtained (one auth flow). aiohttp drops it, like httpx,
+        when a redirect leaves the upstream's origin."""
         try:
             algo, _ = parse_digest(digest)
         except InvalidDigest as exc:
             raise UpstreamError(f"invalid digest {digest!r}", 400) from exc
-        resp = await self._send("GET", repository, f"blobs/{digest}")
-        length = resp.headers.get("content-length", "")
-        return UpstreamBlob(self.url, digest, algo, resp, int(length) if length.isdigit() else None)
+        url = f"{self.url}/v2/{repository}/blobs/{digest}"
+        for attempt in range(2):
+            headers = {}
+            if repository in self._authorization:
+                headers["Authorization"] = self._authorization[repository]
+            self.requests += 1
+            try:
+                resp = await self._blob_session().get(url, headers=headers, max_redirects=self._max_redirects)
+            except aiohttp.TooManyRedirects as exc:
+                raise UpstreamError(f"{self.url}: GET blobs/{digest}: too many redirects", 508) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamError(f"{self.url}: GET blobs/{digest}: {type(exc).__name__} {exc}") from exc
+            if resp.status == 401 and attempt == 0 and "WWW-Authenticate" in resp.headers:
+                resp.release()
+                self._authorization.pop(repository, None)
+                await self._authenticate(repository, resp.headers["WWW-Authenticate"])
+                continue
+            if resp.status != 200:
+                resp.release()
+                raise UpstreamError(f"{self.url}: GET blobs/{digest} answered {resp.status}", resp.status)
+            return UpstreamBlob(self.url, digest, algo, resp, resp.content_length)
+        raise UpstreamError(f"{self.url}: GET blobs/{digest}: unauthorized", 401)
 
 
 class UpstreamBlob:
     """A blob body in flight. ``chunks`` yields it in order, but keeps the last chunk until the whole
     body has been hashed and counted: a mismatch or a short body raises instead of yielding the end."""
 
-    def __init__(self, url: str, digest: str, algo: str, resp: httpx.Response, size: int | None) -> None:
+    def __init__(self, url: str, digest: str, algo: str, resp: aiohttp.ClientResponse, size: int | None) -> None:
         self.url = url
         self.digest = digest
         self.size = size
@@ -209,7 +248,7 @@ class UpstreamBlob:
         held = b""
         got = 0
         try:
-            async for chunk in self._resp.aiter_raw(CHUNK):
+            async for chunk in self._resp.content.iter_any():
                 if not chunk:
                     continue
                 got += len(chunk)
@@ -220,10 +259,10 @@ class UpstreamBlob:
                 if held:
                     yield held
                 held = chunk
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"{self.url}: blob {self.digest}: {type(exc).__name__} {exc}") from exc
         finally:
-            await self._resp.aclose()
+            self._resp.close()
         if self.size is not None and got != self.size:
             raise UpstreamError(f"{self.url}: blob {self.digest}: truncated ({got} of {self.size} bytes)")
         if hasher is not None and (actual := f"{self._algo}:{hasher.hexdigest()}") != self.digest:
@@ -233,4 +272,4 @@ class UpstreamBlob:
             yield held
 
     async def close(self) -> None:
-        await self._resp.aclose()
+        self._resp.close()
