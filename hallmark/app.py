@@ -135,7 +135,9 @@ def build_app(hm: Hallmark) -> web.Application:
     registry_http.add_routes(app, hm.registry)
     # deprecated images warn, retired ones are refused (or warn) at manifest GET/HEAD
     hm.registry.pull_policy = pull_policy.PullPolicy(hm.meta, hm.config.lifecycle.retired_pull)
-    hm.registry.proxy = PullThrough(hm.config.mirror, hm.registry) if hm.config.mirror.proxy else None
+    proxy = hm.registry.proxy = PullThrough(hm.config.mirror, hm.registry) if hm.config.mirror.proxy else None
+    if proxy is not None:
+        app.on_cleanup.append(lambda _app: proxy.close())  # its upstream connections
     app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
