@@ -3,90 +3,22 @@ basic auth as the source, images pushed into it with skopeo, a real ``hallmark s
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import httpx
 import pytest
 
-from tests.conftest import Server, free_port
-from tests.index.imagebuilder import Image, Layer, build_image, sha256, write_layout
+from tests.conftest import Server
+from tests.mirror.synchelp import PASSWORD, SECRET_ENV, USER, Source, image, push_sbom_referrer
+from tests.mirror.synchelp import source as source
 from tests.pipeline.test_pipeline import wait_for
 
-USER, PASSWORD = "mirror-user", "Src-Pass-31337"
-SBOM_TYPE = "application/spdx+json"
-SECRET_ENV = "DATABASE_URL=postgres://appuser:Zx9vQ2mR7pLk4sT8@db.internal:5432/app\n"
 TERMINAL = ("succeeded", "partial", "failed", "retrying")
-
-
-@dataclass
-class Source:
-    host: str
-    root: Path
-    proc: subprocess.Popen[bytes]
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://{self.host}", auth=(USER, PASSWORD), timeout=30)
-
-    def push(self, repo: str, images: dict[str, Image], work: Path, index: dict[str, str] | None = None) -> None:
-        """skopeo copy of an OCI layout (one image per tag, or one index tagged ``multi``)."""
-        layout = work / f"layout-{repo.replace('/', '-')}-{time.monotonic_ns()}"
-        write_layout(str(layout), images, index)
-        for tag in ["multi"] if index else list(images):
-            r = subprocess.run(
-                [
-                    "skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false",
-                    f"--dest-creds={USER}:{PASSWORD}", f"oci:{layout}:{tag}", f"docker://{self.host}/{repo}:{tag}",
-                ],
-                capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            assert r.returncode == 0, r.stderr
-
-    def blob_file(self, digest: str) -> Path:
-        hexpart = digest.split(":", 1)[1]
-        return self.root / "store" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexpart[:2] / hexpart / "data"
-
-
-def start_source(root: Path) -> Source:
-    port = free_port()
-    htpasswd = root / "htpasswd"
-    htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()}\n")
-    config = root / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'store'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}, secret: mirror-test}}\n"
-        f"auth: {{htpasswd: {{realm: source, path: {htpasswd}}}}}\n"
-    )
-    log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 401:
-                return Source(f"127.0.0.1:{port}", root, proc)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError((root / "registry.log").read_text())
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
-    src = start_source(tmp_path_factory.mktemp("source"))
-    try:
-        yield src
-    finally:
-        src.proc.terminate()
-        src.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -98,67 +30,6 @@ def hallmark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-
-
-def image(files: dict[str, bytes | str], arch: str = "amd64") -> Image:
-    layer = Layer()
-    for path, data in files.items():
-        layer.file(path, data)
-    return build_image([(layer.tar_bytes(), "gzip")], arch=arch)
-
-
-def push_sbom_referrer(src: Source, repo: str, subject: str) -> str:
-    """An SPDX artifact whose ``subject`` is ``subject``, plus the ``sha256-<hex>`` index a client
-    writes for a registry without the referrers API (the CNCF registry 2.8)."""
-    body = b'{"spdxVersion": "SPDX-2.3", "name": "mirrored"}'
-    empty = b"{}"
-    with src.client() as c:
-        for blob in (body, empty):
-            r = c.post(f"/v2/{repo}/blobs/uploads/")
-            assert r.status_code == 202, r.text
-            r = c.put(httpx.URL(r.headers["Location"]).copy_merge_params({"digest": sha256(blob)}), content=blob)
-            assert r.status_code == 201, r.text
-        subject_raw = c.get(
-            f"/v2/{repo}/manifests/{subject}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
-        ).content
-        artifact = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "artifactType": SBOM_TYPE,
-                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
-                "layers": [{"mediaType": SBOM_TYPE, "digest": sha256(body), "size": len(body)}],
-                "subject": {
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": subject,
-                    "size": len(subject_raw),
-                },
-            }
-        ).encode()
-        ctype = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
-        r = c.put(f"/v2/{repo}/manifests/{sha256(artifact)}", content=artifact, headers=ctype)
-        assert r.status_code == 201, r.text
-        index = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": [
-                    {
-                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                        "digest": sha256(artifact),
-                        "size": len(artifact),
-                        "artifactType": SBOM_TYPE,
-                    }
-                ],
-            }
-        ).encode()
-        r = c.put(
-            f"/v2/{repo}/manifests/{subject.replace(':', '-')}",
-            content=index,
-            headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
-        )
-        assert r.status_code == 201, r.text
-    return sha256(artifact)
 
 
 def run_and_wait(c: httpx.Client, mirror_id: int, timeout: float = 120) -> dict[str, Any]:
@@ -296,154 +167,6 @@ def test_bad_blobs_fail_their_tag_only_and_store_nothing(source: Source, hallmar
             assert r.status_code == 400 and why in r.text, r.text
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
-def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(
-    db: str, source: Source, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """In process: a run interrupted after its first tag finishes the rest when run again."""
-    from hallmark.app import Hallmark
-    from hallmark.config import load_config
-    from hallmark.mirror import sync
-    from hallmark.mirror.definitions import MirrorStore, validate
-    from hallmark.mirror.sync_jobs import KIND, queue_run, run_now
-
-    source.push(f"src/resume-{db}", {f"t{i}": image({"n": db + str(i)}) for i in range(3)}, tmp_path)
-    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
-    if db == "postgres":
-        env["HALLMARK_DATABASE_URL"] = request.getfixturevalue("postgres").create_db(f"m{free_port()}")
-    hm = Hallmark.open(load_config(environ=env))
-    try:
-        store = MirrorStore(hm.meta, hm.config.data_path)
-        m = store.create(
-            validate(
-                {"source": f"{source.host}/src/resume-{db}", "destination": "r/x", "insecure": True,
-                 "username": USER, "password": PASSWORD}
-            ),
-            "test",
-        )  # fmt: skip
-        run_id, _ = queue_run(hm, m, "manual", enqueue=False)
-        original = sync.copy_tag
-        calls = []
-
-        def dies_on_second(copier: Any, tag: str, all_tags: set[str]) -> Any:
-            calls.append(tag)
-            if len(calls) == 2:
-                raise KeyboardInterrupt  # the worker is killed mid-run
-            return original(copier, tag, all_tags)
-
-        sync.copy_tag = dies_on_second  # type: ignore[assignment]
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                run_now(hm, run_id)
-        finally:
-            sync.copy_tag = original  # type: ignore[assignment]
-        half = store.run(run_id)
-        assert half is not None and half["state"] == "running"
-        assert [t["state"] for t in half["tags"]] == ["copied", "pending", "pending"]
-        result = run_now(hm, run_id)  # the job claimed again after its lease expired
-        assert result["state"] == "succeeded" and result["copied"] == 3
-        done = store.run(run_id)
-        assert done is not None and [t["attempts"] for t in done["tags"]] == [1, 1, 1]
-        # Nothing changed: one request per tag, plus the tag list and one referrers API probe (404 here).
-        again = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        assert (again["skipped"], again["copied"], again["requests"]) == (3, 0, 1 + 3 + 1)
-
-        # A failing run is queued again, later (backoff), for the tags that failed.
-        m2 = store.create(
-            validate({"source": f"{source.host}/src/nowhere", "destination": "r/y", "insecure": True}), "t"
-        )
-        run2, _ = queue_run(hm, m2, "manual", enqueue=False)
-        failed = run_now(hm, run2)
-        assert failed["state"] == "retrying" and "src/nowhere" in failed["error"]
-        assert hm.pipeline.jobs.pending([KIND]) == 1  # queued again...
-        assert hm.pipeline.jobs.claim("w", [KIND]) is None  # ...after its backoff
-    finally:
-        hm.close()
-
-
-def test_the_mirror_pushes_as_its_robot_and_only_where_it_may(source: Source, tmp_path: Path) -> None:
-    """Access control on: stored tags and audit entries name the robot; a robot without push on the
-    destination copies nothing; blobs of repositories the robot cannot read are fetched, not linked."""
-    from sqlalchemy import select
-
-    from hallmark.access.service import AccessService
-    from hallmark.app import Hallmark
-    from hallmark.config import load_config
-    from hallmark.lifecycle.tables import tag_history
-    from hallmark.mirror.definitions import MirrorStore, validate
-    from hallmark.mirror.sync_jobs import queue_run, run_now
-
-    img = image({"robot": "made"})
-    source.push("src/robot", {"v1": img}, tmp_path)
-    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
-    try:
-        assert hm.config.access.enabled
-        admin = AccessService.for_metadata(hm.config, hm.meta)  # hm.access stays unset, as in `hallmark worker`
-        admin.create_robot("admin", "mirror-bot", ["repository:mirrors/*:pull,push"])
-        # The same layer already stored in a repository the robot cannot read.
-        private = hm.blobs.put(img.blobs[img.layer_digests[0]])
-        hm.meta.link_blob("private/x", private[0], private[1])
-        store = MirrorStore(hm.meta, hm.config.data_path)
-        base = {"source": f"{source.host}/src/robot", "insecure": True, "username": USER, "password": PASSWORD}
-        refused = store.create(validate(dict(base, destination="elsewhere/x", robot="mirror-bot")), "admin")
-        result = run_now(hm, queue_run(hm, refused, "manual", enqueue=False)[0])
-        assert result["state"] == "failed" and "may not push to elsewhere/x" in result["error"]
-        assert hm.meta.get_manifest("elsewhere/x", "v1", False) is None
-
-        m = store.create(validate(dict(base, destination="mirrors/x", robot="mirror-bot")), "admin")
-        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        assert result["state"] == "succeeded" and result["copied"] == 1, result
-        assert result["blobs_copied"] == 2 and result["blobs_skipped"] == 0  # the private copy was not linked
-        with hm.meta.engine.connect() as conn:
-            actors = conn.execute(select(tag_history.c.actor).where(tag_history.c.repo_name == "mirrors/x")).scalars()
-            assert list(actors) == ["mirror-bot"]
-        pushes = admin.audit.query(action="push", repo="mirrors/x")
-        assert pushes and {p["actor"] for p in pushes} == {"mirror-bot"}
-    finally:
-        hm.close()
-
-
-def test_a_slow_source_and_an_oversize_manifest_are_errors_not_hangs(source: Source, tmp_path: Path) -> None:
-    import socket
-
-    from hallmark.app import Hallmark
-    from hallmark.config import load_config
-    from hallmark.mirror.definitions import MirrorStore, validate
-    from hallmark.mirror.sync_jobs import queue_run, run_now
-
-    def layered(tag: str) -> Image:  # ten layers: a manifest over 1024 bytes
-        return build_image([(Layer().file(f"f{i}", tag).tar_bytes(), "gzip") for i in range(10)])
-
-    source.push("src/big", {"v1": layered("1"), "v2": layered("2")}, tmp_path)
-    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), "HALLMARK_REGISTRY__MAX_MANIFEST_BYTES": "1024"}
-    hm = Hallmark.open(load_config(environ=env))
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)  # accepts connections, never answers
-    try:
-        store = MirrorStore(hm.meta, hm.config.data_path)
-        slow = store.create(
-            validate({"source": f"127.0.0.1:{silent.getsockname()[1]}/x", "destination": "s/x", "insecure": True,
-                      "timeout_seconds": 1}),
-            "t",
-        )  # fmt: skip
-        result = run_now(hm, queue_run(hm, slow, "manual", enqueue=False)[0])
-        assert result["state"] == "retrying" and "timed out" in result["error"].lower(), result
-        big = store.create(
-            validate({"source": f"{source.host}/src/big", "destination": "b/x", "insecure": True,
-                      "username": USER, "password": PASSWORD}),
-            "t",
-        )  # fmt: skip
-        result = run_now(hm, queue_run(hm, big, "manual", enqueue=False)[0])
-        run = store.run(result["run"])
-        assert run is not None and [t["state"] for t in run["tags"]] == ["failed", "failed"]
-        assert all("larger than 1024 bytes" in t["error"] for t in run["tags"])
-        assert hm.meta.get_manifest("b/x", "v1", False) is None
-    finally:
-        silent.close()
-        hm.close()
-
-
 def test_cli_add_and_run_here_or_on_a_worker(source: Source, tmp_path: Path) -> None:
     import sys
 
@@ -499,43 +222,6 @@ def test_tag_filters_and_schedules() -> None:
         validate({"source": "h/x", "destination": "d/x", "password": "p"})
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
-def test_due_mirrors_are_queued_once(db: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """The periodic job queues a run of each due mirror; a second pass (another replica) queues nothing."""
-    import datetime as dt
-
-    from sqlalchemy import update
-
-    from hallmark.app import Hallmark
-    from hallmark.config import load_config
-    from hallmark.mirror.definitions import MirrorStore, validate
-    from hallmark.mirror.sync_jobs import KIND, queue_due
-    from hallmark.mirror.tables import mirrors
-
-    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
-    if db == "postgres":
-        env["HALLMARK_DATABASE_URL"] = request.getfixturevalue("postgres").create_db(f"m{free_port()}")
-    hm = Hallmark.open(load_config(environ=env))
-    try:
-        store = MirrorStore(hm.meta, hm.config.data_path)
-        due = store.create(validate({"source": "h.example/x", "destination": "d/x", "interval_seconds": 600}), "t")
-        store.create(validate({"source": "h.example/y", "destination": "d/y"}), "t")  # manual only
-        now = dt.datetime.now(dt.UTC)
-        assert queue_due(hm, now)["queued"] == []  # not due yet
-        with hm.meta.transaction() as conn:
-            conn.execute(
-                update(mirrors).where(mirrors.c.id == due.id).values(next_run_at=now - dt.timedelta(seconds=1))
-            )
-        assert [q["mirror"] for q in queue_due(hm, now)["queued"]] == ["d-x"]
-        assert queue_due(hm, now)["queued"] == []
-        assert hm.pipeline.jobs.pending([KIND]) == 1
-        moved = store.get(due.id)
-        assert moved is not None and moved.next_run_at is not None
-        assert moved.next_run_at.replace(tzinfo=dt.UTC) >= now + dt.timedelta(seconds=599)
-    finally:
-        hm.close()
-
-
 def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
     """Access control on: creating needs admin on the destination; other mirrors do not exist for a caller."""
     from hallmark.access.service import AccessService
@@ -583,118 +269,3 @@ def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
         assert "p-Secret-42" not in (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
     finally:
         srv.stop()
-
-
-def test_a_tag_moved_upstream_during_the_run_stores_one_consistent_version(source: Source, tmp_path: Path) -> None:
-    from hallmark.app import Hallmark
-    from hallmark.config import load_config
-    from hallmark.mirror import sync
-    from hallmark.mirror.definitions import MirrorStore, validate
-    from hallmark.mirror.sync_jobs import queue_run, run_now
-
-    first, second = image({"v": "first"}), image({"v": "second"})
-    source.push("src/moving", {"v1": first}, tmp_path)
-    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
-    original = sync.Source.digest_of
-
-    def then_moved(self: sync.Source, tag: str) -> str:
-        digest = original(self, tag)
-        source.push("src/moving", {"v1": second}, tmp_path)  # the tag moves right after it was read
-        return digest
-
-    try:
-        store = MirrorStore(hm.meta, hm.config.data_path)
-        m = store.create(
-            validate({"source": f"{source.host}/src/moving", "destination": "mv/x", "insecure": True,
-                      "username": USER, "password": PASSWORD, "copy_referrers": False}),
-            "t",
-        )  # fmt: skip
-        sync.Source.digest_of = then_moved  # type: ignore[method-assign]
-        try:
-            result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        finally:
-            sync.Source.digest_of = original  # type: ignore[method-assign]
-        assert result["state"] == "succeeded" and result["copied"] == 1
-        stored = hm.meta.get_manifest("mv/x", "v1", False)
-        assert stored is not None and stored.digest == first.digest and stored.content == first.manifest
-        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])  # the next run sees the move
-        stored = hm.meta.get_manifest("mv/x", "v1", False)
-        assert result["copied"] == 1 and stored is not None and stored.digest == second.digest
-    finally:
-        hm.close()
-
-
-def test_mirror_from_a_hallmark_with_bearer_tokens_and_the_referrers_api(tmp_path: Path) -> None:
-    """The source is a second Hallmark (access control on: Bearer-token challenge, referrers API)."""
-    from hallmark.access.service import AccessService
-    from hallmark.app import Hallmark
-    from hallmark.config import load_config
-    from hallmark.metadata.db import make_engine, migrate
-    from hallmark.mirror.definitions import MirrorStore, validate
-    from hallmark.mirror.sync_jobs import queue_run, run_now
-    from tests.ocihelp import push_blob, push_manifest
-
-    data = tmp_path / "src-data"
-    data.mkdir()
-    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(data)})
-    engine = make_engine(cfg.database_url, 2)
-    migrate(engine)
-    svc = AccessService(cfg, engine)
-    svc.add_user("test", "carol", "carol-Secret-123456")
-    svc.grant("test", "principal", "carol", "namespace", "team", "write")
-    svc.audit.flush()
-    engine.dispose()
-    src = Server(data, env={"HALLMARK_PIPELINE__ENABLED": "false"}, access=True).start()
-    hm = None
-    try:
-        img = image({"from": "hallmark"})
-        body = b'{"spdxVersion": "SPDX-2.3"}'
-        with httpx.Client(base_url=src.url, auth=("carol", "carol-Secret-123456"), timeout=30) as c:
-            for blob in img.blobs.values():
-                if blob != img.manifest:
-                    push_blob(c, "team/app", blob)
-            assert push_manifest(c, "team/app", "v1", img.manifest).status_code == 201
-            push_blob(c, "team/app", body)
-            push_blob(c, "team/app", b"{}")
-            artifact = json.dumps(
-                {
-                    "schemaVersion": 2,
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "artifactType": SBOM_TYPE,
-                    "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
-                    "layers": [{"mediaType": SBOM_TYPE, "digest": sha256(body), "size": len(body)}],
-                    "subject": {
-                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                        "digest": img.digest,
-                        "size": len(img.manifest),
-                    },
-                }
-            ).encode()
-            assert push_manifest(c, "team/app", sha256(artifact), artifact).status_code == 201
-        hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
-        store = MirrorStore(hm.meta, hm.config.data_path)
-        base = {"source": f"http://{src.host}/team/app", "destination": "copy/app"}
-        m = store.create(validate(dict(base, username="carol", password="carol-Secret-123456")), "t")
-        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        assert result["state"] == "succeeded" and result["copied"] == 1, result
-        stored = hm.meta.get_manifest("copy/app", "v1", False)
-        assert stored is not None and stored.digest == img.digest
-        refs = hm.meta.referrers("copy/app", img.digest, None, 100, None)
-        assert [r.digest for r in refs] == [sha256(artifact)]
-        again = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        assert (again["skipped"], again["requests"]) == (1, 1 + 1 + 1)  # tag list, HEAD, referrers
-        # A data folder whose mirror key changed cannot open the password: said so, not retried.
-        key = hm.config.data_path / "mirror" / "secret-key"
-        saved = key.read_text()
-        key.write_text(base64.b64encode(bytes(32)).decode())
-        unsealed = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        key.write_text(saved)
-        assert unsealed["state"] == "failed" and "cannot be unsealed" in unsealed["error"]
-        # Wrong password: the token endpoint refuses, the run says so.
-        bad = store.create(validate(dict(base, destination="copy/bad", username="carol", password="nope")), "t")
-        failed = run_now(hm, queue_run(hm, bad, "manual", enqueue=False)[0])
-        assert "refused the credentials" in failed["error"] and "nope" not in failed["error"]
-    finally:
-        if hm is not None:
-            hm.close()
-        src.stop()
