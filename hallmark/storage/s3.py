@@ -45,19 +45,20 @@ import datetime as dt
 import io
 import logging
 import re
+import threading
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import boto3
 import orjson
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
-from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
+from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, UploadNotFound
+from hallmark.storage.s3client import is_missing, make_client, unavailable
 
 if TYPE_CHECKING:
     from hallmark.config import StorageConfig
@@ -73,71 +74,6 @@ _COMMIT_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s
 # Parts of one upload in flight at once (each holds its bytes in memory until sent).
 _IN_FLIGHT = 4
 _PART_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s3-part")
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
-
-
-def _missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND
-
-
-def _unavailable(exc: Exception, bucket: str) -> StorageUnavailable:
-    """A clear message for what boto3 could not get done after its retries (never the credentials)."""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", "?"))
-        hint = {
-            "NoSuchBucket": "the bucket does not exist",
-            "AccessDenied": "access denied: check storage.access_key/secret_key or the role",
-            "InvalidAccessKeyId": "the access key is not known to the S3 server",
-            "SignatureDoesNotMatch": "the secret key does not match the access key",
-            "SlowDown": "the S3 server is throttling requests",
-        }.get(code, str(err.get("Message") or code))
-        return StorageUnavailable(f"S3 bucket {bucket!r}: {code}: {hint}")
-    return StorageUnavailable(f"S3 bucket {bucket!r} unreachable: {type(exc).__name__}: {exc}")
-
-
-class _GuardedClient:
-    """The boto3 client, with every failure but "not found" turned into :class:`StorageUnavailable`."""
-
-    def __init__(self, client: Any, bucket: str) -> None:
-        self.raw = client
-        self._bucket = bucket
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.raw, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = attr(*args, **kwargs)
-            except ClientError as exc:
-                if _missing(exc):
-                    raise
-                raise _unavailable(exc, self._bucket) from exc
-            except BotoCoreError as exc:
-                raise _unavailable(exc, self._bucket) from exc
-            if name == "get_paginator":
-                return _GuardedPaginator(result, self._bucket)
-            return result
-
-        return call
-
-
-class _GuardedPaginator:
-    def __init__(self, paginator: Any, bucket: str) -> None:
-        self._p = paginator
-        self._bucket = bucket
-
-    def paginate(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        try:
-            yield from self._p.paginate(**kwargs)
-        except ClientError as exc:
-            if _missing(exc):
-                raise
-            raise _unavailable(exc, self._bucket) from exc
-        except BotoCoreError as exc:
-            raise _unavailable(exc, self._bucket) from exc
 
 
 class S3Writer:
@@ -304,7 +240,8 @@ class S3Writer:
                 actual = f"{algo}:{ALGORITHMS[algo](self._buf).hexdigest()}"
                 if actual != expected_digest:
                     raise DigestMismatch(expected_digest, actual)
-            self._s.client.put_object(Bucket=self._s.bucket, Key=final, Body=bytes(self._buf))
+            with self._s.publishing(final):
+                self._s.client.put_object(Bucket=self._s.bucket, Key=final, Body=bytes(self._buf))
         else:
             if self._buf:
                 self._send_part(self._buf)  # the last part may be smaller than 5 MiB
@@ -322,7 +259,8 @@ class S3Writer:
                     self._s.delete_upload(self.upload_id)
                     self._closed = True
                     raise DigestMismatch(expected_digest, actual)
-            self._s.copy_key(data_key, final, self._size)
+            with self._s.publishing(final):
+                self._s.copy_key(data_key, final, self._size)
         size = self._size
         self._s.delete_upload(self.upload_id)
         self._closed = True
@@ -377,7 +315,7 @@ class S3Reader(io.RawIOBase):
             try:
                 resp = self._s.client.get_object(Bucket=self._s.bucket, Key=self._key, Range=f"bytes={self._pos}-")
             except ClientError as exc:
-                if _missing(exc):
+                if is_missing(exc):
                     raise BlobNotFound(self._key) from exc
                 raise
             self._body = resp["Body"]
@@ -385,7 +323,7 @@ class S3Reader(io.RawIOBase):
             data = self._body.read(len(view))
         except (BotoCoreError, OSError) as exc:
             self._drop()
-            raise _unavailable(exc, self._s.bucket) from exc
+            raise unavailable(exc, self._s.bucket) from exc
         if not data:
             raise OSError(f"blob {self._key} ended at {self._pos} of {self._size} bytes")
         view[: len(data)] = data
@@ -423,22 +361,8 @@ class S3BlobStore:
         self.redirect = redirect
         self.redirect_expiry = redirect_expiry
         # Explicit keys when configured; otherwise boto3's chain (environment, ~/.aws, instance/pod role).
-        session = boto3.session.Session(
-            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region or "us-east-1"
-        )
-        raw = session.client(
-            "s3",
-            endpoint_url=endpoint,
-            config=BotoConfig(
-                s3={"addressing_style": "path" if path_style else "auto"},
-                retries={"mode": "standard", "max_attempts": 6},
-                connect_timeout=10,
-                read_timeout=120,
-                max_pool_connections=32,
-                signature_version="s3v4",
-            ),
-        )
-        self.client: Any = _GuardedClient(raw, bucket)
+        self.client: Any = make_client(bucket, endpoint, region, path_style, access_key, secret_key)
+        self._publish_locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
     def from_config(cls, cfg: StorageConfig) -> S3BlobStore:
@@ -458,6 +382,15 @@ class S3BlobStore:
 
     def __repr__(self) -> str:  # never the credentials
         return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def publishing(self, key: str) -> threading.Lock:
+        """Held while writing a blob's final key: identical pushes in this process publish in turn.
+
+        Every commit still writes its copy (never "already there, skip", for the same reason as
+        the filesystem driver's rename); taking turns only keeps simultaneous writes of one key
+        off the S3 server, which some S3-compatible servers (moto among them) handle badly.
+        """
+        return self._publish_locks[zlib.crc32(key.encode()) % len(self._publish_locks)]
 
     # -- keys ----------------------------------------------------------------------------
     def key(self, rest: str) -> str:
@@ -481,7 +414,7 @@ class S3BlobStore:
         try:
             return cast(bytes, self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return None
             raise
 
@@ -514,7 +447,7 @@ class S3BlobStore:
         try:
             return cast(dict[str, Any], self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return None
             raise
 
@@ -619,7 +552,7 @@ class S3BlobStore:
         try:
             self.copy_key(self.blob_key(digest), self.trash_key(digest))
         except ClientError as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return False
             raise
         self.delete_key(self.blob_key(digest))
@@ -629,7 +562,7 @@ class S3BlobStore:
         try:
             self.copy_key(self.trash_key(digest), self.blob_key(digest))
         except ClientError as exc:
-            if not _missing(exc):
+            if not is_missing(exc):
                 raise
             return
         self.delete_key(self.trash_key(digest))
