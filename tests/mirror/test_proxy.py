@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import Server, free_port
-from tests.ocihelp import OCI_MANIFEST, image, push_blob, push_manifest, sha256, tar_layer, write_oci_layout
+from tests.index.imagebuilder import build_image, write_layout
+from tests.ocihelp import OCI_INDEX, OCI_MANIFEST, image, push_blob, push_manifest, sha256, tar_layer, write_oci_layout
 from tests.pipeline.test_pipeline import wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -419,20 +420,6 @@ def test_a_corrupting_upstream_stores_and_serves_nothing_corrupt(site: Site, fau
     assert not (site.hallmark.data_dir / "blobs" / "blobs" / "sha256" / layer_digest[7:9] / layer_digest[7:]).exists()
 
 
-def test_a_stopped_upstream_serves_the_cache_with_a_warning(site: Site) -> None:
-    digest = push_upstream(site.upstream_host, "library/keep", "v1", {"k": b"keep"})
-    with site.client() as c:
-        assert c.get("/v2/fresh/library/keep/manifests/v1", headers=ACCEPT).status_code == 200
-        assert wait_for(c, "fresh/library/keep", digest, timeout=120)["status"] == "done"
-        site.registry.terminate()
-        site.registry.wait(10)
-        r = c.get("/v2/fresh/library/keep/manifests/v1", headers=ACCEPT)
-        assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
-        assert r.headers["Warning"].startswith("299 - ") and "cached copy" in r.headers["Warning"], r.headers
-        r = c.get("/v2/fresh/library/never/manifests/v1", headers=ACCEPT)
-        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
-
-
 def test_an_upstream_cannot_name_a_private_blob_into_the_cache(site: Site) -> None:
     private = tar_layer({"secret/plan": b"private layer of another team"})
     with site.client() as c:
@@ -449,3 +436,44 @@ def test_an_upstream_cannot_name_a_private_blob_into_the_cache(site: Site) -> No
         assert c.get(f"/v2/bad/x/steal/blobs/{sha256(private)}").status_code == 404
         assert c.get("/v2/bad/x/steal/manifests/v1", headers=ACCEPT).status_code == 200  # still only upstream's
         assert c.get(f"/api/v1/repositories/bad/x/steal/images/{sha256(image([private])[1])}").status_code == 404
+
+
+def test_an_index_is_cached_with_every_platform(site: Site, tmp_path: Path) -> None:
+    images = {
+        "amd": build_image([(tar_layer({"etc/arch": b"amd64"}), None)], arch="amd64"),
+        "arm": build_image([(tar_layer({"etc/arch": b"arm64"}), None)], arch="arm64"),
+    }
+    write_layout(str(tmp_path / "src"), images, index_platforms={"amd": "linux/amd64", "arm": "linux/arm64"})
+    creds = f"{UP_USER}:{UP_PASS}"
+    dest = f"docker://{site.upstream_host}/library/multi:v1"
+    skopeo("copy", "--all", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{tmp_path / 'src'}:multi", dest)
+    site.pull("hub/library/multi:v1", tmp_path / "out")  # one platform, as clients do
+    with site.client() as c:
+        deadline = time.monotonic() + 60
+        while c.get("/v2/hub/library/multi/tags/list").json().get("tags") != ["v1"]:
+            assert time.monotonic() < deadline, "the index was never stored"
+            time.sleep(0.2)
+        before = site.forwarder.count()
+        index = c.get("/v2/hub/library/multi/manifests/v1", headers={"Accept": OCI_INDEX})
+        assert index.status_code == 200 and index.headers["Content-Type"] == OCI_INDEX
+        for img in images.values():  # the platform nobody pulled is there too, with its blobs
+            assert c.get(f"/v2/hub/library/multi/manifests/{img.digest}", headers=ACCEPT).content == img.manifest
+            for digest, blob in img.blobs.items():
+                if digest != img.digest:
+                    assert c.get(f"/v2/hub/library/multi/blobs/{digest}").content == blob
+        assert site.forwarder.count() == before
+
+
+# Last: it stops the upstream.
+def test_a_stopped_upstream_serves_the_cache_with_a_warning(site: Site) -> None:
+    digest = push_upstream(site.upstream_host, "library/keep", "v1", {"k": b"keep"})
+    with site.client() as c:
+        assert c.get("/v2/fresh/library/keep/manifests/v1", headers=ACCEPT).status_code == 200
+        assert wait_for(c, "fresh/library/keep", digest, timeout=120)["status"] == "done"
+        site.registry.terminate()
+        site.registry.wait(10)
+        r = c.get("/v2/fresh/library/keep/manifests/v1", headers=ACCEPT)
+        assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == digest
+        assert r.headers["Warning"].startswith("299 - ") and "cached copy" in r.headers["Warning"], r.headers
+        r = c.get("/v2/fresh/library/never/manifests/v1", headers=ACCEPT)
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
