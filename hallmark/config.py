@@ -480,6 +480,7 @@ class ProxyConfig(_Section):
     upstream: str  # registry base URL, e.g. "https://registry-1.docker.io"
     username: str | None = None
     password: str | None = Field(default=None, repr=False)  # a secret: never logged nor in API answers
+    password_file: str | None = None  # or read from this file at start (a mounted secret)
     repositories: list[str] = []  # allow-list of upstream repository globs ("library/*"); empty: all
     tag_ttl_seconds: int = Field(default=300, ge=0)  # a cached tag is re-checked upstream after this
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -505,6 +506,13 @@ class ProxyConfig(_Section):
     def _check_plain_http(self) -> ProxyConfig:
         if self.upstream.startswith("http://") and not self.insecure:
             raise ValueError(f"upstream {self.upstream} is plain HTTP: set insecure = true to allow it")
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("give password or password_file, not both")
+            try:
+                self.password = Path(self.password_file).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"password_file {self.password_file}: {exc.strerror or exc}") from exc
         return self
 
 

@@ -44,3 +44,14 @@ def test_a_namespace_configured_twice_is_refused(tmp_path: Path) -> None:
     one = '[[mirror.proxy]]\nnamespace = "hub"\nupstream = "https://a.example"\n'
     with pytest.raises(ConfigError, match="twice"):
         load(tmp_path, one + one)
+
+
+def test_the_password_can_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-a-file\n")
+    body = '[[mirror.proxy]]\nnamespace = "hub"\nupstream = "https://a.example"\nusername = "u"\n'
+    cfg = load(tmp_path, body + f'password_file = "{tmp_path / "pw"}"\n')
+    assert cfg.mirror.proxy[0].password == "from-a-file"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="password_file"):
+        load(tmp_path, body + f'password_file = "{tmp_path / "missing"}"\n')
+    with pytest.raises(ConfigError, match="not both"):
+        load(tmp_path, body + f'password = "x"\npassword_file = "{tmp_path / "pw"}"\n')
