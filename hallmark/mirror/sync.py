@@ -45,6 +45,7 @@ RETRY_BASE_SECONDS = 30.0
 MAX_TAG_PAGES = 200
 ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_LIST, mt.DOCKER_MANIFEST])
 DONE = ("copied", "skipped")
+MIN_BYTES_PER_SECOND = 64 << 10  # a blob body may take timeout_seconds plus its size at this rate
 
 
 class MirrorError(Exception):
@@ -93,6 +94,7 @@ class Source:
         )
         self.base = self.client.base
         self.max_manifest_bytes = max_manifest_bytes
+        self.timeout = m.timeout_seconds
         self.referrers_api: bool | None = None  # unknown until the first answer
         self.requests = 0
 
@@ -139,8 +141,11 @@ class Source:
             if declared and declared.isdigit() and int(declared) > self.max_manifest_bytes:
                 raise MirrorError(f"manifest {reference} larger than {self.max_manifest_bytes} bytes")
             chunks, size = [], 0
-            for chunk in resp.iter_bytes(1 << 16):
+            deadline = time.monotonic() + 2 * self.timeout
+            for chunk in resp.iter_bytes():
                 size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise MirrorError(f"manifest {reference}: slower than {2 * self.timeout:g} seconds")
                 if size > self.max_manifest_bytes:
                     raise MirrorError(f"manifest {reference} larger than {self.max_manifest_bytes} bytes")
                 chunks.append(chunk)
@@ -195,10 +200,16 @@ class Source:
         writer = target.blobs.writer(uuid.uuid4().hex, False)
         try:
             got = 0
-            for chunk in resp.iter_bytes(1 << 20):
+            # Each read has the request timeout; the whole body also has a deadline, so an upstream
+            # that trickles a byte now and then cannot hold a worker for ever.
+            allowed = self.timeout + size / MIN_BYTES_PER_SECOND
+            deadline = time.monotonic() + allowed
+            for chunk in resp.iter_bytes():  # as they arrive (a chunk size would buffer)
                 got += len(chunk)
                 if got > size:
                     raise MirrorError(f"blob {digest}: more than the {size} bytes its descriptor says")
+                if time.monotonic() > deadline:
+                    raise MirrorError(f"blob {digest}: slower than {allowed:.0f} seconds ({got} of {size} bytes)")
                 writer.write(chunk)
             if got != size:
                 raise MirrorError(f"blob {digest}: truncated ({got} of {size} bytes)")

@@ -316,3 +316,79 @@ def test_mirror_from_a_hallmark_with_bearer_tokens_and_the_referrers_api(tmp_pat
         if hm is not None:
             hm.close()
         src.stop()
+
+
+def test_a_trickling_blob_hits_the_body_deadline(tmp_path: Path) -> None:
+    """Each read arrives within the timeout, but the whole body is far too slow: the tag fails, nothing stored."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import queue_run, run_now
+
+    layer = b"x" * 40
+    img = build_image([(layer, None)])
+    layer_digest = img.layer_digests[0]
+
+    class Upstream(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json", digest: str = "") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            if digest:
+                self.send_header("Docker-Content-Digest", digest)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path.endswith("/tags/list"):
+                self._send(200, json.dumps({"name": "slow/app", "tags": ["v1"]}).encode())
+            elif "/manifests/" in path:
+                ctype = "application/vnd.oci.image.manifest.v1+json"
+                self._send(200, img.manifest, ctype, img.digest)
+            elif path.endswith(layer_digest):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(layer)))
+                self.end_headers()
+                try:
+                    for b in layer:  # one byte every 0.25 s: each read is quick, the body takes 10 s
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                except OSError:
+                    pass
+            elif "/blobs/" in path:
+                self._send(200, img.config)
+            else:
+                self._send(404, b"{}")
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        m = store.create(
+            validate({"source": f"http://127.0.0.1:{httpd.server_port}/slow/app", "destination": "slow/app",
+                      "timeout_seconds": 1}),
+            "t",
+        )  # fmt: skip
+        result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        run = store.run(result["run"])
+        assert run is not None and run["tags"][0]["state"] == "failed"
+        assert "slower than" in run["tags"][0]["error"], run["tags"][0]
+        assert hm.blobs.stat(layer_digest) is None and hm.meta.get_manifest("slow/app", "v1", False) is None
+    finally:
+        httpd.shutdown()
+        hm.close()
