@@ -34,7 +34,7 @@ from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
-from hallmark.portal import actions, admin, advisory_page, catalog_page
+from hallmark.portal import access_admin, actions, admin, advisory_page, catalog_page
 from hallmark.portal import image_extras as extras
 from hallmark.registry.names import valid_name
 from hallmark.report.vex import JUSTIFICATIONS as VEX_JUSTIFICATIONS
@@ -50,6 +50,7 @@ SESSION_HOURS = 8
 NAME = "{name:[a-z0-9][a-z0-9._/-]*}"
 DIGEST = "{digest:sha(?:256|512):[a-f0-9]+}"
 ROBOT = "{robot:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}"
+TEAM = "{team:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}"
 SEVERITIES = ("critical", "high", "medium", "low", "unknown")
 CONTENT_SEVERITIES = ("critical", "high", "medium", "low", "info")
 EVENTS_PAGE = 100
@@ -617,6 +618,10 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         route("POST", "/admin/robots", p.page(partial(admin.create_robot, p)), administrator),
         route("POST", f"/admin/robots/{ROBOT}/revoke", p.page(partial(admin.revoke_robot, p)), administrator),
         route("GET", "/admin/audit", p.page(partial(admin.audit_log, p)), role(AUDITOR).portal),
+        route("GET", "/admin/access", p.page(partial(access_admin.page, p)), administrator),
+        route("POST", "/admin/teams", p.page(partial(access_admin.create_team, p)), administrator),
+        route("POST", f"/admin/teams/{TEAM}/members", p.page(partial(access_admin.membership, p)), administrator),
+        route("POST", "/admin/permissions", p.page(partial(access_admin.change_grant, p)), administrator),
         route("GET", "/static/portal.css", p.stylesheet, PUBLIC),
         route("GET", "/static/portal.js", p.script, PUBLIC),
     ]

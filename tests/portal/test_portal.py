@@ -557,6 +557,49 @@ def test_audit_log_page_filters_and_verifies_the_chain(page: Page, site: Site) -
     assert resp is not None and resp.status == 404
 
 
+def test_team_membership_and_permissions_through_the_forms(page: Page, site: Site) -> None:
+    """A team gets read on tools/builder and the reader joins it: the reader sees the repository;
+    revoking the grant hides it again. Each change is audited like the API's."""
+
+    def reader_sees_builder() -> bool:
+        with httpx.Client(base_url=site.url, auth=("reader", PASSWORD), timeout=30) as c:
+            return c.get("/api/v1/repositories/tools/builder").status_code == 200
+
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Teams")
+    page.fill("#team-name", "builders")
+    with page.expect_navigation():
+        page.click("#team-create")
+    row = page.locator("#teams tr", has_text="builders")
+    row.locator("input[name=member]").fill("reader")
+    with page.expect_navigation():
+        row.locator("button", has_text="Add").click()
+    assert "reader" in page.locator("#teams tr", has_text="builders").inner_text()
+    page.fill("#grant-subject", "builders")
+    page.select_option("#grant-subject-kind", "team")
+    page.select_option("#grant-scope-kind", "repository")
+    page.fill("#grant-scope", "tools/builder")
+    page.select_option("#grant-role", "read")
+    with page.expect_navigation():
+        page.click("#grant-submit")
+    assert reader_sees_builder()
+    with page.expect_navigation():
+        page.click("button[aria-label='Revoke read on tools/builder from builders']")
+    assert not reader_sees_builder()
+    with page.expect_navigation():
+        page.click("button[aria-label='Remove reader from builders']")
+    assert "no member" in page.locator("#teams tr", has_text="builders").inner_text()
+    page.fill("#grant-subject", "nobody-here")
+    page.fill("#grant-scope", "tools/builder")
+    page.select_option("#grant-scope-kind", "repository")
+    with page.expect_navigation():
+        page.click("#grant-submit")
+    assert "not found" in page.inner_text("main")
+    audited = {e["action"] for a in ("team.create", "team.add_member", "permission.grant") for e in _audit(site, a)}
+    assert audited == {"team.create", "team.add_member", "permission.grant"}
+
+
 # An OSV record made here (no shared data needed): jinja2 before 2.10.1, known as a CVE too.
 JINJA_OSV = {
     "id": "PYSEC-2019-217",
@@ -711,6 +754,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser: Browser, sit
             "/advisories/CVE-2019-10906",
             "/admin/robots",
             "/admin/audit?verify=1",
+            "/admin/access",
         ]
         with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
             images = c.get("/api/v1/catalog").json()["images"]
@@ -720,7 +764,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser: Browser, sit
         pages += sorted(
             {f"/repositories/{i['repository']}/images/{i['digest']}" for i in images if i["repository"] in shapes}
         )
-        assert len(pages) == 14, pages
+        assert len(pages) == 15, pages
         found: dict[str, list[Any]] = {}
         for i, path in enumerate(pages):
             if i == 1:
