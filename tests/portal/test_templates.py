@@ -130,3 +130,40 @@ def test_sizes_read_like_people_write_them() -> None:
     from hallmark.portal.routes import _bytes
 
     assert [_bytes(v) for v in (None, 298, 2048, 5 * 1024**3)] == ["", "298 B", "2.0 KiB", "5.0 GiB"]
+
+
+def test_catalog_pages_link_to_their_neighbours_with_the_filters() -> None:
+    card = {
+        "repository": "team/app",
+        "digest": DIGEST,
+        "stage": "approved",
+        "grade": "A",
+        "image_status": "done",
+        "tags": ["v1"],
+    }
+    html = (
+        _environment()
+        .get_template("catalog.html")
+        .render(
+            user="admin",
+            access=True,
+            csrf="t" * 43,
+            path="/catalog",
+            cards=[card],
+            total=150,
+            shown=60,
+            number=2,
+            pages=3,
+            query_string="package=openssl&stage=approved",
+            filters={"package": "openssl", "stage": "approved"},
+            error=None,
+            stages=("approved",),
+            grades=("A",),
+            eol_choices=(),
+            host="registry.example",
+        )
+    )
+    assert 'href="/catalog?package=openssl&amp;stage=approved&amp;page=1" rel="prev"' in html
+    assert 'href="/catalog?package=openssl&amp;stage=approved&amp;page=3" rel="next"' in html
+    assert "page 2 of 3" in html
+    assert f'value="docker pull registry.example/team/app@{DIGEST}"' in html
