@@ -52,6 +52,10 @@ class MirrorError(Exception):
     """A tag (or the whole run) could not be copied; the message is recorded and shown."""
 
 
+class TagGone(MirrorError):
+    """The tag was removed upstream after the tag list was read: nothing to copy, nothing failed."""
+
+
 @dataclass
 class Target:
     """Where a run writes, and what it tells: the destination's stores and the push hooks."""
@@ -126,8 +130,10 @@ class Source:
 
     def digest_of(self, tag: str) -> str:
         """The digest a tag points at now (HEAD; GET when the registry sends no digest header)."""
-        resp = self.request("HEAD", f"{self.base}/manifests/{tag}", accept=ACCEPT)
+        resp = self.request("HEAD", f"{self.base}/manifests/{tag}", accept=ACCEPT, expect=(200, 404))
         resp.close()
+        if resp.status_code == 404:
+            raise TagGone(f"tag {tag} is no longer in the source")
         digest = resp.headers.get("docker-content-digest", "")
         if is_digest(digest):
             return digest
@@ -471,6 +477,8 @@ def _copy_all(source: Source, target: Target, m: Mirror, run_id: int, actor: str
         started = time.monotonic()
         try:
             state, source_digest, digest, c = copy_tag(copier, tag, tag_set)
+        except TagGone as exc:
+            _record_tag(target.meta, run_id, tag, state="skipped", error=str(exc), seconds=time.monotonic() - started)
         except (OciError, MirrorError, OSError) as exc:
             log.warning("mirror %s: tag %s failed: %s", m.name, tag, exc)
             _record_tag(

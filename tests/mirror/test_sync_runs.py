@@ -238,6 +238,17 @@ def test_a_tag_moved_upstream_during_the_run_stores_one_consistent_version(sourc
         result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])  # the next run sees the move
         stored = hm.meta.get_manifest("mv/x", "v1", False)
         assert result["copied"] == 1 and stored is not None and stored.digest == second.digest
+        # A tag listed, then deleted upstream before it is read: skipped and said so, not a failure to retry.
+        listed = sync.Source.tags
+        sync.Source.tags = lambda self: [*listed(self), "deleted-meanwhile"]  # type: ignore[method-assign]
+        try:
+            result = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
+        finally:
+            sync.Source.tags = listed  # type: ignore[method-assign]
+        run = store.run(result["run"])
+        assert result["state"] == "succeeded" and run is not None
+        gone = {t["tag"]: t for t in run["tags"]}["deleted-meanwhile"]
+        assert gone["state"] == "skipped" and "no longer in the source" in gone["error"]
     finally:
         hm.close()
 
