@@ -105,6 +105,7 @@ class BadUpstream:
         self.config, self.manifest = image([self.layer])
         self.seen: list[str] = []
         self.manifests: dict[str, bytes] = {}  # fault -> manifest served instead (its blobs: 404)
+        self.authorization: list[tuple[str, str | None]] = []  # (path, Authorization header)
         bad = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,6 +123,10 @@ class BadUpstream:
 
             def do_GET(self) -> None:
                 bad.seen.append(self.path)
+                bad.authorization.append((self.path, self.headers.get("Authorization")))
+                if self.path.startswith("/cdn/"):  # another origin (localhost): blob storage
+                    data = bad.config if self.path[5:] == sha256(bad.config) else bad.layer
+                    return self._send(200, data, {})
                 parts = self.path.split("/")  # /v2/x/<fault>/<kind>/<ref>
                 if len(parts) < 6:
                     return self._send(200, b"{}", {})
@@ -133,6 +138,12 @@ class BadUpstream:
                     return self._send(404, b"", {})
                 if fault == "loop":
                     return self._send(302, b"", {"Location": self.path})
+                if fault == "cdn":  # wants Basic credentials, then sends blobs to another origin
+                    if self.headers.get("Authorization") is None:
+                        return self._send(401, b"", {"WWW-Authenticate": 'Basic realm="bad"'})
+                    if kind == "blobs":
+                        port = bad.httpd.server_address[1]
+                        return self._send(307, b"", {"Location": f"http://localhost:{port}/cdn/{ref}"})
                 if kind == "manifests":
                     if fault == "huge":
                         return self._send(200, b" " * (5 << 20), {"Content-Type": OCI_MANIFEST})
@@ -256,6 +267,13 @@ insecure = true
 namespace = "bad"
 upstream = "{bad.url}"
 timeout_seconds = 5
+insecure = true
+
+[[mirror.proxy]]
+namespace = "badauth"
+upstream = "{bad.url}"
+username = "cdnuser"
+password = "cdn-Secret-Pass-9"
 insecure = true
 
 [[mirror.proxy]]
@@ -462,6 +480,21 @@ def test_an_index_is_cached_with_every_platform(site: Site, tmp_path: Path) -> N
                 if digest != img.digest:
                     assert c.get(f"/v2/hub/library/multi/blobs/{digest}").content == blob
         assert site.forwarder.count() == before
+
+
+def test_blobs_redirected_to_another_origin_are_fetched_without_the_credentials(site: Site) -> None:
+    bad = site.bad
+    layer_digest = sha256(bad.layer)
+    with site.client() as c:
+        r = c.get("/v2/badauth/x/cdn/manifests/v1", headers=ACCEPT)
+        assert r.status_code == 200 and r.content == bad.manifest
+        r = c.get(f"/v2/badauth/x/cdn/blobs/{layer_digest}")
+        assert r.status_code == 200 and r.content == bad.layer
+    sent = dict(bad.authorization)
+    assert sent["/v2/x/cdn/manifests/v1"] and sent["/v2/x/cdn/manifests/v1"].startswith("Basic ")
+    assert sent[f"/v2/x/cdn/blobs/{layer_digest}"] is not None
+    cdn = [auth for path, auth in bad.authorization if path.startswith("/cdn/")]
+    assert cdn and all(auth is None for auth in cdn), cdn
 
 
 # Last: it stops the upstream.
