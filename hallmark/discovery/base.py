@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import and_, false, select, true
 from sqlalchemy.engine import Connection
 
 from hallmark.catalog.store import DEFAULT_STAGE
@@ -104,14 +104,14 @@ def _serious(conn: Connection, repo: str, digest: str) -> set[str]:
     """Advisory ids of unsuppressed critical/high findings of an image."""
     f = image_findings.c
     q = select(f.advisory_id, f.package).where(
-        f.repo_name == repo, f.digest == digest, f.severity_rank >= 3, f.suppressed.is_(False)
+        f.repo_name == repo, f.digest == digest, f.severity_rank >= 3, f.suppressed == false()
     )
     return {f"{r[0]}|{r[1]}" for r in conn.execute(q)}
 
 
 def _fixable(conn: Connection, repo: str, digest: str) -> int:
     f = image_findings.c
-    q = select(f.id).where(f.repo_name == repo, f.digest == digest, f.fix_available.is_(True), f.suppressed.is_(False))
+    q = select(f.id).where(f.repo_name == repo, f.digest == digest, f.fix_available == true(), f.suppressed == false())
     return len(conn.execute(q.limit(10_000)).all())
 
 

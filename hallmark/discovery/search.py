@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, and_, case, func, literal, or_, select, text
+from sqlalchemy import Text, and_, case, false, func, literal, or_, select, text, true
 from sqlalchemy.engine import Connection
 
 from hallmark.advisories.versions import UnparseableVersion, scheme_for_ecosystem
@@ -247,7 +247,7 @@ def advisory_ids(conn: Connection, advisory: str) -> set[str]:
 def advisory_matches(conn: Connection, ids: Collection[str]) -> set[Key]:
     """Images with an unsuppressed finding of any of ``ids`` (from the covering index)."""
     f = image_findings.c
-    q = select(f.repo_name, f.digest).where(f.advisory_id.in_(sorted(ids)), f.suppressed.is_(False))
+    q = select(f.repo_name, f.digest).where(f.advisory_id.in_(sorted(ids)), f.suppressed == false())
     return {(r[0], r[1]) for r in conn.execute(q)}
 
 
@@ -256,7 +256,7 @@ def advisory_details(conn: Connection, ids: Collection[str], keys: Sequence[Key]
     wanted = set(keys)
     f = image_findings.c
     q = select(f.repo_name, f.digest, f.advisory_id, f.package, f.version, f.severity, f.kev, f.fix_available).where(
-        f.advisory_id.in_(sorted(ids)), f.suppressed.is_(False), f.digest.in_(sorted({d for _, d in keys}))
+        f.advisory_id.in_(sorted(ids)), f.suppressed == false(), f.digest.in_(sorted({d for _, d in keys}))
     )
     out: dict[Key, list[dict[str, Any]]] = {}
     for r in conn.execute(q):
@@ -278,7 +278,7 @@ def advisory_details(conn: Connection, ids: Collection[str], keys: Sequence[Key]
 def flagged(conn: Connection, column: str) -> set[Key]:
     """Images with at least one unsuppressed finding whose ``kev`` / ``fix_available`` is true."""
     f = image_findings.c
-    q = select(f.repo_name, f.digest).where(f[column].is_(True), f.suppressed.is_(False)).distinct()
+    q = select(f.repo_name, f.digest).where(f[column] == true(), f.suppressed == false()).distinct()
     return {(r[0], r[1]) for r in conn.execute(q)}
 
 
