@@ -57,7 +57,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
-from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, UploadNotFound
+from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
 from hallmark.storage.s3client import is_missing, make_client, unavailable
 
 if TYPE_CHECKING:
@@ -419,8 +419,19 @@ class S3BlobStore:
             raise
 
     def read_state(self, upload_id: str) -> dict[str, Any] | None:
-        raw = self.get_bytes(self.upload_key(upload_id, "state"))
-        return cast(dict[str, Any], orjson.loads(raw)) if raw is not None else None
+        """The session's saved state. A body that does not parse (a server answering a GET while
+        the same key is being replaced; S3 itself never does) is read again, then an error."""
+        key = self.upload_key(upload_id, "state")
+        for attempt in range(3):
+            raw = self.get_bytes(key)
+            if raw is None:
+                return None
+            try:
+                return cast(dict[str, Any], orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                if attempt == 2:
+                    raise StorageUnavailable(f"S3 bucket {self.bucket!r}: unreadable upload state {key}") from None
+        return None
 
     def delete_key(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)
