@@ -99,6 +99,12 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/clusters"): "login",
     ("POST", "/api/v1/clusters/{cluster}/inventory"): "cluster-reporter",
     ("GET", "/api/v1/clusters/{cluster}/workloads"): "login",
+    ("POST", "/api/v1/mirrors"): "admin",  # admin on the body's "destination" (see _body)
+    ("GET", "/api/v1/mirrors"): "login",  # lists only mirrors whose destination the caller administers
+    ("GET", "/api/v1/mirrors/{id}"): "login",  # 404 unless admin on its destination
+    ("DELETE", "/api/v1/mirrors/{id}"): "login",
+    ("POST", "/api/v1/mirrors/{id}/run"): "login",
+    ("GET", "/api/v1/mirrors/{id}/runs"): "login",
     # portal: refusals are a login redirect (anonymous) or the not-found page
     ("GET", "/"): "login",
     ("GET", "/login"): "public",
@@ -256,6 +262,8 @@ def _body(method: str, path: str) -> dict[str, object] | None:
         return {"public": False}
     if path.endswith("/advisories/update"):
         return {"mirror": "/nonexistent/mirror"}
+    if path == "/api/v1/mirrors":  # the destination repository is in the body
+        return {"destination": REPOS[0], "unexpected": True}
     if path == "/api/v1/provenance":  # names its repository in the body, not the path
         return {"image": f"{REPOS[0]}@{DIGEST}", "unexpected": True}
     return {"unexpected": True}  # refused by the body schema (400) once authorized: changes nothing
