@@ -116,7 +116,23 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/events"): "login",
     ("GET", "/advisories"): "login",
     ("GET", "/static/portal.css"): "public",
+    ("GET", "/static/portal.js"): "public",
+    ("GET", "/catalog"): "login",
+    ("GET", "/advisories/{advisory}"): "login",
+    ("GET", "/advisory"): "login",
+    # portal forms (CSRF pair sent, so authorization decides), declared like their API twins
+    ("POST", "/repositories/{name}/images/{digest}/promote"): "reviewer+pull-login",
+    ("POST", "/repositories/{name}/images/{digest}/vex"): "reviewer+pull-login",
+    ("GET", "/admin/robots"): "administrator-login",
+    ("POST", "/admin/robots"): "administrator-login",
+    ("POST", "/admin/robots/{robot}/revoke"): "administrator-login",
+    ("GET", "/admin/access"): "administrator-login",
+    ("POST", "/admin/teams"): "administrator-login",
+    ("POST", "/admin/teams/{team}/members"): "administrator-login",
+    ("POST", "/admin/permissions"): "administrator-login",
+    ("GET", "/admin/audit"): "auditor-login",
 }
+PORTAL_KINDS = ("login", "pull-login", "push-login", "reviewer+pull-login", "administrator-login", "auditor-login")
 # The registry (/v2 goes through one dispatcher; its guard maps each registry route to an action).
 REGISTRY: list[tuple[str, str, str]] = [
     ("GET", "/v2/{name}/tags/list", "pull"),
@@ -158,6 +174,9 @@ ALLOWED: dict[str, set[str]] = {
     "pull": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
     "pull-login": {"admin", "puller", "pusher", "owner", "reviewer", "robot_in"},
     "push-login": {"admin", "pusher", "owner", "robot_in"},
+    "reviewer+pull-login": {"admin", "reviewer"},
+    "administrator-login": {"admin"},
+    "auditor-login": {"admin", "auditor"},
     "push": {"admin", "pusher", "owner", "robot_in"},
     "delete": {"admin", "owner"},
     "admin": {"admin", "owner"},
@@ -252,6 +271,9 @@ def _fill(path: str, repo: str) -> str:
         .replace("{member}", "ghost")
         .replace("{tag}", "latest")
         .replace("{cluster}", "ghost")
+        .replace("{robot}", "ghost")
+        .replace("{team}", "ghost")
+        .replace("{advisory}", "CVE-2020-0001")
     )
 
 
@@ -271,7 +293,7 @@ def _body(method: str, path: str) -> dict[str, object] | None:
 
 def _refused(resp: httpx.Response, kind: str) -> bool:
     portal = not resp.request.url.path.startswith(("/api/", "/v2", "/auth"))
-    if kind in ("login", "pull-login", "push-login") and portal:
+    if kind in PORTAL_KINDS and portal:
         if resp.status_code == 303:
             return "/login" in resp.headers.get("location", "")
         return resp.status_code == 404 and "may not read it" in resp.text
@@ -294,7 +316,7 @@ def test_authorization_matrix(matrix_site: tuple[Server, dict[str, str]]) -> Non
                 for repo in REPOS if repo_route else ["-"]:
                     url = _fill(path, repo)
                     body = _body(method, path)
-                    if kind == "push-login":  # a portal form: a valid CSRF pair, so authorization decides
+                    if kind in PORTAL_KINDS and method == "POST":  # a valid CSRF pair: authorization decides
                         form = {"csrf": "c" * 43, "digest": DIGEST}
                         resp = c.post(url, data=form, headers={"Cookie": "hallmark_csrf=" + "c" * 43})
                     elif path.startswith("/v2/") and method == "PUT":
