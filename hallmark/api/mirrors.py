@@ -1,11 +1,12 @@
 """Repository mirrors: ``POST/GET /api/v1/mirrors``, ``GET/DELETE /api/v1/mirrors/{id}``,
-``POST /api/v1/mirrors/{id}/run``, ``GET /api/v1/mirrors/{id}/runs``.
+``PATCH /api/v1/mirrors/{id}``, ``POST /api/v1/mirrors/{id}/run``, ``GET /api/v1/mirrors/{id}/runs``.
 
 Creating a mirror needs admin on its destination repository (the ``destination`` body field);
 administrators qualify. The other routes need a login, and a mirror exists for a caller only when
 they administer its destination: others get 404, so neither the definition (source, user name,
 filters) nor its runs leak. Source passwords are never returned (``has_password``).
-Creation, removal and manual runs are audited (``mirror.create``, ``mirror.delete``, ``mirror.run``).
+Creation, changes, removal and manual runs are audited (``mirror.create``, ``mirror.update``,
+``mirror.delete``, ``mirror.run``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ def routes(hm: Any) -> list[web.RouteDef]:
         doc["last_run"] = await run(store.run, runs[0]["id"]) if runs else None
         return json_response(doc)
 
+    async def change(request: web.Request) -> web.Response:
+        m = await mirror_of(request)
+        try:
+            patch = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "INVALID_INPUT", "request body is not JSON") from exc
+        if not isinstance(patch, dict):
+            raise ApiError(400, "INVALID_INPUT", "request body must be a JSON object")
+        try:
+            changed = await run(store.update, m, patch)
+        except MirrorInputError as exc:
+            raise ApiError(400, "INVALID_INPUT", str(exc)) from exc
+        fields = sorted(k for k in patch if k != "password") + (["password"] if "password" in patch else [])
+        await audit(request, "mirror.update", m.destination, None, {"mirror": m.name, "fields": fields})
+        return json_response(changed.to_json())
+
     async def remove(request: web.Request) -> web.Response:
         m = await mirror_of(request)
         await run(store.delete, m.id)
@@ -104,6 +121,7 @@ def routes(hm: Any) -> list[web.RouteDef]:
         route("POST", "/api/v1/mirrors", create, repo_in_body("admin", "destination")),
         route("GET", "/api/v1/mirrors", list_all, LOGIN),  # filtered: mirrors whose destination one administers
         route("GET", MIRROR_PATH, get_one, LOGIN),  # 404 unless admin on the destination
+        route("PATCH", MIRROR_PATH, change, LOGIN),  # same; name and destination stay
         route("DELETE", MIRROR_PATH, remove, LOGIN),  # same
         route("POST", MIRROR_PATH + "/run", start, LOGIN),  # same
         route("GET", MIRROR_PATH + "/runs", runs, LOGIN),  # same

@@ -353,7 +353,7 @@ class MirrorStore:
         except (InvalidTag, ValueError) as exc:
             raise MirrorInputError(
                 f"the source password cannot be unsealed with {self.box.path} (a different key?): "
-                "remove the mirror and add it again with the password"
+                "set it again (PATCH /api/v1/mirrors/{id} with password)"
             ) from exc
 
     def delete(self, mirror_id: int) -> bool:
@@ -362,6 +362,34 @@ class MirrorStore:
             conn.execute(delete(mirror_run_tags).where(mirror_run_tags.c.run_id.in_(runs)))
             conn.execute(delete(mirror_runs).where(mirror_runs.c.mirror_id == mirror_id))
             return conn.execute(delete(mirrors).where(mirrors.c.id == mirror_id)).rowcount == 1
+
+    def update(self, m: Mirror, patch: dict[str, Any]) -> Mirror:
+        """Change a definition (not its name or destination); ``password`` absent keeps the stored one,
+        null removes it. The schedule restarts from now when it changes."""
+        for key in ("name", "destination", "id"):
+            if key in patch and patch[key] != getattr(m, key):
+                raise MirrorInputError(f"{key} cannot be changed: add a new mirror")
+        doc = m.to_json()
+        doc.pop("source", None)
+        doc.update({k: v for k, v in patch.items() if k != "password"})
+        if "password" not in patch and m.sealed:
+            doc["password"] = None
+            values = validate(doc)
+            values.pop("password")
+            values["password_sealed"] = m.sealed if values["username"] else None
+        else:
+            doc["password"] = patch.get("password")
+            values = validate(doc)
+            password = values.pop("password")
+            values["password_sealed"] = self.box.seal(password) if password else None
+        now = utcnow()
+        if (values["interval_seconds"], values["cron"]) != (m.interval_seconds, m.cron):
+            values["next_run_at"] = next_run(values["interval_seconds"], values["cron"], now)
+        with self.meta.transaction() as conn:
+            conn.execute(update(mirrors).where(mirrors.c.id == m.id).values(**values, updated_at=now))
+        found = self.get(m.id)
+        assert found is not None
+        return found
 
     def claim_schedule(self, m: Mirror, now: dt.datetime) -> bool:
         """Move a due mirror's next run forward; True for the one worker whose update won."""

@@ -102,6 +102,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/mirrors"): "admin",  # admin on the body's "destination" (see _body)
     ("GET", "/api/v1/mirrors"): "login",  # lists only mirrors whose destination the caller administers
     ("GET", "/api/v1/mirrors/{id}"): "login",  # 404 unless admin on its destination
+    ("PATCH", "/api/v1/mirrors/{id}"): "login",
     ("DELETE", "/api/v1/mirrors/{id}"): "login",
     ("POST", "/api/v1/mirrors/{id}/run"): "login",
     ("GET", "/api/v1/mirrors/{id}/runs"): "login",

@@ -262,10 +262,17 @@ def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
             for method, path in (("GET", ""), ("GET", "/runs"), ("POST", "/run"), ("DELETE", "")):
                 assert bob.request(method, f"/api/v1/mirrors/{mid}{path}").status_code == 404
             assert alice.get(f"/api/v1/mirrors/{mid}/runs").status_code == 200
+            assert bob.patch(f"/api/v1/mirrors/{mid}", json={"enabled": False}).status_code == 404
+            r = alice.patch(f"/api/v1/mirrors/{mid}", json={"enabled": False, "password": "p-Secret-43"})
+            assert r.status_code == 200 and r.json()["enabled"] is False and r.json()["has_password"], r.text
+            assert "p-Secret-43" not in r.text
+            r = alice.patch(f"/api/v1/mirrors/{mid}", json={"destination": "team-b/x"})
+            assert r.status_code == 400 and "cannot be changed" in r.text
             audit = root.get("/api/v1/audit", params={"action": "mirror.create"}).json()
             entries = audit["entries"] if isinstance(audit, dict) else audit
             assert [e["actor"] for e in entries] == ["alice"]
             assert alice.delete(f"/api/v1/mirrors/{mid}").status_code == 204
-        assert "p-Secret-42" not in (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
+        log = (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
+        assert "p-Secret-42" not in log and "p-Secret-43" not in log
     finally:
         srv.stop()

@@ -175,7 +175,7 @@ def test_due_mirrors_are_queued_once(db: str, tmp_path: Path, request: pytest.Fi
 
     from hallmark.app import Hallmark
     from hallmark.config import load_config
-    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.definitions import MirrorInputError, MirrorStore, validate
     from hallmark.mirror.sync_jobs import KIND, queue_due
     from hallmark.mirror.tables import mirrors
 
@@ -199,6 +199,16 @@ def test_due_mirrors_are_queued_once(db: str, tmp_path: Path, request: pytest.Fi
         moved = store.get(due.id)
         assert moved is not None and moved.next_run_at is not None
         assert moved.next_run_at.replace(tzinfo=dt.UTC) >= now + dt.timedelta(seconds=599)
+        # Changes (PATCH): the password is resealed, kept when not given; name and destination stay.
+        changed = store.update(moved, {"username": "u", "password": "pw-1"})
+        assert store.credentials(changed) == ("u", "pw-1") and changed.has_password
+        kept = store.update(changed, {"enabled": False, "tags": {"include": ["v*"]}})
+        assert store.credentials(kept) == ("u", "pw-1") and not kept.enabled and kept.tags.include == ("v*",)
+        cron = store.update(kept, {"schedule": {"cron": "0 3 * * *"}})
+        assert (cron.cron, cron.interval_seconds) == ("0 3 * * *", None) and cron.next_run_at != kept.next_run_at
+        with pytest.raises(MirrorInputError, match="cannot be changed"):
+            store.update(cron, {"destination": "elsewhere/x"})
+        assert store.credentials(store.update(cron, {"password": None})) == ("u", "")
     finally:
         hm.close()
 
