@@ -353,7 +353,7 @@ class MirrorStore:
         except (InvalidTag, ValueError) as exc:
             raise MirrorInputError(
                 f"the source password cannot be unsealed with {self.box.path} (a different key?): "
-                "set it again (PATCH /api/v1/mirrors/{id} with password)"
+                f"set it again (PATCH /api/v1/mirrors/{m.id} with password)"
             ) from exc
 
     def delete(self, mirror_id: int) -> bool:
