@@ -1,8 +1,9 @@
-"""Team membership and repository permissions, for administrators (``/api/v1/teams`` and
-``/api/v1/permissions`` as forms).
+"""Users, team membership and repository permissions, for administrators (``/api/v1/users``,
+``/api/v1/teams`` and ``/api/v1/permissions`` as forms).
 
 Every route is declared ``administrator`` like its API twin and CSRF-checked before the handler;
-the handlers call ``AccessService``, which validates and audits (``team.create``,
+the handlers call ``AccessService``, which validates and audits (``user.create``,
+``user.disable``/``user.enable``, ``team.create``,
 ``team.add_member``/``team.remove_member``, ``permission.grant``/``permission.revoke``).
 """
 
@@ -55,7 +56,8 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
     viewer = await portal.viewer(request)
     access = portal.access(request)
     if access is None:
-        return portal.render(request, "access.html", viewer, off=True, teams=[], grants=[])
+        return portal.render(request, "access.html", viewer, off=True, teams=[], grants=[], users=[])
+    users = await portal.run(access.store.list_principals, "user")
     teams = await portal.run(access.store.list_teams)
     grants = await portal.run(access.store.list_grants)
     return portal.render(
@@ -63,6 +65,8 @@ async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
         "access.html",
         viewer,
         off=False,
+        users=[{"name": u.name, "disabled": u.disabled} for u in users],
+        catalog_roles=sorted(CATALOG_ROLES),
         teams=teams,
         grants=grants,
         subject_kinds=SUBJECT_KINDS,
@@ -110,4 +114,34 @@ async def change_grant(portal: Portal, request: web.Request) -> web.StreamRespon
         await _call(portal, access.grant, *args)
     elif not await _call(portal, access.revoke, *args):
         raise PortalFailure(404, "No such permission (it may have been revoked already).")
+    return portal.redirect(request, PAGE)
+
+
+async def create_user(portal: Portal, request: web.Request) -> web.StreamResponse:
+    """A user with a password and optional catalog roles (``POST /api/v1/users``)."""
+    from hallmark.portal.routes import PortalFailure
+
+    form = await portal.check_form(request)
+    viewer = await portal.viewer(request)
+    access = _service(portal, request)
+    name, password = form.get("name", "").strip()[:64], form.get("password", "")[:1024]
+    roles = [r for r in (await request.post()).getall("roles", []) if isinstance(r, str)]
+    if not name or not password or any(r not in CATALOG_ROLES for r in roles):
+        raise PortalFailure(400, "A user needs a name, a password and only known catalog roles.")
+    await _call(portal, access.add_user, viewer.name or "portal", name, password, roles, client_addr(request))
+    return portal.redirect(request, PAGE)
+
+
+async def set_disabled(portal: Portal, request: web.Request) -> web.StreamResponse:
+    """Disable (``disabled=1``) or enable the user in the path; never yourself."""
+    from hallmark.portal.routes import PortalFailure
+
+    form = await portal.check_form(request)
+    viewer = await portal.viewer(request)
+    access = _service(portal, request)
+    name = request.match_info["user"]
+    if name == viewer.name:
+        raise PortalFailure(400, "You cannot disable yourself; ask another administrator.")
+    disabled = form.get("disabled") == "1"
+    await _call(portal, access.set_disabled, viewer.name or "portal", name, disabled, client_addr(request))
     return portal.redirect(request, PAGE)

@@ -51,6 +51,7 @@ NAME = "{name:[a-z0-9][a-z0-9._/-]*}"
 DIGEST = "{digest:sha(?:256|512):[a-f0-9]+}"
 ROBOT = "{robot:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}"
 TEAM = "{team:[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}}"
+USER = "{user:[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}}"
 SEVERITIES = ("critical", "high", "medium", "low", "unknown")
 CONTENT_SEVERITIES = ("critical", "high", "medium", "low", "info")
 EVENTS_PAGE = 100
@@ -619,6 +620,8 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         route("POST", f"/admin/robots/{ROBOT}/revoke", p.page(partial(admin.revoke_robot, p)), administrator),
         route("GET", "/admin/audit", p.page(partial(admin.audit_log, p)), role(AUDITOR).portal),
         route("GET", "/admin/access", p.page(partial(access_admin.page, p)), administrator),
+        route("POST", "/admin/users", p.page(partial(access_admin.create_user, p)), administrator),
+        route("POST", f"/admin/users/{USER}/disabled", p.page(partial(access_admin.set_disabled, p)), administrator),
         route("POST", "/admin/teams", p.page(partial(access_admin.create_team, p)), administrator),
         route("POST", f"/admin/teams/{TEAM}/members", p.page(partial(access_admin.membership, p)), administrator),
         route("POST", "/admin/permissions", p.page(partial(access_admin.change_grant, p)), administrator),

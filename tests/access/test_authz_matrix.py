@@ -128,6 +128,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/admin/robots"): "administrator-login",
     ("POST", "/admin/robots/{robot}/revoke"): "administrator-login",
     ("GET", "/admin/access"): "administrator-login",
+    ("POST", "/admin/users"): "administrator-login",
+    ("POST", "/admin/users/{user}/disabled"): "administrator-login",
     ("POST", "/admin/teams"): "administrator-login",
     ("POST", "/admin/teams/{team}/members"): "administrator-login",
     ("POST", "/admin/permissions"): "administrator-login",
@@ -274,6 +276,7 @@ def _fill(path: str, repo: str) -> str:
         .replace("{cluster}", "ghost")
         .replace("{robot}", "ghost")
         .replace("{team}", "ghost")
+        .replace("{user}", "ghost")
         .replace("{advisory}", "CVE-2020-0001")
     )
 

@@ -557,7 +557,7 @@ def test_audit_log_page_filters_and_verifies_the_chain(page: Page, site: Site) -
     assert resp is not None and resp.status == 404
 
 
-def test_team_membership_and_permissions_through_the_forms(page: Page, site: Site) -> None:
+def test_users_teams_and_permissions_through_the_forms(page: Page, site: Site) -> None:
     """A team gets read on tools/builder and the reader joins it: the reader sees the repository;
     revoking the grant hides it again. Each change is audited like the API's."""
 
@@ -567,7 +567,18 @@ def test_team_membership_and_permissions_through_the_forms(page: Page, site: Sit
 
     login(page, *site.admin)
     page.wait_for_url(site.url + "/")
-    page.click("header >> text=Teams")
+    page.click("header >> text=Users and teams")
+    page.fill("#user-name", "newcomer")
+    page.fill("#user-password", PASSWORD)
+    page.check("#user-role-auditor")
+    with page.expect_navigation():
+        page.click("#user-create")
+    with httpx.Client(base_url=site.url, auth=("newcomer", PASSWORD), timeout=30) as c:
+        assert c.get("/api/v1/me").json()["catalog_roles"] == ["auditor"]
+    with page.expect_navigation():
+        page.click("button[aria-label='Disable newcomer']")
+    assert "disabled" in page.locator("#users tr", has_text="newcomer").inner_text()
+    assert httpx.get(site.url + "/api/v1/me", auth=("newcomer", PASSWORD)).status_code == 401
     page.fill("#team-name", "builders")
     with page.expect_navigation():
         page.click("#team-create")
@@ -596,8 +607,8 @@ def test_team_membership_and_permissions_through_the_forms(page: Page, site: Sit
     with page.expect_navigation():
         page.click("#grant-submit")
     assert "not found" in page.inner_text("main")
-    audited = {e["action"] for a in ("team.create", "team.add_member", "permission.grant") for e in _audit(site, a)}
-    assert audited == {"team.create", "team.add_member", "permission.grant"}
+    wanted = ("user.create", "user.disable", "team.create", "team.add_member", "permission.grant")
+    assert {e["action"] for a in wanted for e in _audit(site, a)} == set(wanted)
 
 
 # An OSV record made here (no shared data needed): jinja2 before 2.10.1, known as a CVE too.
