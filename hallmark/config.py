@@ -133,6 +133,13 @@ class StorageConfig(_Section):
     def _check_prefix(cls, v: str) -> str:
         return v.strip("/")
 
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith(("https://", "http://")) or not v.split("://", 1)[1].strip("/")):
+            raise ValueError(f"storage.endpoint must be an http(s) URL, got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _check_bucket(self) -> StorageConfig:
         if self.driver == "s3" and not self.bucket:

@@ -164,6 +164,8 @@ def test_gc_steps_open_and_seek(replicas: tuple[S3BlobStore, S3BlobStore]) -> No
 def test_config_needs_bucket_and_hides_secrets() -> None:
     with pytest.raises(ValueError, match="bucket"):
         StorageConfig(driver="s3")
+    with pytest.raises(ValueError, match="http"):
+        StorageConfig(driver="s3", bucket="b", endpoint="minio:9000")
     cfg = StorageConfig(driver="s3", bucket="b", access_key="AKIAEXAMPLE", secret_key="very-secret")
     assert "very-secret" not in repr(cfg)
     assert "very-secret" not in repr(S3BlobStore.from_config(cfg))
