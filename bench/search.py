@@ -103,7 +103,7 @@ class Catalog:
     def finding_rows(self) -> Iterator[tuple[Any, ...]]:
         rng = random.Random(self.seed + 2)
         for img in self.images:
-            for adv in set(rng.choices(self.advisories, self.adv_weights, k=self.findings)):
+            for adv in dict.fromkeys(rng.choices(self.advisories, self.adv_weights, k=self.findings)):
                 sev = rng.choices([4, 3, 2, 1, 0], [2, 13, 40, 30, 15])[0]
                 name = ("critical", "high", "medium", "low", "unknown")[4 - sev]
                 yield (
