@@ -46,6 +46,7 @@ import io
 import logging
 import re
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -422,15 +423,16 @@ class S3BlobStore:
         """The session's saved state. A body that does not parse (a server answering a GET while
         the same key is being replaced; S3 itself never does) is read again, then an error."""
         key = self.upload_key(upload_id, "state")
-        for attempt in range(3):
+        for attempt in range(5):
             raw = self.get_bytes(key)
             if raw is None:
                 return None
             try:
                 return cast(dict[str, Any], orjson.loads(raw))
             except orjson.JSONDecodeError:
-                if attempt == 2:
+                if attempt == 4:
                     raise StorageUnavailable(f"S3 bucket {self.bucket!r}: unreadable upload state {key}") from None
+                time.sleep(0.05 * 2**attempt)  # let the concurrent replacement finish
         return None
 
     def delete_key(self, key: str) -> None:
