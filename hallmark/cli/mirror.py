@@ -45,7 +45,10 @@ def add_cmd(
     name: Annotated[str | None, typer.Option("--name", help="Mirror name (default: from the destination).")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Tag glob, or regex:RE (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Tag glob, or regex:RE (repeatable).")] = None,
-    platform: Annotated[list[str] | None, typer.Option("--platform", help="os/arch or os/arch/variant to copy from indexes (repeatable).")] = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option("--platform", help="os/arch or os/arch/variant to copy from indexes (repeatable)."),
+    ] = None,
     interval: Annotated[int | None, typer.Option("--interval", help="Run every N seconds (>= 60).")] = None,
     cron: Annotated[str | None, typer.Option("--cron", help="Run on a cron schedule, e.g. '0 3 * * *'.")] = None,
     username: Annotated[str | None, typer.Option("--username", "-u", help="Source registry user.")] = None,
