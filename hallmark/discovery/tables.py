@@ -4,7 +4,7 @@
 package query over millions of rows uses the ``name``/``purl_name`` indexes instead of reading
 inventories. ``search_documents`` holds the words of an image (repository name, config labels,
 package names); on SQLite the FTS5 table ``search_fts`` (rowid = ``search_documents.id``, created
-by migration 0014, not here since SQLAlchemy cannot declare virtual tables) indexes them, on
+by migration 0012, not here since SQLAlchemy cannot declare virtual tables) indexes them, on
 PostgreSQL GIN indexes over ``to_tsvector('simple', body)`` and ``body gin_trgm_ops`` do.
 """
 

@@ -5,8 +5,10 @@ from alembic import context
 import hallmark.access.tables
 import hallmark.admission.tables
 import hallmark.catalog.tables
+import hallmark.discovery.tables
 import hallmark.inventory.tables
 import hallmark.lifecycle.tables
+import hallmark.mirror.tables
 import hallmark.pipeline.tables
 import hallmark.provenance.tables
 import hallmark.signing.tables  # noqa: F401  (registers its tables on the shared metadata)

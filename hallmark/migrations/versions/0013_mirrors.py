@@ -1,7 +1,7 @@
 """repository mirrors: definitions, runs, per-tag progress
 
 Revision ID: 0013
-Revises: 0014
+Revises: 0012
 Create Date: 2026-12-06 02:10:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0013'
-down_revision = '0014'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """discovery: image_packages, search_documents, image_chains (+ FTS5 on SQLite, GIN full text and trigram on PostgreSQL)
 
-Revision ID: 0014
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-06 02:20:00
 """
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0014"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
