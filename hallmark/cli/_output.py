@@ -63,3 +63,23 @@ def human_size(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
+
+
+def write_output(path: str, text: str) -> None:
+    """Write ``text`` (plus a newline) to ``path``: through a temporary file and a rename for a
+    regular file (never half-written), directly for anything else. Renaming over ``/dev/null``,
+    a FIFO or ``/dev/stdout`` would replace the device (as root: break the machine)."""
+    try:
+        regular = not os.path.exists(path) or os.path.isfile(path)
+    except OSError:
+        regular = False
+    if not regular or os.path.islink(path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.write("\n")
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.write("\n")
+    os.replace(tmp, path)

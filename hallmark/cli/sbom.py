@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -90,11 +89,9 @@ def sbom(
         return
     text = render(result, source.name, fmt.value)
     if output:
-        tmp = f"{output}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.write("\n")
-        os.replace(tmp, output)
+        from hallmark.cli._output import write_output
+
+        write_output(output, text)
     else:
         typer.echo(text)
 

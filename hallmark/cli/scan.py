@@ -23,7 +23,6 @@ their results are cached per layer in the user cache (:mod:`hallmark.content.cac
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -447,11 +446,9 @@ def scan(
     else:
         text = formatter.render(report)
         if output:
-            tmp = f"{output}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.write("\n")
-            os.replace(tmp, output)
+            from hallmark.cli._output import write_output
+
+            write_output(output, text)
         else:
             sys.stdout.write(text + "\n")
 

@@ -179,3 +179,33 @@ def test_update_reports_downloads_and_loads(tmp_path: Path) -> None:
     assert rec.bytes["osv/Go/all.zip"] == size
     assert ("fetched", "osv/Go/all.zip", "copied") in rec.events
     assert rec.events[-2:] == [("loading", "1"), ("loaded", "osv/Go/all.zip")]
+
+
+def test_write_output_keeps_devices_fifos_and_links(tmp_path: Path) -> None:
+    """``-o /dev/null`` (or a FIFO, or a link) is written into, never renamed over: as root, a
+    rename replaced /dev/null with a regular file."""
+    import stat
+    import threading
+
+    from hallmark.cli._output import write_output
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_output(str(fifo), "through the pipe")
+    reader.join(10)
+    assert got == [b"through the pipe\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert not (tmp_path / "pipe.tmp").exists()
+
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_output(str(link), "new")
+    assert link.is_symlink() and target.read_text() == "new\n"
+
+    plain = tmp_path / "out.json"
+    write_output(str(plain), "{}")
+    assert plain.read_text() == "{}\n" and not (tmp_path / "out.json.tmp").exists()
