@@ -348,7 +348,10 @@ def postgres_url(url: str | None) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def bench_backend(backend: str, graph: Graph, pg_url: str | None) -> list[str]:
+@contextlib.contextmanager
+def migrated_store(backend: str, pg_url: str | None) -> Iterator[MetadataStore]:
+    """An empty, migrated metadata store on ``backend`` (a throwaway SQLite file or PostgreSQL:
+    ``pg_url``, else a server started for the run), disposed of afterwards."""
     with contextlib.ExitStack() as stack:
         if backend == "postgres":
             url = stack.enter_context(postgres_url(pg_url))
@@ -359,7 +362,11 @@ def bench_backend(backend: str, graph: Graph, pg_url: str | None) -> list[str]:
         stack.callback(engine.dispose)
         with contextlib.redirect_stderr(io.StringIO()):
             migrate(engine)
-        meta = MetadataStore(engine)
+        yield MetadataStore(engine)
+
+
+def bench_backend(backend: str, graph: Graph, pg_url: str | None) -> list[str]:
+    with migrated_store(backend, pg_url) as meta:
         secs = load(meta, graph)
         print(f"{backend}: loaded in {secs:.1f}s", flush=True)
         return run_queries(meta, graph, backend)

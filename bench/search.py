@@ -23,24 +23,19 @@ Timed through what ``GET /api/v1/catalog`` calls (``hallmark.discovery.search.fi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import io
 import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import text
 
-from bench.explore import postgres_url, timed
+from bench.explore import migrated_store, timed
 from hallmark.discovery.packages import purl_name
 from hallmark.discovery.search import entries, find, make_query
-from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore
 
 SEED = 20261206
@@ -277,17 +272,7 @@ def run_queries(meta: MetadataStore, cat: Catalog, label: str) -> list[str]:
 
 
 def bench_backend(backend: str, cat: Catalog, pg_url: str | None) -> list[str]:
-    with contextlib.ExitStack() as stack:
-        if backend == "postgres":
-            url = stack.enter_context(postgres_url(pg_url))
-        else:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hallmark-bench-")))
-            url = f"sqlite:///{folder / 'meta.db'}"
-        engine = make_engine(url, 4)
-        stack.callback(engine.dispose)
-        with contextlib.redirect_stderr(io.StringIO()):
-            migrate(engine)
-        meta = MetadataStore(engine)
+    with migrated_store(backend, pg_url) as meta:
         secs = load(meta, cat)
         with meta.engine.connect() as conn:
             n = conn.execute(text("SELECT count(*) FROM image_packages")).scalar()
