@@ -105,3 +105,31 @@ uploads = Table(
     Column("principal", String(128), nullable=True),
     Index("ix_uploads_principal", "principal", "closed"),
 )
+
+# State every replica must share (#16 [Scale]): keys generated once per installation, not per data folder.
+instance_secrets = Table(
+    "instance_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),  # token-signing-key, upload-session-key, mirror-key, ...
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Fixed-window counters (login throttles, rate limits) shared by replicas.
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    Column("scope", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+# Version counters bumped on changes that per-process caches depend on (access, catalog stages, advisory set).
+state_versions = Table(
+    "state_versions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

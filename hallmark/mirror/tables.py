@@ -29,6 +29,9 @@ mirrors = Table(
     metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("name", String(128), nullable=False, unique=True),
+    # pull: copy source_registry/source_repository into the local ``destination``.
+    # push: copy the local ``destination`` repository out to source_registry/source_repository.
+    Column("direction", String(8), nullable=False, server_default="pull"),
     Column("source_registry", String(255), nullable=False),  # host[:port]
     Column("source_repository", String(255), nullable=False),
     Column("destination", String(255), nullable=False),
