@@ -40,6 +40,7 @@ from hallmark.registry.service import RegistryService
 from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import BlobStore, FilesystemBlobStore
 from hallmark.web import auth as web_auth
+from hallmark.web import observe as web_observe
 from hallmark.web.authz import PUBLIC, REGISTRY, declare, route, undeclared
 from hallmark.web.client import TRUSTED_PROXIES, TrustedProxies
 
@@ -139,6 +140,7 @@ def build_app(hm: Hallmark) -> web.Application:
     if proxy is not None:
         app.on_cleanup.append(lambda _app: proxy.close())  # its upstream connections
     app.router.add_routes([route("GET", "/healthz", _health, PUBLIC)])
+    web_observe.install(app, hm)  # request ids, /readyz, /metrics
     app.router.add_routes(api_images.routes(hm.pipeline, hm.registry))
     # Before repositories: its /api/v1/repositories/{name:.+} would swallow the image sub-paths.
     app.router.add_routes(api_signing.routes(hm.pipeline, hm.registry))

@@ -55,6 +55,26 @@ class ServerConfig(_Section):
     # Host names (host or host:port) clients use for this registry, e.g. in Kubernetes image
     # references; admission control treats them, and the listen address, as Hallmark itself.
     public_hosts: list[str] = []
+    # Observability (hallmark.web.observe): log lines as text or one JSON object per line; /metrics
+    # (Prometheus) on the main port for administrators, plus an unauthenticated listener of its own
+    # when metrics_listen (HOST:PORT) is set, for a scraper on a private network.
+    log_format: str = "text"
+    metrics: bool = True
+    metrics_listen: str | None = None
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, v: str) -> str:
+        if v not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
+        return v
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, v: str | None) -> str | None:
+        if v:
+            parse_listen(v)
+        return v or None
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> ServerConfig:

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from hallmark.access.store import AccessStore, AuditRow, aware, utcnow
+from hallmark.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,14 @@ class AuditLog:
         client_addr: str | None,
         detail: dict[str, Any] | None,
     ) -> int:
-        """Queue one entry; returns its number in this log's recording order."""
+        """Queue one entry; returns its number in this log's recording order.
+
+        The id of the HTTP request being handled (:data:`hallmark.logs.REQUEST_ID`) goes into
+        ``detail.request_id``: part of the hashed entry like any detail, so the chain verifies as before
+        and the id cannot be changed afterwards without breaking it."""
+        request_id = current_request_id()
+        if request_id and "request_id" not in (detail or {}):
+            detail = {**(detail or {}), "request_id": request_id}
         entry = {
             "ts": utcnow(),
             "actor": actor[:128],

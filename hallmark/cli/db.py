@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Annotated
 
 import typer
 
+from hallmark import logs
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
 from hallmark.cli._output import JsonOption, print_json, print_table
 from hallmark.cli._update_view import per_source, print_update_summary, update_progress, when
@@ -96,8 +96,9 @@ def worker(
     from hallmark.app import Hallmark
     from hallmark.pipeline.runtime import run_standalone
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    hm = Hallmark.open(get_config(data_dir, config))
+    cfg = get_config(data_dir, config)
+    logs.setup(cfg.server.log_format)
+    hm = Hallmark.open(cfg)
     from hallmark.mirror.sync_jobs import install
 
     install(hm)  # repository mirror runs are jobs of the same queue

@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from aiohttp import web
 
+from hallmark import logs
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
 from hallmark.config import Config, ConfigError, parse_listen
 from hallmark.metadata.db import DatabaseUnavailable
@@ -57,7 +58,12 @@ def bind(listen: str) -> socket.socket:
 
 
 async def _serve(
-    app: web.Application, config: Config, sock: socket.socket, tls: TLSReloader | None, announce: str | None
+    app: web.Application,
+    config: Config,
+    sock: socket.socket,
+    tls: TLSReloader | None,
+    announce: str | None,
+    metrics_site: tuple[web.Application, socket.socket] | None = None,
 ) -> None:
     """Like ``web.run_app``, but every connection's protocol is wrapped in the slow-client watchdog
     (:mod:`hallmark.web.timeouts`), over TLS when configured; stops cleanly on SIGINT or SIGTERM."""
@@ -66,8 +72,21 @@ async def _serve(
     install_timeouts(app)
     if TRUSTED_PROXIES not in app:
         app[TRUSTED_PROXIES] = TrustedProxies.from_config(server_cfg)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=timeouts.idle, read_bufsize=1 << 22)
+    from hallmark.web.observe import AccessLogger
+
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("hallmark.access"),
+        access_log_class=AccessLogger,  # access lines and request metrics, after the last byte was sent
+        keepalive_timeout=timeouts.idle,
+        read_bufsize=1 << 22,
+    )
     await runner.setup()
+    metrics_runner: web.AppRunner | None = None
+    if metrics_site is not None:  # [server] metrics_listen: plain HTTP, /metrics only
+        metrics_runner = web.AppRunner(metrics_site[0], access_log=None)
+        await metrics_runner.setup()
+        await web.SockSite(metrics_runner, metrics_site[1]).start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -88,11 +107,20 @@ async def _serve(
     finally:
         if listener is not None:
             listener.close()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
 
 
-def _run_worker(config: Config, sock: socket.socket, tls: TLSReloader | None, announce: bool) -> None:
+def _run_worker(
+    config: Config,
+    sock: socket.socket,
+    tls: TLSReloader | None,
+    announce: bool,
+    metrics_sock: socket.socket | None = None,
+) -> None:
     from hallmark.app import Hallmark, build_app
+    from hallmark.web.observe import metrics_app
 
     try:
         import uvloop
@@ -107,8 +135,9 @@ def _run_worker(config: Config, sock: socket.socket, tls: TLSReloader | None, an
     message = (
         f"Hallmark serving registry, API and portal at {scheme}://{_shown(host, port)}/ (data: {config.data_path})"
     )
+    metrics_site = (metrics_app(hm), metrics_sock) if metrics_sock is not None else None
     try:
-        asyncio.run(_serve(app, config, sock, tls, message if announce else None))
+        asyncio.run(_serve(app, config, sock, tls, message if announce else None, metrics_site))
     finally:
         hm.close()
 
@@ -121,7 +150,7 @@ def serve(
 ) -> None:
     """Serve the registry, API and portal (over HTTPS when [server] tls_cert and tls_key are set)."""
     cfg = get_config(data_dir, config, server__listen=listen, server__workers=workers)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(cfg.server.log_format)
     # Everything that can refuse the start is checked before "serving" is printed: TLS files, the port,
     # the database. Each failure is one line and exit code 2.
     try:
@@ -129,6 +158,20 @@ def serve(
     except TLSConfigError as exc:
         _fail(str(exc))
     sock = bind(cfg.server.listen)
+    metrics_sock = bind(cfg.server.metrics_listen) if cfg.server.metrics and cfg.server.metrics_listen else None
+    # Counters of all workers add up in one per-run directory (hallmark.metrics), set before they fork.
+    from hallmark import metrics
+
+    metrics_dir = metrics.use_directory()
+    try:
+        _serve_workers(cfg, sock, tls, metrics_sock)
+    finally:
+        metrics.remove_directory(metrics_dir)
+
+
+def _serve_workers(
+    cfg: Config, sock: socket.socket, tls: TLSReloader | None, metrics_sock: socket.socket | None
+) -> None:
     # Migrate once before forking so workers never race on the schema.
     from hallmark.app import Hallmark
 
@@ -138,10 +181,12 @@ def serve(
         sock.close()
         _fail(str(exc))
     if cfg.server.workers == 1:
-        _run_worker(cfg, sock, tls, True)
+        _run_worker(cfg, sock, tls, True, metrics_sock)
         return
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker_main, args=(cfg, sock, tls, i == 0)) for i in range(cfg.server.workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(cfg, sock, tls, i == 0, metrics_sock)) for i in range(cfg.server.workers)
+    ]
     for p in procs:
         p.start()
 
@@ -160,7 +205,13 @@ def serve(
             p.join(10)
 
 
-def _worker_main(config: Config, sock: socket.socket, tls: TLSReloader | None, announce: bool) -> None:
+def _worker_main(
+    config: Config,
+    sock: socket.socket,
+    tls: TLSReloader | None,
+    announce: bool,
+    metrics_sock: socket.socket | None = None,
+) -> None:
     """A forked worker: dies with its parent, so no orphan keeps the port after a crash or kill -9."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -168,7 +219,7 @@ def _worker_main(config: Config, sock: socket.socket, tls: TLSReloader | None, a
     except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler still stops us
         pass
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _run_worker(config, sock, tls, announce)
+    _run_worker(config, sock, tls, announce, metrics_sock)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from hallmark import metrics
 from hallmark.config import Config
 from hallmark.index import INDEXER_VERSION, IndexResult, Limits, index_image
 from hallmark.index.limits import Budget
@@ -98,12 +99,15 @@ class Pipeline:
         return True
 
     def _run(self, job: Job) -> None:
+        started = time.monotonic()
         try:
             self.handlers[job.kind](job.payload)
         except Exception as exc:
+            metrics.observe_job(job.kind, time.monotonic() - started, ok=False)
             log.exception("job %s %s failed", job.kind, job.key)
             self.jobs.failed(job, f"{type(exc).__name__}: {exc}")
             return
+        metrics.observe_job(job.kind, time.monotonic() - started, ok=True)
         self.jobs.done(job)
 
     def drain(self, worker: str = "drain", limit: int = 10_000) -> int:

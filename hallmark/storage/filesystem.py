@@ -27,7 +27,7 @@ import orjson
 
 from hallmark.buffers import AlignedBuffers
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
-from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, UploadNotFound
+from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
 
 log = logging.getLogger(__name__)
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -420,6 +420,13 @@ class FilesystemBlobStore:
             return self.blob_path(digest).stat().st_size
         except FileNotFoundError:
             return None
+
+    def ping(self) -> None:
+        """The blob folder is there and writable (a lost mount or a read-only remount is not ready)."""
+        if not self._blobs.is_dir():
+            raise StorageUnavailable(f"blob folder {self._blobs} is missing")
+        if not os.access(self._blobs, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"blob folder {self._blobs} is not writable")
 
     def open(self, digest: str) -> BinaryIO:
         try:

@@ -469,6 +469,10 @@ class S3BlobStore:
             yield from page.get("Contents", [])
 
     # -- BlobStore -------------------------------------------------------------------------
+    def ping(self) -> None:
+        """One HEAD of the bucket: reachable, credentials accepted, bucket there."""
+        self.client.head_bucket(Bucket=self.bucket)
+
     def stat(self, digest: str) -> int | None:
         head = self._head(self.blob_key(digest))
         return int(head["ContentLength"]) if head is not None else None
