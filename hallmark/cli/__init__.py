@@ -26,6 +26,7 @@ MODULE_OF = {
     "permission": "access",
     "token": "access",
     "audit": "access",
+    "restore": "backup",
 }
 
 _app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hallmark: a secure container-image catalog.")
