@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEB_STAMP := $(VENV)/.debs
-DEBS := skopeo postgresql docker-registry wrk umoci debootstrap clamav-daemon slapd ldap-utils chromium
+# kubectl renders deploy/kubernetes in the tests: Debian's kubernetes-client, unless the machine has a
+# kubectl already (e.g. the Google Cloud SDK's kubectl package, which conflicts with it).
+KUBECTL_DEB := $(if $(shell command -v kubectl),,kubernetes-client)
+DEBS := skopeo postgresql docker-registry wrk umoci debootstrap clamav-daemon slapd ldap-utils chromium buildah $(KUBECTL_DEB)
 
 .PHONY: run test test-s3 bench lint debs clean
 
