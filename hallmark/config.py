@@ -193,6 +193,9 @@ class PipelineConfig(_Section):
     # Job-running threads inside `hallmark serve` (0: leave jobs to `hallmark worker` processes).
     workers: int = Field(default=1, ge=0, le=64)
     poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # A claimed job is another worker's after this long without finishing (its worker died or hangs);
+    # index jobs of the large lane get index.max_job_seconds + 300 at least.
+    lease_seconds: int = Field(default=600, ge=1, le=7 * 86400)
     # Content checks (malware, secrets, configuration) during indexing.
     content_checks: bool = True
     # Rule bundles (yara/, secrets/, blocklist) downloaded by `hallmark db update`; defaults to <data_dir>/rules.

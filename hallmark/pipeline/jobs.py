@@ -9,6 +9,7 @@ conditional update is enough there.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,14 @@ class JobQueue:
             )
             return True
 
-    def claim(self, worker: str, kinds: list[str] | None = None, lease_seconds: int = 600) -> Job | None:
+    def claim(
+        self,
+        worker: str,
+        kinds: list[str] | None = None,
+        lease_seconds: int = 600,
+        lease_by_kind: Mapping[str, int] | None = None,
+    ) -> Job | None:
+        """Take the next ready job for ``lease_seconds`` (``lease_by_kind`` for kinds that run longer)."""
         now = utcnow()
         ready = or_(
             and_(jobs.c.state == "queued", jobs.c.run_after <= now),
@@ -78,7 +86,7 @@ class JobQueue:
                 .values(
                     state="running",
                     locked_by=worker,
-                    locked_until=now + dt.timedelta(seconds=lease_seconds),
+                    locked_until=now + dt.timedelta(seconds=(lease_by_kind or {}).get(row.kind, lease_seconds)),
                     attempts=row.attempts + 1,
                     updated_at=now,
                 )

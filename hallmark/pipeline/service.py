@@ -90,9 +90,10 @@ class Pipeline:
     def run_one(self, worker: str, kinds: Sequence[str] | None = None) -> bool:
         """Claim and run one job of ``kinds`` (default: any); False when the queue had nothing ready."""
         kinds = list(kinds or self.handlers)
+        lease = self.config.pipeline.lease_seconds
         # a large index job may run for max_job_seconds: its lease must outlast it
-        lease = max(600, int(self.config.index.max_job_seconds) + 300) if INDEX_LARGE in kinds else 600
-        job = self.jobs.claim(worker, kinds, lease_seconds=lease)
+        longer = {INDEX_LARGE: max(lease, int(self.config.index.max_job_seconds) + 300)}
+        job = self.jobs.claim(worker, kinds, lease_seconds=lease, lease_by_kind=longer)
         if job is None:
             return False
         self._run(job)
