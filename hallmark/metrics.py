@@ -197,10 +197,37 @@ def _aware(value: dt.datetime) -> dt.datetime:
 def scrape(meta: MetadataStore) -> bytes:
     """The Prometheus text exposition: every process's counters (multiprocess mode) plus the state."""
     registry = CollectorRegistry()
+    _fill(registry, meta)
+    return generate_latest(registry)
+
+
+def _fill(registry: CollectorRegistry, meta: MetadataStore) -> None:
     if os.environ.get(MULTIPROC_ENV):
         MultiProcessCollector(registry)
-    else:  # a process not started by `hallmark serve` (tests, embedding): its own counters
+    else:  # a process not started by `hallmark serve` (`hallmark worker`, tests): its own counters
         for name in ("requests", "latency", "bytes_in", "bytes_out", "index", "match", "gc"):
             registry.register(_get(name))
     registry.register(StateCollector(meta))
-    return generate_latest(registry)
+
+
+class _ScrapeRegistry(CollectorRegistry):
+    """What :func:`scrape` answers, for prometheus-client's own HTTP server."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        super().__init__(auto_describe=False)
+        self.meta = meta
+
+    def collect(self) -> Iterator[Metric]:
+        registry = CollectorRegistry()
+        _fill(registry, self.meta)
+        yield from registry.collect()
+
+
+def serve_in_thread(listen: str, meta: MetadataStore) -> None:
+    """``hallmark worker --metrics-listen``: /metrics on a daemon thread (the worker has no web server)."""
+    from prometheus_client import start_http_server
+
+    from hallmark.config import parse_listen
+
+    host, port = parse_listen(listen)
+    start_http_server(port, addr=host, registry=_ScrapeRegistry(meta))

@@ -89,6 +89,10 @@ def db_status(
 def worker(
     threads: Annotated[int, typer.Option("--threads", min=1, max=64)] = 1,
     once: Annotated[bool, typer.Option("--once", help="Run queued jobs, then exit.")] = False,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option("--metrics-listen", help="HOST:PORT serving this worker's /metrics (no credentials)."),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -99,6 +103,15 @@ def worker(
     cfg = get_config(data_dir, config)
     logs.setup(cfg.server.log_format)
     hm = Hallmark.open(cfg)
+    if metrics_listen:  # index and match durations are observed here, not in the API servers
+        from hallmark import metrics
+
+        try:
+            metrics.serve_in_thread(metrics_listen, hm.meta)
+        except (OSError, ValueError) as exc:
+            hm.close()
+            typer.echo(f"error: cannot serve metrics on {metrics_listen}: {exc}", err=True)
+            raise typer.Exit(2) from None
     from hallmark.mirror.sync_jobs import install
 
     install(hm)  # repository mirror runs are jobs of the same queue

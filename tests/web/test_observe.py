@@ -214,3 +214,49 @@ def test_readyz_names_the_database_or_storage_that_went_away(postgres: PostgresS
         srv.stop()
         db.stop()
         s3.stop()
+
+
+def test_scrape_reports_pipeline_durations_and_database_state(tmp_path: Path) -> None:
+    """In-process (as in `hallmark worker`): a job run by the pipeline feeds its histogram; queue, GC and
+    advisory state come from the database at scrape time."""
+    import datetime as dt
+
+    from sqlalchemy import insert
+
+    from hallmark import metrics
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.lifecycle.tables import scheduled_jobs
+    from hallmark.pipeline.tables import advisory_sets
+
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        before = _sample(metrics.scrape(hm.meta).decode(), "hallmark_index_duration_seconds_count", result="ok") or 0
+        hm.pipeline.handlers["index"] = lambda payload: None
+        hm.pipeline.handlers["match"] = lambda payload: 1 / 0
+        hm.pipeline.jobs.enqueue("index", "a@sha256:1", {})
+        hm.pipeline.jobs.enqueue("match", "a@sha256:1", {})
+        hm.pipeline.jobs.enqueue("provenance", "a@sha256:1", {})
+        assert hm.pipeline.run_one("t", ["index"]) and hm.pipeline.run_one("t", ["match"])
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        with hm.meta.transaction() as conn:
+            conn.execute(
+                insert(advisory_sets).values(blob_digest="sha256:0", sources="{}", active=True, created_at=long_ago)
+            )
+            conn.execute(
+                insert(scheduled_jobs).values(
+                    name="gc", next_run_at=long_ago, last_finished_at=long_ago, last_status="ok"
+                )
+            )
+        port = free_port()
+        metrics.serve_in_thread(f"127.0.0.1:{port}", hm.meta)  # what `hallmark worker --metrics-listen` serves
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        hm.close()
+    assert _sample(body, "hallmark_index_duration_seconds_count", lane="shared", result="ok") == before + 1
+    assert (_sample(body, "hallmark_match_duration_seconds_count", result="failed") or 0) >= 1
+    assert _sample(body, "hallmark_jobs", kind="provenance", state="queued") == 1
+    assert _sample(body, "hallmark_jobs", kind="match", state="queued") == 1  # failed once: retried later
+    line = next(x for x in body.splitlines() if x.startswith("hallmark_advisory_set_age_seconds "))
+    assert 7000 < float(line.split()[1]) < 7400
+    assert _sample(body, "hallmark_gc_last_run_timestamp_seconds", status="ok") == pytest.approx(long_ago.timestamp())
