@@ -89,16 +89,51 @@ def commands(layout: Path) -> dict[str, list[str]]:
     }
 
 
+def _tree_rss(pid: int) -> int:
+    """Memory of ``pid`` and all its descendants now (PSS; 0 once it is gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:  # proportional set size: pages shared after fork are counted once, not per process
+            with open(f"/proc/{p}/smaps_rollup", "rb") as fh:
+                total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith(b"Pss:"))
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    return total
+
+
 def measure(cmd: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of one run of ``cmd``. CPU
-    time is given because the machine is shared: wall time grows with other people's load."""
+    """Wall seconds, CPU seconds (user + system, the command and its worker processes) and
+    peak RSS (MiB) of one run of ``cmd``. CPU time is given because the machine is shared:
+    wall time grows with other people's load. Memory is the larger of the process's own peak
+    RSS (``wait4``) and the peak of its process tree's summed PSS, sampled every 50 ms
+    (hallmark scan's content-check workers are separate processes: their memory counts too;
+    pages they share with their parent after fork count once)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(0.05)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
+    # wait4's usage covers the process and the children it waited for (the workers)
+    return wall, usage.ru_utime + usage.ru_stime, max(peak / 1024 / 1024, usage.ru_maxrss / 1024)
 
 
 def run(cmd: list[str], runs: int, cold: bool = False) -> tuple[float, float, float]:

@@ -171,7 +171,9 @@ class _ContentRun:
     checks at all: the cross-layer view (whiteouts, replaced files) comes from the cache too.
     """
 
-    def __init__(self, scanners: set[str], rules_dir: str | None, data_rules: Path) -> None:
+    def __init__(
+        self, scanners: set[str], rules_dir: str | None, data_rules: Path, workers: int | None = None
+    ) -> None:
         from hallmark.advisories.compiled import cache_root
         from hallmark.content import LayerHistory, ScanOptions, load_rules
         from hallmark.content.cache import LayerResultCache
@@ -179,6 +181,7 @@ class _ContentRun:
         from hallmark.content.rules import bundle_digest
 
         self.kinds = scanners & {"malware", "secret", "config"}
+        self.workers = workers  # content-check processes; None: one per core beyond the first, at most 2
         folder: str | Path | None = rules_dir
         if folder is None and data_rules.is_dir():
             folder = data_rules
@@ -194,8 +197,9 @@ class _ContentRun:
         self.cache = LayerResultCache(self.cache_dir / "content", self.digest, self.options)
         self.history = LayerHistory()
         self.outcome = ScanOutcome()
-        self._scanner: Any = None
         self._full: Any = None
+        self._checks: Any = None  # OrderedChecks: the files of layers not cached, in worker processes
+        self._slots: dict[int, list[Any]] = {}  # layer index -> its files' outcomes or tickets, in entry order
         self._layers: dict[int, tuple[str, Any]] = {}  # layer index -> (digest, LayerResult to fill, or None: cached)
         self._image_layers: list[str] = []
 
@@ -234,13 +238,21 @@ class _ContentRun:
             hit = self.cache.get(digest, index)
             if hit is not None:
                 self.outcome.extend(hit.outcome)
-            elif self._scanner is None:
-                self._scanner = ContentScanner(self._bundle(), self.options)
+            elif self._checks is None:
+                from hallmark.content.parallel import OrderedChecks, default_workers
+
+                self._bundle()  # loaded once, before the workers fork: they share it
+                self._checks = OrderedChecks(
+                    lambda: ContentScanner(self._bundle(), self.options),
+                    ContentScanner(self.light, self.options),
+                    default_workers() if self.workers is None else self.workers,
+                )
             state = self._layers[index] = (digest, None if hit is not None else LayerResult())
+            self._slots[index] = []
         return state[1]
 
     def on_entry(self, entry: Any, stream: IO[bytes] | None) -> None:
-        from hallmark.content import normalize_path
+        from hallmark.content import ScanOutcome, normalize_path
         from hallmark.index.walker import DIR, FILE, OPAQUE, WHITEOUT
 
         path = normalize_path(entry.path)
@@ -250,15 +262,13 @@ class _ContentRun:
         if layer is None:
             return
         layer.events.append((op, path))
+        slots = self._slots[entry.layer_index]
         if entry.kind == FILE and stream is not None:
-            layer.outcome.extend(
-                self._scanner.scan_file(
-                    path, entry.layer_index, entry.layer_digest, stream, entry.size, mode=entry.mode
-                )
-            )
+            self._checks.file(slots, path, entry.layer_index, entry.layer_digest, stream, entry.size, entry.mode)
         elif entry.kind == DIR:
-            layer.outcome.findings.extend(
-                self._scanner.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True)
+            light = self._checks.light
+            slots.append(
+                ScanOutcome(light.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True))
             )
 
     def finish(self, config_doc: dict[str, Any] | None) -> dict[str, Any]:
@@ -272,14 +282,18 @@ class _ContentRun:
 
         for i, digest in enumerate(self._image_layers):  # layers without entries are results too
             self._layers.setdefault(i, (digest, LayerResult()))
-        for digest, layer in self._layers.values():
-            if layer is not None:
-                self.outcome.extend(layer.outcome)
-                self.cache.put(digest, layer)
+        try:
+            for i, (digest, layer) in self._layers.items():
+                if layer is not None:
+                    if self._checks is not None:
+                        layer.outcome.extend(self._checks.outcome(self._slots.get(i, [])))
+                    self.outcome.extend(layer.outcome)
+                    self.cache.put(digest, layer)
+        finally:
+            self.close()
         if config_doc is not None:
-            # the image config needs the secret rules only; the full bundle if it is loaded anyway
-            scanner = self._scanner or ContentScanner(self.light, self.options)
-            self.outcome.extend(scanner.scan_config(config_doc))
+            # the image config needs the secret rules only
+            self.outcome.extend(ContentScanner(self.light, self.options).scan_config(config_doc))
         bundle = self._full if self._full is not None else self._bundle_info()
         found = [f for f in correlate_layers(self.outcome.findings, self.history) if f.kind in self.kinds]
         found.sort(key=lambda f: (-SEVERITY_ORDER.get(f.severity, 0), f.kind, f.path or f.location or ""))
@@ -295,6 +309,11 @@ class _ContentRun:
                 "skipped_by_reason": dict(sorted(Counter(s.reason for s in skipped).items())),
             },
         }
+
+    def close(self) -> None:
+        """Stop the worker processes (after a failed index too); safe to call twice."""
+        if self._checks is not None:
+            self._checks.close()
 
     def _bundle_info(self) -> Any:
         """Rule warnings without compiling YARA when no layer needed it: YARA files that do not
@@ -422,9 +441,15 @@ def scan(
                 config_doc = json.loads(config)
             except ValueError as exc:
                 typer.echo(f"warning: image config not checked: {exc}", err=True)
+    except BaseException:
+        if content is not None:
+            content.close()  # the worker processes, if a layer was being checked
+        raise
     finally:
         source.close()
     if result.status != "done":
+        if content is not None:
+            content.close()
         raise _fail(result.failure or "index failed")
 
     report = make_report(result, active, source.name, result.image_digest or "")

@@ -1,0 +1,335 @@
+"""Content checks of a layer's files in worker processes, beside the process that reads the layer.
+
+YARA (yara-x holds the GIL while it scans and while it loads compiled rules), hashing and the
+secret rules are most of a first scan's time, and one process uses one core. ``ScanPool``
+forks workers that each load the rules once and run ``ContentScanner.scan_file`` on files the
+reading process hands them; the reader goes on decompressing and indexing meanwhile.
+
+A file's outcome does not depend on which process checked it (``scan_file`` keeps no state
+between files), so results are the same as a scan in one process; they are handed back per
+ticket, in the order the caller asks for them. A worker that dies or cannot be reached is
+not a lost file: the files it held are checked in the calling process instead. The bytes in
+flight are bounded (``max_inflight_bytes``), so a slow worker holds the reader back rather
+than filling memory.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import IO, Any, cast
+
+from hallmark.content.model import ScanOutcome
+from hallmark.content.scanner import ContentScanner
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+
+def default_workers() -> int:
+    """Worker processes for this machine: one per usable core beyond one, at most 2, 0 on one
+    core (then checking in the reading process is as fast and uses less memory)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return min(2, cores) if cores > 1 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    ticket: int
+    path: str
+    layer_index: int | None
+    layer_digest: str | None
+    data: bytes
+    size: int | None
+    mode: int | None
+
+
+def _worker_main(tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner]) -> None:
+    """Child: check every file sent (a header message, then the file's bytes as their own
+    message: no pickled copy of the contents) until the task pipe closes; results go back
+    in batches."""
+    scanner = make_scanner()
+    done: list[tuple[int, ScanOutcome]] = []
+    while True:
+        try:
+            if not done or tasks.poll():
+                header = tasks.recv_bytes()
+            else:  # nothing waiting: hand back what is done before blocking
+                results.send_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
+                done = []
+                continue
+            ticket, path, layer_index, layer_digest, size, mode = pickle.loads(header)  # noqa: S301 - our parent
+            data = tasks.recv_bytes()
+        except (EOFError, OSError):
+            break
+        done.append((ticket, scanner.scan_file(path, layer_index, layer_digest, data, size, mode=mode)))
+    if done:
+        results.send_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _Worker:
+    """One child process, its pipes, and the threads that feed and drain them."""
+
+    def __init__(self, pool: ScanPool, process: Any, tasks: Connection, results: Connection) -> None:
+        self.pool = pool
+        self.process = process
+        self.tasks = tasks
+        self.results = results
+        self.queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self.pending: dict[int, _Task] = {}  # sent or queued, no result yet
+        self.assigned = 0  # bytes ever given to it (work is spread by bytes)
+        self.alive = True
+        self.sender = threading.Thread(target=self._send, name="content-send", daemon=True)
+        self.receiver = threading.Thread(target=self._receive, name="content-recv", daemon=True)
+
+    def _send(self) -> None:
+        while (task := self.queue.get()) is not None:
+            header = (task.ticket, task.path, task.layer_index, task.layer_digest, task.size, task.mode)
+            try:
+                self.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
+                self.tasks.send_bytes(task.data)
+            except (OSError, ValueError):
+                self.pool.lost(self)
+                return
+        self.tasks.close()  # the worker sees EOF, finishes and exits
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                done = pickle.loads(self.results.recv_bytes())  # noqa: S301 - our own child
+            except (EOFError, OSError, pickle.UnpicklingError):
+                break
+            self.pool.done(self, done)
+        self.pool.lost(self)  # a no-op once every pending file got its result
+
+
+class ScanPool:
+    """``submit`` files to worker processes, ``result`` their outcomes (in any order wanted).
+
+    ``make_scanner`` runs in each worker (after fork: nothing is pickled; rules loaded before
+    the pool is made are shared, not loaded again) and, should a worker fail, once in this
+    process for the files it held. Use as a context manager.
+    """
+
+    def __init__(
+        self,
+        make_scanner: Callable[[], ContentScanner],
+        workers: int,
+        *,
+        max_inflight_bytes: int = 32 * MiB,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("ScanPool needs at least one worker")
+        self._make_scanner = make_scanner
+        self._local: ContentScanner | None = None
+        self._max_inflight = max_inflight_bytes
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._outcomes: dict[int, ScanOutcome] = {}
+        self._orphans: dict[int, _Task] = {}  # held by a worker that is gone: checked here
+        self._next = 0
+        ctx = multiprocessing.get_context("fork")
+        pipes = [(ctx.Pipe(duplex=False), ctx.Pipe(duplex=False)) for _ in range(workers)]
+        self._workers: list[_Worker] = []
+        for (task_r, task_w), (res_r, res_w) in pipes:
+            process = ctx.Process(
+                target=_child,
+                args=(
+                    task_r,
+                    res_w,
+                    make_scanner,
+                    [c for pair in pipes for p in pair for c in p if c not in (task_r, res_w)],
+                ),
+                name="hallmark-content",
+                daemon=True,
+            )
+            process.start()
+            self._workers.append(_Worker(self, process, task_w, res_r))
+        for (task_r, _), (_, res_w) in pipes:  # the children's ends: EOF reaches us when a child dies
+            task_r.close()
+            res_w.close()
+        for w in self._workers:  # threads only after every fork
+            w.sender.start()
+            w.receiver.start()
+
+    def __enter__(self) -> ScanPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        path: str,
+        layer_index: int | None,
+        layer_digest: str | None,
+        data: bytes,
+        size: int | None = None,
+        *,
+        mode: int | None = None,
+    ) -> int:
+        """Queue one file (its whole contents); returns the ticket that ``result`` takes."""
+        with self._cond:
+            while self._inflight and self._inflight + len(data) > self._max_inflight:
+                self._cond.wait()
+            ticket = self._next
+            self._next += 1
+            task = _Task(ticket, path, layer_index, layer_digest, data, size, mode)
+            alive = [w for w in self._workers if w.alive]
+            if not alive:
+                self._orphans[ticket] = task
+                return ticket
+            worker = min(alive, key=lambda w: w.assigned)
+            worker.assigned += len(data) + 4096  # a file's fixed cost, in bytes
+            worker.pending[ticket] = task
+            self._inflight += len(data)
+        worker.queue.put(task)
+        return ticket
+
+    def result(self, ticket: int) -> ScanOutcome:
+        """The outcome of a submitted file (waits for it); each ticket can be taken once."""
+        with self._cond:
+            while ticket not in self._outcomes and ticket not in self._orphans:
+                self._cond.wait()
+            outcome = self._outcomes.pop(ticket, None)
+            task = self._orphans.pop(ticket, None) if outcome is None else None
+        if task is not None:
+            outcome = self._scan_here(task)
+        assert outcome is not None
+        return outcome
+
+    def _scan_here(self, t: _Task) -> ScanOutcome:
+        if self._local is None:
+            self._local = self._make_scanner()
+        return self._local.scan_file(t.path, t.layer_index, t.layer_digest, t.data, t.size, mode=t.mode)
+
+    def done(self, worker: _Worker, items: list[tuple[int, ScanOutcome]]) -> None:
+        with self._cond:
+            for ticket, outcome in items:
+                task = worker.pending.pop(ticket, None)
+                if task is not None:
+                    self._inflight -= len(task.data)
+                self._outcomes[ticket] = outcome
+            self._cond.notify_all()
+
+    def lost(self, worker: _Worker) -> None:
+        """A worker's pipe failed: what it held is checked in this process."""
+        with self._cond:
+            if worker.alive and worker.pending:
+                log.warning("content-check worker %s stopped; checking its files here", worker.process.pid)
+            worker.alive = False
+            for ticket, task in worker.pending.items():
+                self._inflight -= len(task.data)
+                self._orphans[ticket] = task
+            worker.pending.clear()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the workers (after their queued files) and wait for them."""
+        for w in self._workers:
+            w.queue.put(None)
+        for w in self._workers:
+            w.sender.join()
+            w.receiver.join()
+            w.results.close()
+            w.process.join(timeout=5)
+            if w.process.is_alive():  # pragma: no cover - a worker stuck in a scan
+                w.process.kill()
+                w.process.join()
+
+
+Slot = ScanOutcome | int  # an outcome, or a ScanPool ticket
+
+
+class OrderedChecks:
+    """A layer's file checks as one process would run them, in entry order, on a ``ScanPool``
+    when there is one. Files whose tar size is over ``max_file_bytes`` stay here with the
+    ``light`` scanner (secret rules and blocklist only): YARA and archives never see such a
+    file (they need it in memory), so the full rules would change nothing for it."""
+
+    def __init__(self, make_scanner: Callable[[], ContentScanner], light: ContentScanner, workers: int) -> None:
+        self.light = light
+        self.pool = ScanPool(make_scanner, workers) if workers > 0 else None
+        self._local = None if self.pool is not None else make_scanner()
+
+    def file(
+        self,
+        slots: list[Slot],
+        path: str,
+        layer_index: int | None,
+        layer_digest: str | None,
+        stream: IO[bytes],
+        size: int | None,
+        mode: int | None,
+    ) -> None:
+        """Check one regular file (``stream`` is read to its end here) into ``slots``."""
+        if self._local is not None:
+            slots.append(self._local.scan_file(path, layer_index, layer_digest, stream, size, mode=mode))
+            return
+        assert self.pool is not None
+        if size is not None and size > self.light.options.max_file_bytes:
+            slots.append(self.light.scan_file(path, layer_index, layer_digest, stream, size, mode=mode))
+            return
+        try:
+            data = stream.read()
+        except Exception as exc:  # the same Skip a reading scan_file gives
+            slots.append(self.light.scan_file(path, layer_index, layer_digest, _failing(exc), size, mode=mode))
+            return
+        slots.append(self.pool.submit(path, layer_index, layer_digest, data, size, mode=mode))
+
+    def outcome(self, slots: list[Slot]) -> ScanOutcome:
+        """Every slot's outcome, merged in entry order."""
+        out = ScanOutcome()
+        for slot in slots:
+            out.extend(slot if isinstance(slot, ScanOutcome) else self._pool().result(slot))
+        return out
+
+    def _pool(self) -> ScanPool:
+        if self.pool is None:
+            raise RuntimeError("OrderedChecks used after close()")
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.close()
+
+
+class _Failing(io.RawIOBase):
+    """A reader that fails as the layer stream did."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise self.exc
+
+
+def _failing(exc: Exception) -> IO[bytes]:
+    return cast(IO[bytes], _Failing(exc))
+
+
+def _child(
+    tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner], others: list[Connection]
+) -> None:
+    for c in others:  # other workers' and the parent's ends: keep only ours
+        c.close()
+    _worker_main(tasks, results, make_scanner)
+
+
+__all__ = ["OrderedChecks", "ScanPool", "Slot", "default_workers"]

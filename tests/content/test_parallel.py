@@ -1,0 +1,138 @@
+"""Content checks in worker processes (``hallmark.content.parallel``) find exactly what one
+process finds: the EICAR file, planted secrets, archive members, mode checks, read errors and
+files too large to hold, in the same order; a worker that dies loses no file."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hallmark.content import ContentScanner, RuleBundle, ScanOptions, ScanOutcome, load_rules
+from hallmark.content.parallel import OrderedChecks, ScanPool
+from tests.content.conftest import FakeSecrets, eicar
+
+
+def _jar(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _files(fake: FakeSecrets) -> list[tuple[str, bytes, int]]:
+    creds = f"[default]\naws_access_key_id = {fake.aws_key_id}\naws_secret_access_key = {fake.aws_secret}\n"
+    return [
+        ("/tmp/eicar.com", eicar(), 0o644),
+        ("/root/.aws/credentials", creds.encode(), 0o600),
+        ("/usr/bin/tool", b"\x7fELF" + b"\0" * 200, 0o4755),
+        ("/opt/app/lib.jar", _jar("conf/app.env", f"DB=postgres://app:{fake.db_password}@db:5432/x\n".encode()), 0o644),
+        ("/srv/readme.txt", b"nothing here\n" * 50, 0o644),
+        ("/srv/big.txt", (f"aws_secret_access_key = {fake.aws_secret}\n" + "x" * 5000).encode(), 0o644),
+    ]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> RuleBundle:
+    return load_rules(None)  # built-in rules: the EICAR YARA rule and Hallmark's secret rules
+
+
+def _one_process(bundle: RuleBundle, options: ScanOptions, files: list[tuple[str, bytes, int]]) -> ScanOutcome:
+    scanner = ContentScanner(bundle, options)
+    out = ScanOutcome()
+    for path, data, mode in files:
+        out.extend(scanner.scan_file(path, 0, "sha256:layer", io.BytesIO(data), len(data), mode=mode))
+    return out
+
+
+def _ordered(
+    bundle: RuleBundle, options: ScanOptions, files: list[tuple[str, bytes, int]], workers: int
+) -> ScanOutcome:
+    """The files checked through ``OrderedChecks``; with workers, none is checked in this process."""
+    light = ContentScanner(load_rules(None, yara=False), options)
+    made_here: list[int] = []
+
+    def make() -> ContentScanner:
+        made_here.append(os.getpid())  # a worker's append stays in the worker
+        return ContentScanner(bundle, options)
+
+    checks = OrderedChecks(make, light, workers)
+    slots: list[object] = []
+    try:
+        for path, data, mode in files:
+            checks.file(slots, path, 0, "sha256:layer", io.BytesIO(data), len(data), mode)  # type: ignore[arg-type]
+        outcome = checks.outcome(slots)  # type: ignore[arg-type]
+    finally:
+        checks.close()
+    assert made_here == ([] if workers else [os.getpid()])
+    return outcome
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_workers_find_what_one_process_finds(bundle: RuleBundle, fake: FakeSecrets, workers: int) -> None:
+    options = ScanOptions()
+    files = _files(fake) * 3  # more files than workers, spread over both
+    expected = _one_process(bundle, options, files)
+    got = _ordered(bundle, options, files, workers)
+    assert got == expected
+    found = {(f.kind, f.rule_id, f.path) for f in got.findings}
+    assert ("malware", "Hallmark_EICAR_Test_File", "/tmp/eicar.com") in found
+    assert any(k == "secret" and p == "/root/.aws/credentials" for k, _, p in found)
+    assert any(k == "secret" and p == "/opt/app/lib.jar!/conf/app.env" for k, _, p in found)
+    assert ("config", "setuid-file", "/usr/bin/tool") in found
+
+
+def test_files_over_the_memory_limit_stay_here_with_the_same_result(bundle: RuleBundle, fake: FakeSecrets) -> None:
+    options = ScanOptions(max_file_bytes=1024)  # /srv/big.txt and the credentials-sized files differ
+    files = _files(fake)
+    assert _ordered(bundle, options, files, 2) == _one_process(bundle, options, files)
+    assert any(
+        s.reason == "too-large" and s.path == "/srv/big.txt" for s in _ordered(bundle, options, files, 1).skipped
+    )
+
+
+class _Broken(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        raise OSError("unexpected end of data")
+
+
+def test_a_read_error_gives_the_same_skip(bundle: RuleBundle) -> None:
+    options = ScanOptions()
+    alone = ContentScanner(bundle, options).scan_file("/x", 0, "sha256:layer", _Broken(), 10, mode=0o644)  # type: ignore[arg-type]
+    checks = OrderedChecks(lambda: ContentScanner(bundle, options), ContentScanner(bundle, options), 1)
+    try:
+        slots: list[object] = []
+        checks.file(slots, "/x", 0, "sha256:layer", _Broken(), 10, 0o644)  # type: ignore[arg-type]
+        assert checks.outcome(slots) == alone  # type: ignore[arg-type]
+    finally:
+        checks.close()
+    assert [s.reason for s in alone.skipped] == ["read-error"]
+
+
+def test_files_of_a_worker_that_dies_are_checked_here(bundle: RuleBundle, fake: FakeSecrets, tmp_path: Path) -> None:
+    options = ScanOptions()
+    parent = os.getpid()
+
+    made_here: list[int] = []
+
+    def make() -> ContentScanner:
+        if os.getpid() != parent:
+            os._exit(3)  # the worker dies before checking anything
+        made_here.append(parent)
+        return ContentScanner(bundle, options)
+
+    files = _files(fake)
+    with ScanPool(make, 2) as pool:
+        tickets = [pool.submit(p, 0, "sha256:layer", d, len(d), mode=m) for p, d, m in files]
+        got = ScanOutcome()
+        for t in tickets:
+            got.extend(pool.result(t))
+    assert got == _one_process(bundle, options, files)
+    assert any(f.rule_id == "Hallmark_EICAR_Test_File" for f in got.findings)
+    assert made_here == [parent]  # checked here, once the workers were gone
