@@ -117,7 +117,7 @@ def _make(name: str) -> Counter | Histogram:
             registry=registry,
         )
     if name == "gc":
-        return Counter("hallmark_gc_runs", "Garbage collection runs in this server", ["result"], registry=registry)
+        return Counter("hallmark_gc_runs", "Garbage collections run by this server", ["result"], registry=registry)
     raise KeyError(name)
 
 

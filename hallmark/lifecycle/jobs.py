@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hallmark import metrics
 from hallmark.config import Config
 from hallmark.discovery.packages import backfill_job as packages_backfill
 from hallmark.lifecycle.scheduler import JobContext, PeriodicJob, register
@@ -24,12 +23,7 @@ def _gc(ctx: JobContext) -> dict[str, Any]:
     from hallmark.registry.gc import collect
 
     policy = gc_policy(ctx.meta, ctx.config)  # keeps manifests inside their time-machine window
-    try:
-        result = collect(ctx.meta, ctx.blobs, ctx.config.lifecycle.gc_grace_seconds, False, policy)
-    except Exception:
-        metrics.observe_gc(ok=False)
-        raise
-    metrics.observe_gc(ok=True)
+    result = collect(ctx.meta, ctx.blobs, ctx.config.lifecycle.gc_grace_seconds, False, policy)
     if ctx.pipeline is not None:
         forget(result.manifests, ctx.pipeline.on_delete)
     return {"deleted": len(result.deleted), "unlinked": len(result.unlinked), "manifests": len(result.manifests)}

@@ -21,6 +21,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hallmark import metrics
 from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.storage.base import BlobStore
 
@@ -60,6 +61,24 @@ def collect(
     grace_seconds: int = 3600,
     dry_run: bool = False,
     manifests: ManifestPolicy | None = None,
+) -> GcResult:
+    """One garbage collection (counted in ``hallmark_gc_runs_total`` unless a dry run)."""
+    try:
+        result = _collect(meta, blobs, grace_seconds, dry_run, manifests)
+    except Exception:
+        metrics.observe_gc(ok=False)
+        raise
+    if not dry_run:
+        metrics.observe_gc(ok=True)
+    return result
+
+
+def _collect(
+    meta: MetadataStore,
+    blobs: BlobStore,
+    grace_seconds: int,
+    dry_run: bool,
+    manifests: ManifestPolicy | None,
 ) -> GcResult:
     before = utcnow() - dt.timedelta(seconds=grace_seconds)
     result = GcResult(dry_run)

@@ -81,10 +81,12 @@ def test_metrics_label_routes_by_template_never_by_repository(site: tuple[Server
             c.get(f"/v2/team/secret-project-{i}/blobs/{digest}")
             c.get(f"/api/v1/repositories/team/secret-project-{i}")
         c.put("/v2/team/secret-project/manifests/latest", content=b"x" * 1000)
+        assert c.post("/api/v1/gc", params={"grace_seconds": "0"}).status_code == 200
     body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     assert "secret-project" not in body and digest not in body
     assert _sample(body, "hallmark_http_requests_total", route="/v2/{name}/blobs/{digest}") is not None
     assert _sample(body, "hallmark_http_request_bytes_total", route="/v2/{name}/manifests/{ref}") == 1000
+    assert _sample(body, "hallmark_gc_runs_total", result="ok") == 1
 
 
 def test_metrics_on_the_main_port_need_an_administrator(site: tuple[Server, int, tuple[str, str]]) -> None:
