@@ -40,6 +40,7 @@ from hallmark.registry.service import RegistryService
 from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import BlobStore, FilesystemBlobStore
 from hallmark.web import auth as web_auth
+from hallmark.web import dbfaults as web_dbfaults
 from hallmark.web import observe as web_observe
 from hallmark.web.authz import PUBLIC, REGISTRY, declare, route, undeclared
 from hallmark.web.client import TRUSTED_PROXIES, TrustedProxies
@@ -166,6 +167,7 @@ def build_app(hm: Hallmark) -> web.Application:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    web_dbfaults.install(app)  # a database restart: 503 with the API's error body (outside access control)
     web_auth.install(app, hm)
     if hm.access is not None and hm.config.access.enabled:
         app.router.add_routes(api_access.routes(hm.access))

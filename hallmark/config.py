@@ -140,6 +140,10 @@ class StorageConfig(_Section):
     secret_key: str | None = Field(default=None, repr=False)
     redirect: bool = False  # answer blob GETs with 307 to a presigned URL instead of streaming
     redirect_expiry_seconds: int = Field(default=600, ge=10, le=7 * 24 * 3600)
+    # Failed S3 calls (throttling 503 SlowDown, 5xx, timeouts, dropped connections) are retried with
+    # exponential backoff up to max_attempts tries in all; a call waits timeout_seconds for an answer.
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    timeout_seconds: float = Field(default=60, gt=0, le=3600)
 
     @field_validator("driver")
     @classmethod

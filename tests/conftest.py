@@ -58,6 +58,11 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run(str(self.bin / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start_server()
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "hallmark")
+
+    def start_server(self) -> None:
+        """Start the (initialised) cluster; also after :meth:`stop`, on the same port."""
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",
@@ -69,7 +74,6 @@ class PostgresServer:
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
             "start",
         )
-        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "hallmark")
 
     def url(self, db: str = "hallmark") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{db}"

@@ -27,8 +27,9 @@ SECRET_KEY = "hallmark-test-secret"
 
 
 class MotoServer:
-    def __init__(self, port: int, log_dir: Path) -> None:
+    def __init__(self, port: int, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.port = port
+        self.extra_env = env or {}  # e.g. INITIAL_NO_AUTH_ACTION_COUNT=0: moto checks credentials
         self.log_path = log_dir / f"moto-{port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,7 +39,7 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         log = open(self.log_path, "ab")
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, **self.extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log,

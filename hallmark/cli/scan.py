@@ -94,7 +94,12 @@ def _advisories(db: str | None, data_dir: str | None, config_file: str | None) -
         meta = PipelineStore(MetadataStore(make_engine(url))).active_advisory_set()
         if meta is None:
             return None
-        return meta, open_active(cfg, meta)  # the compiled set: reads only this image's packages
+        blobs = None
+        if not (cfg.data_path / "advisories" / str(meta["sources"]["folder"])).is_dir():
+            from hallmark.app import open_blob_store  # imported by another replica: in the blob store
+
+            blobs = open_blob_store(cfg)
+        return meta, open_active(cfg, meta, blobs)  # the compiled set: reads only this image's packages
     except Exception as exc:  # an unreadable/old database means "no data", said loudly below
         typer.echo(f"warning: cannot read the active advisory set from {url}: {exc}", err=True)
         return None

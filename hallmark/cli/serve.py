@@ -19,6 +19,7 @@ from hallmark import logs
 from hallmark.cli._common import ConfigOption, DataDirOption, get_config
 from hallmark.config import Config, ConfigError, parse_listen
 from hallmark.metadata.db import DatabaseUnavailable
+from hallmark.storage.base import StorageUnavailable
 from hallmark.web.client import TRUSTED_PROXIES, TrustedProxies
 from hallmark.web.timeouts import ReadTimeouts, protocol_factory
 from hallmark.web.timeouts import install as install_timeouts
@@ -176,8 +177,12 @@ def _serve_workers(
     from hallmark.app import Hallmark
 
     try:
-        Hallmark.open(cfg).close()
-    except (DatabaseUnavailable, ConfigError) as exc:
+        hm = Hallmark.open(cfg)
+        try:  # a missing bucket or refused credentials fail the start, not the first push
+            hm.blobs.ping()
+        finally:
+            hm.close()
+    except (DatabaseUnavailable, ConfigError, StorageUnavailable) as exc:
         sock.close()
         _fail(str(exc))
     if cfg.server.workers == 1:

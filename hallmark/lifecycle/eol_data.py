@@ -249,7 +249,9 @@ def active_products(pipeline: Pipeline) -> tuple[dict[str, Any], dict[str, Produ
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None or hit[0] != meta["id"]:
-            folder = pipeline.config.data_path / "advisories" / str(meta["sources"]["folder"])
+            from hallmark.pipeline.shared_sets import ensure_set  # fetched when another replica imported it
+
+            folder = ensure_set(pipeline.config, pipeline.blobs, meta)
             _cache[key] = (meta["id"], load_products(folder))
             hit = _cache[key]
     return meta, hit[1]

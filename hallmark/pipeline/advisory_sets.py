@@ -34,6 +34,8 @@ from hallmark.advisories.compiled import compile_index, open_or_compile
 from hallmark.advisories.index import AdvisoryIndex, AdvisorySource, load_snapshot
 from hallmark.config import Config
 from hallmark.lifecycle import eol_data as eol
+from hallmark.pipeline import shared_sets
+from hallmark.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +134,16 @@ def _sets_root(config: Config) -> Path:
     return config.data_path / "advisories"
 
 
-def load_active(config: Config, meta: dict[str, Any]) -> AdvisoryIndex:
-    """The active set in memory (the server: re-matching reads every package anyway)."""
-    folder = _sets_root(config) / str(meta["sources"]["folder"])
-    return load_snapshot(folder)
+def load_active(config: Config, meta: dict[str, Any], blobs: BlobStore | None = None) -> AdvisoryIndex:
+    """The active set in memory (the server: re-matching reads every package anyway); fetched from
+    the blob store first when another replica imported it."""
+    return load_snapshot(shared_sets.ensure_set(config, blobs, meta))
 
 
-def open_active(config: Config, meta: dict[str, Any]) -> AdvisorySource:
+def open_active(config: Config, meta: dict[str, Any], blobs: BlobStore | None = None) -> AdvisorySource:
     """The active set for one scan: its compiled index, read per package (a set imported before
     sets were compiled is compiled on this first use)."""
-    return open_or_compile(_sets_root(config) / str(meta["sources"]["folder"]))
+    return open_or_compile(shared_sets.ensure_set(config, blobs, meta))
 
 
 def _sha256(path: Path) -> str:
@@ -306,6 +308,13 @@ def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | 
         (active["sources"].get("endoflife") or {}).get("digest") if active else None
     )
     sources["endoflife"] = end_of_life
+    # Before the switch: a rule bundle that fails, or a blob store that refuses the set, switches nothing.
+    sources["rules"] = install_rules(config, Path(base.removeprefix("file://"))) if is_mirror else []
+    try:
+        _publish(pipeline, folder, sources, active)
+    except (OSError, ValueError, shared_sets.SharedSetError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UpdateError(f"cannot publish the advisory set to the blob store for other replicas: {exc}") from exc
     digest = "sha256:" + hashlib.sha256(repr(sorted((f["path"], f.get("sha256")) for f in files)).encode()).hexdigest()
     set_id = pipeline.store.add_advisory_set(digest, sources)
     pipeline.store.add_event("advisories.updated", None, None, {"set": set_id, "advisories": sources["advisories"]})
@@ -313,12 +322,27 @@ def update(pipeline: Any, mirror: str | None = None, progress: UpdateProgress | 
     pipeline.jobs.enqueue("rematch", f"set-{set_id}", payload)
     pipeline.wake()
     _prune(root, keep={stamp, active["sources"]["folder"] if active else stamp})
-    if is_mirror:
-        sources["rules"] = install_rules(config, Path(base.removeprefix("file://")))
-        if sources["rules"]:  # stored images are re-checked with the new rules, as they are re-matched
-            pipeline.jobs.enqueue("content-recheck", "rules", {"rules": sources["rules"]})
-            pipeline.wake()
+    if sources.get("bundle"):  # the active and the previous set, and the rules, stay in the blob store
+        previous = active["sources"].get("bundle") if active else None
+        keep = [str(b) for b in (sources["bundle"], previous, sources.get("rules_bundle")) if b]
+        shared_sets.prune_shared(pipeline.blobs, keep)
+    if sources["rules"]:  # stored images are re-checked with the new rules, as they are re-matched
+        pipeline.jobs.enqueue("content-recheck", "rules", {"rules": sources["rules"]})
+        pipeline.wake()
     return {"set": set_id, **sources}
+
+
+def _publish(pipeline: Any, folder: Path, sources: dict[str, Any], active: dict[str, Any] | None) -> None:
+    """Replicas without a shared disk fetch the set and the rules from the blob store
+    (:mod:`hallmark.pipeline.shared_sets`); the digests go into the set's row."""
+    config: Config = pipeline.config
+    if not shared_sets.shared_storage(config):
+        return
+    sources["bundle"] = shared_sets.publish_folder(pipeline.blobs, folder)
+    if sources["rules"]:
+        sources["rules_bundle"] = shared_sets.publish_rules(config, pipeline.blobs)
+    elif active and active["sources"].get("rules_bundle"):  # the rules installed earlier stay in force
+        sources["rules_bundle"] = active["sources"]["rules_bundle"]
 
 
 def _keep_previous_eol(

@@ -42,12 +42,17 @@ def _stat_signature(root: Path) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(out)
 
 
-def rules_for(config: Config) -> RuleBundle:
+def rules_for(config: Config, pipeline: Any = None) -> RuleBundle:
     """The rule bundle in the data folder (from ``hallmark db update``), else the built-in rules.
 
     Loaded once per process and reused for every image until the folder changes (checked by
-    ``stat`` only; loading hashes and compiles megabytes of rules).
+    ``stat`` only; loading hashes and compiles megabytes of rules). With ``pipeline``, a bundle
+    that another replica installed (the active set names it) is fetched from the blob store first.
     """
+    if pipeline is not None:
+        from hallmark.pipeline.shared_sets import ensure_rules
+
+        ensure_rules(config, pipeline.blobs, pipeline.store.active_advisory_set())
     root = config.rules_path
     signature = _stat_signature(root)
     with _lock:
@@ -148,7 +153,7 @@ def recheck_all(pipeline: Any) -> dict[str, int]:
     """
     if not pipeline.config.pipeline.content_checks:
         return {"queued": 0}
-    digest = rules_for(pipeline.config).digest
+    digest = rules_for(pipeline.config, pipeline).digest
     queued = 0
     for repo, image_digest in stale_images(pipeline, digest):
         queued += bool(
@@ -174,7 +179,7 @@ def recheck_image(pipeline: Any, repo: str, digest: str) -> bool:
         return False
     with pipeline.blobs.open(config_digest) as f:
         config = f.read(MAX_CONFIG_BYTES)
-    run = ContentRun(rules_for(pipeline.config))
+    run = ContentRun(rules_for(pipeline.config, pipeline))
     result = index_image(
         rec.content,
         config,

@@ -46,7 +46,7 @@ def active_index(pipeline: Pipeline) -> tuple[dict[str, Any], AdvisoryIndex] | N
     with _cache_lock:
         hit = _cache.get(key)
         if hit is None or hit[0] != meta["id"]:
-            idx = load_active(pipeline.config, meta)
+            idx = load_active(pipeline.config, meta, pipeline.blobs)
             _cache[key] = (meta["id"], idx)
             hit = _cache[key]
     return meta, hit[1]

@@ -238,7 +238,7 @@ class Pipeline:
         from hallmark.pipeline.content import ContentRun, rules_for
 
         try:
-            return ContentRun(rules_for(self.config))
+            return ContentRun(rules_for(self.config, self))
         except Exception as exc:  # bad rule bundle: index anyway, say why content checks did not run
             log.error("content checks disabled for this run: %s", exc)
             return None

@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, or_, select, update
 
 from hallmark.discovery.packages import forget_image as forget_packages
 from hallmark.metadata.store import MetadataStore, utcnow
+from hallmark.metadata.tables import state_versions
 from hallmark.pipeline.finding_rows import forget_findings
 from hallmark.pipeline.findings import of_summary
 from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports, vex_documents
@@ -210,7 +211,8 @@ class PipelineStore:
 
     # -- advisory sets --------------------------------------------------------------------------
     def add_advisory_set(self, blob_digest: str, sources: dict[str, Any]) -> int:
-        """Record an imported set and make it the active one in the same transaction (the atomic switch)."""
+        """Record an imported set and make it the active one in the same transaction (the atomic switch);
+        the ``advisories`` state version goes up with it, for caches on every replica."""
         with self.meta.transaction() as conn:
             conn.execute(update(advisory_sets).values(active=False))
             res = conn.execute(
@@ -220,6 +222,14 @@ class PipelineStore:
             )
             pk = res.inserted_primary_key
             assert pk is not None
+            now = utcnow()
+            bumped = conn.execute(
+                update(state_versions)
+                .where(state_versions.c.name == "advisories")
+                .values(version=state_versions.c.version + 1, updated_at=now)
+            ).rowcount
+            if not bumped:
+                conn.execute(state_versions.insert().values(name="advisories", version=1, updated_at=now))
             return int(pk[0])
 
     def active_advisory_set(self) -> dict[str, Any] | None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from hallmark.storage.shared import SharedFiles
 
 
 class BlobNotFound(KeyError):
@@ -109,4 +112,8 @@ class BlobStore(Protocol):
 
     def ping(self) -> None:
         """Raise when the store cannot be reached (a cheap call, for readiness probes)."""
+        ...
+
+    def shared(self) -> SharedFiles:
+        """The reserved namespace for files every replica needs (advisory sets, rule bundles)."""
         ...

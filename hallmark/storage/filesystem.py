@@ -28,6 +28,7 @@ import orjson
 from hallmark.buffers import AlignedBuffers
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
 from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
+from hallmark.storage.shared import FilesystemShared
 
 log = logging.getLogger(__name__)
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -560,6 +561,9 @@ class FilesystemBlobStore:
     def purge(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._trash_path(digest).unlink()
+
+    def shared(self) -> FilesystemShared:
+        return FilesystemShared(self.root)
 
     def iterate(self) -> Iterator[str]:
         for algo in ALGORITHMS:

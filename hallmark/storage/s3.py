@@ -14,6 +14,7 @@ Keys, under ``prefix``::
     _uploads/<id>/state       a session's state (JSON): multipart upload id, parts, size, hash state
     _uploads/<id>/tail-<gen>  the trailing bytes (< 5 MiB) not yet sent as a part
     _uploads/<id>/data        the multipart upload's key; completed only after verification
+    _shared/<algo>/<hex>      advisory sets and rule bundles for every replica (hallmark.storage.shared)
 
 Nothing becomes visible before it verified: the running sha256 is compared with the
 digest the client named *before* the last part is sent and the multipart upload
@@ -60,6 +61,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
 from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
 from hallmark.storage.s3client import is_missing, make_client, unavailable
+from hallmark.storage.shared import S3Shared
 
 if TYPE_CHECKING:
     from hallmark.config import StorageConfig
@@ -356,13 +358,17 @@ class S3BlobStore:
         secret_key: str | None = None,
         redirect: bool = False,
         redirect_expiry: int = 600,
+        max_attempts: int = 5,
+        timeout: float = 60,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.redirect = redirect
         self.redirect_expiry = redirect_expiry
         # Explicit keys when configured; otherwise boto3's chain (environment, ~/.aws, instance/pod role).
-        self.client: Any = make_client(bucket, endpoint, region, path_style, access_key, secret_key)
+        self.client: Any = make_client(
+            bucket, endpoint, region, path_style, access_key, secret_key, max_attempts, timeout
+        )
         self._publish_locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
@@ -379,6 +385,8 @@ class S3BlobStore:
             cfg.secret_key,
             cfg.redirect,
             cfg.redirect_expiry_seconds,
+            cfg.max_attempts,
+            cfg.timeout_seconds,
         )
 
     def __repr__(self) -> str:  # never the credentials
@@ -470,8 +478,9 @@ class S3BlobStore:
 
     # -- BlobStore -------------------------------------------------------------------------
     def ping(self) -> None:
-        """One HEAD of the bucket: reachable, credentials accepted, bucket there."""
-        self.client.head_bucket(Bucket=self.bucket)
+        """Reachable, credentials accepted, bucket there: one listing of at most one key (not a HEAD of
+        the bucket, whose error answers carry no code to say which of these failed)."""
+        self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key("_uploads/"), MaxKeys=1)
 
     def stat(self, digest: str) -> int | None:
         head = self._head(self.blob_key(digest))
@@ -586,6 +595,9 @@ class S3BlobStore:
 
     def purge(self, digest: str) -> None:
         self.delete_key(self.trash_key(digest))
+
+    def shared(self) -> S3Shared:
+        return S3Shared(self)
 
     def iterate(self) -> Iterator[str]:
         for algo in ALGORITHMS:

@@ -35,6 +35,7 @@ def unavailable(exc: Exception, bucket: str) -> StorageUnavailable:
             "InvalidAccessKeyId": "the access key is not known to the S3 server",
             "SignatureDoesNotMatch": "the secret key does not match the access key",
             "SlowDown": "the S3 server is throttling requests",
+            "403": "access denied: check storage.access_key/secret_key or the role",
         }.get(code, str(err.get("Message") or code))
         return StorageUnavailable(f"S3 bucket {bucket!r}: {code}: {hint}")
     return StorageUnavailable(f"S3 bucket {bucket!r} unreachable: {type(exc).__name__}: {exc}")
@@ -91,8 +92,15 @@ def make_client(
     path_style: bool,
     access_key: str | None,
     secret_key: str | None,
+    max_attempts: int = 5,
+    timeout: float = 60,
 ) -> GuardedClient:
-    """Explicit keys when configured; otherwise boto3's chain (environment, ~/.aws, instance/pod role)."""
+    """Explicit keys when configured; otherwise boto3's chain (environment, ~/.aws, instance/pod role).
+
+    Retries: botocore's "standard" mode (throttling codes such as SlowDown, 5xx, timeouts and dropped
+    connections; exponential backoff with jitter, bounded by ``max_attempts`` tries in all). The
+    "adaptive" mode adds a client-side rate limiter per client, which AWS documents as experimental.
+    """
     session = boto3.session.Session(
         aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region or "us-east-1"
     )
@@ -101,9 +109,9 @@ def make_client(
         endpoint_url=endpoint,
         config=BotoConfig(
             s3={"addressing_style": "path" if path_style else "auto"},
-            retries={"mode": "standard", "max_attempts": 6},
-            connect_timeout=10,
-            read_timeout=120,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=min(10, timeout),
+            read_timeout=timeout,
             max_pool_connections=32,
             signature_version="s3v4",
         ),

@@ -153,15 +153,16 @@ def test_abandoned_multipart_upload_is_aborted_by_cleanup(streaming: Server) -> 
 def test_missing_bucket_is_a_clear_retryable_error(moto: MotoServer, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    env = {**moto.env("hm-never-created"), "HALLMARK_PIPELINE__ENABLED": "false"}
-    srv = Server(data, env=env).start()
+    bucket = moto.new_bucket()  # there at the start (a missing one fails it: tests/storage/test_s3_faults.py)
+    srv = Server(data, env={**moto.env(bucket), "HALLMARK_PIPELINE__ENABLED": "false"}).start()
     try:
+        moto.client().delete_bucket(Bucket=bucket)  # then gone
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             blob = b"nowhere to go"
             r = c.post("/v2/s3/nobucket/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
             assert r.status_code == 503 and r.headers["Retry-After"]
             (err,) = r.json()["errors"]
-            assert err["code"] == "UNAVAILABLE" and "hm-never-created" in err["message"]
+            assert err["code"] == "UNAVAILABLE" and bucket in err["message"]
             assert "does not exist" in err["message"] and moto.env("x")["HALLMARK_STORAGE__SECRET_KEY"] not in r.text
             assert c.get(f"/v2/s3/nobucket/blobs/{sha256(blob)}").status_code == 404
     finally:
