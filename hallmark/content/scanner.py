@@ -124,7 +124,9 @@ class ContentScanner:
             if len(raw) > opts.max_hash_bytes:
                 out.skipped.append(Skip(path, layer, "all", "too-large", f"{len(raw)} bytes > {opts.max_hash_bytes}"))
                 return None, None
-            return (raw if len(raw) <= opts.max_file_bytes else None), hashlib.sha256(raw).hexdigest()
+            if len(raw) <= opts.max_file_bytes:
+                return raw, ""  # hashed only if something needs it (``_sha``)
+            return None, hashlib.sha256(raw).hexdigest()
         if size is not None and size > opts.max_hash_bytes:
             out.skipped.append(Skip(path, layer, "all", "too-large", f"{size} bytes > {opts.max_hash_bytes}"))
             return None, None
@@ -164,6 +166,8 @@ class ContentScanner:
         content, sha = self._read(data, size, path, layer, out)
         if sha is None and content is None:
             return
+        if content is not None and not sha:
+            sha = self._sha(content)
         if sha is not None and self.options.malware:
             self._blocklist(path, layer, digest, sha, out)
         if self.options.secrets and not self.rules.secrets.path_skipped(path):
@@ -179,7 +183,7 @@ class ContentScanner:
                         layer_index=layer,
                         layer_digest=digest,
                         preview="file detected",
-                        fingerprint=sha,
+                        fingerprint=sha or hashlib.sha256(content or b"").hexdigest(),
                         remediation="Remove the key store from the image and rotate the keys it holds.",
                     )
                 )
@@ -244,13 +248,21 @@ class ContentScanner:
             if isinstance(item, Member):
                 member_path = f"{path}!/{item.name.lstrip('/')}"
                 if self.options.malware:
-                    sha = hashlib.sha256(item.data).hexdigest()
-                    self._blocklist(member_path, layer, digest, sha, out)
+                    sha = self._sha(item.data)
+                    if sha is not None:
+                        self._blocklist(member_path, layer, digest, sha, out)
                     self._yara_scan(member_path, layer, digest, item.data, sha, out)
                 self._content(member_path, layer, digest, item.data, out, depth=depth + 1, budget=budget)
             else:
                 where = f"{path}!/{item.name}" if item.name else path
                 out.skipped.append(Skip(where, layer, "archive", item.reason, item.detail))
+
+    def _sha(self, content: bytes) -> str | None:
+        """SHA-256 of a file held in memory when the blocklist needs it; otherwise None, and a
+        finding's fingerprint hashes the file then (most files have no finding: not hashed)."""
+        if self.options.malware and self.rules.blocklist:
+            return hashlib.sha256(content).hexdigest()
+        return None
 
     # --------------------------------------------------------------- malware
     def _blocklist(self, path: str, layer: int | None, digest: str | None, sha: str, out: ScanOutcome) -> None:

@@ -136,3 +136,27 @@ def test_files_of_a_worker_that_dies_are_checked_here(bundle: RuleBundle, fake: 
     assert got == _one_process(bundle, options, files)
     assert any(f.rule_id == "Hallmark_EICAR_Test_File" for f in got.findings)
     assert made_here == [parent]  # checked here, once the workers were gone
+
+
+def test_path_skipped_is_the_same_as_asking_each_pattern(data_dir: Path) -> None:
+    """The allowlisted paths, asked as one RE2 alternation, are those each pattern gives."""
+    ruleset = load_rules(data_dir, yara=False).secrets
+    paths = [
+        "/usr/share/doc/pkg/copyright",
+        "/usr/lib/python3/dist-packages/x/tests/key.pem",
+        "/usr/local/go/src/crypto/tls/testdata/key.pem",
+        "/root/go/pkg/mod/example.com/a@v1/k.pem",
+        "/etc/ssl/certs/ca.pem",
+        "/app/.env",
+        "/app/config/settings.py",
+        "/srv/package-lock.json",
+        "/home/u/.m2/repository/x.jar",
+        "/opt/app/node_modules/x/README.md",
+    ]
+    naive = [
+        any(p.search(path) for p in ruleset.path_allowlist)
+        or any(a.paths and not a.condition_and and a.path_matches(path) for a in ruleset.global_allowlists)
+        for path in paths
+    ]
+    assert [ruleset.path_skipped(p) for p in paths] == naive
+    assert True in naive and False in naive
