@@ -16,7 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
+from hallmark.config import load_config
 from hallmark.metadata.tables import state_versions
+from hallmark.pipeline import shared_sets
 from hallmark.pipeline.shared_sets import SharedSetError, fetch_folder, publish_folder
 from hallmark.storage import FilesystemBlobStore
 from tests.conftest import SHARED_DATA, PostgresServer, Server, free_port
@@ -114,3 +116,27 @@ def test_fetch_refuses_a_tampered_file_and_leaves_nothing(tmp_path: Path) -> Non
     with pytest.raises(SharedSetError, match="does not match its digest"):
         fetch_folder(store, bundle, tmp_path / "second")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs", "copy", "set"]
+
+
+def test_prune_keeps_what_listed_bundles_use(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, feed in ((old, b"old feed"), (new, b"new feed")):
+        folder.mkdir()
+        (folder / "kev.json").write_bytes(b"unchanged")  # stored once, used by both
+        (folder / "feed.zip").write_bytes(feed)
+    old_bundle, new_bundle = publish_folder(store, old), publish_folder(store, new)
+    assert shared_sets.prune_shared(store, [new_bundle]) == 2  # the old manifest and the old feed
+    fetch_folder(store, new_bundle, tmp_path / "copy")
+    assert (tmp_path / "copy" / "kev.json").read_bytes() == b"unchanged"
+    with pytest.raises(SharedSetError, match="missing"):
+        fetch_folder(store, old_bundle, tmp_path / "gone")
+
+
+def test_only_a_blob_store_outside_the_data_folder_is_published_to(tmp_path: Path) -> None:
+    base = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
+    assert not shared_sets.shared_storage(load_config(environ=base))  # embedded: nobody else reads it
+    shared = {**base, "HALLMARK_STORAGE__PATH": str(tmp_path / "nfs")}
+    assert shared_sets.shared_storage(load_config(environ=shared))
+    s3 = {**base, "HALLMARK_STORAGE__DRIVER": "s3", "HALLMARK_STORAGE__BUCKET": "b"}
+    assert shared_sets.shared_storage(load_config(environ=s3))
