@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEB_STAMP := $(VENV)/.debs
+# axe-core from npm, injected into every portal page by the Chromium tests (tests/portal).
+AXE_VERSION := 4.14.1
+AXE := $(VENV)/npm/.axe-core-$(AXE_VERSION)
 # kubectl renders deploy/kubernetes in the tests: Debian's kubernetes-client, unless the machine has a
 # kubectl already (e.g. the Google Cloud SDK's kubectl package, which conflicts with it).
 KUBECTL_DEB := $(if $(shell command -v kubectl),,kubernetes-client)
@@ -39,10 +42,17 @@ $(DEB_STAMP): | $(BIN)/python
 
 debs: $(DEB_STAMP)
 
+# npm comes with Node.js (Debian's npm package when the machine has no Node.js of its own).
+$(AXE): | $(BIN)/python
+	@command -v npm >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; }
+	npm install --prefix $(VENV)/npm --no-save --no-audit --no-fund axe-core@$(AXE_VERSION)
+	test -f $(VENV)/npm/node_modules/axe-core/axe.min.js && touch $@
+
 run: $(STAMP)
 	$(BIN)/hallmark serve
 
-test: $(TEST_STAMP) $(DEB_STAMP)
+test: $(TEST_STAMP) $(DEB_STAMP) $(AXE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-s3
 

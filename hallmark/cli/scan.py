@@ -330,6 +330,44 @@ class _ContentRun:
         return self.light
 
 
+def _base_advice(source: Any, manifest: Any, data_dir: str | None, config_file: str | None) -> dict[str, Any] | None:
+    """The base image and upgrade advice for the table output, judged by a catalog: the Hallmark
+    server the image is pulled from (its image document's ``base``/``advice``), else the local data
+    folder's catalog (by the image's layers and annotations). None when no catalog can say:
+    the table then says nothing about a base rather than guess."""
+    import json
+
+    from hallmark.oci import OciError
+
+    get_json = getattr(source, "get_json", None)
+    if get_json is not None:
+        try:
+            doc = get_json(f"/api/v1/repositories/{source.ref.repository}/images/{manifest.digest}")
+        except OciError:
+            doc = None  # not a Hallmark server, the image not there, or not readable with these credentials
+        if isinstance(doc, dict) and "base" in doc:
+            return {"catalog": source.ref.host, "base": doc.get("base"), "advice": doc.get("advice")}
+    cfg = get_config(data_dir, config_file)
+    url = cfg.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        from hallmark.discovery.base import advice_for_layers
+        from hallmark.metadata.db import make_engine
+        from hallmark.metadata.store import MetadataStore
+
+        annotations = json.loads(manifest.raw).get("annotations")
+        layers = [d.digest for d in manifest.layers]
+        meta = MetadataStore(make_engine(url))
+        found = advice_for_layers(
+            meta, layers, annotations if isinstance(annotations, dict) else {}, cfg.lifecycle.eol_soon_days
+        )
+    except Exception as exc:  # an unreadable/old database: no advice, said once
+        typer.echo(f"warning: no base image advice: cannot read the catalog at {url}: {exc}", err=True)
+        return None
+    return {"catalog": str(cfg.data_path), **found}
+
+
 def _index_cache() -> Any:
     """Per-layer and per-image index results in the user cache, in a folder named by a digest
     of the indexer's sources (a changed indexer never reads an older indexer's results)."""
@@ -423,6 +461,7 @@ def scan(
     except OciError as exc:
         raise _fail(str(exc)) from exc
     config_doc: dict[str, Any] | None = None
+    base_doc: dict[str, Any] | None = None
     try:
         try:
             manifest = source.get_manifest()
@@ -439,6 +478,8 @@ def scan(
         result = index_image(
             manifest.raw, config, open_layer, manifest_digest=manifest.digest, cache=_index_cache(), on_entry=hook
         )
+        if fmt == Format.table and result.status == "done":
+            base_doc = _base_advice(source, manifest, data_dir, config_file)
         if content is not None and result.status == "done" and wanted & {"config", "secret"}:
             import json
 
@@ -468,6 +509,8 @@ def scan(
         report.update(content.finish(config_doc))
     report["scanners"] = sorted(wanted)
     report = apply_vex(report, vex_docs) if vex_docs else {**report, "summary": summarize(report)}
+    if base_doc is not None:  # table output only: not part of the report schema
+        report["base_image"] = base_doc
 
     formatter = get_format(fmt.value)
     if fmt == Format.table and not output:

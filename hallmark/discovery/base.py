@@ -78,6 +78,12 @@ def _image_row(conn: Connection, repo: str, digest: str) -> dict[str, Any] | Non
 def find_base(conn: Connection, repo: str, digest: str) -> dict[str, Any] | None:
     """``{repository, digest, name, source}`` of the base (``source`` says how it was found), or None."""
     layers, ann = _manifest(conn, repo, digest)
+    return base_of(conn, layers, ann)
+
+
+def base_of(conn: Connection, layers: list[str], ann: dict[str, Any]) -> dict[str, Any] | None:
+    """The base of an image given its layer digests and manifest annotations (stored or not:
+    ``hallmark scan`` of a local image asks the local catalog with this)."""
     declared = ann.get(BASE_DIGEST)
     if isinstance(declared, str) and declared:
         name = ann.get(BASE_NAME) if isinstance(ann.get(BASE_NAME), str) else None
@@ -207,4 +213,19 @@ def base_and_advice(meta: MetadataStore, repo: str, digest: str, eol_soon_days: 
         if row is not None:
             base["stage"] = row["stage"] or DEFAULT_STAGE
             base["grade"] = row["grade"] or "unknown"
+    return {"base": base, "advice": advice}
+
+
+def advice_for_layers(
+    meta: MetadataStore, layers: list[str], annotations: dict[str, Any], eol_soon_days: int = 90
+) -> dict[str, Any]:
+    """``{"base": ..., "advice": ...}`` for an image that need not be in the catalog (its layers and
+    annotations given), judged against this catalog."""
+    with meta.engine.connect() as conn:
+        base = base_of(conn, layers, annotations)
+        advice = advice_for(conn, base, eol_soon_days) if base else None
+        row = _image_row(conn, base["repository"], base["digest"]) if base and base.get("repository") else None
+    if base is not None and row is not None:
+        base["stage"] = row["stage"] or DEFAULT_STAGE
+        base["grade"] = row["grade"] or "unknown"
     return {"base": base, "advice": advice}

@@ -14,7 +14,7 @@ import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import httpx
 
@@ -281,6 +281,15 @@ class RegistrySource:
 
     def _send(self, url: str, accept: str | None = None, stream: bool = False) -> httpx.Response:
         return self._http.request("GET", url, accept=accept, stream=stream)
+
+    def get_json(self, path: str) -> Any:
+        """GET ``path`` on the registry's host with this source's credentials, as JSON (a Hallmark
+        server's ``/api/v1`` image document, for ``hallmark scan``); OciError unless 200 JSON."""
+        resp = self._http.request("GET", self._http.root + path, accept="application/json")
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise OciError(f"{self.name}: {path} did not answer JSON") from exc
 
     def _get_manifest(self, reference: str) -> tuple[bytes, str]:
         resp = self._send(f"{self._base}/manifests/{reference}", accept=mt.ACCEPT_MANIFESTS)

@@ -34,7 +34,7 @@ from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
 from hallmark.pipeline.findings import KIND_LABELS
 from hallmark.pipeline.findings import SEVERITIES as FINDING_SEVERITIES
-from hallmark.portal import access_admin, actions, admin, advisory_page, catalog_page
+from hallmark.portal import access_admin, actions, admin, admin_mirrors, advisory_page, catalog_page
 from hallmark.portal import image_extras as extras
 from hallmark.registry.names import valid_name
 from hallmark.report.vex import JUSTIFICATIONS as VEX_JUSTIFICATIONS
@@ -625,6 +625,7 @@ def routes(hm: Hallmark, app: web.Application | None = None) -> list[web.RouteDe
         route("POST", "/admin/teams", p.page(partial(access_admin.create_team, p)), administrator),
         route("POST", f"/admin/teams/{TEAM}/members", p.page(partial(access_admin.membership, p)), administrator),
         route("POST", "/admin/permissions", p.page(partial(access_admin.change_grant, p)), administrator),
+        *admin_mirrors.routes(p),
         route("GET", "/static/portal.css", p.stylesheet, PUBLIC),
         route("GET", "/static/portal.js", p.script, PUBLIC),
     ]

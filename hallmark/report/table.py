@@ -140,6 +140,43 @@ def print_report(report: Mapping[str, Any], console: Console) -> None:
         console.print(Text("No advisory data loaded: this image is NOT known to be clean.", style="bold red"))
     elif not report.get("complete", True):
         console.print(Text("Incomplete: findings may be missing (see warnings above).", style="bold yellow"))
+    if report.get("base_image"):
+        for line, style in base_lines(report["base_image"]):
+            console.print(Text(line, style=style or ""))
+
+
+def _ref(doc: Mapping[str, Any]) -> str:
+    digest = str(doc.get("digest") or "")
+    return f"{doc.get('repository') or doc.get('name') or '(not cataloged)'}@{digest[:19]}"
+
+
+def base_lines(found: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The base image and upgrade advice a catalog gave (``hallmark scan``'s ``base_image``)."""
+    where = found.get("catalog") or "the catalog"
+    base = found.get("base")
+    if not base:
+        return [
+            (f"Base image: none found in the catalog of {where} (no declared base, no cataloged layer prefix).", None)
+        ]
+    how = "declared" if base.get("source") == "annotation" else "layer prefix"
+    facts = ", ".join(str(x) for x in (base.get("stage"), f"grade {base['grade']}" if base.get("grade") else None) if x)
+    head = f"Base image: {_ref(base)}" + (f" ({facts})" if facts else "") + f"; {how}, per {where}"
+    advice = found.get("advice")
+    if not advice:
+        return [(head + ": no upgrade advised.", None)]
+    out: list[tuple[str, str | None]] = [
+        (head, None),
+        ("Upgrade advised: " + "; ".join(advice.get("reasons") or []) + ".", "bold yellow"),
+    ]
+    for r in advice.get("replacements") or []:
+        removes, adds = (r.get("removes") or {}).get("critical_high", 0), (r.get("adds") or {}).get("critical_high", 0)
+        mark = " (declared replacement)" if r.get("declared_replacement") else ""
+        out.append(
+            (f"  consider {_ref(r)}{mark}: removes {removes} critical/high, adds {adds}, grade {r.get('grade')}", None)
+        )
+    if not advice.get("replacements"):
+        out.append(("  no approved image of the same OS family can replace it yet.", None))
+    return out
 
 
 class TableFormat(ReportFormat):

@@ -134,6 +134,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/admin/teams/{team}/members"): "administrator-login",
     ("POST", "/admin/permissions"): "administrator-login",
     ("GET", "/admin/audit"): "auditor-login",
+    # mirrors like /api/v1/mirrors: a login, then only mirrors whose destination one administers
+    ("GET", "/admin/mirrors"): "login",
+    ("GET", "/admin/mirrors/{id}"): "login",
+    ("POST", "/admin/mirrors/{id}/run"): "login",
 }
 PORTAL_KINDS = ("login", "pull-login", "push-login", "reviewer+pull-login", "administrator-login", "auditor-login")
 # The registry (/v2 goes through one dispatcher; its guard maps each registry route to an action).

@@ -10,6 +10,7 @@ import json
 import random
 import shutil
 import string
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -737,13 +738,183 @@ def test_image_page_names_its_base_and_advises_an_approved_upgrade(page: Page, s
     page.screenshot(path=str(CACHE / "portal-image-full.png"), full_page=True)
 
 
-def _axe_script() -> Path:
-    """axe-core as the PyPI package axe-playwright-python ships it (no CDN, no npm at test time)."""
-    import importlib.util
+def _skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120)
 
-    spec = importlib.util.find_spec("axe_playwright_python")
-    assert spec is not None and spec.origin is not None, "pip install axe-playwright-python (test extra)"
-    return Path(spec.origin).parent / "axe.min.js"
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed (make test installs it)")
+def test_done_when_push_find_triage_promote_and_find_approved(page: Page, site: Site, tmp_path: Path) -> None:
+    """Issue 17's flow, after the advisory test loaded PYSEC-2019-217 (jinja2 < 2.10.1): skopeo pushes
+    an image holding jinja2 2.10 and a package no other image has; the portal finds it by that
+    package, shows its findings and grade, records a VEX triage and a promotion through the forms,
+    and the catalog then lists it as approved."""
+    from tests.ocihelp import tar_layer, write_oci_layout
+    from tests.pipeline.test_pipeline import image_files
+
+    files = {
+        **image_files("11", "bullseye"),
+        "usr/lib/python3/dist-packages/donewhen_widget-1.4.dist-info/METADATA": (
+            b"Metadata-Version: 2.1\nName: donewhen-widget\nVersion: 1.4\n"
+        ),
+    }
+    digest = write_oci_layout(tmp_path / "layout", "v1", [tar_layer(files)])
+    user, password = site.admin
+    pushed = _skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"--dest-creds={user}:{password}",
+        f"oci:{tmp_path / 'layout'}:v1",
+        f"docker://{site.server.host}/done/widget:v1",
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        assert _wait_done(c, "done/widget", digest)["summary"]["total"] >= 1
+
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Catalog")
+    page.fill("#catalog-package", "donewhen-widget")
+    page.click("#catalog-search")
+    page.wait_for_url("**/catalog?*package=donewhen-widget*")
+    cards = page.locator("#catalog li.card")
+    assert cards.evaluate_all("els => els.map(e => e.dataset.repository)") == ["done/widget"]
+    assert "donewhen-widget 1.4" in cards.locator(".matched").inner_text()
+    cards.locator("h2 a").click()
+    page.wait_for_url(f"**/repositories/done/widget/images/{digest}")
+    assert "PYSEC-2019-217" in page.locator("#findings tr", has_text="jinja2").inner_text()
+    grade = page.locator("#health .grade").inner_text()
+    assert grade in {"A", "B", "C", "D", "E", "F", "unknown"}  # unknown here: no Debian data loaded
+    assert len(page.inner_text("#health")) > len(grade) + 5  # with its reason
+    assert page.inner_text("#catalog-stage").startswith("staging")
+
+    page.select_option("#vex-advisory", "PYSEC-2019-217")
+    page.select_option("#vex-status", "not_affected")
+    page.select_option("#vex-justification", "vulnerable_code_not_in_execute_path")
+    page.fill("#vex-statement", "the widget never renders untrusted templates")
+    with page.expect_navigation():
+        page.click("#vex-submit")
+    assert "Triage recorded" in page.inner_text("#triage-done")
+
+    page.select_option("#promote-to", "approved")
+    page.fill("#promote-reason", "jinja2 finding triaged; Debian data not mirrored in this test")
+    page.check("#promote-force")
+    with page.expect_navigation():
+        page.click("#promote-submit")
+    assert page.inner_text("#catalog-stage").startswith("approved")
+
+    page.click("header >> text=Catalog")
+    page.fill("#catalog-package", "donewhen-widget")
+    page.select_option("#catalog-stage", "approved")
+    page.click("#catalog-search")
+    page.wait_for_url("**/catalog?*stage=approved*")
+    card = page.locator("#catalog li.card[data-repository='done/widget']")
+    assert card.locator(".stage").inner_text() == "approved"
+    assert card.locator("input.pull-command").input_value().endswith(f"/done/widget@{digest}")
+
+
+def test_advisory_page_lists_every_affected_image(page: Page, site: Site) -> None:
+    """From the CVE's page, every image the advisory (an alias of PYSEC-2019-217) affects: the same set
+    as the API's answer, several repositories, each linking to its image page; the fixed image not."""
+    cve = "CVE-2019-10906"
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        r = c.get(f"/api/v1/advisories/{cve}")
+        assert r.status_code == 200, r.text
+        expected = {(i["repository"], i["digest"]) for i in r.json()["images"]}
+        fixed = c.head("/v2/portal/py-base/manifests/v2").headers["Docker-Content-Digest"]
+    assert {"portal/jinja", "portal/py-base", "portal/py-app"} <= {repo for repo, _ in expected}
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Advisories")
+    page.fill("#advisory-q", cve)
+    page.click("#advisory-search")
+    page.wait_for_url(f"**/advisories/{cve}")
+    links = page.locator("#affected-images tbody tr td:first-child a").evaluate_all(
+        "els => els.map(e => e.getAttribute('href'))"
+    )
+    shown = {(h.split("/repositories/")[1].split("/images/")[0], h.rsplit("/", 1)[1]) for h in links}
+    assert shown == expected
+    assert page.inner_text("#affected-count").startswith(str(len(expected)))
+    assert fixed not in {d for _, d in shown}
+    page.locator("#affected-images tbody tr", has_text="portal/py-app").locator("a").click()
+    page.wait_for_url("**/repositories/portal/py-app/images/*")
+    assert "PYSEC-2019-217" in page.inner_text("#findings")
+
+
+def test_mirror_pages_list_runs_and_run_now(page: Page, site: Site, tmp_path: Path) -> None:
+    """A mirror from a second Hallmark (anonymous pulls): the list shows it never ran; "Run now" (CSRF
+    form) queues a run that a worker copies; the mirror page shows the run and its per-tag result.
+    Only administrators of the destination see it."""
+    (tmp_path / "upstream").mkdir()
+    upstream = Server(tmp_path / "upstream").start()
+    try:
+        with httpx.Client(base_url=upstream.url, timeout=30) as c:
+            digest = push_image(c, "team/app", "v1", files=FILES)
+            push_image(c, "team/app", "skip-me")
+        _check_mirror_pages(page, site, upstream, digest)
+    finally:
+        upstream.stop()
+
+
+def _check_mirror_pages(page: Page, site: Site, upstream: Server, digest: str) -> None:
+    body = {
+        "name": "upstream-app",
+        "source": f"http://{upstream.host}/team/app",
+        "destination": "mirrored/app",
+        "tags": {"include": ["v1"]},
+        "schedule": {"cron": "0 3 * * *"},
+        "copy_referrers": False,
+    }
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        r = c.post("/api/v1/mirrors", json=body)
+        assert r.status_code == 201, r.text
+        mirror_id = r.json()["id"]
+    login(page, *site.admin)
+    page.wait_for_url(site.url + "/")
+    page.click("header >> text=Mirrors")
+    row = page.locator("#mirrors tr[data-mirror='upstream-app']")
+    assert "never run" in row.inner_text() and "cron 0 3 * * *" in row.inner_text()
+    assert f"{upstream.host}/team/app" in row.inner_text() and "mirrored/app" in row.inner_text()
+    row.locator("a", has_text="upstream-app").click()
+    page.wait_for_url(f"**/admin/mirrors/{mirror_id}")
+    assert "anonymous" in page.inner_text("#mirror-definition")
+    with page.expect_navigation():
+        page.click("#run-now")
+    assert "Run queued" in page.inner_text("#run-queued")
+    with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+        deadline = time.monotonic() + 60
+        while True:
+            runs = c.get(f"/api/v1/mirrors/{mirror_id}/runs").json()["runs"]
+            if runs and runs[0]["state"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline, runs
+            time.sleep(0.3)
+    page.reload()
+    run = page.locator("#runs tbody tr").first
+    assert runs[0]["state"] in run.inner_text() and "manual" in run.inner_text()
+    tag = page.locator("#run-tags tbody tr", has_text="v1")
+    assert runs[0]["copied"] == 1, runs[0]
+    assert "copied" in tag.inner_text()
+    assert tag.locator(f"a[href='/repositories/mirrored/app/images/{digest}']").count() == 1
+    assert page.locator("#run-tags tbody tr", has_text="skip-me").count() == 0  # filtered out
+    page.goto("/admin/mirrors")
+    cells = page.locator("#mirrors tr[data-mirror='upstream-app'] td").all_inner_texts()
+    assert cells[4].startswith(runs[0]["state"]) and cells[5:8] == ["1", "0", "0"]
+    assert [e["detail"]["mirror"] for e in _audit(site, "mirror.run")] == ["upstream-app"]
+
+    page.context.clear_cookies()
+    login(page, "reader", PASSWORD)
+    page.wait_for_url(site.url + "/")
+    page.goto("/admin/mirrors")
+    assert "No mirror you administer" in page.inner_text("#no-mirrors")
+    resp = page.goto(f"/admin/mirrors/{mirror_id}")
+    assert resp is not None and resp.status == 404
+
+
+def _axe_script() -> Path:
+    """axe-core from npm (``make test`` installs the pinned version under .venv/npm; no CDN)."""
+    path = ROOT / ".venv" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
+    assert path.is_file(), "make .venv/npm/.axe-core-<version> (npm axe-core, see Makefile)"
+    return path
 
 
 def test_every_page_has_no_serious_accessibility_violation(browser: Browser, site: Site) -> None:
@@ -766,6 +937,7 @@ def test_every_page_has_no_serious_accessibility_violation(browser: Browser, sit
             "/admin/robots",
             "/admin/audit?verify=1",
             "/admin/access",
+            "/admin/mirrors",
         ]
         with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
             images = c.get("/api/v1/catalog").json()["images"]
@@ -775,7 +947,9 @@ def test_every_page_has_no_serious_accessibility_violation(browser: Browser, sit
         pages += sorted(
             {f"/repositories/{i['repository']}/images/{i['digest']}" for i in images if i["repository"] in shapes}
         )
-        assert len(pages) == 15, pages
+        with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
+            pages += [f"/admin/mirrors/{m['id']}" for m in c.get("/api/v1/mirrors").json()["mirrors"]]
+        assert len(pages) == 17, pages
         found: dict[str, list[Any]] = {}
         for i, path in enumerate(pages):
             if i == 1:
