@@ -69,7 +69,7 @@ class Hallmark:
         write_record(config.data_path, config.database_url)  # first start: the folder names its database
         meta = MetadataStore(engine)
         blobs = open_blob_store(config)
-        upload_ids = UploadIds(load_key(config.data_path / "registry" / "upload-session-key"))
+        upload_ids = UploadIds(load_key(meta, config.data_path / "registry" / "upload-session-key"))
         registry = RegistryService(blobs, meta, config.registry, upload_ids=upload_ids)
         return cls(config, meta, blobs, registry, Pipeline(config, meta, blobs, registry))
 

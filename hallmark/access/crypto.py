@@ -1,4 +1,4 @@
-"""Secrets: argon2 passwords, opaque API tokens (only a SHA-256 kept) and the ES256 JWT signing key."""
+"""Secrets: argon2 passwords, opaque API tokens (only a SHA-256 kept) and the ES256 JWT signer."""
 
 from __future__ import annotations
 
@@ -103,24 +103,26 @@ def write_secret_file(path: Path, text: str) -> None:
     _write_private(path, text.encode())
 
 
-class TokenSigner:
-    """ES256 JWTs for the Docker token flow; the key is generated into the data folder on first use."""
+def new_signing_key_pem() -> str:
+    """A fresh P-256 private key (PKCS#8 PEM) for :class:`TokenSigner`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pem.decode("ascii")
 
-    def __init__(self, key_path: Path, service: str, lifetime: int) -> None:
+
+class TokenSigner:
+    """ES256 JWTs for the Docker token flow.
+
+    The key is an instance secret in the database (``hallmark.metadata.secrets``), so a token
+    issued by one replica is accepted by every other.
+    """
+
+    def __init__(self, pem: str, service: str, lifetime: int) -> None:
         self.service = service
         self.lifetime = lifetime
-        if not key_path.exists():
-            key = ec.generate_private_key(ec.SECP256R1())
-            pem = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            _write_private(key_path, pem)
-            log.info("generated token signing key %s", key_path)
-        if key_path.stat().st_mode & 0o077:
-            log.warning("token signing key %s is readable by others; chmod 600 it", key_path)
-        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{key_path} is not an EC private key")
+            raise ValueError("the token signing key is not an EC private key")
         self._key = loaded
         self._public = loaded.public_key()
         der = self._public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -32,6 +32,7 @@ from hallmark.access.audit import ALLOWED, DENIED
 from hallmark.access.model import CATALOG_ROLES, valid_principal_name
 from hallmark.access.service import AccessService, AuthFailed
 from hallmark.config import Config
+from hallmark.metadata import secrets as instance_secrets
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,13 @@ class OidcLogin:
         self.client_secret = cfg.client_secret
         if cfg.client_secret_file:
             self.client_secret = Path(cfg.client_secret_file).read_text(encoding="utf-8").strip()
-        key_path = config.data_path / "access" / "oidc-flow-key"
-        if not key_path.exists():
-            crypto.write_secret_file(key_path, _b64(secrets.token_bytes(32)))
-        self._flow_key = key_path.read_text().strip().encode()
+        # Shared by every replica (the callback may reach another one than the login).
+        self._flow_key = instance_secrets.get_or_create(
+            access.store.engine,
+            instance_secrets.OIDC_FLOW_KEY,
+            lambda: _b64(secrets.token_bytes(32)),
+            config.data_path / "access" / "oidc-flow-key",
+        ).encode()
         self._discovery: tuple[float, dict[str, Any]] | None = None
         self._jwks: tuple[float, dict[str, jwt.PyJWK]] = (0.0, {})
 

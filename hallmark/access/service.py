@@ -6,7 +6,6 @@ audited in one place; HTTP handlers and CLI commands only call these methods.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import hashlib
 import hmac
@@ -15,7 +14,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,120 +36,31 @@ from hallmark.access.model import (
     expand_actions,
     valid_principal_name,
 )
+from hallmark.access.ratelimit import DatabaseCounters, RateLimited, RateLimiter
 from hallmark.access.store import AccessStore, Conflict, NotFound, Principal, utcnow
 from hallmark.config import Config
+from hallmark.metadata import secrets as instance_secrets
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AccessDenied", "AccessService", "AuthFailed", "Conflict", "NotFound", "Permissions", "RateLimited"]
+__all__ = [
+    "AccessDenied",
+    "AccessService",
+    "AuthFailed",
+    "Conflict",
+    "NotFound",
+    "Permissions",
+    "RateLimited",
+    "RateLimiter",
+]
 
 
 class AuthFailed(Exception):
     """Bad or unusable credentials (the message never contains the secret)."""
 
 
-class RateLimited(Exception):
-    """Too many failed logins from this client, for this user or overall; ``retry_after`` in seconds."""
-
-    def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class AccessDenied(Exception):
     """Authenticated, but not allowed."""
-
-
-class RateLimiter:
-    """Failed logins per (client address, user name) pair with growing back-off, and per address.
-
-    A lock per user name would let anyone lock ``admin`` out by guessing wrong five times;
-    keyed on the pair, the guesser only slows itself down. Each pair gets ``per_pair`` free
-    failures, then must wait ``BACKOFF`` seconds after its last failure, doubling with every
-    further failure up to ``window``; a pair is forgotten ``window`` seconds after its back-off
-    ended, or at its next success. Spraying many user names from one address is capped by
-    ``per_addr`` failures per address within a sliding ``window``.
-
-    Per process, bounded to ``max_keys`` pairs and addresses: past that the entries idle the
-    longest are dropped (never all of them, which would hand an attacker a fresh start).
-    """
-
-    BACKOFF = 5.0
-
-    def __init__(
-        self,
-        per_pair: int,
-        per_addr: int,
-        window: float,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.per_pair, self.per_addr, self.window = per_pair, per_addr, window
-        self.max_keys = max_keys
-        self._clock = clock
-        self._pairs: collections.OrderedDict[tuple[str, str], tuple[int, float]] = collections.OrderedDict()
-        self._addrs: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def _backoff(self, failures: int) -> float:
-        if failures < self.per_pair:
-            return 0.0
-        return float(min(self.BACKOFF * 2 ** min(failures - self.per_pair, 32), self.window))
-
-    def _pair(self, key: tuple[str, str], now: float) -> tuple[int, float]:
-        """(failures, wait until) of a pair; forgets it once it is old enough."""
-        entry = self._pairs.get(key)
-        if entry is None:
-            return 0, now
-        failures, last = entry
-        until = last + self._backoff(failures)
-        if now >= until + self.window:
-            del self._pairs[key]
-            return 0, now
-        return failures, until
-
-    def _addr_count(self, addr: str, now: float) -> tuple[int, float]:
-        """(failures within the window, when the oldest leaves it)."""
-        q = self._addrs.get(addr)
-        if not q:
-            return 0, now
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            del self._addrs[addr]
-            return 0, now
-        return len(q), q[0] + self.window
-
-    def retry_after(self, user: str, addr: str | None) -> float:
-        """Seconds before this client may try this user again (0: now)."""
-        now = self._clock()
-        with self._lock:
-            _, until = self._pair((addr or "", user), now)
-            wait = until - now
-            if addr is not None:
-                count, oldest_leaves = self._addr_count(addr, now)
-                if count >= self.per_addr:
-                    wait = max(wait, oldest_leaves - now)
-            return max(wait, 0.0)
-
-    def fail(self, user: str, addr: str | None) -> None:
-        now = self._clock()
-        key = (addr or "", user)
-        with self._lock:
-            failures, _ = self._pair(key, now)
-            self._pairs[key] = (failures + 1, now)
-            self._pairs.move_to_end(key)
-            if addr is not None:
-                self._addr_count(addr, now)
-                self._addrs.setdefault(addr, collections.deque()).append(now)
-                self._addrs.move_to_end(addr)
-            for table in (self._pairs, self._addrs):
-                while len(table) > self.max_keys:
-                    table.popitem(last=False)  # the entry idle the longest
-
-    def succeeded(self, user: str, addr: str | None) -> None:
-        with self._lock:
-            self._pairs.pop((addr or "", user), None)
 
 
 @dataclass
@@ -198,8 +108,12 @@ class AccessService:
         self.cfg = config.access
         self.store = AccessStore(engine, write_lock)
         self.audit = AuditLog(self.store, self.cfg.audit_flush_interval_seconds)
+        # Failed-login counters in the database: a guesser gets no more tries by spreading them over replicas.
         self.limiter = RateLimiter(
-            self.cfg.max_failed_per_user, self.cfg.max_failed_per_address, self.cfg.failed_window_seconds
+            self.cfg.max_failed_per_user,
+            self.cfg.max_failed_per_address,
+            self.cfg.failed_window_seconds,
+            counters=DatabaseCounters(engine, self.store.transaction),
         )
         self._signer: crypto.TokenSigner | None = None
         # Verified Basic credentials for a minute, keyed by an HMAC (never the password) and the stored hash.
@@ -217,11 +131,13 @@ class AccessService:
     @property
     def signer(self) -> crypto.TokenSigner:
         if self._signer is None:
-            self._signer = crypto.TokenSigner(
-                self.config.data_path / "access" / "token-signing-key.pem",
-                self.cfg.service,
-                self.cfg.token_lifetime_seconds,
+            pem = instance_secrets.get_or_create(
+                self.store.engine,
+                instance_secrets.TOKEN_SIGNING_KEY,
+                crypto.new_signing_key_pem,
+                legacy_file=self.config.data_path / "access" / "token-signing-key.pem",
             )
+            self._signer = crypto.TokenSigner(pem, self.cfg.service, self.cfg.token_lifetime_seconds)
         return self._signer
 
     # -- bootstrap ----------------------------------------------------------------------
@@ -242,7 +158,7 @@ class AccessService:
     def authenticate(self, username: str, secret: str, client_addr: str | None, audit_success: bool = True) -> Identity:
         """Check a user password or an API/robot token; failures count towards the rate limit."""
         username = username[:128]
-        wait = self.limiter.retry_after(username, client_addr)
+        wait, had_failures = self.limiter.check(username, client_addr)
         if wait > 0:
             self.audit.record(
                 username, "login", result=DENIED, client_addr=client_addr, detail={"reason": "rate-limited"}
@@ -272,7 +188,8 @@ class AccessService:
             self.limiter.fail(username, client_addr)
             self.audit.record(username, "login", result=DENIED, client_addr=client_addr, detail={"reason": reason})
             raise AuthFailed(reason)
-        self.limiter.succeeded(username, client_addr)
+        if had_failures:
+            self.limiter.succeeded(username, client_addr)
         if audit_success:
             self.audit.record(ident.name, "login", result=ALLOWED, client_addr=client_addr)
         return ident

@@ -124,6 +124,10 @@ class AccessStore:
         if self.dialect != "sqlite":
             self._write_lock = None  # type: ignore[assignment]
 
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One write transaction (behind the SQLite writer lock), for the other access modules."""
+        return self._tx()
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
         if self._write_lock is None:

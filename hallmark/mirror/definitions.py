@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select, update
 
-from hallmark.access.crypto import write_secret_file
+from hallmark.metadata import secrets as instance_secrets
 from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.mirror.tables import mirror_run_tags, mirror_runs, mirrors
 from hallmark.oci.source import OciError, Platform
@@ -154,16 +154,25 @@ class Mirror:
 
 
 class SecretBox:
-    """AES-GCM with a 256-bit key kept in ``<data>/mirror/secret-key`` (created 0600 on first use)."""
+    """AES-GCM with a 256-bit key that is an instance secret in the database (``mirror-key``), so
+    every replica and worker opens what another sealed; an installation from before imports its
+    old ``<data>/mirror/secret-key`` once.
 
-    def __init__(self, data_path: Path) -> None:
-        self.path = data_path / "mirror" / "secret-key"
+    The key is read when the box is made: sealing happens inside write transactions, where
+    creating the row (behind the SQLite writer lock) would wait for itself.
+    """
+
+    def __init__(self, meta: MetadataStore, data_path: Path) -> None:
+        text = instance_secrets.get_or_create(
+            meta,
+            instance_secrets.MIRROR_KEY,
+            lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+            data_path / "mirror" / "secret-key",
+        )
+        self._secret = base64.b64decode(text.strip())
 
     def _key(self) -> bytes:
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_secret_file(self.path, base64.b64encode(secrets.token_bytes(32)).decode())
-        return base64.b64decode(self.path.read_text().strip())
+        return self._secret
 
     def seal(self, text: str) -> str:
         nonce = os.urandom(12)
@@ -304,7 +313,7 @@ class MirrorStore:
 
     def __init__(self, meta: MetadataStore, data_path: Path) -> None:
         self.meta = meta
-        self.box = SecretBox(data_path)
+        self.box = SecretBox(meta, data_path)
 
     def create(self, values: dict[str, Any], actor: str) -> Mirror:
         values = dict(values)
@@ -352,7 +361,7 @@ class MirrorStore:
             return m.username, self.box.open(m.sealed) if m.sealed else ""
         except (InvalidTag, ValueError) as exc:
             raise MirrorInputError(
-                f"the source password cannot be unsealed with {self.box.path} (a different key?): "
+                "the source password cannot be unsealed with this installation's mirror key (a different key?): "
                 f"set it again (PATCH /api/v1/mirrors/{m.id} with password)"
             ) from exc
 

@@ -8,8 +8,9 @@ the server can recognise its own ids (and their repository and age) without stor
 anything. A session gets a row only once data is written to it (``PATCH``), and a closed
 or cancelled one gets a tombstone row, so a finished id is never accepted again.
 
-The key lives in the data folder (``registry/upload-session-key``, mode 0600); replicas
-that share a data folder share it.
+The key is an instance secret in the database (``hallmark.metadata.secrets``), so every
+replica recognises every other's ids; an installation from before imports its old
+``registry/upload-session-key`` file once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import secrets
 import time
 from pathlib import Path
 
-from hallmark.access.crypto import write_secret_file
+from sqlalchemy import Engine
+
+from hallmark.metadata import secrets as instance_secrets
+from hallmark.metadata.store import MetadataStore
 
 _RANDOM = 15
 _STAMP = 6
@@ -30,13 +34,17 @@ _MAC = 12
 _ID_LEN = (_RANDOM + _STAMP + _MAC) * 4 // 3  # base64url without padding: 44 characters
 
 
-def load_key(path: Path) -> bytes:
-    """The session key, generated on first use (concurrent creators agree on one)."""
-    if not path.exists():
-        write_secret_file(path, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
-    key = base64.urlsafe_b64decode(path.read_text().strip())
+def load_key(meta: MetadataStore | Engine, legacy_file: Path | None = None) -> bytes:
+    """The installation's session key, created by the first process to ask (concurrent creators agree on one)."""
+    text = instance_secrets.get_or_create(
+        meta,
+        instance_secrets.UPLOAD_SESSION_KEY,
+        lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        legacy_file,
+    )
+    key = base64.urlsafe_b64decode(text.strip())
     if len(key) < 32:
-        raise ValueError(f"{path}: upload session key is too short")
+        raise ValueError("the upload session key is too short")
     return key
 
 

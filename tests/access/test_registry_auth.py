@@ -13,6 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from hallmark.config import load_config
+from hallmark.metadata import secrets as instance_secrets
+from hallmark.metadata.db import make_engine
 from tests.access.conftest import Site
 from tests.ocihelp import push_blob, push_image
 
@@ -228,10 +231,16 @@ def test_forged_and_malformed_credentials_get_401(site: Site) -> None:
 
 
 def test_expired_and_wrong_audience_tokens_signed_with_the_real_key(site: Site) -> None:
-    key = serialization.load_pem_private_key(
-        (site.server.data_dir / "access" / "token-signing-key.pem").read_bytes(), None
-    )
-    assert (site.server.data_dir / "access" / "token-signing-key.pem").stat().st_mode & 0o777 == 0o600
+    env = {"HALLMARK_DATA_DIR": str(site.server.data_dir)}
+    if site.server.db_url:
+        env["HALLMARK_DATABASE_URL"] = site.server.db_url
+    engine = make_engine(load_config(environ=env).database_url, 1)
+    pem = instance_secrets.read(engine, instance_secrets.TOKEN_SIGNING_KEY)
+    engine.dispose()
+    assert pem is not None
+    key = serialization.load_pem_private_key(pem.encode(), None)
+    # The key lives in the database (shared by replicas), not in the data folder.
+    assert not (site.server.data_dir / "access" / "token-signing-key.pem").exists()
     good = jwt.decode(site.token("admin", "repository:team-a/app:pull"), options={"verify_signature": False})
     now = int(time.time())
     url = site.server.url + "/v2/team-a/app/manifests/v1"

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hallmark.metadata import secrets as instance_secrets
 from tests.conftest import Server, free_port
 from tests.index.imagebuilder import Image, Layer, build_image, sha256
 from tests.mirror.synchelp import PASSWORD, SBOM_TYPE, USER, Source, image
@@ -323,11 +324,11 @@ def test_mirror_from_a_hallmark_with_bearer_tokens_and_the_referrers_api(tmp_pat
         again = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
         assert (again["skipped"], again["requests"]) == (1, 1 + 1 + 1)  # tag list, HEAD, referrers
         # A data folder whose mirror key changed cannot open the password: said so, not retried.
-        key = hm.config.data_path / "mirror" / "secret-key"
-        saved = key.read_text()
-        key.write_text(base64.b64encode(bytes(32)).decode())
+        saved = instance_secrets.read(hm.meta, instance_secrets.MIRROR_KEY)
+        assert saved is not None
+        instance_secrets.replace(hm.meta, instance_secrets.MIRROR_KEY, base64.b64encode(bytes(32)).decode())
         unsealed = run_now(hm, queue_run(hm, m, "manual", enqueue=False)[0])
-        key.write_text(saved)
+        instance_secrets.replace(hm.meta, instance_secrets.MIRROR_KEY, saved)
         assert unsealed["state"] == "failed" and "cannot be unsealed" in unsealed["error"]
         # Wrong password: the token endpoint refuses, the run says so.
         bad = store.create(validate(dict(base, destination="copy/bad", username="carol", password="nope")), "t")

@@ -260,8 +260,8 @@ def test_upload_ids_are_the_servers_own_bound_to_their_repository_and_age(tmp_pa
             with pytest.raises(RegistryError):
                 await svc.patch_upload("ids/a", cancelled, body(b"x"), None, 1)
             assert hm.blobs.upload_size(cancelled) is None
-            # Another server process (same data folder) recognises the id.
-            other = UploadIds(load_key(cfg.data_path / "registry" / "upload-session-key"))
+            # Another server process (same database) recognises the id.
+            other = UploadIds(load_key(hm.meta))
             fresh = await svc.start_upload("ids/a")
             assert other.created(fresh, "ids/a") is not None
             assert UploadIds().created(fresh, "ids/a") is None
