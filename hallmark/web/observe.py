@@ -208,7 +208,7 @@ def install(app: web.Application, hm: Hallmark) -> None:
     async def context_executor(app: web.Application) -> None:
         asyncio.get_running_loop().set_default_executor(ContextExecutor(thread_name_prefix="hallmark"))
 
-    app.on_startup.append(context_executor)
+    app.on_startup.insert(0, context_executor)  # before the background tasks start using the executor
 
 
 def metrics_app(hm: Hallmark) -> web.Application:
