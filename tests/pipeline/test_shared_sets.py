@@ -23,7 +23,7 @@ from hallmark.pipeline.shared_sets import SharedSetError, fetch_folder, publish_
 from hallmark.storage import FilesystemBlobStore
 from tests.conftest import SHARED_DATA, PostgresServer, Server, free_port
 from tests.content.test_rules_recheck import RULE, TOKEN, secrets_in
-from tests.ocihelp import OCI_MANIFEST, image, push_blob, push_manifest, sha256, tar_layer
+from tests.ocihelp import OCI_MANIFEST, image, push_blob, push_manifest, sha256, tar_layer, write_oci_layout
 from tests.pipeline.test_pipeline import image_files, wait_for
 from tests.s3help import shared_moto
 
@@ -78,6 +78,19 @@ def test_replica_without_the_set_fetches_it_from_the_bucket(postgres: PostgresSe
             vulns = c.get(f"{url}/vulnerabilities").json()
             assert "PYSEC-2019-217" in {f["advisory_id"] for f in vulns["findings"]}
             assert "hallmark-test-token" in secrets_in(c.get(f"{url}/content").json())
+        # A command on a third machine (its own data folder) scans with the set too.
+        write_oci_layout(tmp_path / "layout", "v1", [layer], {"config": {"User": "app"}})
+        env_c = {**env, "HALLMARK_DATA_DIR": str(tmp_path / "c" / "data")}
+        ref = f"oci:{tmp_path / 'layout'}:v1"
+        r = subprocess.run(
+            [sys.executable, "-m", "hallmark", "scan", ref, "-f", "json", "--scanners", "vuln"],
+            env=env_c,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode in (0, 1), r.stderr
+        assert "PYSEC-2019-217" in {f["advisory_id"] for f in json.loads(r.stdout)["findings"]}
         # B holds a verified copy of the set and the rules in its own data folder now.
         (fetched,) = [p for p in (data_b / "advisories").iterdir() if not p.name.startswith(".")]
         assert (fetched / "osv" / "PyPI" / "all.zip").read_bytes() == (
