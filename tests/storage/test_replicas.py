@@ -163,3 +163,12 @@ def test_a_delete_on_one_replica_is_a_404_on_the_other(replicas: tuple[Server, S
         assert on_a.delete(f"/v2/team-a/gone/manifests/{digest}").status_code == 202
         assert on_b.get(f"/v2/team-a/gone/manifests/{digest}").status_code == 404
         assert on_b.get("/v2/team-a/gone/manifests/v1").status_code == 404
+
+
+def test_the_audit_chain_both_replicas_appended_to_verifies(replicas: tuple[Server, Server]) -> None:
+    """Both wrote entries (logins, pushes, account changes) into one hash chain; it holds from either."""
+    for server in replicas:
+        with admin(server) as c:
+            r = c.get("/api/v1/audit/verify")
+            assert r.status_code == 200 and r.json()["ok"] is True, r.text
+            assert r.json()["checked"] > 20
