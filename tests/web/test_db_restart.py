@@ -70,6 +70,9 @@ def test_postgres_restart_under_pushes(postgres: PostgresServer, tmp_path: Path)
         postgres.stop()
         try:
             wait(lambda: len(pusher.failed()) >= 3, "pushes failing while the database is down")
+            r = httpx.get(srv.url + "/api/v1/repositories", timeout=30)  # the API's own error body
+            assert r.status_code == 503 and r.headers["Retry-After"], r.text
+            assert r.json()["error"]["code"] == "UNAVAILABLE"
         finally:
             postgres.start_server()
         before = len(pusher.answers)
