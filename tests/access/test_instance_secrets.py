@@ -76,3 +76,31 @@ def test_failed_logins_are_counted_in_the_database(engine: Engine) -> None:
     assert wait > 0 and known
     b.succeeded("admin", "10.0.0.1")
     assert a.check("admin", "10.0.0.1") == (0, False)
+
+
+def test_an_upgraded_installation_keeps_signing_with_its_old_key_file(tmp_path: Path) -> None:
+    """Tokens issued before the upgrade (with the data folder's key) stay valid after it."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    from hallmark.access import crypto
+    from hallmark.access.service import AccessService
+    from hallmark.config import load_config
+
+    data = tmp_path / "data"
+    pem = crypto.new_signing_key_pem()
+    (data / "access").mkdir(parents=True)
+    (data / "access" / "token-signing-key.pem").write_text(pem)
+    old = crypto.TokenSigner(pem, "hallmark", 300)
+    issued_before, _, _ = old.issue("alice", [], {})
+    cfg = load_config(environ={"HALLMARK_DATA_DIR": str(data)})
+    eng = make_engine(cfg.database_url, 2)
+    migrate(eng)
+    try:
+        svc = AccessService(cfg, eng)
+        assert svc.signer.verify(issued_before)["sub"] == "alice"
+        public = serialization.load_pem_private_key(pem.encode(), None).public_key()
+        fresh, _, _ = svc.signer.issue("bob", [], {})
+        assert jwt.decode(fresh, public, algorithms=["ES256"], audience="hallmark")["sub"] == "bob"
+    finally:
+        eng.dispose()
