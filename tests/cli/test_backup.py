@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from hallmark.backup import BackupError, restore
+from hallmark.backup import BackupError, restore, verify
+from hallmark.backup import backup as run_backup
 from hallmark.config import load_config
+from hallmark.storage import FilesystemBlobStore
 from tests.cli.clirun import hallmark
 from tests.conftest import Server
 from tests.ocihelp import sha256, tar_layer, write_oci_layout
@@ -94,3 +96,16 @@ def test_backup_while_serving_then_restore_serves_the_same_images(tmp_path: Path
             assert (pulled / "blobs" / "sha256" / hashlib.sha256(layer).hexdigest()).read_bytes() == layer
     finally:
         srv2.stop()
+
+    # In-process: --link hard-links on the same filesystem (still verified); --force replaces a folder.
+    restored_cfg = load_config(environ={"HALLMARK_DATA_DIR": str(restored)})
+    linked = tmp_path / "linked"
+    summary = run_backup(restored_cfg, linked, link=True)
+    assert summary.linked == summary.blobs >= len(manifest["blobs"])  # (+ what the pipeline attached since)
+    big = sha256(images["team/big"][1][0])
+    live = FilesystemBlobStore(restored_cfg.blob_path).blob_path(big)
+    assert (linked / "blobs/sha256" / big.split(":")[1]).stat().st_ino == live.stat().st_ino
+    verify(linked)
+    (restored / "stray").write_text("replaced by --force")
+    restore(restored_cfg, linked, force=True)
+    assert not (restored / "stray").exists() and (restored / "hallmark.db").is_file()
