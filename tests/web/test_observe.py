@@ -262,3 +262,18 @@ def test_scrape_reports_pipeline_durations_and_database_state(tmp_path: Path) ->
     line = next(x for x in body.splitlines() if x.startswith("hallmark_advisory_set_age_seconds "))
     assert 7000 < float(line.split()[1]) < 7400
     assert _sample(body, "hallmark_gc_last_run_timestamp_seconds", status="ok") == pytest.approx(long_ago.timestamp())
+
+
+def test_metrics_false_serves_no_metrics_route(tmp_path: Path) -> None:
+    from hallmark.app import Hallmark, build_app
+    from hallmark.config import load_config
+
+    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), "HALLMARK_ACCESS__ENABLED": "false"}
+    hm = Hallmark.open(load_config(environ=env))
+    try:
+        for enabled in (True, False):
+            hm.config.server.metrics = enabled
+            paths = {getattr(r.resource, "canonical", None) for r in build_app(hm).router.routes()}
+            assert ("/metrics" in paths) is enabled and "/readyz" in paths
+    finally:
+        hm.close()
