@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, and_, case, false, func, literal, or_, select, text, true
+from sqlalchemy import Text, and_, case, false, func, literal, or_, select, text, true, tuple_
 from sqlalchemy.engine import Connection
 
 from hallmark.advisories.versions import UnparseableVersion, scheme_for_ecosystem
@@ -320,6 +320,7 @@ class Found:
     keys: list[Key]
     query: Query = field(default_factory=Query)
     advisory_ids: set[str] = field(default_factory=set)
+    total: int | None = None  # set when ``find`` cut a window in SQL: ``keys`` is that window only
 
 
 def _stage_col() -> Any:
@@ -354,8 +355,12 @@ def eol_status(lifecycle: str | None, soon_days: int) -> str | None:
     return (doc or {}).get("status")
 
 
-def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> Found:
-    """Every image matching ``query``, best first (no paging or access control yet)."""
+def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90, window: tuple[int, int] | None = None) -> Found:
+    """Every image matching ``query``, best first (no paging or access control yet).
+
+    ``window=(offset, limit)``, for a caller that may show every image: when every filter can run
+    in SQL, only that window is read (``Found.total`` counts all matches), instead of every
+    matching row; otherwise the whole ranked list as without it (``total`` stays None)."""
     found = Found([], query)
     with meta.engine.connect() as conn:
         candidates: set[Key] | None = None
@@ -422,7 +427,27 @@ def find(meta: MetadataStore, query: Query, eol_soon_days: int = 90) -> Found:
         if candidates is not None and len({d for _, d in candidates}) <= _IN_SQL:
             sel = sel.where(images.c.digest.in_(sorted({d for _, d in candidates})))
         needle = query.q.lower() if query.q else None
-        for row in conn.execute(sel):
+        if (
+            window is not None
+            and candidates is None
+            and not excluded
+            and not query.os
+            and not query.eol
+            and len(text_hits) <= _IN_SQL
+        ):
+            if needle is not None:
+                searched = (images.c.repo_name, catalog_entries.c.description, catalog_entries.c.owner)
+                conds = [func.lower(c).contains(needle, autoescape=True) for c in searched]
+                if text_hits:
+                    conds.append(tuple_(images.c.repo_name, images.c.digest).in_(sorted(text_hits)))
+                sel = sel.where(or_(*conds))
+            found.total = int(
+                conn.execute(select(func.count()).select_from(sel.order_by(None).subquery())).scalar_one()
+            )
+            offset, limit = window
+            found.keys = [(r[0], r[1]) for r in conn.execute(sel.offset(offset).limit(limit)).all()]
+            return found
+        for row in conn.execute(sel).all():
             key = (row[0], row[1])
             if candidates is not None and key not in candidates:
                 continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hallmark.discovery.packages import purl_name
-from hallmark.discovery.search import SearchError, make_query, parse_range, search
+from hallmark.discovery.search import SearchError, find, make_query, parse_range, search
 from hallmark.metadata.store import MetadataStore
 
 
@@ -119,3 +119,21 @@ def test_parsers() -> None:
     assert purl_name("pkg:npm/%40angular/core@17.0.1") == "pkg:npm/@angular/core"
     assert purl_name("pkg:PyPI/Django@4.2#sub") == "pkg:pypi/django"
     assert purl_name("django") is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"q": "legacy"}, {"q": "djan"}, {"q": "TEAM"}, {"stage": "approved"}, {"grade": "a"}, {"owner": "payments"}],
+)
+def test_a_window_cut_in_sql_is_the_same_slice_of_the_ranking(catalog: MetadataStore, params: dict[str, str]) -> None:
+    """The portal's page for viewers who may read everything: only the window is read, same order and total."""
+    full = find(catalog, make_query(dict(params))).keys
+    for offset, limit in ((0, 2), (1, 2), (3, 5)):
+        cut = find(catalog, make_query(dict(params)), window=(offset, limit))
+        assert cut.total == len(full) and cut.keys == full[offset : offset + limit], (params, offset)
+
+
+@pytest.mark.parametrize("params", [{"package": "openssl"}, {"os": "alpine"}, {"kev": "false"}, {"eol": "eol"}])
+def test_filters_run_in_python_read_the_whole_ranking(catalog: MetadataStore, params: dict[str, str]) -> None:
+    cut = find(catalog, make_query(dict(params)), window=(0, 1))
+    assert cut.total is None and cut.keys == find(catalog, make_query(dict(params))).keys
