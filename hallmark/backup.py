@@ -11,7 +11,7 @@ A backup is a folder::
     store/...            other files of the blob folder (the shared advisory and rule files), not
                          partial uploads or garbage collection's trash
     data/...             the data folder's own files: keys (token signing, upload sessions, image
-                         signing), the database record, rules, configuration
+                         signing), the database record, rules, configuration (not ``cache/``)
 
 Blobs are copied, not hard-linked, by default: a hard link shares the disk (and any corruption of
 it) with the live folder, which a backup must not. ``link=True`` hard-links where the backup is on
@@ -218,7 +218,7 @@ def backup(config: Config, dest: Path, link: bool = False, progress: Callable[[s
     db_names = {db_path.name, db_path.name + "-wal", db_path.name + "-shm", db_path.name + "-journal"}
 
     def skip_data(path: Path) -> bool:
-        if path == blob_root or path == dest:
+        if path == blob_root or path == dest or path == data_path / "cache":  # cache/: per machine, rebuilt
             return True
         return path.parent == db_path.parent and (path.name in db_names or path.name.endswith(".writelock"))
 

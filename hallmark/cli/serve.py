@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -163,11 +164,16 @@ def serve(
     # Counters of all workers add up in one per-run directory (hallmark.metrics), set before they fork.
     from hallmark import metrics
 
-    metrics_dir = metrics.use_directory()
+    try:
+        metrics_dir: Path | None = metrics.use_directory()
+    except OSError as exc:  # no writable temp folder (set TMPDIR): each worker then reports only itself
+        logging.getLogger("hallmark").warning("metrics of several workers cannot be added up: %s", exc)
+        metrics_dir = None
     try:
         _serve_workers(cfg, sock, tls, metrics_sock)
     finally:
-        metrics.remove_directory(metrics_dir)
+        if metrics_dir is not None:
+            metrics.remove_directory(metrics_dir)
 
 
 def _serve_workers(
