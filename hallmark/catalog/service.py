@@ -337,6 +337,10 @@ class CatalogService:
             raise InvalidTransition(f"{repo}@{digest} changed stage while this request ran; reload and retry")
         if audit is not None:
             audit.record(actor, "promote", repo, digest, "allowed", client_addr, {**detail, "signature": signature})
+        if to == "approved":
+            from hallmark.mirror.sync_jobs import queue_push_runs  # push mirrors replicate approved images
+
+            queue_push_runs(self.pipeline, repo)
         return {
             "repository": repo,
             "digest": digest,

@@ -40,8 +40,13 @@ def _find(store: MirrorStore, ref: str) -> Mirror:
 
 @mirror_app.command("add")
 def add_cmd(
-    source: Annotated[str, typer.Argument(help="HOST[:PORT]/REPOSITORY to copy from")],
-    destination: Annotated[str, typer.Argument(help="Repository in Hallmark to copy into")],
+    source: Annotated[str, typer.Argument(help="HOST[:PORT]/REPOSITORY to copy from (--push: the local repository)")],
+    destination: Annotated[
+        str, typer.Argument(help="Repository in Hallmark to copy into (--push: the remote HOST[:PORT]/REPOSITORY)")
+    ],
+    push: Annotated[
+        bool, typer.Option("--push", help="Push mirror: replicate approved images of SOURCE (local) to DESTINATION.")
+    ] = False,
     name: Annotated[str | None, typer.Option("--name", help="Mirror name (default: from the destination).")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Tag glob, or regex:RE (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Tag glob, or regex:RE (repeatable).")] = None,
@@ -51,11 +56,11 @@ def add_cmd(
     ] = None,
     interval: Annotated[int | None, typer.Option("--interval", help="Run every N seconds (>= 60).")] = None,
     cron: Annotated[str | None, typer.Option("--cron", help="Run on a cron schedule, e.g. '0 3 * * *'.")] = None,
-    username: Annotated[str | None, typer.Option("--username", "-u", help="Source registry user.")] = None,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the source password.")] = False,
+    username: Annotated[str | None, typer.Option("--username", "-u", help="Source (--push: remote) user.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the registry password.")] = False,
     no_referrers: Annotated[bool, typer.Option("--no-referrers", help="Do not copy signatures, SBOMs.")] = False,
     robot: Annotated[str | None, typer.Option("--robot", help="Robot the mirror pushes as.")] = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the source.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the source (or remote).")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per upstream request.")] = 60.0,
     as_json: Annotated[bool, JsonOption] = False,
     data_dir: DataDirOption = None,
@@ -66,8 +71,9 @@ def add_cmd(
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else os.environ.get("HALLMARK_MIRROR_PASSWORD")
     doc: dict[str, Any] = {
-        "source": source,
-        "destination": destination,
+        "direction": "push" if push else "pull",
+        "source": destination if push else source,
+        "destination": source if push else destination,
         "name": name,
         "tags": {"include": include or [], "exclude": exclude or []},
         "platforms": platform or None,
@@ -90,7 +96,12 @@ def add_cmd(
     if as_json:
         print_json(m.to_json())
     else:
-        typer.echo(f"mirror {m.name} (id {m.id}): {m.source} -> {m.destination}")
+        typer.echo(f"mirror {m.name} (id {m.id}): {_arrow(m)}")
+
+
+def _arrow(m: Mirror) -> str:
+    """Which way the images go."""
+    return f"{m.destination} -> {m.source} (push)" if m.push else f"{m.source} -> {m.destination}"
 
 
 @mirror_app.command("list")
@@ -117,8 +128,8 @@ def list_cmd(
             (
                 d["id"],
                 d["name"],
-                d["source"],
-                d["destination"],
+                d["destination"] if d["direction"] == "push" else d["source"],
+                f"{d['source']} (push)" if d["direction"] == "push" else d["destination"],
                 d["schedule"]["cron"]
                 or (f"every {d['schedule']['interval_seconds']}s" if d["schedule"]["interval_seconds"] else "manual"),
                 _run_line(d["last_run"]) if d["last_run"] else "never",
@@ -187,7 +198,7 @@ def status_cmd(
     if as_json:
         print_json({"mirror": m.to_json(), "runs": runs, "last_run": last})
         return
-    typer.echo(f"mirror {m.name}: {m.source} -> {m.destination}; next run {m.next_run_at or 'manual'}")
+    typer.echo(f"mirror {m.name}: {_arrow(m)}; next run {m.next_run_at or 'manual'}")
     print_table(
         ("RUN", "STATE", "ATTEMPT", "COPIED", "SKIPPED", "FAILED", "BYTES", "STARTED", "SECONDS", "ERROR"),
         [

@@ -120,10 +120,15 @@ class Mirror:
     created_by: str
     created_at: dt.datetime
     sealed: str | None = field(default=None, repr=False)
+    direction: str = "pull"  # push: ``destination`` is local, ``source_*`` name the remote target
 
     @property
     def source(self) -> str:
         return f"{self.source_registry}/{self.source_repository}"
+
+    @property
+    def push(self) -> bool:
+        return self.direction == "push"
 
     def platform_filter(self) -> list[Platform] | None:
         return [Platform.parse(p) for p in self.platforms] if self.platforms else None
@@ -150,7 +155,17 @@ class Mirror:
             "next_run_at": self.next_run_at.isoformat() if self.next_run_at else None,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
-        }
+            "direction": self.direction,
+        } | (
+            {
+                "repository": self.destination,
+                "remote_registry": self.source_registry,
+                "remote_repository": self.source_repository,
+                "remote": self.source,
+            }
+            if self.push
+            else {}
+        )
 
 
 class SecretBox:
@@ -196,9 +211,27 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
     """The row values for a definition from an API/CLI document; MirrorInputError on bad input.
 
     ``source`` (``host/repository``) may stand for ``source_registry`` + ``source_repository``;
+    a push mirror (``direction: "push"``) names its remote target ``remote`` (or ``remote_registry`` +
+    ``remote_repository``, stored in the source columns) and its local repository ``destination``
+    (or ``repository``);
     ``tags`` is ``{"include": [...], "exclude": [...]}``; ``schedule`` is ``{"interval_seconds": N}``
     or ``{"cron": "..."}`` (the flat keys work too).
     """
+    direction = doc.get("direction") or "pull"
+    if direction not in ("pull", "push"):
+        raise MirrorInputError("direction must be 'pull' or 'push'")
+    doc = dict(doc)
+    if direction == "push":
+        for remote_key, source_key in (
+            ("remote", "source"),
+            ("remote_registry", "source_registry"),
+            ("remote_repository", "source_repository"),
+        ):
+            if doc.get(remote_key) is not None:
+                doc[source_key] = doc[remote_key]
+        if not doc.get("destination") and doc.get("repository"):
+            doc["destination"] = doc["repository"]
+    what = "remote" if direction == "push" else "source"
     registry = _opt_str(doc, "source_registry")
     repository = _opt_str(doc, "source_repository")
     source = _opt_str(doc, "source", 512)
@@ -207,7 +240,7 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
         scheme, sep, rest = source.partition("://")
         if sep:
             if scheme not in ("http", "https"):
-                raise MirrorInputError("source must be HOST/REPOSITORY (or https://HOST/REPOSITORY)")
+                raise MirrorInputError(f"{what} must be HOST/REPOSITORY (or https://HOST/REPOSITORY)")
             source, insecure_default = rest, scheme == "http"
         registry, _, repository = source.partition("/")
     if registry in DOCKER_HUB_ALIASES:
@@ -215,13 +248,18 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
         if repository and "/" not in repository:
             repository = f"library/{repository}"
     if not registry or not _HOST_RE.fullmatch(registry):
-        raise MirrorInputError("source_registry must be a registry host[:port]")
+        raise MirrorInputError(f"{what}_registry must be a registry host[:port]")
     if not repository or not valid_name(repository):
-        raise MirrorInputError("source_repository must be a repository name")
+        raise MirrorInputError(f"{what}_repository must be a repository name")
     destination = _opt_str(doc, "destination")
     if not destination or not valid_name(destination):
-        raise MirrorInputError("destination must be a repository name")
-    name = _opt_str(doc, "name", 128) or destination.replace("/", "-")[:128]
+        raise MirrorInputError(
+            "repository (the local one to push) must be a repository name"
+            if direction == "push"
+            else "destination must be a repository name"
+        )
+    default_name = ("push-" if direction == "push" else "") + destination.replace("/", "-")
+    name = _opt_str(doc, "name", 128) or default_name[:128]
     if not _NAME_RE.fullmatch(name):
         raise MirrorInputError("name may hold letters, digits, '.', '_' and '-' (at most 128)")
     tags = doc.get("tags") or {}
@@ -265,6 +303,7 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
         raise MirrorInputError("a password needs a username")
     return {
         "name": name,
+        "direction": direction,
         "source_registry": registry,
         "source_repository": repository,
         "destination": destination,
@@ -305,6 +344,7 @@ def _from_row(r: Any) -> Mirror:
         created_by=r.created_by,
         created_at=r.created_at,
         sealed=r.password_sealed,
+        direction=r.direction or "pull",
     )
 
 
@@ -375,11 +415,19 @@ class MirrorStore:
     def update(self, m: Mirror, patch: dict[str, Any]) -> Mirror:
         """Change a definition (not its name or destination); ``password`` absent keeps the stored one,
         null removes it. The schedule restarts from now when it changes."""
-        for key in ("name", "destination", "id"):
+        for key in ("name", "destination", "id", "direction"):
             if key in patch and patch[key] != getattr(m, key):
                 raise MirrorInputError(f"{key} cannot be changed: add a new mirror")
+        if m.push and "repository" in patch and patch["repository"] != m.destination:
+            raise MirrorInputError("repository cannot be changed: add a new mirror")
         doc = m.to_json()
         doc.pop("source", None)
+        if m.push:  # validate() reads the remote_* keys first: keep only those the patch gives
+            for key in ("remote", "remote_registry", "remote_repository", "repository"):
+                doc.pop(key, None)
+        if "remote" in patch or "source" in patch:  # a whole new HOST/REPOSITORY replaces both parts
+            doc.pop("source_registry", None)
+            doc.pop("source_repository", None)
         doc.update({k: v for k, v in patch.items() if k != "password"})
         if "password" not in patch and m.sealed:
             doc["password"] = None

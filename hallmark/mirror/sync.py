@@ -66,6 +66,7 @@ class Target:
     on_push: Callable[[str, str], None]  # the pipeline, as after a manifest PUT
     audit: Callable[[str, str, str, str, dict[str, Any]], None] | None = None  # actor, action, repo, digest, detail
     may_push: Callable[[str, str], str | None] | None = None  # (robot, repo) -> refusal or None
+    may_pull: Callable[[str, str], str | None] | None = None  # the same for a push mirror's local repository
     heartbeat: Callable[[], None] = lambda: None  # keeps the job's lease while tags are copied
     # May a blob stored for other repositories be linked instead of fetched? (None: always.) A hostile
     # source could name the digest of a private layer; linking it would publish it in the destination.
@@ -374,12 +375,12 @@ def copy_tag(copier: Copier, tag: str, all_tags: set[str]) -> tuple[str, str, st
 
 
 # -- runs -------------------------------------------------------------------------------------------------
-def _set_run(meta: MetadataStore, run_id: int, **values: Any) -> None:
+def set_run(meta: MetadataStore, run_id: int, **values: Any) -> None:
     with meta.transaction() as conn:
         conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(**values))
 
 
-def _plan(meta: MetadataStore, run_id: int, tags: list[str]) -> list[str]:
+def plan_tags(meta: MetadataStore, run_id: int, tags: list[str]) -> list[str]:
     """Record a pending row per wanted tag (once) and return the tags not yet done, in order."""
     now = utcnow()
     with meta.transaction() as conn:
@@ -398,7 +399,7 @@ def _plan(meta: MetadataStore, run_id: int, tags: list[str]) -> list[str]:
     return [t for t in tags if known.get(t) not in DONE]
 
 
-def _record_tag(meta: MetadataStore, run_id: int, tag: str, **values: Any) -> None:
+def record_tag(meta: MetadataStore, run_id: int, tag: str, **values: Any) -> None:
     with meta.transaction() as conn:
         conn.execute(
             update(mirror_run_tags)
@@ -407,7 +408,7 @@ def _record_tag(meta: MetadataStore, run_id: int, tag: str, **values: Any) -> No
         )
 
 
-def _totals(meta: MetadataStore, run_id: int) -> dict[str, int]:
+def run_totals(meta: MetadataStore, run_id: int) -> dict[str, int]:
     out = {"copied": 0, "skipped": 0, "failed": 0, "bytes": 0, "blobs_copied": 0, "blobs_skipped": 0}
     with meta.engine.connect() as conn:
         for r in conn.execute(select(mirror_run_tags).where(mirror_run_tags.c.run_id == run_id)).mappings():
@@ -433,11 +434,12 @@ def execute(
     if row is None:
         raise MirrorError(f"no mirror run {run_id}")
     attempt = row["attempt"] + 1
-    _set_run(meta, run_id, state="running", attempt=attempt, started_at=row["started_at"] or utcnow(), error=None)
+    set_run(meta, run_id, state="running", attempt=attempt, started_at=row["started_at"] or utcnow(), error=None)
     actor = m.robot or f"mirror:{m.name}"
     error: str | None = None
     requests = 0
-    refusal = target.may_push(m.robot, m.destination) if m.robot and target.may_push else None
+    check = target.may_pull if m.push else target.may_push
+    refusal = check(m.robot, m.destination) if m.robot and check else None
     creds = None
     if not refusal:
         try:
@@ -446,6 +448,15 @@ def execute(
             refusal = str(exc)
     if refusal:
         error = refusal
+    elif m.push:
+        from hallmark.mirror.push import Remote, push_all  # push builds on this module
+
+        remote = Remote(m, creds)
+        try:
+            error = push_all(remote, target, m, run_id)
+        finally:
+            remote.close()
+        requests = remote.requests
     else:
         source = Source(m, creds, target.max_manifest_bytes)
         try:
@@ -453,14 +464,14 @@ def execute(
         finally:
             source.close()
         requests = source.requests
-    totals = _totals(meta, run_id)
+    totals = run_totals(meta, run_id)
     if error is None and not totals["failed"]:
         state, retry_at = "succeeded", None
     elif attempt < MAX_ATTEMPTS and not refusal:
         state, retry_at = "retrying", utcnow() + dt.timedelta(seconds=retry_delay(attempt))
     else:
         state, retry_at = ("partial" if totals["copied"] + totals["skipped"] else "failed"), None
-    _set_run(meta, run_id, state=state, error=error, finished_at=utcnow(), next_retry_at=retry_at, **totals)
+    set_run(meta, run_id, state=state, error=error, finished_at=utcnow(), next_retry_at=retry_at, **totals)
     return {"run": run_id, "state": state, "attempt": attempt, "error": error, "requests": requests, **totals}
 
 
@@ -473,19 +484,19 @@ def _copy_all(source: Source, target: Target, m: Mirror, run_id: int, actor: str
     wanted = sorted(t for t in all_tags if m.tags.wants(t))
     copier = Copier(source, target, m, actor)
     tag_set = set(all_tags)
-    for tag in _plan(target.meta, run_id, wanted):
+    for tag in plan_tags(target.meta, run_id, wanted):
         started = time.monotonic()
         try:
             state, source_digest, digest, c = copy_tag(copier, tag, tag_set)
         except TagGone as exc:
-            _record_tag(target.meta, run_id, tag, state="skipped", error=str(exc), seconds=time.monotonic() - started)
+            record_tag(target.meta, run_id, tag, state="skipped", error=str(exc), seconds=time.monotonic() - started)
         except (OciError, MirrorError, OSError) as exc:
             log.warning("mirror %s: tag %s failed: %s", m.name, tag, exc)
-            _record_tag(
+            record_tag(
                 target.meta, run_id, tag, state="failed", error=str(exc)[:2000], seconds=time.monotonic() - started
             )
         else:
-            _record_tag(
+            record_tag(
                 target.meta,
                 run_id,
                 tag,

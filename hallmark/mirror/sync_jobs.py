@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -21,7 +22,7 @@ from hallmark.metadata.store import utcnow
 from hallmark.metadata.tables import repo_blobs, repositories
 from hallmark.mirror.definitions import Mirror, MirrorStore
 from hallmark.mirror.sync import MirrorError, Target, execute, retry_delay
-from hallmark.mirror.tables import mirror_runs
+from hallmark.mirror.tables import mirror_runs, mirrors
 from hallmark.pipeline.tables import jobs
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ def store_of(ctx: Any) -> MirrorStore:
 def queue_run(ctx: Any, m: Mirror, trigger: str, enqueue: bool = True) -> tuple[int, bool]:
     """Queue a run of ``m`` unless one is already queued or running; returns (run id, created).
 
-    ``enqueue=False`` records the run without a job, for a caller that runs it itself (the CLI)."""
+    ``enqueue=False`` records the run without a job, for a caller that runs it itself (the CLI).
+    An ``approval`` run only joins a run still queued: one already running may have passed the tag."""
     now = utcnow()
+    waiting = ("queued",) if trigger == "approval" else ACTIVE
     with ctx.meta.transaction() as conn:
         active = conn.execute(
-            select(mirror_runs.c.id).where(mirror_runs.c.mirror_id == m.id, mirror_runs.c.state.in_(ACTIVE))
+            select(mirror_runs.c.id).where(mirror_runs.c.mirror_id == m.id, mirror_runs.c.state.in_(waiting))
         ).first()
         if active:
             return int(active.id), False
@@ -109,6 +112,17 @@ def target_for(ctx: Any, m: Mirror) -> Target:
             return f"robot {robot!r} may not push to {repo}"
         return None
 
+    def may_pull(robot: str, repo: str) -> str | None:
+        """A push mirror reads its local repository as its robot."""
+        if access is None or not ctx.config.access.enabled:
+            return None
+        p = access.principal(robot)
+        if p is None or p.kind != "robot" or p.disabled:
+            return f"robot {robot!r} does not exist or is disabled"
+        if not access.permissions(Identity(p.name, p.kind, p.id)).can(repo, "pull"):
+            return f"robot {robot!r} may not pull from {repo}"
+        return None
+
     robot_perms: list[Any] = []
 
     def may_link(digest: str) -> bool:
@@ -139,6 +153,7 @@ def target_for(ctx: Any, m: Mirror) -> Target:
         on_push=ctx.pipeline.on_push,
         audit=audit,
         may_push=may_push,
+        may_pull=may_pull,
         heartbeat=heartbeat,
         may_link=may_link,
     )
@@ -162,6 +177,28 @@ def run_now(ctx: Any, run_id: int) -> dict[str, Any]:
         payload = {"mirror": m.id, "run": run_id}
         ctx.pipeline.jobs.enqueue(KIND, job_key(m.id), payload, delay=retry_delay(result["attempt"]))
     return result
+
+
+def queue_push_runs(pipeline: Any, repo: str) -> list[int]:
+    """Queue a run of every enabled push mirror of ``repo`` (an image there was just approved);
+    returns the run ids. The push itself happens on a worker, never in the approving request."""
+    with pipeline.meta.engine.connect() as conn:
+        ids = conn.execute(
+            select(mirrors.c.id).where(
+                mirrors.c.direction == "push", mirrors.c.destination == repo, mirrors.c.enabled.is_(True)
+            )
+        ).scalars()
+        mirror_ids = [int(i) for i in ids]
+    if not mirror_ids:
+        return []
+    ctx = SimpleNamespace(meta=pipeline.meta, pipeline=pipeline, config=pipeline.config)
+    store = store_of(ctx)
+    runs = []
+    for mid in mirror_ids:
+        m = store.get(mid)
+        if m is not None:
+            runs.append(queue_run(ctx, m, "approval")[0])
+    return runs
 
 
 def install(ctx: Any) -> None:

@@ -57,7 +57,7 @@ mirror_runs = Table(
     metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("mirror_id", ID, nullable=False),
-    Column("trigger", String(16), nullable=False),  # schedule | manual
+    Column("trigger", String(16), nullable=False),  # schedule | manual | approval (push mirrors)
     Column("state", String(16), nullable=False),  # queued | running | retrying | succeeded | partial | failed
     Column("attempt", Integer, nullable=False, default=0),
     Column("copied", Integer, nullable=False, default=0),

@@ -1,0 +1,341 @@
+"""Push mirroring: replicate the approved images of a local repository to a remote registry.
+
+A push mirror (``direction = 'push'``) reads its local ``destination`` repository and writes to the
+remote named by its source columns, with the remote's credentials (Basic or Bearer through
+``RegistryClient``). Only tags whose image is ``approved`` in the catalog leave: staging, deprecated
+and retired images are never pushed, so the remote only ever sees what passed the gates.
+
+Per tag: the digest the remote would receive is computed locally (an index rewritten by the platform
+filter included) and compared with one ``HEAD`` of the remote tag; an unchanged tag costs that one
+request. Otherwise blobs go first (``HEAD``; a cross-repository mount from another push mirror's
+repository on the same registry; else an upload streamed from the blob store), then child manifests,
+then the tagged manifest, so the remote never holds a tag whose content is missing. Referrers
+(signatures, SBOMs) follow their subject; for a registry without the referrers API the
+``sha256-<hex>`` tag schema index is kept up to date. Runs are recorded like pull runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import func, select
+
+from hallmark.catalog.store import CatalogStore
+from hallmark.digest import digest_bytes, is_digest
+from hallmark.metadata.store import MetadataStore
+from hallmark.mirror.definitions import Mirror
+from hallmark.mirror.sync import DONE, MirrorError, TagCounts, Target, plan_tags, record_tag
+from hallmark.mirror.tables import mirror_run_tags, mirror_runs, mirrors
+from hallmark.oci import mediatypes as mt
+from hallmark.oci.registry import RegistryClient
+from hallmark.oci.source import OciError, Platform
+from hallmark.registry.errors import RegistryError
+from hallmark.registry.manifests import parse_manifest
+
+log = logging.getLogger(__name__)
+
+APPROVED = "approved"
+READ_CHUNK = 1 << 20
+MAX_REFERRERS = 1000
+
+
+@dataclass
+class Prepared:
+    """A local manifest as the remote will receive it (an index filtered to the wanted platforms)."""
+
+    raw: bytes
+    media_type: str
+    digest: str
+    children: list[str]
+    blobs: list[dict[str, Any]]
+
+
+class Remote:
+    """The remote repository, pull+push, counting requests (a run reports how many it made)."""
+
+    def __init__(self, m: Mirror, credentials: tuple[str, str] | None) -> None:
+        self.client = RegistryClient(
+            m.source_registry,
+            m.source_repository,
+            insecure=m.insecure,
+            push=True,
+            credentials=credentials,
+            timeout=m.timeout_seconds,
+        )
+        self.base = self.client.base
+        self.requests = 0
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.requests += 1
+        return self.client.request(method, url, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def digest_of(self, reference: str) -> str | None:
+        """The digest the remote holds under ``reference``; None when it has nothing there."""
+        accept = mt.ACCEPT_MANIFESTS
+        resp = self.request("HEAD", f"{self.base}/manifests/{reference}", accept=accept, expect=(200, 404))
+        resp.close()
+        if resp.status_code == 404:
+            return None
+        digest = resp.headers.get("docker-content-digest", "")
+        if is_digest(digest):
+            return digest
+        resp = self.request("GET", f"{self.base}/manifests/{reference}", accept=accept)
+        return digest_bytes(resp.content)
+
+    def has_blob(self, digest: str) -> bool:
+        resp = self.request("HEAD", f"{self.base}/blobs/{digest}", expect=(200, 404))
+        resp.close()
+        return resp.status_code == 200
+
+    def put_blob(self, digest: str, size: int, chunks: Callable[[], Iterator[bytes]], mount_from: str | None) -> bool:
+        """Mount (True) or upload (False) one blob. A refused mount answers 202 with an upload
+        session (distribution spec), which the upload then uses: a failed mount costs nothing."""
+        params = {"mount": digest, "from": mount_from} if mount_from else None
+        resp = self.request("POST", f"{self.base}/blobs/uploads/", params=params, expect=(201, 202))
+        resp.close()
+        if resp.status_code == 201:
+            return True
+        location = resp.headers.get("location")
+        if not location:
+            raise MirrorError("the remote opened an upload without a Location")
+        url = httpx.URL(self.client.url(location)).copy_merge_params({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        put = self.request("PUT", str(url), content=chunks(), headers=headers, expect=(201,))  # type: ignore[arg-type]
+        put.close()
+        return False
+
+    def put_manifest(self, reference: str, raw: bytes, media_type: str) -> bool:
+        """Store a manifest; True when the remote said it indexed the ``subject`` (``OCI-Subject``)."""
+        resp = self.request(
+            "PUT",
+            f"{self.base}/manifests/{reference}",
+            content=raw,
+            headers={"Content-Type": media_type},
+            expect=(201,),
+        )
+        resp.close()
+        return "oci-subject" in resp.headers
+
+    def fallback_index(self, subject: str) -> list[dict[str, Any]]:
+        """The descriptors in the remote's ``sha256-<hex>`` referrers tag ([] when there is none)."""
+        ref = subject.replace(":", "-")
+        resp = self.request("GET", f"{self.base}/manifests/{ref}", accept=mt.OCI_INDEX, expect=(200, 404))
+        if resp.status_code == 404:
+            return []
+        try:
+            doc = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            return []
+        items = doc.get("manifests") if isinstance(doc, dict) else None
+        return [d for d in items or [] if isinstance(d, dict)]
+
+
+class Pusher:
+    """Pushes local manifests (blobs and children first) of one repository to one remote repository."""
+
+    def __init__(self, remote: Remote, target: Target, m: Mirror, mount_from: str | None) -> None:
+        self.remote = remote
+        self.target = target
+        self.mirror = m
+        self.repo = m.destination
+        self.platforms: list[Platform] | None = m.platform_filter()
+        self.mount_from = mount_from
+
+    def prepare(self, digest: str) -> Prepared:
+        rec = self.target.meta.get_manifest(self.repo, digest, True)
+        if rec is None:
+            raise MirrorError(f"{self.repo}@{digest} is not stored")
+        try:
+            parsed = parse_manifest(rec.content, rec.media_type or None)
+        except RegistryError as exc:
+            raise MirrorError(f"invalid local manifest {digest}: {exc.detail or exc.message}") from exc
+        raw, doc = rec.content, parsed.doc
+        if parsed.media_type in mt.INDEX_TYPES:
+            children = [d for d in doc.get("manifests") or [] if isinstance(d, dict)]
+            wanted = children
+            if self.platforms is not None:
+                wanted = [d for d in children if any(p.matches(d.get("platform")) for p in self.platforms)]
+                if not wanted:
+                    raise MirrorError(
+                        f"no manifest in the index for platforms {', '.join(self.mirror.platforms or [])}"
+                    )
+                if len(wanted) != len(children):
+                    raw = orjson.dumps(dict(doc, manifests=wanted))
+            return Prepared(raw, parsed.media_type, digest_bytes(raw), [str(d.get("digest")) for d in wanted], [])
+        blobs = [d for d in [doc.get("config"), *(doc.get("layers") or [])] if isinstance(d, dict)]
+        blobs = [d for d in blobs if d.get("digest") in parsed.blob_refs]
+        return Prepared(raw, parsed.media_type, digest, [], blobs)
+
+    def push(self, prepared: Prepared, reference: str, counts: TagCounts, depth: int = 0) -> bool:
+        """Everything ``prepared`` references, then itself under ``reference``; returns OCI-Subject support."""
+        for child in prepared.children:
+            if not is_digest(child):
+                raise MirrorError(f"invalid digest {child[:80]!r} in index")
+            if depth > 1:
+                raise MirrorError("image indexes nested too deeply")
+            if self.remote.digest_of(child) == child:
+                continue
+            self.push(self.prepare(child), child, counts, depth + 1)
+        for desc in prepared.blobs:
+            self.push_blob(desc, counts)
+            self.target.heartbeat()
+        return self.remote.put_manifest(reference, prepared.raw, prepared.media_type)
+
+    def push_blob(self, desc: dict[str, Any], counts: TagCounts) -> None:
+        digest, size = str(desc.get("digest")), desc.get("size")
+        if not is_digest(digest) or not isinstance(size, int) or size < 0:
+            raise MirrorError(f"invalid blob descriptor {str(desc)[:200]}")
+        if self.remote.has_blob(digest):
+            counts.blobs_skipped += 1
+            return
+        stored = self.target.blobs.stat(digest)
+        if stored is None:
+            raise MirrorError(f"blob {digest} is missing from the local store")
+
+        def chunks() -> Iterator[bytes]:
+            with self.target.blobs.open(digest) as f:
+                while chunk := f.read(READ_CHUNK):
+                    yield chunk
+
+        if self.remote.put_blob(digest, stored, chunks, self.mount_from):
+            counts.blobs_skipped += 1  # mounted: nothing sent
+            return
+        counts.blobs_copied += 1
+        counts.bytes += stored
+
+    def push_referrers(self, subject: str, counts: TagCounts) -> None:
+        """The local referrers of ``subject`` the remote lacks, then the tag schema index if needed."""
+        local = self.target.meta.referrers(self.repo, subject, None, MAX_REFERRERS, None)
+        indexed = True
+        pushed = []
+        for ref in local:
+            counts.referrers += 1
+            if self.remote.digest_of(ref.digest) == ref.digest:
+                continue
+            indexed = self.push(self.prepare(ref.digest), ref.digest, counts, 1) and indexed
+            pushed.append(ref)
+        if indexed or not pushed:
+            return
+        have = self.remote.fallback_index(subject)
+        known = {str(d.get("digest")) for d in have}
+        for ref in pushed:
+            if ref.digest in known:
+                continue
+            desc: dict[str, Any] = {"mediaType": ref.media_type, "digest": ref.digest, "size": ref.size}
+            if ref.artifact_type:
+                desc["artifactType"] = ref.artifact_type
+            if ref.annotations:
+                desc["annotations"] = orjson.loads(ref.annotations)
+            have.append(desc)
+        index = orjson.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": have})
+        self.remote.put_manifest(subject.replace(":", "-"), index, mt.OCI_INDEX)
+
+
+def stage_of(catalog: CatalogStore, repo: str, digest: str) -> str:
+    row = catalog.get(repo, digest)
+    return str(row["stage"]) if row else "staging"
+
+
+def _referrers_done(meta: MetadataStore, m: Mirror, tag: str, digest: str) -> int:
+    """How many referrers earlier runs saw on the remote for ``tag`` at ``digest``."""
+    with meta.engine.connect() as conn:
+        total = conn.execute(
+            select(func.coalesce(func.sum(mirror_run_tags.c.referrers), 0))
+            .join(mirror_runs, mirror_runs.c.id == mirror_run_tags.c.run_id)
+            .where(
+                mirror_runs.c.mirror_id == m.id,
+                mirror_run_tags.c.tag == tag,
+                mirror_run_tags.c.source_digest == digest,
+                mirror_run_tags.c.state.in_(DONE),
+            )
+        ).scalar()
+    return int(total or 0)
+
+
+def push_tag(pusher: Pusher, tag: str, local_digest: str) -> tuple[str, str, TagCounts]:
+    """Push one approved tag; returns (copied|skipped, the digest the remote holds, counts)."""
+    counts = TagCounts()
+    prepared = pusher.prepare(local_digest)
+    meta, m = pusher.target.meta, pusher.mirror
+    if pusher.remote.digest_of(tag) == prepared.digest:
+        state = "skipped"
+        if m.copy_referrers:
+            wanted = len(meta.referrers(pusher.repo, local_digest, None, MAX_REFERRERS, None))
+            if wanted > _referrers_done(meta, m, tag, local_digest):
+                pusher.push_referrers(local_digest, counts)
+    else:
+        pusher.push(prepared, tag, counts)
+        counts.stored.append(prepared.digest)
+        state = "copied"
+        if m.copy_referrers:
+            pusher.push_referrers(local_digest, counts)
+        if pusher.target.audit is not None:
+            detail = {"mirror": m.name, "remote": m.source, "tag": tag, "pushed": prepared.digest}
+            actor = m.robot or f"mirror:{m.name}"
+            pusher.target.audit(actor, "mirror.push", pusher.repo, local_digest, detail)
+    return state, prepared.digest, counts
+
+
+def mount_source(meta: MetadataStore, m: Mirror) -> str | None:
+    """Another push mirror's repository on the same remote registry: blobs it holds can be mounted."""
+    with meta.engine.connect() as conn:
+        row = conn.execute(
+            select(mirrors.c.source_repository)
+            .where(
+                mirrors.c.direction == "push",
+                mirrors.c.source_registry == m.source_registry,
+                mirrors.c.source_repository != m.source_repository,
+                mirrors.c.id != m.id,
+            )
+            .order_by(mirrors.c.id)
+            .limit(1)
+        ).first()
+    return str(row.source_repository) if row else None
+
+
+def push_all(remote: Remote, target: Target, m: Mirror, run_id: int) -> str | None:
+    """Every wanted, approved local tag not yet done in this run; returns the run-level error."""
+    meta = target.meta
+    local = meta.list_tags(m.destination)
+    if local is None:
+        return f"{m.destination} does not exist here"
+    catalog = CatalogStore(meta)
+    approved: dict[str, str] = {}
+    for tag in sorted(t for t in local if m.tags.wants(t)):
+        rec = meta.get_manifest(m.destination, tag, False)
+        if rec is not None and stage_of(catalog, m.destination, rec.digest) == APPROVED:
+            approved[tag] = rec.digest
+    pusher = Pusher(remote, target, m, mount_source(meta, m))
+    for tag in plan_tags(meta, run_id, list(approved)):
+        started = time.monotonic()
+        try:
+            state, digest, c = push_tag(pusher, tag, approved[tag])
+        except (OciError, MirrorError, OSError) as exc:
+            log.warning("push mirror %s: tag %s failed: %s", m.name, tag, exc)
+            record_tag(meta, run_id, tag, state="failed", error=str(exc)[:2000], seconds=time.monotonic() - started)
+        else:
+            record_tag(
+                meta,
+                run_id,
+                tag,
+                state=state,
+                source_digest=approved[tag],
+                digest=digest,
+                bytes=c.bytes,
+                blobs_copied=c.blobs_copied,
+                blobs_skipped=c.blobs_skipped,
+                referrers=c.referrers,
+                error=None,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        target.heartbeat()
+    return None

@@ -1,0 +1,125 @@
+"""Push mirrors in process (as a worker runs them) to Debian's ``docker-registry`` with htpasswd basic
+auth: approval queues a run, only approved images leave, the result is checked with skopeo on the
+remote, an unchanged tag costs one request, referrers follow (tag schema), blobs are mounted across
+repositories of the same remote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mirror.synchelp import PASSWORD, USER, Source, image, push_sbom_referrer
+from tests.mirror.synchelp import source as source
+
+
+def _inspect(src: Source, ref: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"--creds={USER}:{PASSWORD}", f"docker://{src.host}/{ref}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_approval_pushes_approved_tags_to_the_remote_and_nothing_else(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hallmark.app import Hallmark
+    from hallmark.catalog.service import CatalogService
+    from hallmark.config import load_config
+    from hallmark.mirror.definitions import MirrorInputError, MirrorStore, validate
+    from hallmark.mirror.sync_jobs import KIND, queue_run, run_now
+
+    # Two local images (brought in by a pull mirror: stored and indexed like pushes), one with an SBOM.
+    source.push("src/to-push", {"v1": image({"push": "one"}), "v2": image({"push": "two"})}, tmp_path)
+    with source.client() as c:
+        head = c.head("/v2/src/to-push/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    sbom = push_sbom_referrer(source, "src/to-push", head.headers["docker-content-digest"])
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        creds = {"insecure": True, "username": USER, "password": PASSWORD}
+        pull = store.create(
+            validate(
+                {"source": f"{source.host}/src/to-push", "destination": "app/web", "tags": {"include": ["v*"]}, **creds}
+            ),
+            "t",
+        )
+        assert run_now(hm, queue_run(hm, pull, "manual", enqueue=False)[0])["copied"] == 2
+        d1 = hm.meta.get_manifest("app/web", "v1", False).digest  # type: ignore[union-attr]
+        d2 = hm.meta.get_manifest("app/web", "v2", False).digest  # type: ignore[union-attr]
+
+        with pytest.raises(MirrorInputError, match="direction"):
+            validate({"direction": "sideways", "remote": f"{source.host}/x", "repository": "app/web"})
+        doc = {"direction": "push", "repository": "app/web", "remote": f"{source.host}/pushed/web", **creds}
+        push = store.create(validate(doc), "t")
+        shown = push.to_json()
+        assert (shown["direction"], shown["repository"], shown["remote"]) == (
+            "push",
+            "app/web",
+            f"{source.host}/pushed/web",
+        )
+        assert "password" not in json.dumps(shown).replace("has_password", "")
+
+        # Approval queues a run (a job, not an inline push); the gates are not what this test is about.
+        monkeypatch.setattr(CatalogService, "gates", lambda self, repo, digest, force=False: [])
+        hm.pipeline.store.set_image("app/web", d1, status="done")
+        assert hm.pipeline.jobs.pending([KIND]) == 0
+        CatalogService(hm.pipeline).promote("app/web", d1, "approved", "reviewer", "looks good")
+        job = hm.pipeline.jobs.claim("w", [KIND])
+        assert job is not None
+        result = run_now(hm, int(job.payload["run"]))
+        assert result["state"] == "succeeded", result
+        assert (result["copied"], result["skipped"], result["failed"]) == (1, 0, 0)  # v2 is staging
+        assert result["blobs_copied"] == 2 + 2  # config + layer, and the SBOM's two blobs
+
+        remote = _inspect(source, "pushed/web:v1")
+        assert remote.returncode == 0, remote.stderr
+        from hallmark.digest import digest_bytes
+
+        assert digest_bytes(remote.stdout.encode()) == d1
+        assert _inspect(source, "pushed/web:v2").returncode != 0  # staging never leaves
+        assert d2 != d1
+        # The SBOM went along, listed under the tag schema (the CNCF registry has no referrers API).
+        fallback = _inspect(source, "pushed/web:" + d1.replace(":", "-"))
+        assert fallback.returncode == 0, fallback.stderr
+        assert [m["digest"] for m in json.loads(fallback.stdout)["manifests"]] == [sbom]
+
+        # Nothing changed: one request per tag.
+        again = run_now(hm, queue_run(hm, push, "manual", enqueue=False)[0])
+        assert (again["state"], again["skipped"], again["copied"], again["requests"]) == ("succeeded", 1, 0, 1)
+
+        # A second push mirror to the same registry mounts the blobs instead of uploading them.
+        other = store.create(
+            validate(dict(doc, name="web-copy", remote=f"{source.host}/pushed/web-copy", copy_referrers=False)), "t"
+        )
+        mounted = run_now(hm, queue_run(hm, other, "manual", enqueue=False)[0])
+        assert (mounted["copied"], mounted["blobs_copied"], mounted["blobs_skipped"]) == (1, 0, 2), mounted
+        assert _inspect(source, "pushed/web-copy:v1").returncode == 0
+    finally:
+        hm.close()
+
+
+def test_push_mirror_cli_add_shows_the_direction(tmp_path: Path) -> None:
+    """``hallmark mirror add --push LOCAL HOST/REPO`` stores a push mirror; list says which way."""
+    from typer.testing import CliRunner
+
+    from hallmark.cli import app
+
+    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["mirror", "add", "--push", "app/web", "registry.example:5000/team/web", "--json"], env=env
+    )
+    assert res.exit_code == 0, res.output
+    doc: dict[str, Any] = json.loads(res.output)
+    assert (doc["direction"], doc["repository"], doc["remote_registry"], doc["remote_repository"]) == (
+        "push",
+        "app/web",
+        "registry.example:5000",
+        "team/web",
+    )
+    listed = runner.invoke(app, ["mirror", "list"], env=env)
+    assert "registry.example:5000/team/web (push)" in listed.output, listed.output
