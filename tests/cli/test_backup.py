@@ -53,6 +53,8 @@ def test_backup_while_serving_then_restore_serves_the_same_images(tmp_path: Path
     late = tmp_path / "late"
     write_oci_layout(late, "v1", [tar_layer({"late": b"pushed during the backup" * 5000})])
     backup = tmp_path / "backup"
+    (data / "cache").mkdir(exist_ok=True)
+    (data / "cache" / "rebuilt.bin").write_bytes(b"per-machine cache, not backed up")
     try:
         pusher = threading.Thread(target=push, args=(srv, creds, late, "team/late:v1"))
         pusher.start()  # the server keeps taking pushes while the snapshot is made
@@ -66,6 +68,7 @@ def test_backup_while_serving_then_restore_serves_the_same_images(tmp_path: Path
     for _, layers in images.values():
         assert {sha256(layer) for layer in layers} <= digests
     assert "data/database.json" in manifest["files"]
+    assert not [f for f in manifest["files"] if f.startswith("data/cache/")]
 
     # A non-empty target is refused; so is a damaged backup, before anything is written (in-process: quicker).
     with pytest.raises(BackupError, match="not empty"):
