@@ -896,6 +896,8 @@ def _check_mirror_pages(page: Page, site: Site, upstream: Server, digest: str) -
     assert "copied" in tag.inner_text()
     assert tag.locator(f"a[href='/repositories/mirrored/app/images/{digest}']").count() == 1
     assert page.locator("#run-tags tbody tr", has_text="skip-me").count() == 0  # filtered out
+    CACHE.mkdir(exist_ok=True)
+    page.screenshot(path=str(CACHE / "portal-mirror.png"), full_page=True)
     page.goto("/admin/mirrors")
     cells = page.locator("#mirrors tr[data-mirror='upstream-app'] td").all_inner_texts()
     assert cells[4].startswith(runs[0]["state"]) and cells[5:8] == ["1", "0", "0"]
