@@ -4,8 +4,8 @@ A backup is a folder::
 
     backup.json          what is in it: format, time, version, and for every file its size and sha256;
                          written last, so a folder without it is an unfinished backup
-    hallmark.db          a consistent snapshot made with SQLite's online backup API (safe while
-                         ``hallmark serve`` writes: it copies pages under SQLite's own locking)
+    hallmark.db          a consistent snapshot made with SQLite's online backup API in one read
+                         transaction (safe while ``hallmark serve`` writes: WAL lets writers go on)
     blobs/<algo>/<hex>   every blob the snapshot references (the ``blobs`` table), copied and
                          hashed on the way, so a backup never holds a blob that does not match
     store/...            other files of the blob folder (the shared advisory and rule files), not
@@ -130,7 +130,10 @@ def _snapshot(db_path: Path, target: Path) -> None:
     dst = sqlite3.connect(target)
     try:
         with dst:
-            src.backup(dst, pages=4096)  # in steps: the server's writers get the lock in between
+            # One step, one read transaction: under WAL the server keeps writing meanwhile, and the copy
+            # is the database as of that transaction (a stepwise copy restarts whenever another
+            # connection writes, which the audit flush does twice a second).
+            src.backup(dst)
         check = dst.execute("PRAGMA integrity_check").fetchone()
         if not check or check[0] != "ok":
             raise BackupError(f"the database snapshot failed its integrity check: {check}")
