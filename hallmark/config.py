@@ -59,6 +59,7 @@ class ServerConfig(_Section):
     # (Prometheus) on the main port for administrators, plus an unauthenticated listener of its own
     # when metrics_listen (HOST:PORT) is set, for a scraper on a private network.
     log_format: str = "text"
+    access_log: bool = True  # one line per request (logger hallmark.access); false: metrics only
     metrics: bool = True
     metrics_listen: str | None = None
 

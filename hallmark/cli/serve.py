@@ -152,7 +152,7 @@ def serve(
 ) -> None:
     """Serve the registry, API and portal (over HTTPS when [server] tls_cert and tls_key are set)."""
     cfg = get_config(data_dir, config, server__listen=listen, server__workers=workers)
-    logs.setup(cfg.server.log_format)
+    logs.setup(cfg.server.log_format, access_log=cfg.server.access_log)
     # Everything that can refuse the start is checked before "serving" is printed: TLS files, the port,
     # the database. Each failure is one line and exit code 2.
     try:

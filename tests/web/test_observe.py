@@ -277,3 +277,28 @@ def test_metrics_false_serves_no_metrics_route(tmp_path: Path) -> None:
             assert ("/metrics" in paths) is enabled and "/readyz" in paths
     finally:
         hm.close()
+
+
+def test_access_log_false_drops_access_lines_only(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from hallmark import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        for enabled in (True, False):
+            logs.setup("json", access_log=enabled)
+            token = logs.REQUEST_ID.set("rid-1")
+            try:
+                logging.getLogger("hallmark.access").info("GET / 200")
+                logging.getLogger("hallmark.registry").error("disk full")
+            finally:
+                logs.REQUEST_ID.reset(token)
+            lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+            assert [x["logger"] for x in lines] == ["hallmark.access", "hallmark.registry"][(0 if enabled else 1) :]
+            assert all(x["request_id"] == "rid-1" for x in lines)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("hallmark.access").setLevel(logging.NOTSET)
