@@ -506,7 +506,12 @@ def scan(
         if db is not None:
             report["advisory_set"]["source"] = db
     if content is not None:
-        report.update(content.finish(config_doc))
+        from hallmark.content.parallel import WorkerLost
+
+        try:
+            report.update(content.finish(config_doc))
+        except WorkerLost as exc:
+            raise _fail(str(exc)) from exc
     report["scanners"] = sorted(wanted)
     report = apply_vex(report, vex_docs) if vex_docs else {**report, "summary": summarize(report)}
     if base_doc is not None:  # table output only: not part of the report schema

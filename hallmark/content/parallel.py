@@ -33,6 +33,7 @@ from hallmark.content.scanner import ContentScanner
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to check them here should a worker fail
 
 
 def default_workers() -> int:
@@ -45,15 +46,21 @@ def default_workers() -> int:
     return min(2, cores) if cores > 1 else 0
 
 
-@dataclass(frozen=True, slots=True)
+class WorkerLost(Exception):
+    """A worker stopped while it held a file too big to keep a copy of here; the message names it."""
+
+
+@dataclass(slots=True)
 class _Task:
     ticket: int
     path: str
     layer_index: int | None
     layer_digest: str | None
-    data: bytes
+    data: bytes | bytearray | None  # None once sent, for a file over ``HOLD_BYTES``
     size: int | None
     mode: int | None
+    nbytes: int = 0
+    counted: bool = True  # its bytes are in the pool's in-flight count
 
 
 def _worker_main(tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner]) -> None:
@@ -99,10 +106,12 @@ class _Worker:
             header = (task.ticket, task.path, task.layer_index, task.layer_digest, task.size, task.mode)
             try:
                 self.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
-                self.tasks.send_bytes(task.data)
+                self.tasks.send_bytes(task.data or b"")
             except (OSError, ValueError):
                 self.pool.lost(self)
                 return
+            if task.nbytes > HOLD_BYTES:
+                self.pool.release(task)  # big: one copy (the worker's), and no holding back the reader
         self.tasks.close()  # the worker sees EOF, finishes and exits
 
     def _receive(self) -> None:
@@ -128,7 +137,7 @@ class ScanPool:
         make_scanner: Callable[[], ContentScanner],
         workers: int,
         *,
-        max_inflight_bytes: int = 32 * MiB,
+        max_inflight_bytes: int = 16 * MiB,
     ) -> None:
         if workers < 1:
             raise ValueError("ScanPool needs at least one worker")
@@ -175,7 +184,7 @@ class ScanPool:
         path: str,
         layer_index: int | None,
         layer_digest: str | None,
-        data: bytes,
+        data: bytes | bytearray,
         size: int | None = None,
         *,
         mode: int | None = None,
@@ -186,7 +195,7 @@ class ScanPool:
                 self._cond.wait()
             ticket = self._next
             self._next += 1
-            task = _Task(ticket, path, layer_index, layer_digest, data, size, mode)
+            task = _Task(ticket, path, layer_index, layer_digest, data, size, mode, len(data))
             alive = [w for w in self._workers if w.alive]
             if not alive:
                 self._orphans[ticket] = task
@@ -211,27 +220,44 @@ class ScanPool:
         return outcome
 
     def _scan_here(self, t: _Task) -> ScanOutcome:
+        if t.data is None:
+            raise WorkerLost(f"a content-check worker stopped while checking {t.path} ({t.nbytes} bytes)")
         if self._local is None:
             self._local = self._make_scanner()
-        return self._local.scan_file(t.path, t.layer_index, t.layer_digest, t.data, t.size, mode=t.mode)
+        return self._local.scan_file(t.path, t.layer_index, t.layer_digest, bytes(t.data), t.size, mode=t.mode)
+
+    def release(self, task: _Task) -> None:
+        """Drop this process's copy of a sent file."""
+        with self._cond:
+            task.data = None
+            self._uncount(task)
+            self._cond.notify_all()
+
+    def _uncount(self, task: _Task) -> None:
+        if task.counted:
+            task.counted = False
+            self._inflight -= task.nbytes
 
     def done(self, worker: _Worker, items: list[tuple[int, ScanOutcome]]) -> None:
         with self._cond:
             for ticket, outcome in items:
                 task = worker.pending.pop(ticket, None)
                 if task is not None:
-                    self._inflight -= len(task.data)
+                    self._uncount(task)
                 self._outcomes[ticket] = outcome
             self._cond.notify_all()
 
     def lost(self, worker: _Worker) -> None:
-        """A worker's pipe failed: what it held is checked in this process."""
+        """A worker's pipe failed: what it held is checked in this process (``result`` raises
+        ``WorkerLost`` for a file it held no copy of)."""
         with self._cond:
             if worker.alive and worker.pending:
                 log.warning("content-check worker %s stopped; checking its files here", worker.process.pid)
             worker.alive = False
             for ticket, task in worker.pending.items():
-                self._inflight -= len(task.data)
+                self._uncount(task)
+                if task.nbytes > HOLD_BYTES:
+                    task.data = None  # sent or not: a big file's copy here is not to be relied on
                 self._orphans[ticket] = task
             worker.pending.clear()
             self._cond.notify_all()
@@ -283,7 +309,7 @@ class OrderedChecks:
             slots.append(self.light.scan_file(path, layer_index, layer_digest, stream, size, mode=mode))
             return
         try:
-            data = stream.read()
+            data = _read_all(stream, size)
         except Exception as exc:  # the same Skip a reading scan_file gives
             slots.append(self.light.scan_file(path, layer_index, layer_digest, _failing(exc), size, mode=mode))
             return
@@ -305,6 +331,26 @@ class OrderedChecks:
         if self.pool is not None:
             pool, self.pool = self.pool, None
             pool.close()
+
+
+def _read_all(stream: IO[bytes], size: int | None) -> bytes | bytearray:
+    """The rest of ``stream`` in one buffer of the announced size (a plain ``read()`` joins
+    chunks: twice a big file's size for a moment)."""
+    if not size or size < 0:
+        return stream.read()
+    buf = bytearray(size)
+    n = 0
+    with memoryview(buf) as view:
+        while n < size:
+            got = cast(io.BufferedIOBase, stream).readinto(view[n:])
+            if not got:
+                break
+            n += got
+    if n < size:
+        del buf[n:]
+    else:
+        buf += stream.read()  # more than announced: keep it all, as a reading scan_file would
+    return buf
 
 
 class _Failing(io.RawIOBase):
@@ -332,4 +378,4 @@ def _child(
     _worker_main(tasks, results, make_scanner)
 
 
-__all__ = ["OrderedChecks", "ScanPool", "Slot", "default_workers"]
+__all__ = ["OrderedChecks", "ScanPool", "Slot", "WorkerLost", "default_workers"]

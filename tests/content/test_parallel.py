@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hallmark.content import ContentScanner, RuleBundle, ScanOptions, ScanOutcome, load_rules
-from hallmark.content.parallel import OrderedChecks, ScanPool
+from hallmark.content.parallel import HOLD_BYTES, OrderedChecks, ScanPool, WorkerLost
 from tests.content.conftest import FakeSecrets, eicar
 
 
@@ -160,3 +160,25 @@ def test_path_skipped_is_the_same_as_asking_each_pattern(data_dir: Path) -> None
     ]
     assert [ruleset.path_skipped(p) for p in paths] == naive
     assert True in naive and False in naive
+
+
+class _Dies(ContentScanner):
+    def scan_file(self, *args: object, **kwargs: object) -> ScanOutcome:  # type: ignore[override]
+        os._exit(3)  # a crash in the middle of a check
+
+
+def test_a_worker_that_dies_holding_a_big_file_is_an_error_not_a_gap(bundle: RuleBundle, fake: FakeSecrets) -> None:
+    options = ScanOptions()
+    parent = os.getpid()
+
+    def make() -> ContentScanner:
+        return ContentScanner(bundle, options) if os.getpid() == parent else _Dies(bundle, options)
+
+    big = b"x" * (HOLD_BYTES + 1)  # not kept here once sent
+    small = eicar()
+    with ScanPool(make, 1) as pool:
+        first = pool.submit("/srv/big.bin", 0, "sha256:layer", big, len(big), mode=0o644)
+        second = pool.submit("/tmp/eicar.com", 0, "sha256:layer", small, len(small), mode=0o644)
+        with pytest.raises(WorkerLost, match=r"/srv/big\.bin"):
+            pool.result(first)
+        assert pool.result(second) == _one_process(bundle, options, [("/tmp/eicar.com", small, 0o644)])
