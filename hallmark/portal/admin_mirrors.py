@@ -62,10 +62,10 @@ def _schedule(m: Mirror) -> str:
     return "manual only"
 
 
-def _mirror_view(m: Mirror) -> dict[str, Any]:
+def mirror_view(m: Mirror) -> dict[str, Any]:
     doc = _times(m.to_json(), "next_run_at", "created_at")
     doc["schedule_text"] = _schedule(m)
-    doc["direction"] = getattr(m, "direction", "pull")
+    doc["direction"] = m.direction  # push: ``destination`` is the local repository, ``source`` the remote
     return doc
 
 
@@ -88,7 +88,7 @@ async def mirrors(portal: Portal, request: web.Request) -> web.StreamResponse:
         out = []
         for m in store.all():
             if _administers(viewer, m):
-                doc = _mirror_view(m)
+                doc = mirror_view(m)
                 runs = store.runs(m.id, 1)
                 doc["last_run"] = _run_view(runs[0]) if runs else None
                 out.append(doc)
@@ -125,7 +125,7 @@ async def mirror(portal: Portal, request: web.Request) -> web.StreamResponse:
         request,
         "mirror.html",
         viewer,
-        mirror=_mirror_view(m),
+        mirror=mirror_view(m),
         runs=[_run_view(r) for r in runs],
         detail=_run_view(detail) if detail else None,
         queued=request.query.get("queued"),

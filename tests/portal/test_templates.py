@@ -167,3 +167,27 @@ def test_catalog_pages_link_to_their_neighbours_with_the_filters() -> None:
     assert 'href="/catalog?package=openssl&amp;stage=approved&amp;page=3" rel="next"' in html
     assert "page 2 of 3" in html
     assert f'value="docker pull registry.example/team/app@{DIGEST}"' in html
+
+
+def test_push_mirror_pages_name_the_local_repository_as_the_source() -> None:
+    import datetime as dt
+
+    from hallmark.mirror.definitions import Mirror, TagFilter
+    from hallmark.portal.admin_mirrors import mirror_view
+
+    now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    common = dict(insecure=False, username=None, has_password=False, tags=TagFilter.parse(None, None))
+    common |= dict(platforms=None, interval_seconds=3600, cron=None, copy_referrers=True, robot=None)
+    common |= dict(timeout_seconds=60.0, enabled=True, next_run_at=None, created_by="admin", created_at=now)
+    pull = Mirror(1, "in", "remote.example", "lib/app", "local/app", **common)
+    push = Mirror(2, "out", "remote.example", "prod/app", "local/app", direction="push", **common)
+    env = _environment()
+    base = {"user": "admin", "access": True, "csrf": "t" * 43, "path": "/admin/mirrors"}
+    rows = [dict(mirror_view(m), last_run=None) for m in (pull, push)]
+    html = env.get_template("mirrors.html").render(**base, mirrors=rows)
+    pull_row, push_row = html.split('data-mirror="in"')[1].split('data-mirror="out"')
+    assert pull_row.index("remote.example/lib/app") < pull_row.index("local/app") and "every 1 h" in pull_row
+    assert push_row.index("local/app") < push_row.index("remote.example/prod/app") and "(push)" in push_row
+    page = env.get_template("mirror.html").render(**base, mirror=mirror_view(push), runs=[], detail=None, queued=None)
+    facts = page.split('id="mirror-definition"')[1]
+    assert facts.index("local/app") < facts.index("remote.example/prod/app") and "(this registry)" in facts
