@@ -36,6 +36,7 @@ from hallmark.pipeline.runtime import server_context
 from hallmark.pipeline.service import Pipeline
 from hallmark.portal import routes as portal_routes
 from hallmark.registry import http as registry_http
+from hallmark.registry.consistency import blob_store_mismatch
 from hallmark.registry.service import RegistryService
 from hallmark.registry.sessions import UploadIds, load_key
 from hallmark.storage import BlobStore, FilesystemBlobStore
@@ -133,6 +134,9 @@ def build_app(hm: Hallmark) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[HALLMARK_KEY] = hm
     app[TRUSTED_PROXIES] = TrustedProxies.from_config(hm.config.server)
+    mismatch = blob_store_mismatch(hm.meta, hm.blobs)  # e.g. a replica on another's database, with its own blobs
+    if mismatch:
+        log.warning("%s", mismatch)
     declare(registry_http.dispatch, "*", REGISTRY)  # the registry guard enforces /v2 per registry route
     registry_http.add_routes(app, hm.registry)
     # deprecated images warn, retired ones are refused (or warn) at manifest GET/HEAD

@@ -172,3 +172,21 @@ def test_the_audit_chain_both_replicas_appended_to_verifies(replicas: tuple[Serv
             r = c.get("/api/v1/audit/verify")
             assert r.status_code == 200 and r.json()["ok"] is True, r.text
             assert r.json()["checked"] > 20
+
+
+def test_a_replica_with_its_own_blob_folder_says_so_when_it_starts(
+    replicas: tuple[Server, Server], tmp_path: Path
+) -> None:
+    """The new user's mistake: a third server on the same database, blobs in its own data folder."""
+    a, _ = replicas
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {"HALLMARK_PIPELINE__ENABLED": "false", "HALLMARK_STORAGE__DRIVER": "filesystem"}
+    lonely = Server(data, a.db_url, env=env, access=True).start()
+    try:
+        log = (tmp_path / f"server-{lonely.port}.log").read_text()
+        assert "the blob store holds none of the 3 newest blobs the database records" in log
+    finally:
+        lonely.stop()
+    for s in replicas:  # the replicas sharing the bucket did not warn
+        assert "blob store holds none" not in (s.data_dir.parent / f"server-{s.port}.log").read_text()
