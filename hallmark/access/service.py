@@ -117,9 +117,11 @@ class AccessService:
         )
         self._signer: crypto.TokenSigner | None = None
         # Verified Basic credentials for a minute, keyed by an HMAC (never the password) and the stored hash.
+        # Neither cache can answer for a change made on another replica: the principal (password hash,
+        # disabled flag), its token and its grants are read again on every request, so revocation is immediate.
         self._verified: dict[bytes, float] = {}
         self._cache_key = secrets.token_bytes(32)
-        # Signature-verified JWTs by SHA-256 of the token: (expiry, identity).
+        # Signature-verified JWTs by SHA-256 of the token: (expiry, identity); the signature cannot change.
         self._jwt_cache: dict[bytes, tuple[float, Identity]] = {}
         self.ldap = LdapLogin(self.cfg.ldap) if self.cfg.ldap.url else None
 
