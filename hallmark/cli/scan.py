@@ -176,9 +176,7 @@ class _ContentRun:
     checks at all: the cross-layer view (whiteouts, replaced files) comes from the cache too.
     """
 
-    def __init__(
-        self, scanners: set[str], rules_dir: str | None, data_rules: Path, workers: int | None = None
-    ) -> None:
+    def __init__(self, scanners: set[str], rules_dir: str | None, data_rules: Path, workers: int | None = None) -> None:
         from hallmark.advisories.compiled import cache_root
         from hallmark.content import LayerHistory, ScanOptions, load_rules
         from hallmark.content.cache import LayerResultCache
@@ -205,6 +203,7 @@ class _ContentRun:
         self._full: Any = None
         self._checks: Any = None  # OrderedChecks: the files of layers not cached, in worker processes
         self._slots: dict[int, list[Any]] = {}  # layer index -> its files' outcomes or tickets, in entry order
+        self._collected = False
         self._layers: dict[int, tuple[str, Any]] = {}  # layer index -> (digest, LayerResult to fill, or None: cached)
         self._image_layers: list[str] = []
 
@@ -276,26 +275,35 @@ class _ContentRun:
                 ScanOutcome(light.scan_metadata(path, entry.layer_index, entry.layer_digest, entry.mode, is_dir=True))
             )
 
-    def finish(self, config_doc: dict[str, Any] | None) -> dict[str, Any]:
-        """Store the layers checked in this run, then add the config checks and correlate.
-        Called only after every layer was read to its end (a failed index stores nothing)."""
-        from collections import Counter
-
-        from hallmark.content import ContentScanner, correlate_layers
+    def collect(self) -> None:
+        """Take the layers' results from the workers, store them and stop the workers (before
+        the vulnerability report is built: their memory is not held beside it). Called only
+        after every layer was read to its end (a failed index stores nothing); once."""
         from hallmark.content.cache import LayerResult
-        from hallmark.content.model import SEVERITY_ORDER
 
+        if self._collected:
+            return
+        self._collected = True
         for i, digest in enumerate(self._image_layers):  # layers without entries are results too
             self._layers.setdefault(i, (digest, LayerResult()))
         try:
             for i, (digest, layer) in self._layers.items():
                 if layer is not None:
                     if self._checks is not None:
-                        layer.outcome.extend(self._checks.outcome(self._slots.get(i, [])))
+                        layer.outcome.extend(self._checks.outcome(self._slots.pop(i, [])))
                     self.outcome.extend(layer.outcome)
                     self.cache.put(digest, layer)
         finally:
             self.close()
+
+    def finish(self, config_doc: dict[str, Any] | None) -> dict[str, Any]:
+        """Collect the layers (if not yet), then add the config checks and correlate."""
+        from collections import Counter
+
+        from hallmark.content import ContentScanner, correlate_layers
+        from hallmark.content.model import SEVERITY_ORDER
+
+        self.collect()
         if config_doc is not None:
             # the image config needs the secret rules only
             self.outcome.extend(ContentScanner(self.light, self.options).scan_config(config_doc))
@@ -498,6 +506,13 @@ def scan(
             content.close()
         raise _fail(result.failure or "index failed")
 
+    if content is not None:
+        from hallmark.content.parallel import WorkerLost
+
+        try:
+            content.collect()
+        except WorkerLost as exc:
+            raise _fail(str(exc)) from exc
     report = make_report(result, active, source.name, result.image_digest or "")
     if "vuln" not in wanted:
         report["notes"] = ["vulnerability matching not requested (--scanners)"]
@@ -506,12 +521,7 @@ def scan(
         if db is not None:
             report["advisory_set"]["source"] = db
     if content is not None:
-        from hallmark.content.parallel import WorkerLost
-
-        try:
-            report.update(content.finish(config_doc))
-        except WorkerLost as exc:
-            raise _fail(str(exc)) from exc
+        report.update(content.finish(config_doc))
     report["scanners"] = sorted(wanted)
     report = apply_vex(report, vex_docs) if vex_docs else {**report, "summary": summarize(report)}
     if base_doc is not None:  # table output only: not part of the report schema
