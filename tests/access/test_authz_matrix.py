@@ -32,6 +32,9 @@ DIGEST = "sha256:" + "ab" * 32
 #   reviewer+pull (security_reviewer role and pull on the repository), pull, push, delete, admin (repository)
 EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "public",
+    ("GET", "/readyz"): "public",
+    # Prometheus metrics on the main port: administrators (a separate metrics_listen port is open)
+    ("GET", "/metrics"): "administrator",
     ("GET", "/auth/token"): "public",
     ("POST", "/auth/token"): "public",
     # Kubernetes admission webhooks: called by the API server without a user (TLS authenticates)
