@@ -104,3 +104,18 @@ def test_an_upgraded_installation_keeps_signing_with_its_old_key_file(tmp_path: 
         assert jwt.decode(fresh, public, algorithms=["ES256"], audience="hallmark")["sub"] == "bob"
     finally:
         eng.dispose()
+
+
+def test_old_counter_rows_are_pruned(engine: Engine) -> None:
+    """Rows past any back-off and window are deleted, so the table does not grow with every guesser."""
+    from sqlalchemy import func, select
+
+    from hallmark.metadata.tables import rate_counters
+
+    counters = DatabaseCounters(engine)
+    old = RateLimiter(per_pair=3, per_addr=100, window=300, counters=counters, clock=lambda: 1_000_000.0)
+    old.fail("someone", "10.0.0.1")
+    recent = RateLimiter(per_pair=3, per_addr=100, window=300, counters=counters)
+    recent.fail("admin", "10.0.0.2")  # prunes what is older than three windows
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rate_counters)).scalar() == 2  # admin's pair + address
