@@ -12,9 +12,12 @@ are the ones after it). ``scan`` is measured twice: "cached", after an earlier s
 image (index and content-check results per layer in ~/.cache/hallmark, as for the second
 scan of an image or of an image sharing its layers), and "uncached", with those caches
 emptied before every run (a first scan of new layers: every file read through YARA and the
-secret rules). Each command runs in its own process; CPU time and peak RSS come from wait4. The
-median of ``--runs`` runs is reported. Trivy 0.59.1 runs offline with its cache disabled
-(``--cache-backend memory``), as in bench/sbom.py.
+secret rules, in worker processes beside the indexer). Each command runs in its own
+process; CPU time (the command and its workers) comes from wait4, memory is the peak of the
+process tree's summed PSS (see ``measure``). The median of ``--runs`` runs is reported with
+the spread (min-max) and the load average before each row. Trivy 0.59.1 runs offline with its
+cache disabled (``--cache-backend memory``), as in bench/sbom.py: its SBOM, and its secret
+scanner (the one content check both tools have; one run, it takes minutes) on the same images.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ def commands(layout: Path) -> dict[str, list[str]]:
     trivy += ["--cache-dir", str(trivy_cache()), "--skip-db-update", "--skip-java-db-update", "--offline-scan", "-q"]
     return {
         "trivy image --format cyclonedx": trivy,
+        "trivy image --scanners secret (uncached)": [
+            *(a if a != "cyclonedx" else "json" for a in trivy),
+            "--scanners",
+            "secret",
+        ],
         "hallmark sbom --format cyclonedx": [*hm, "sbom", ref, "--format", "cyclonedx"],
         "hallmark scan --scanners vuln (cached)": [*hm, "scan", ref, "--format", "json", "--scanners", "vuln"],
         "hallmark scan --scanners vuln (uncached)": [*hm, "scan", ref, "--format", "json", "--scanners", "vuln"],
@@ -136,17 +144,29 @@ def measure(cmd: list[str]) -> tuple[float, float, float]:
     return wall, usage.ru_utime + usage.ru_stime, max(peak / 1024 / 1024, usage.ru_maxrss / 1024)
 
 
-def run(cmd: list[str], runs: int, cold: bool = False) -> tuple[float, float, float]:
-    """Medians of wall seconds, CPU seconds and peak RSS (MiB) of ``runs`` runs after one
-    warm-up; ``cold``: the per-layer caches are emptied before each run."""
-    measure(cmd)  # warm-up: page cache, compiled index / YARA cache on first use
+def run(cmd: list[str], runs: int, cold: bool = False, warm_up: bool = True) -> list[tuple[float, float, float]]:
+    """Wall seconds, CPU seconds and peak memory (MiB) of ``runs`` runs after one warm-up;
+    ``cold``: the per-layer caches are emptied before each run."""
+    if warm_up:
+        measure(cmd)  # page cache, compiled index / YARA cache on first use
     results = []
     for _ in range(runs):
         if cold:
             clear_layer_caches()
         results.append(measure(cmd))
-    wall, cpu, rss = (statistics.median(col) for col in zip(*results, strict=True))
-    return wall, cpu, rss
+    return results
+
+
+def row(results: list[tuple[float, float, float]]) -> str:
+    """``median (min-max)`` of each column."""
+    cols = list(zip(*results, strict=True))
+    cells = []
+    for col, unit, fmt in zip(cols, ("s", "s", "MiB"), ("{:.2f}", "{:.2f}", "{:.0f}"), strict=True):
+        med = fmt.format(statistics.median(col))
+        cells.append(
+            f"{med} {unit}" if len(col) == 1 else f"{med} {unit} ({fmt.format(min(col))}-{fmt.format(max(col))})"
+        )
+    return " | ".join(cells)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,13 +177,18 @@ def main(argv: list[str] | None = None) -> None:
     build_bullseye()
     import_advisories()
     images = {"bookworm + languages (bench/sbom.py)": LAYOUT, "bullseye minbase": BULLSEYE}
-    help_wall, help_cpu, _ = run([sys.executable, "-m", "hallmark", "--help"], args.runs)
-    print(f"hallmark --help: {help_wall:.2f}s (CPU {help_cpu:.2f}s); load average {os.getloadavg()[0]:.1f}")
-    print("\n| image | command | wall (median) | CPU user+sys | peak RSS |\n|---|---|---|---|---|")
+    help_runs = run([sys.executable, "-m", "hallmark", "--help"], args.runs)
+    print(f"hallmark --help: {row(help_runs)}; load average {os.getloadavg()[0]:.1f}")
+    print("\n| image | command | wall, median (min-max) | CPU user+sys | peak memory | load |")
+    print("|---|---|---|---|---|---|")
     for label, layout in images.items():
         for name, cmd in commands(layout).items():
-            wall, cpu, rss = run(cmd, args.runs, cold=UNCACHED in name)
-            print(f"| {label} | `{name}` | {wall:.2f} s | {cpu:.2f} s | {rss:.0f} MiB |", flush=True)
+            load = os.getloadavg()[0]
+            if "--scanners secret" in name and name.startswith("trivy"):
+                results = run(cmd, 1, warm_up=False)
+            else:
+                results = run(cmd, args.runs, cold=UNCACHED in name)
+            print(f"| {label} | `{name}` | {row(results)} | {load:.1f} |", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
