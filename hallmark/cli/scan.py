@@ -184,7 +184,7 @@ class _ContentRun:
         from hallmark.content.rules import bundle_digest
 
         self.kinds = scanners & {"malware", "secret", "config"}
-        self.workers = workers  # content-check processes; None: one per core beyond the first, at most 2
+        self.workers = workers  # content-check processes; None: parallel.default_workers()
         folder: str | Path | None = rules_dir
         if folder is None and data_rules.is_dir():
             folder = data_rules

@@ -37,8 +37,12 @@ HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to ch
 
 
 def default_workers() -> int:
-    """Worker processes for this machine: one per usable core beyond one, at most 2, 0 on one
-    core (then checking in the reading process is as fast and uses less memory)."""
+    """Worker processes for this machine: one per usable core, at most 2 (with the reading
+    process that makes one more process than cores: it waits on the pipe part of the time); 0
+    on one core (checking in the reading process is as fast and uses less memory) and where
+    processes cannot be forked (the workers share the loaded rules by forking)."""
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
