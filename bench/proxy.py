@@ -3,10 +3,11 @@
 The upstream is Debian's ``docker-registry`` (the CNCF registry) on loopback; Hallmark proxies it as
 namespace ``up``. Cold: the first pull of a repository through the proxy (manifest and every blob
 fetched from the upstream while they are streamed and stored). Warm: a later pull, served locally.
-Each is compared with the same skopeo pull straight from the upstream. The pipeline is off so the
+Each is compared with the same skopeo pull straight from the upstream, and with the first pull of
+the same image pushed to Hallmark (the registry's own blob path, no proxy). The pipeline is off so the
 numbers are the proxy's, not the scanner's (a proxied image is indexed afterwards like a push).
 
-    python -m bench.proxy [--size-mib 200] [--layers 4] [--runs 3]
+    python -m bench.proxy [--size-mib 200] [--layers 4] [--runs 5]
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="bench.proxy")
     ap.add_argument("--size-mib", type=int, default=200)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
     if not shutil.which("skopeo") or not shutil.which("docker-registry"):
         raise SystemExit("needs skopeo and docker-registry (make debs)")
@@ -132,13 +133,14 @@ def main(argv: list[str]) -> None:
             wait_up(f"http://{up}", procs[0])
             wait_up(f"http://{hm}", procs[1])
             write_layout(tmp / "src", args.size_mib << 20, args.layers)
-            cold, warm, direct = [], [], []
+            cold, warm, direct, pushed = [], [], [], []
             blob_cold, blob_warm, blob_direct = [], [], []
             for i in range(args.runs):
                 # A fresh image per run (new random layers): the proxy's cache is cold for it.
                 shutil.rmtree(tmp / "src")
                 write_layout(tmp / "src", args.size_mib << 20, args.layers)
                 skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp / 'src'}:v1", f"docker://{up}/bench/img{i}:v1")
+                skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp / 'src'}:v1", f"docker://{hm}/plain/img{i}:v1")
                 # One layer with curl (no client-side work): the proxy's own cost per byte.
                 layer = max((tmp / "src" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size).name
                 skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp / 'src'}:v1", f"docker://{up}/bench/blob{i}:v1")
@@ -150,12 +152,17 @@ def main(argv: list[str]) -> None:
                 time.sleep(2)  # the background completion stores the manifest once its blobs are in
                 direct.append(pull(up, f"bench/img{i}", tmp / "out"))
                 warm.append(pull(hm, f"up/bench/img{i}", tmp / "out"))
+                pushed.append(pull(hm, f"plain/img{i}", tmp / "out"))
             d, c, w = statistics.median(direct), statistics.median(cold), statistics.median(warm)
-            print(f"image: {args.size_mib} MiB in {args.layers} layers; {args.runs} runs, medians")
+            p = statistics.median(pushed)
+            print(f"image: {args.size_mib} MiB in {args.layers} layers; {args.runs} runs, medians; load {load()}")
             print(f"direct from upstream : {d:6.2f} s  ({args.size_mib / d:7.1f} MiB/s)  runs {fmt(direct)}")
             print(f"cold through proxy   : {c:6.2f} s  ({args.size_mib / c:7.1f} MiB/s)  runs {fmt(cold)}")
             print(f"warm through proxy   : {w:6.2f} s  ({args.size_mib / w:7.1f} MiB/s)  runs {fmt(warm)}")
+            print(f"pushed to Hallmark   : {p:6.2f} s  ({args.size_mib / p:7.1f} MiB/s)  runs {fmt(pushed)}")
             print(f"cold / direct = {c / d:.2f}x (target <= 1.3x); warm / direct = {w / d:.2f}x (target <= 1.0x)")
+            print(f"first pull of a pushed image / direct = {p / d:.2f}x")
+            print("spread (max/min) direct, cold, warm: " + spread(direct, cold, warm))
             mib = args.size_mib / args.layers
             bd, bc, bw = (statistics.median(v) for v in (blob_direct, blob_cold, blob_warm))
             print(f"one {mib:.0f} MiB layer with curl: direct {bd:.3f} s, cold via proxy {bc:.3f} s, warm {bw:.3f} s")
@@ -174,6 +181,15 @@ def curl(url: str) -> float:
 
 def fmt(values: list[float]) -> str:
     return " / ".join(f"{v:.2f}" for v in values)
+
+
+def spread(*columns: list[float]) -> str:
+    """max/min of each column: how much the loaded machine moved the runs."""
+    return ", ".join(f"{max(c) / min(c):.2f}x" for c in columns)
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

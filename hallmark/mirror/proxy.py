@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hallmark.config import MirrorConfig, ProxyConfig
@@ -260,6 +261,9 @@ class PullThrough:
             async for _ in chunks:
                 pass
 
+    async def _keep_cached(self, digest: str) -> None:
+        await self._svc.run(keep_cached, self._svc.blobs.local_path(digest))
+
     # -- blobs ---------------------------------------------------------------------------------
     async def blob(self, repo: str, digest: str, head: bool) -> BlobInfo | ProxiedBlob:
         """A local blob, or (on a miss under a proxy namespace) the upstream's, streamed and stored."""
@@ -328,6 +332,7 @@ class PullThrough:
                 raise UpstreamError(f"{blob.url}: blob {blob.digest}: digest mismatch (got {exc.actual})") from exc
             await svc.run(svc.meta.link_blob, repo, blob.digest, size)
             stored = True
+            self._spawn(self._keep_cached(blob.digest))
             if held:
                 yield held
         finally:
@@ -340,6 +345,28 @@ class PullThrough:
                 del self._inflight[blob.digest]
             if not done.done():
                 done.set_result(stored)
+
+
+def keep_cached(path: Path | None) -> int:
+    """Read a just-proxied blob once, in the background, so that it sits in the page cache; returns
+    the bytes read.
+
+    The filesystem store writes large blobs with O_DIRECT (no page cache), which suits pushes; a
+    proxied blob, though, was fetched because clients pull it, and the next pulls (other nodes, the
+    same image again) would each start from disk. ``posix_fadvise(WILLNEED)`` left most of it
+    uncached here (first read after it as slow as without); one read through a reused buffer costs
+    a copy (~20 ms per 100 MiB) and caches it (see docs/performance.md, pull-through cache)."""
+    if path is None:
+        return 0
+    buf = bytearray(_WRITE_BATCH)
+    total = 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    except OSError:  # gone meanwhile (deleted, collected): nothing to keep
+        pass
+    return total
 
 
 def _record(m: UpstreamManifest) -> ManifestRecord:
