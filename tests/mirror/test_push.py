@@ -123,3 +123,23 @@ def test_push_mirror_cli_add_shows_the_direction(tmp_path: Path) -> None:
     )
     listed = runner.invoke(app, ["mirror", "list"], env=env)
     assert "registry.example:5000/team/web (push)" in listed.output, listed.output
+
+
+def test_a_push_mirror_changes_its_remote_but_not_its_repository_or_direction(tmp_path: Path) -> None:
+    from hallmark.app import Hallmark
+    from hallmark.config import load_config
+    from hallmark.mirror.definitions import MirrorInputError, MirrorStore, validate
+
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        m = store.create(validate({"direction": "push", "repository": "app/web", "remote": "r.example/a/web"}), "t")
+        assert m.name == "push-app-web" and m.destination == "app/web"
+        moved = store.update(m, {"remote": "r2.example:5000/b/web", "tags": {"include": ["v*"]}})
+        assert (moved.source, moved.tags.include) == ("r2.example:5000/b/web", ("v*",))
+        assert store.update(moved, {"remote_repository": "c/web"}).source == "r2.example:5000/c/web"
+        for patch in ({"repository": "other/web"}, {"direction": "pull"}, {"destination": "other/web"}):
+            with pytest.raises(MirrorInputError, match="cannot be changed"):
+                store.update(moved, patch)
+    finally:
+        hm.close()
