@@ -33,6 +33,7 @@ from hallmark.content.scanner import ContentScanner
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+STREAM_CHUNK = 1 * MiB  # a file over HOLD_BYTES goes to its worker in pieces of this size
 HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to check them here should a worker fail
 
 
@@ -81,13 +82,23 @@ def _worker_main(tasks: Connection, results: Connection, make_scanner: Callable[
                 results.send_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
                 done = []
                 continue
-            ticket, path, layer_index, layer_digest, size, mode = pickle.loads(header)  # noqa: S301 - our parent
-            data = tasks.recv_bytes()
+            ticket, path, layer_index, layer_digest, size, mode, streamed = pickle.loads(header)  # noqa: S301
+            data: bytes | IO[bytes] = _receive_stream(tasks) if streamed else tasks.recv_bytes()
         except (EOFError, OSError):
             break
         done.append((ticket, scanner.scan_file(path, layer_index, layer_digest, data, size, mode=mode)))
     if done:
         results.send_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _receive_stream(tasks: Connection) -> bytes | IO[bytes]:
+    """A file sent in chunks: the chunks up to an empty message, then the read error if any
+    (as a reader that raises it, so ``scan_file`` reports it as a reading scan does)."""
+    buf = io.BytesIO()  # grows in place; getvalue() hands over its buffer without a copy
+    while chunk := tasks.recv_bytes():
+        buf.write(chunk)
+    error = pickle.loads(tasks.recv_bytes())  # noqa: S301 - our parent
+    return _failing(error) if error is not None else buf.getvalue()
 
 
 class _Worker:
@@ -102,15 +113,17 @@ class _Worker:
         self.pending: dict[int, _Task] = {}  # sent or queued, no result yet
         self.assigned = 0  # bytes ever given to it (work is spread by bytes)
         self.alive = True
+        self.lock = threading.Lock()  # one writer of the task pipe at a time (the sender, or a streamed file)
         self.sender = threading.Thread(target=self._send, name="content-send", daemon=True)
         self.receiver = threading.Thread(target=self._receive, name="content-recv", daemon=True)
 
     def _send(self) -> None:
         while (task := self.queue.get()) is not None:
-            header = (task.ticket, task.path, task.layer_index, task.layer_digest, task.size, task.mode)
+            header = (task.ticket, task.path, task.layer_index, task.layer_digest, task.size, task.mode, False)
             try:
-                self.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
-                self.tasks.send_bytes(task.data or b"")
+                with self.lock:
+                    self.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
+                    self.tasks.send_bytes(task.data or b"")
             except (OSError, ValueError):
                 self.pool.lost(self)
                 return
@@ -209,6 +222,49 @@ class ScanPool:
             worker.pending[ticket] = task
             self._inflight += len(data)
         worker.queue.put(task)
+        return ticket
+
+    def submit_stream(
+        self,
+        path: str,
+        layer_index: int | None,
+        layer_digest: str | None,
+        stream: IO[bytes],
+        size: int,
+        *,
+        mode: int | None = None,
+    ) -> int:
+        """Send a big file to a worker as it is read, in chunks (neither process holds it twice);
+        returns the ticket. A worker lost meanwhile makes ``result`` raise ``WorkerLost``."""
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            task = _Task(ticket, path, layer_index, layer_digest, None, size, mode, size, counted=False)
+            alive = [w for w in self._workers if w.alive]
+            if not alive:
+                self._orphans[ticket] = task
+                return ticket
+            worker = min(alive, key=lambda w: w.assigned)
+            worker.assigned += size + 4096
+            worker.pending[ticket] = task
+        header = (ticket, path, layer_index, layer_digest, size, mode, True)
+        error: Exception | None = None
+        try:
+            with worker.lock:
+                worker.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
+                while True:
+                    try:
+                        chunk = stream.read(STREAM_CHUNK)
+                    except Exception as exc:  # the layer stream failed: the worker reports it
+                        error = exc
+                        break
+                    if not chunk:
+                        break
+                    worker.tasks.send_bytes(chunk)
+                worker.tasks.send_bytes(b"")
+                worker.tasks.send_bytes(_pickled_error(error))
+        except (OSError, ValueError):
+            self.lost(worker)
         return ticket
 
     def result(self, ticket: int) -> ScanOutcome:
@@ -312,6 +368,9 @@ class OrderedChecks:
         if size is not None and size > self.light.options.max_file_bytes:
             slots.append(self.light.scan_file(path, layer_index, layer_digest, stream, size, mode=mode))
             return
+        if size is not None and size > HOLD_BYTES:
+            slots.append(self.pool.submit_stream(path, layer_index, layer_digest, stream, size, mode=mode))
+            return
         try:
             data = _read_all(stream, size)
         except Exception as exc:  # the same Skip a reading scan_file gives
@@ -368,6 +427,13 @@ class _Failing(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         raise self.exc
+
+
+def _pickled_error(error: Exception | None) -> bytes:
+    try:
+        return pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # an exception that does not pickle: its type name and text
+        return pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _failing(exc: Exception) -> IO[bytes]:

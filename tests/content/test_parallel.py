@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hallmark.content import ContentScanner, RuleBundle, ScanOptions, ScanOutcome, load_rules
-from hallmark.content.parallel import HOLD_BYTES, OrderedChecks, ScanPool, WorkerLost
+from hallmark.content.parallel import HOLD_BYTES, MiB, OrderedChecks, ScanPool, WorkerLost
 from tests.content.conftest import FakeSecrets, eicar
 
 
@@ -182,3 +182,47 @@ def test_a_worker_that_dies_holding_a_big_file_is_an_error_not_a_gap(bundle: Rul
         with pytest.raises(WorkerLost, match=r"/srv/big\.bin"):
             pool.result(first)
         assert pool.result(second) == _one_process(bundle, options, [("/tmp/eicar.com", small, 0o644)])
+
+
+class _BreaksAfter(io.RawIOBase):
+    """A layer stream that gives ``data`` and then fails."""
+
+    def __init__(self, data: bytes) -> None:
+        self.left = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self.left:
+            raise OSError("unexpected end of data")
+        n = min(len(buffer), len(self.left))
+        buffer[:n] = self.left[:n]
+        self.left = self.left[n:]
+        return n
+
+
+def test_big_files_go_in_chunks_with_the_same_result(bundle: RuleBundle, fake: FakeSecrets) -> None:
+    """Files over HOLD_BYTES are sent as they are read (not held whole here): same findings,
+    and a layer stream that fails part-way gives the same skip as a reading scan_file."""
+    options = ScanOptions()
+    big = b"filler line\n" * ((HOLD_BYTES + MiB) // 12) + f"aws_secret_access_key = {fake.aws_secret}\n".encode()
+    alone = ContentScanner(bundle, options)
+    expected = ScanOutcome()
+    expected.extend(alone.scan_file("/srv/big.txt", 0, "sha256:layer", io.BytesIO(big), len(big), mode=0o644))
+    expected.extend(
+        alone.scan_file("/srv/cut.txt", 0, "sha256:layer", _BreaksAfter(big[: 2 * MiB]), len(big), mode=0o644)
+    )  # type: ignore[arg-type]
+    assert any(f.kind == "secret" for f in expected.findings)
+    assert any(s.reason == "read-error" for s in expected.skipped)
+    checks = OrderedChecks(lambda: ContentScanner(bundle, options), ContentScanner(bundle, options), 2)
+    try:
+        slots: list[object] = []
+        checks.file(slots, "/srv/big.txt", 0, "sha256:layer", io.BytesIO(big), len(big), 0o644)  # type: ignore[arg-type]
+        checks.file(
+            slots, "/srv/cut.txt", 0, "sha256:layer", io.BufferedReader(_BreaksAfter(big[: 2 * MiB])), len(big), 0o644
+        )  # type: ignore[arg-type]
+        assert all(isinstance(s, int) for s in slots)  # both went to a worker
+        assert checks.outcome(slots) == expected  # type: ignore[arg-type]
+    finally:
+        checks.close()
