@@ -3,7 +3,9 @@
 A push mirror (``direction = 'push'``) reads its local ``destination`` repository and writes to the
 remote named by its source columns, with the remote's credentials (Basic or Bearer through
 ``RegistryClient``). Only tags whose image is ``approved`` in the catalog leave: staging, deprecated
-and retired images are never pushed, so the remote only ever sees what passed the gates.
+and retired images are never pushed, so the remote only ever sees what passed the gates. The
+catalog holds stages per platform image: an index tag leaves once every image it carries (after
+the platform filter) is approved.
 
 Per tag: the digest the remote would receive is computed locally (an index rewritten by the platform
 filter included) and compared with one ``HEAD`` of the remote tag; an unchanged tag costs that one
@@ -35,6 +37,7 @@ from hallmark.mirror.tables import mirror_run_tags, mirror_runs, mirrors
 from hallmark.oci import mediatypes as mt
 from hallmark.oci.registry import RegistryClient
 from hallmark.oci.source import OciError, Platform
+from hallmark.pipeline.store import PipelineStore
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import parse_manifest
 
@@ -245,6 +248,21 @@ def stage_of(catalog: CatalogStore, repo: str, digest: str) -> str:
     return str(row["stage"]) if row else "staging"
 
 
+def releasable(pusher: Pusher, catalog: CatalogStore, images: PipelineStore, digest: str) -> bool:
+    """Approved, or an index whose every image (after the platform filter) is approved.
+
+    The catalog holds stages per platform image, not per index; children that are not images
+    (attestation manifests) go along with the images they describe."""
+    if stage_of(catalog, pusher.repo, digest) == APPROVED:
+        return True
+    try:
+        children = pusher.prepare(digest).children
+    except MirrorError:
+        return False
+    runnable = [c for c in children if images.get_image(pusher.repo, c) is not None]
+    return bool(runnable) and all(stage_of(catalog, pusher.repo, c) == APPROVED for c in runnable)
+
+
 def _referrers_done(meta: MetadataStore, m: Mirror, tag: str, digest: str) -> int:
     """How many referrers earlier runs saw on the remote for ``tag`` at ``digest``."""
     with meta.engine.connect() as conn:
@@ -308,13 +326,13 @@ def push_all(remote: Remote, target: Target, m: Mirror, run_id: int) -> str | No
     local = meta.list_tags(m.destination)
     if local is None:
         return f"{m.destination} does not exist here"
-    catalog = CatalogStore(meta)
+    catalog, images = CatalogStore(meta), PipelineStore(meta)
+    pusher = Pusher(remote, target, m, mount_source(meta, m))
     approved: dict[str, str] = {}
     for tag in sorted(t for t in local if m.tags.wants(t)):
         rec = meta.get_manifest(m.destination, tag, False)
-        if rec is not None and stage_of(catalog, m.destination, rec.digest) == APPROVED:
+        if rec is not None and releasable(pusher, catalog, images, rec.digest):
             approved[tag] = rec.digest
-    pusher = Pusher(remote, target, m, mount_source(meta, m))
     for tag in plan_tags(meta, run_id, list(approved)):
         started = time.monotonic()
         try:

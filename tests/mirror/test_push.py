@@ -143,3 +143,51 @@ def test_a_push_mirror_changes_its_remote_but_not_its_repository_or_direction(tm
                 store.update(moved, patch)
     finally:
         hm.close()
+
+
+def test_a_multi_platform_tag_leaves_once_each_platform_it_carries_is_approved(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stages are per platform image: with a platform filter only the kept platform must be approved."""
+    from hallmark.app import Hallmark
+    from hallmark.catalog.service import CatalogService
+    from hallmark.config import load_config
+    from hallmark.digest import digest_bytes
+    from hallmark.mirror.definitions import MirrorStore, validate
+    from hallmark.mirror.sync_jobs import queue_run, run_now
+
+    amd, arm = image({"arch": "amd"}, "amd64"), image({"arch": "arm"}, "arm64")
+    source.push("src/multi-push", {"a": amd, "b": arm}, tmp_path, {"a": "linux/amd64", "b": "linux/arm64"})
+    hm = Hallmark.open(load_config(environ={"HALLMARK_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        store = MirrorStore(hm.meta, hm.config.data_path)
+        creds = {"insecure": True, "username": USER, "password": PASSWORD}
+        pull = store.create(
+            validate({"source": f"{source.host}/src/multi-push", "destination": "app/multi", **creds}), "t"
+        )
+        assert run_now(hm, queue_run(hm, pull, "manual", enqueue=False)[0])["copied"] == 1
+        base = {"direction": "push", "repository": "app/multi", **creds}
+        both = store.create(validate(dict(base, name="both", remote=f"{source.host}/pushed/multi")), "t")
+        amd_only = store.create(
+            validate(dict(base, name="amd", remote=f"{source.host}/pushed/multi-amd", platforms=["linux/amd64"])), "t"
+        )
+        monkeypatch.setattr(CatalogService, "gates", lambda self, repo, digest, force=False: [])
+        for img in (amd, arm):
+            hm.pipeline.store.set_image("app/multi", img.digest, status="done")
+        CatalogService(hm.pipeline).promote("app/multi", amd.digest, "approved", "reviewer", "ok")
+        half = run_now(hm, queue_run(hm, both, "manual", enqueue=False)[0])
+        assert (half["copied"], half["skipped"]) == (0, 0)  # arm64 is still staging
+        assert _inspect(source, "pushed/multi:multi").returncode != 0
+        filtered = run_now(hm, queue_run(hm, amd_only, "manual", enqueue=False)[0])
+        assert filtered["copied"] == 1, filtered
+        pushed = json.loads(_inspect(source, "pushed/multi-amd:multi").stdout)
+        assert [m["digest"] for m in pushed["manifests"]] == [amd.digest]  # the index rewritten to amd64
+
+        CatalogService(hm.pipeline).promote("app/multi", arm.digest, "approved", "reviewer", "ok")
+        full = run_now(hm, queue_run(hm, both, "manual", enqueue=False)[0])
+        assert full["copied"] == 1, full
+        remote = _inspect(source, "pushed/multi:multi")
+        local = hm.meta.get_manifest("app/multi", "multi", False)
+        assert local is not None and digest_bytes(remote.stdout.encode()) == local.digest
+    finally:
+        hm.close()
