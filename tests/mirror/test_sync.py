@@ -272,6 +272,13 @@ def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
             entries = audit["entries"] if isinstance(audit, dict) else audit
             assert [e["actor"] for e in entries] == ["alice"]
             assert alice.delete(f"/api/v1/mirrors/{mid}").status_code == 204
+            # A push mirror: admin on the local repository (the guard reads ``destination``) too.
+            push = {"direction": "push", "destination": "team-a/x", "remote": "partner.example/y"}
+            assert bob.post("/api/v1/mirrors", json=push).status_code == 403
+            r = alice.post("/api/v1/mirrors", json=push)
+            assert r.status_code == 201, r.text
+            doc = r.json()
+            assert (doc["direction"], doc["repository"], doc["remote"]) == ("push", "team-a/x", "partner.example/y")
         log = (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
         assert "p-Secret-42" not in log and "p-Secret-43" not in log
     finally:
