@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import IO, Any, cast
 
 from hallmark.content.model import ScanOutcome
@@ -33,6 +34,8 @@ from hallmark.content.scanner import ContentScanner
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+BATCH_BYTES = 1 * MiB  # small files are sent to a worker together, up to about this many bytes
+RESULT_BATCH = 64  # outcomes sent back together at most (so the reader's in-flight bytes free up)
 STREAM_CHUNK = 1 * MiB  # a file over HOLD_BYTES goes to its worker in pieces of this size
 HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to check them here should a worker fail
 
@@ -69,21 +72,24 @@ class _Task:
 
 
 def _worker_main(tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner]) -> None:
-    """Child: check every file sent (a header message, then the file's bytes as their own
-    message: no pickled copy of the contents) until the task pipe closes; results go back
-    in batches."""
+    """Child: check every file sent until the task pipe closes. A message is a batch of small
+    files (a pickled list), or the header of one big file whose bytes follow in pieces.
+    Outcomes go back in batches: when nothing more is waiting, or every ``RESULT_BATCH``."""
     scanner = make_scanner()
     done: list[tuple[int, ScanOutcome]] = []
     while True:
         try:
-            if not done or tasks.poll():
-                header = tasks.recv_bytes()
-            else:  # nothing waiting: hand back what is done before blocking
+            if done and (len(done) >= RESULT_BATCH or not tasks.poll()):
                 results.send_bytes(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
                 done = []
                 continue
-            ticket, path, layer_index, layer_digest, size, mode, streamed = pickle.loads(header)  # noqa: S301
-            data: bytes | IO[bytes] = _receive_stream(tasks) if streamed else tasks.recv_bytes()
+            message = pickle.loads(tasks.recv_bytes())  # noqa: S301 - our parent, over a private pipe
+            if isinstance(message, list):
+                for ticket, path, layer_index, layer_digest, size, mode, data in message:
+                    done.append((ticket, scanner.scan_file(path, layer_index, layer_digest, data, size, mode=mode)))
+                continue
+            ticket, path, layer_index, layer_digest, size, mode = message
+            data = _receive_stream(tasks)
         except (EOFError, OSError):
             break
         done.append((ticket, scanner.scan_file(path, layer_index, layer_digest, data, size, mode=mode)))
@@ -118,17 +124,32 @@ class _Worker:
         self.receiver = threading.Thread(target=self._receive, name="content-recv", daemon=True)
 
     def _send(self) -> None:
-        while (task := self.queue.get()) is not None:
-            header = (task.ticket, task.path, task.layer_index, task.layer_digest, task.size, task.mode, False)
+        """Send what is queued in batches of up to ``BATCH_BYTES`` (one message, one pass
+        through the GIL for many small files)."""
+        stop = False
+        while not stop:
+            batch = [self.queue.get()]
+            size = 0
+            while batch[-1] is not None and size < BATCH_BYTES:
+                size += batch[-1].nbytes  # type: ignore[union-attr]
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is None
+            tasks = [t for t in batch if t is not None]
+            if not tasks:
+                continue
+            message = [(t.ticket, t.path, t.layer_index, t.layer_digest, t.size, t.mode, t.data or b"") for t in tasks]
             try:
                 with self.lock:
-                    self.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
-                    self.tasks.send_bytes(task.data or b"")
+                    self.tasks.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
             except (OSError, ValueError):
                 self.pool.lost(self)
                 return
-            if task.nbytes > HOLD_BYTES:
-                self.pool.release(task)  # big: one copy (the worker's), and no holding back the reader
+            for t in tasks:
+                if t.nbytes > HOLD_BYTES:
+                    self.pool.release(t)  # big: one copy (the worker's), and no holding back the reader
         self.tasks.close()  # the worker sees EOF, finishes and exits
 
     def _receive(self) -> None:
@@ -159,7 +180,6 @@ class ScanPool:
         if workers < 1:
             raise ValueError("ScanPool needs at least one worker")
         self._make_scanner = make_scanner
-        self._local: ContentScanner | None = None
         self._max_inflight = max_inflight_bytes
         self._inflight = 0
         self._cond = threading.Condition()
@@ -168,6 +188,8 @@ class ScanPool:
         self._next = 0
         ctx = multiprocessing.get_context("fork")
         pipes = [(ctx.Pipe(duplex=False), ctx.Pipe(duplex=False)) for _ in range(workers)]
+        for (_, task_w), _ in pipes:
+            _widen(task_w)
         self._workers: list[_Worker] = []
         for (task_r, task_w), (res_r, res_w) in pipes:
             process = ctx.Process(
@@ -247,7 +269,7 @@ class ScanPool:
             worker = min(alive, key=lambda w: w.assigned)
             worker.assigned += size + 4096
             worker.pending[ticket] = task
-        header = (ticket, path, layer_index, layer_digest, size, mode, True)
+        header = (ticket, path, layer_index, layer_digest, size, mode)
         error: Exception | None = None
         try:
             with worker.lock:
@@ -282,9 +304,8 @@ class ScanPool:
     def _scan_here(self, t: _Task) -> ScanOutcome:
         if t.data is None:
             raise WorkerLost(f"a content-check worker stopped while checking {t.path} ({t.nbytes} bytes)")
-        if self._local is None:
-            self._local = self._make_scanner()
-        return self._local.scan_file(t.path, t.layer_index, t.layer_digest, bytes(t.data), t.size, mode=t.mode)
+        scanner = self._make_scanner()  # made and dropped on this thread (yara-x scanners must be)
+        return scanner.scan_file(t.path, t.layer_index, t.layer_digest, bytes(t.data), t.size, mode=t.mode)
 
     def release(self, task: _Task) -> None:
         """Drop this process's copy of a sent file."""
@@ -391,6 +412,9 @@ class OrderedChecks:
         return self.pool
 
     def close(self) -> None:
+        """Stop the workers; drop the local scanner here (yara-x scanners must be dropped on
+        the thread that made them, and garbage collection may run on another)."""
+        self._local = None
         if self.pool is not None:
             pool, self.pool = self.pool, None
             pool.close()
@@ -426,7 +450,21 @@ class _Failing(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        raise self.exc
+        exc, self.exc = self.exc, OSError("read after a failed read")
+        raise exc  # not kept here: its traceback's frames hold this reader (a cycle holding scanners)
+
+
+def _widen(conn: Connection) -> None:
+    """A task pipe as big as Linux allows an unprivileged process (1 MiB by default, not 64
+    KiB): a batch is then one write, not sixteen, each of which has to win the GIL back from
+    the reading thread before the next."""
+    try:
+        import fcntl
+
+        size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), min(size, BATCH_BYTES * 2))
+    except (OSError, ValueError, ImportError):  # not Linux, or a lower limit: the default size
+        pass
 
 
 def _pickled_error(error: Exception | None) -> bytes:

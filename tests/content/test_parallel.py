@@ -4,9 +4,11 @@ files too large to hold, in the same order; a worker that dies loses no file."""
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,14 @@ def _files(fake: FakeSecrets) -> list[tuple[str, bytes, int]]:
         ("/srv/readme.txt", b"nothing here\n" * 50, 0o644),
         ("/srv/big.txt", (f"aws_secret_access_key = {fake.aws_secret}\n" + "x" * 5000).encode(), 0o644),
     ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_here() -> Iterator[None]:
+    """Garbage from a test (yara-x scanners in reference cycles) is collected on this thread:
+    a yara-x scanner dropped on a pool thread of a later test raises an unraisable error."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +145,7 @@ def test_files_of_a_worker_that_dies_are_checked_here(bundle: RuleBundle, fake: 
             got.extend(pool.result(t))
     assert got == _one_process(bundle, options, files)
     assert any(f.rule_id == "Hallmark_EICAR_Test_File" for f in got.findings)
-    assert made_here == [parent]  # checked here, once the workers were gone
+    assert made_here and set(made_here) == {parent}  # checked here, once the workers were gone
 
 
 def test_path_skipped_is_the_same_as_asking_each_pattern(data_dir: Path) -> None:
