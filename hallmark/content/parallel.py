@@ -2,15 +2,17 @@
 
 YARA (yara-x holds the GIL while it scans and while it loads compiled rules), hashing and the
 secret rules are most of a first scan's time, and one process uses one core. ``ScanPool``
-forks workers that each load the rules once and run ``ContentScanner.scan_file`` on files the
-reading process hands them; the reader goes on decompressing and indexing meanwhile.
+forks workers (sharing the rules loaded before the fork) that run ``ContentScanner.scan_file``
+on files the reading process hands them over pipes; the reader goes on decompressing and
+indexing meanwhile. Small files go in batches, files over ``HOLD_BYTES`` in pieces as they
+are read.
 
 A file's outcome does not depend on which process checked it (``scan_file`` keeps no state
 between files), so results are the same as a scan in one process; they are handed back per
-ticket, in the order the caller asks for them. A worker that dies or cannot be reached is
-not a lost file: the files it held are checked in the calling process instead. The bytes in
-flight are bounded (``max_inflight_bytes``), so a slow worker holds the reader back rather
-than filling memory.
+ticket, in the order the caller asks for them. A worker that dies or cannot be reached loses
+no file: the small files it held are checked in the calling process instead, and one too big
+to keep a copy of makes ``result`` raise ``WorkerLost``. The bytes held in flight are bounded
+(``max_inflight_bytes``), so a slow worker holds the reader back rather than filling memory.
 """
 
 from __future__ import annotations
@@ -166,8 +168,8 @@ class ScanPool:
     """``submit`` files to worker processes, ``result`` their outcomes (in any order wanted).
 
     ``make_scanner`` runs in each worker (after fork: nothing is pickled; rules loaded before
-    the pool is made are shared, not loaded again) and, should a worker fail, once in this
-    process for the files it held. Use as a context manager.
+    the pool is made are shared, not loaded again) and, should a worker fail, in this process
+    for each file it held. Use as a context manager.
     """
 
     def __init__(
