@@ -16,6 +16,7 @@ BENCHES = [
     "search",
     "portal",
     "s3",
+    "workers",
     "mirror_sync",
     "proxy",
 ]
