@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -485,6 +486,9 @@ def _child(
 ) -> None:
     for c in others:  # other workers' and the parent's ends: keep only ours
         c.close()
+    # Ctrl-C reaches the whole process group: the scanning process stops the workers (closing
+    # their pipes), so they print no traceback of their own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_main(tasks, results, make_scanner)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import io
+import multiprocessing
 import os
+import signal
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,3 +238,23 @@ def test_big_files_go_in_chunks_with_the_same_result(bundle: RuleBundle, fake: F
         assert checks.outcome(slots) == expected  # type: ignore[arg-type]
     finally:
         checks.close()
+
+
+def test_workers_ignore_ctrl_c(bundle: RuleBundle, fake: FakeSecrets) -> None:
+    """Ctrl-C goes to the whole process group; the scanning process stops the workers."""
+    options = ScanOptions()
+    files = _files(fake)
+    with ScanPool(lambda: ContentScanner(bundle, options), 2) as pool:
+        got = ScanOutcome()
+        for p, d, m in files[:2]:  # one file each: both workers are up and running
+            got.extend(pool.result(pool.submit(p, 0, "sha256:layer", d, len(d), mode=m)))
+        children = multiprocessing.active_children()
+        assert len(children) >= 2
+        for child in children:
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGINT)
+        tickets = [pool.submit(p, 0, "sha256:layer", d, len(d), mode=m) for p, d, m in files[2:]]
+        for t in tickets:
+            got.extend(pool.result(t))
+        assert all(child.is_alive() for child in children)
+    assert got == _one_process(bundle, options, files)
