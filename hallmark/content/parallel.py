@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 BATCH_BYTES = 1 * MiB  # small files are sent to a worker together, up to about this many bytes
-RESULT_BATCH = 64  # outcomes sent back together at most (so the reader's in-flight bytes free up)
+RESULT_BATCH = 16  # outcomes sent back together at most (so the reader's in-flight bytes free up)
 STREAM_CHUNK = 1 * MiB  # a file over HOLD_BYTES goes to its worker in pieces of this size
 HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to check them here should a worker fail
 
@@ -178,7 +178,7 @@ class ScanPool:
         make_scanner: Callable[[], ContentScanner],
         workers: int,
         *,
-        max_inflight_bytes: int = 16 * MiB,
+        max_inflight_bytes: int = 8 * MiB,
     ) -> None:
         if workers < 1:
             raise ValueError("ScanPool needs at least one worker")
