@@ -13,7 +13,7 @@ AXE := $(VENV)/npm/.axe-core-$(AXE_VERSION)
 KUBECTL_DEB := $(if $(shell command -v kubectl),,kubernetes-client)
 DEBS := skopeo postgresql docker-registry wrk umoci debootstrap clamav-daemon slapd ldap-utils chromium buildah $(KUBECTL_DEB)
 
-.PHONY: run test test-s3 bench lint debs clean
+.PHONY: run test test-s3 test-container bench lint debs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,11 @@ test: $(TEST_STAMP) $(DEB_STAMP) $(AXE)
 test-s3: $(TEST_STAMP) $(DEB_STAMP)
 	HALLMARK_TEST_STORAGE=s3 $(BIN)/python -m pytest tests/registry -k "not postgres" \
 	    --ignore=tests/registry/test_units.py --ignore=tests/registry/test_fuzz_manifest.py
+
+# Builds Hallmark's own image from the Containerfile with buildah and serves it (4-6 minutes: past the
+# CI budget, so `make test` only lints and checks the Containerfile; run this before changing it).
+test-container: $(TEST_STAMP) $(DEB_STAMP)
+	HALLMARK_TEST_CONTAINER_BUILD=1 $(BIN)/python -m pytest tests/deploy/test_containerfile.py
 
 PEERS := bench/.cache/peers
 

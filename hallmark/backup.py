@@ -10,8 +10,9 @@ A backup is a folder::
                          hashed on the way, so a backup never holds a blob that does not match
     store/...            other files of the blob folder (the shared advisory and rule files), not
                          partial uploads or garbage collection's trash
-    data/...             the data folder's own files: keys (token signing, upload sessions, image
-                         signing), the database record, rules, configuration (not ``cache/``)
+    data/...             the data folder's own files: image-signing keys, the database record, rules,
+                         configuration (not ``cache/``); the token-signing, upload-session, mirror and
+                         OIDC keys live in the database (``instance_secrets``), so the snapshot has them
 
 Blobs are copied, not hard-linked, by default: a hard link shares the disk (and any corruption of
 it) with the live folder, which a backup must not. ``link=True`` hard-links where the backup is on
