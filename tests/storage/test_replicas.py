@@ -190,3 +190,66 @@ def test_a_replica_with_its_own_blob_folder_says_so_when_it_starts(
         lonely.stop()
     for s in replicas:  # the replicas sharing the bucket did not warn
         assert "blob store holds none" not in (s.data_dir.parent / f"server-{s.port}.log").read_text()
+
+
+def test_gc_on_one_replica_while_the_other_takes_pushes_loses_nothing(replicas: tuple[Server, Server]) -> None:
+    """Collection with a one-second grace period runs non-stop on B while A takes pushes whose
+    shared layer keeps becoming unreferenced (most images are deleted once the next is in): a push
+    may be refused (the client retries), but every manifest A accepted and kept has all its blobs,
+    on both replicas."""
+    import threading
+    import time
+
+    from tests.ocihelp import image, push_blob, push_manifest, tar_layer
+
+    a, b = replicas
+    shared = tar_layer({"base.txt": b"the same base layer in every image" * 1000})
+    stop = threading.Event()
+    runs: list[int] = []
+    errors: list[str] = []
+
+    def collect() -> None:
+        with admin(b) as on_b:
+            while not stop.is_set():
+                r = on_b.post("/api/v1/gc", params={"grace_seconds": "1"})
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.text}")
+                    return
+                runs.append(len(r.json()["deleted"]))
+
+    gc = threading.Thread(target=collect)
+    gc.start()
+    kept: list[tuple[str, list[bytes]]] = []
+    try:
+        with admin(a) as on_a:
+            previous: str | None = None
+            previous_stays = True
+            for i in range(12):
+                time.sleep(0.4)  # the deleted image's blobs age past the grace period
+                layers = [shared, tar_layer({"own.txt": f"image {i}".encode()})]
+                config, manifest = image(layers)
+                for blob in (*layers, config):
+                    push_blob(on_a, "team-a/gc", blob)
+                r = push_manifest(on_a, "team-a/gc", f"v{i}", manifest)
+                if r.status_code != 201:  # a blob collected between its upload and the manifest
+                    assert r.status_code == 400 and "BLOB_UNKNOWN" in r.text, r.text
+                    continue
+                digest = sha256(manifest)
+                if previous is not None and not previous_stays:  # its layers now only in the new image
+                    assert on_a.delete(f"/v2/team-a/gc/manifests/{previous}").status_code == 202
+                    kept.pop()
+                kept.append((digest, [*layers, config]))
+                previous, previous_stays = digest, i % 3 == 0
+    finally:
+        stop.set()
+        gc.join(60)
+    assert not errors
+    assert runs and sum(runs) > 0, "collection never removed anything: the race was not exercised"
+    assert len(kept) >= 3
+    for server in (a, b):
+        with admin(server) as c:
+            for digest, blobs in kept:
+                assert c.get(f"/v2/team-a/gc/manifests/{digest}").status_code == 200
+                for blob in blobs:
+                    r = c.get(f"/v2/team-a/gc/blobs/{sha256(blob)}")
+                    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha256(blob)[7:]
