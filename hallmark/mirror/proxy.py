@@ -22,9 +22,12 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import mmap
+import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +37,16 @@ from hallmark.metadata.store import ManifestRecord
 from hallmark.mirror.upstream import Upstream, UpstreamBlob, UpstreamError, UpstreamManifest
 from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import parse_manifest
-from hallmark.storage.base import DigestMismatch
+from hallmark.storage.base import BlobWriter, DigestMismatch
 
 if TYPE_CHECKING:
     from hallmark.registry.service import BlobInfo, RegistryService
 
 log = logging.getLogger(__name__)
 _WRITE_BATCH = 1 << 20
+_PUMP_CHUNK = 2 << 20  # bytes per buffer of a cold blob (a multiple of the page size)
+_AHEAD = 6  # buffers read ahead of the client
+_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 # The completion task leaves blobs alone this long after a manifest miss: the client asks for them
 # right away and gets them streamed; fetched by the task first, they would reach the client only
 # once whole. It then fetches what no client did (and waits for what clients are fetching).
@@ -68,7 +74,7 @@ class ProxiedBlob:
 
     digest: str
     size: int | None
-    chunks: AsyncGenerator[bytes, None]
+    chunks: AsyncGenerator[bytes | memoryview, None]
 
 
 @dataclass
@@ -93,6 +99,8 @@ class PullThrough:
         self._pending_tags: dict[tuple[str, str], str] = {}  # (repo, tag) -> digest
         self._inflight: dict[str, asyncio.Future[bool]] = {}  # blob digest -> stored?
         self._tasks: set[asyncio.Task[None]] = set()
+        # One thread per cold blob in flight (it blocks on the upstream for the whole body).
+        self._pumps = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hallmark-proxy")
 
     # -- routing -------------------------------------------------------------------------------
     def namespace_of(self, repo: str) -> ProxyConfig | None:
@@ -129,6 +137,7 @@ class PullThrough:
             task.cancel()
         for up in self._upstreams.values():
             await up.close()
+        self._pumps.shutdown(wait=False, cancel_futures=True)
 
     # -- manifests -----------------------------------------------------------------------------
     async def manifest(self, repo: str, ref: str, accept: list[str]) -> ServedManifest:
@@ -291,41 +300,38 @@ class PullThrough:
             raise _unavailable(route, exc) from exc
         return ProxiedBlob(digest, upstream_blob.size, self._store(repo, upstream_blob))
 
-    async def _store(self, repo: str, blob: UpstreamBlob) -> AsyncGenerator[bytes, None]:
-        """Yield the blob's chunks while writing them; the last one only after the store committed it."""
+    async def _store(self, repo: str, blob: UpstreamBlob) -> AsyncGenerator[memoryview, None]:
+        """Yield the blob's chunks while writing them; the last one only after the store committed it.
+
+        The byte path runs in one thread (:func:`pump`): upstream socket -> page-aligned buffer ->
+        hash and O_DIRECT write (in parallel, both release the GIL) -> the event loop, which only
+        sends the filled buffers. A few buffers may be ahead of the client, no more."""
         svc = self._svc
         try:
             writer = await svc.run(svc.blobs.writer, f"proxy-{uuid.uuid4().hex}", False)
         except BaseException:
-            await blob.close()
+            blob.close()
             raise
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
         self._inflight.setdefault(blob.digest, done)
         stored = False
-        pending: asyncio.Future[None] | None = None
+        queue: asyncio.Queue[memoryview | None] = asyncio.Queue()
+        ahead = threading.Semaphore(_AHEAD)
+        stop = threading.Event()
+
+        def hand(item: memoryview | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        pumping = loop.run_in_executor(self._pumps, pump, blob, writer, hand, ahead, stop)
         try:
-            parts: list[bytes] = []
-            buffered = 0
-            held = b""
-            # The writer hashes what it writes and commit() checks the digest before the last chunk
-            # goes out: hashing in the reader as well would only cost a second pass.
-            async for chunk in blob.chunks(verify=False):
-                if held:
+            held: memoryview | None = None
+            while (chunk := await queue.get()) is not None:
+                if held is not None:
                     yield held
+                    ahead.release()
                 held = chunk
-                parts.append(chunk)
-                buffered += len(chunk)
-                if buffered >= _WRITE_BATCH:
-                    # One batch is written (and hashed) in the pool while the next one is read.
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.ensure_future(svc.run(writer.write_parts, parts))
-                    parts, buffered = [], 0
-            if pending is not None:
-                await pending
-                pending = None
-            if parts:
-                await svc.run(writer.write_parts, parts)
+            await pumping  # raises what the thread met (upstream errors, a short body)
             try:
                 size = await svc.run(writer.commit, blob.digest)
             except DigestMismatch as exc:
@@ -333,18 +339,52 @@ class PullThrough:
             await svc.run(svc.meta.link_blob, repo, blob.digest, size)
             stored = True
             self._spawn(self._keep_cached(blob.digest))
-            if held:
+            if held is not None:
                 yield held
         finally:
-            if pending is not None:
-                await asyncio.wait([pending])  # the writer is not cancelled under a running write
+            if not pumping.done():
+                stop.set()
+                ahead.release()
+                blob.close()  # wakes a thread blocked on the upstream
+                await asyncio.wait([pumping])  # the writer is not cancelled under a running write
+                if not pumping.cancelled():
+                    pumping.exception()  # retrieved: the client is gone, nobody else wants it
             if not stored:
+                blob.close()
                 await asyncio.shield(svc.run(writer.cancel))
-                await blob.close()
             if self._inflight.get(blob.digest) is done:
                 del self._inflight[blob.digest]
             if not done.done():
                 done.set_result(stored)
+
+
+def pump(
+    blob: UpstreamBlob,
+    writer: BlobWriter,
+    hand: Callable[[memoryview | None], None],
+    ahead: threading.Semaphore,
+    stop: threading.Event,
+) -> None:
+    """Read a blob from the upstream into fresh page-aligned buffers, write (and hash) each and hand
+    it to the event loop; ``None`` when the body is complete (its length checked). Blocking.
+
+    Each buffer is new (an anonymous mapping, aligned, so the store writes it with O_DIRECT without a
+    copy) because the loop's transport may still hold it after the send returned."""
+    try:
+        while True:
+            ahead.acquire()
+            if stop.is_set():
+                return
+            buf = mmap.mmap(-1, _PUMP_CHUNK, flags=_MAP_FLAGS)
+            n = blob.readinto(memoryview(buf))
+            if not n:
+                break
+            view = memoryview(buf)[:n]
+            writer.write_parts([view])  # type: ignore[list-item]  # any buffer; a memoryview is not copied
+            hand(view)
+        blob.finish()
+    finally:
+        hand(None)
 
 
 def keep_cached(path: Path | None) -> int:
@@ -381,6 +421,6 @@ def _unavailable(route: Route, exc: UpstreamError) -> RegistryError:
     )
 
 
-async def _empty() -> AsyncGenerator[bytes, None]:
+async def _empty() -> AsyncGenerator[bytes | memoryview, None]:
     return
     yield b""  # pragma: no cover  (makes this an async generator)
