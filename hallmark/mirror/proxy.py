@@ -23,6 +23,7 @@ import contextlib
 import fnmatch
 import logging
 import mmap
+import queue
 import threading
 import time
 import uuid
@@ -303,9 +304,9 @@ class PullThrough:
     async def _store(self, repo: str, blob: UpstreamBlob) -> AsyncGenerator[memoryview, None]:
         """Yield the blob's chunks while writing them; the last one only after the store committed it.
 
-        The byte path runs in one thread (:func:`pump`): upstream socket -> page-aligned buffer ->
-        hash and O_DIRECT write (in parallel, both release the GIL) -> the event loop, which only
-        sends the filled buffers. A few buffers may be ahead of the client, no more."""
+        The bytes never pass through the event loop's own code: :class:`BytePath` reads, hashes and
+        writes them in threads; the loop only sends the filled buffers. A few buffers may be ahead
+        of the client, no more."""
         svc = self._svc
         try:
             writer = await svc.run(svc.blobs.writer, f"proxy-{uuid.uuid4().hex}", False)
@@ -316,22 +317,19 @@ class PullThrough:
         done: asyncio.Future[bool] = loop.create_future()
         self._inflight.setdefault(blob.digest, done)
         stored = False
-        queue: asyncio.Queue[memoryview | None] = asyncio.Queue()
-        ahead = threading.Semaphore(_AHEAD)
-        stop = threading.Event()
-
-        def hand(item: memoryview | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        pumping = loop.run_in_executor(self._pumps, pump, blob, writer, hand, ahead, stop)
+        outbox: asyncio.Queue[memoryview | None] = asyncio.Queue()
+        byte_path = BytePath(blob, writer, lambda item: loop.call_soon_threadsafe(outbox.put_nowait, item))
+        reading = loop.run_in_executor(self._pumps, byte_path.read)
+        writing = loop.run_in_executor(self._pumps, byte_path.write)
         try:
             held: memoryview | None = None
-            while (chunk := await queue.get()) is not None:
+            while (chunk := await outbox.get()) is not None:
                 if held is not None:
                     yield held
-                    ahead.release()
+                    byte_path.ahead.release()
                 held = chunk
-            await pumping  # raises what the thread met (upstream errors, a short body)
+            await writing  # raises what the writer met (the store failed: the reader was stopped)
+            await reading  # raises what the reader met (upstream errors, a short body)
             try:
                 size = await svc.run(writer.commit, blob.digest)
             except DigestMismatch as exc:
@@ -342,13 +340,12 @@ class PullThrough:
             if held is not None:
                 yield held
         finally:
-            if not pumping.done():
-                stop.set()
-                ahead.release()
-                blob.close()  # wakes a thread blocked on the upstream
-                await asyncio.wait([pumping])  # the writer is not cancelled under a running write
-                if not pumping.cancelled():
-                    pumping.exception()  # retrieved: the client is gone, nobody else wants it
+            if not (reading.done() and writing.done()):
+                byte_path.abort()
+                await asyncio.wait([reading, writing])  # the writer is not cancelled under a running write
+            for fut in (reading, writing):
+                if not fut.cancelled():
+                    fut.exception()  # retrieved: raised above when it mattered
             if not stored:
                 blob.close()
                 await asyncio.shield(svc.run(writer.cancel))
@@ -358,33 +355,59 @@ class PullThrough:
                 done.set_result(stored)
 
 
-def pump(
-    blob: UpstreamBlob,
-    writer: BlobWriter,
-    hand: Callable[[memoryview | None], None],
-    ahead: threading.Semaphore,
-    stop: threading.Event,
-) -> None:
-    """Read a blob from the upstream into fresh page-aligned buffers, write (and hash) each and hand
-    it to the event loop; ``None`` when the body is complete (its length checked). Blocking.
+class BytePath:
+    """A cold blob's bytes, off the event loop: :meth:`read` (one thread) reads the upstream into
+    fresh page-aligned buffers and hands each to the event loop to send and to :meth:`write` (another
+    thread) to hash and store, so reading, hashing, writing and sending all overlap.
 
-    Each buffer is new (an anonymous mapping, aligned, so the store writes it with O_DIRECT without a
-    copy) because the loop's transport may still hold it after the send returned."""
-    try:
-        while True:
-            ahead.acquire()
-            if stop.is_set():
-                return
-            buf = mmap.mmap(-1, _PUMP_CHUNK, flags=_MAP_FLAGS)
-            n = blob.readinto(memoryview(buf))
-            if not n:
-                break
-            view = memoryview(buf)[:n]
-            writer.write_parts([view])  # type: ignore[list-item]  # any buffer; a memoryview is not copied
-            hand(view)
-        blob.finish()
-    finally:
-        hand(None)
+    Each buffer is new (an anonymous mapping: aligned, so the store writes it with O_DIRECT without
+    a copy) and never changed once filled: the loop's transport may hold it after its send returned.
+    The event loop gets ``None`` once the body is complete (length checked); it sends the last
+    buffer only after the store committed the blob, digest checked."""
+
+    def __init__(self, blob: UpstreamBlob, writer: BlobWriter, hand: Callable[[memoryview | None], object]) -> None:
+        self.blob = blob
+        self.writer = writer
+        self.hand = hand
+        self.ahead = threading.Semaphore(_AHEAD)  # buffers not yet sent to the client
+        self.to_write: queue.Queue[memoryview | None] = queue.Queue(maxsize=_AHEAD)
+        self.stop = threading.Event()
+
+    def read(self) -> None:
+        try:
+            while True:
+                self.ahead.acquire()
+                if self.stop.is_set():
+                    return
+                buf = mmap.mmap(-1, _PUMP_CHUNK, flags=_MAP_FLAGS)
+                n = self.blob.readinto(memoryview(buf))
+                if not n:
+                    break
+                view = memoryview(buf)[:n]
+                self.to_write.put(view)
+                self.hand(view)
+            self.blob.finish()
+        finally:
+            self.to_write.put(None)
+            self.hand(None)
+
+    def write(self) -> None:
+        failed: BaseException | None = None
+        while (view := self.to_write.get()) is not None:
+            if failed is None:
+                try:
+                    self.writer.write_parts([view])  # type: ignore[list-item]  # any buffer: not copied
+                except BaseException as exc:  # stop the reader, then raise
+                    failed = exc
+                    self.abort()
+        if failed is not None:
+            raise failed
+
+    def abort(self) -> None:
+        """Stop reading (a blocked read wakes up with an error); :meth:`write` drains what is queued."""
+        self.stop.set()
+        self.ahead.release()
+        self.blob.close()
 
 
 def keep_cached(path: Path | None) -> int:

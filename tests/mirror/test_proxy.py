@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -495,6 +496,30 @@ def test_blobs_redirected_to_another_origin_are_fetched_without_the_credentials(
     assert sent[f"/v2/x/cdn/blobs/{layer_digest}"] is not None
     cdn = [auth for path, auth in bad.authorization if path.startswith("/cdn/")]
     assert cdn and all(auth is None for auth in cdn), cdn
+
+
+def test_a_blob_that_redirects_forever_is_refused(site: Site) -> None:
+    with site.client() as c:
+        r = c.get(f"/v2/bad/x/loop/blobs/{sha256(site.bad.layer)}")
+    assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
+    assert "too many redirects" in r.json()["errors"][0]["message"]
+
+
+def test_a_client_that_leaves_mid_blob_leaves_nothing_half_stored(site: Site) -> None:
+    big = os.urandom(40 << 20)  # more than the proxy reads ahead of its client
+    push_upstream(site.upstream_host, "library/big", "v1", {"big": big})
+    digest = sha256(tar_layer({"big": big}))
+    uploads = site.hallmark.data_dir / "blobs" / "uploads"
+    with site.client() as c:
+        with c.stream("GET", f"/v2/fresh/library/big/blobs/{digest}") as r:
+            assert r.status_code == 200
+            next(r.iter_raw(1 << 16))  # the first bytes, then the client is gone
+        deadline = time.monotonic() + 60  # the proxy notices at its next send and drops its upload
+        while any(p.name.startswith("proxy-") for p in uploads.iterdir()):
+            assert time.monotonic() < deadline, list(uploads.iterdir())
+            time.sleep(0.1)
+        r = c.get(f"/v2/fresh/library/big/blobs/{digest}")  # fetched again, whole and right
+        assert r.status_code == 200 and sha256(r.content) == digest
 
 
 # Last: it stops the upstream.
