@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _WRITE_BATCH = 1 << 20
 _PUMP_CHUNK = 2 << 20  # bytes per buffer of a cold blob (a multiple of the page size)
-_AHEAD = 6  # buffers read ahead of the client
+_AHEAD = 4  # buffers read ahead of the client (memory: up to ~(_AHEAD + 1) * _PUMP_CHUNK per cold blob)
 _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 # The completion task leaves blobs alone this long after a manifest miss: the client asks for them
 # right away and gets them streamed; fetched by the task first, they would reach the client only
@@ -100,8 +100,8 @@ class PullThrough:
         self._pending_tags: dict[tuple[str, str], str] = {}  # (repo, tag) -> digest
         self._inflight: dict[str, asyncio.Future[bool]] = {}  # blob digest -> stored?
         self._tasks: set[asyncio.Task[None]] = set()
-        # One thread per cold blob in flight (it blocks on the upstream for the whole body).
-        self._pumps = ThreadPoolExecutor(max_workers=64, thread_name_prefix="hallmark-proxy")
+        # Two threads (reader, writer) per cold blob in flight; beyond 64 such blobs, new ones wait.
+        self._pumps = ThreadPoolExecutor(max_workers=128, thread_name_prefix="hallmark-proxy")
 
     # -- routing -------------------------------------------------------------------------------
     def namespace_of(self, repo: str) -> ProxyConfig | None:
