@@ -32,7 +32,7 @@ def backup(
         summary = run_backup(cfg, dest, link=link, progress=lambda msg: typer.echo(f"backup: {msg}", err=True))
     except BackupError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     how = f", {summary.linked} hard-linked" if summary.linked else ""
     typer.echo(
         f"backed up {cfg.data_path} to {dest}: database {human_size(summary.database_bytes)}, "
@@ -58,7 +58,7 @@ def restore(
         summary = run_restore(cfg, src, force=force, progress=lambda msg: typer.echo(f"restore: {msg}", err=True))
     except BackupError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(
         f"restored {src} into {cfg.data_path}: database {human_size(summary.database_bytes)}, "
         f"{summary.blobs} blob(s) {human_size(summary.blob_bytes)}, {summary.files} data file(s)"

@@ -112,3 +112,12 @@ def test_backup_while_serving_then_restore_serves_the_same_images(tmp_path: Path
     (restored / "stray").write_text("replaced by --force")
     restore(restored_cfg, linked, force=True)
     assert not (restored / "stray").exists() and (restored / "hallmark.db").is_file()
+
+
+def test_a_folder_that_is_no_backup_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "not-a-backup").mkdir()
+    res = hallmark(tmp_path / "data", "restore", str(tmp_path / "not-a-backup"), env=FILESYSTEM)
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]  # after the progress lines: the error, one line
+    assert "Traceback" not in res.stderr and last.startswith("error: ") and "not a Hallmark backup" in last
+    assert not (tmp_path / "data" / "hallmark.db").exists()  # nothing written
