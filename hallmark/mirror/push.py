@@ -32,7 +32,7 @@ from hallmark.catalog.store import CatalogStore
 from hallmark.digest import digest_bytes, is_digest
 from hallmark.metadata.store import MetadataStore
 from hallmark.mirror.definitions import Mirror
-from hallmark.mirror.sync import DONE, MirrorError, TagCounts, Target, plan_tags, record_tag
+from hallmark.mirror.sync import DONE, MirrorError, TagCounts, Target, plan_tags, record_copied, record_tag
 from hallmark.mirror.tables import mirror_run_tags, mirror_runs, mirrors
 from hallmark.oci import mediatypes as mt
 from hallmark.oci.registry import RegistryClient
@@ -341,19 +341,6 @@ def push_all(remote: Remote, target: Target, m: Mirror, run_id: int) -> str | No
             log.warning("push mirror %s: tag %s failed: %s", m.name, tag, exc)
             record_tag(meta, run_id, tag, state="failed", error=str(exc)[:2000], seconds=time.monotonic() - started)
         else:
-            record_tag(
-                meta,
-                run_id,
-                tag,
-                state=state,
-                source_digest=approved[tag],
-                digest=digest,
-                bytes=c.bytes,
-                blobs_copied=c.blobs_copied,
-                blobs_skipped=c.blobs_skipped,
-                referrers=c.referrers,
-                error=None,
-                seconds=round(time.monotonic() - started, 3),
-            )
+            record_copied(meta, run_id, tag, state, approved[tag], digest, c, started)
         target.heartbeat()
     return None

@@ -65,8 +65,8 @@ class Target:
     max_manifest_bytes: int
     on_push: Callable[[str, str], None]  # the pipeline, as after a manifest PUT
     audit: Callable[[str, str, str, str, dict[str, Any]], None] | None = None  # actor, action, repo, digest, detail
-    may_push: Callable[[str, str], str | None] | None = None  # (robot, repo) -> refusal or None
-    may_pull: Callable[[str, str], str | None] | None = None  # the same for a push mirror's local repository
+    # (robot, repo, "push" | "pull") -> refusal or None; pull mirrors push into, push mirrors pull from ``repo``
+    robot_may: Callable[[str, str, str], str | None] | None = None
     heartbeat: Callable[[], None] = lambda: None  # keeps the job's lease while tags are copied
     # May a blob stored for other repositories be linked instead of fetched? (None: always.) A hostile
     # source could name the digest of a private layer; linking it would publish it in the destination.
@@ -408,6 +408,33 @@ def record_tag(meta: MetadataStore, run_id: int, tag: str, **values: Any) -> Non
         )
 
 
+def record_copied(
+    meta: MetadataStore,
+    run_id: int,
+    tag: str,
+    state: str,
+    source_digest: str,
+    digest: str,
+    counts: TagCounts,
+    started: float,
+) -> None:
+    """A tag that went through (copied, or skipped as unchanged), with its sizes and time."""
+    record_tag(
+        meta,
+        run_id,
+        tag,
+        state=state,
+        source_digest=source_digest,
+        digest=digest,
+        bytes=counts.bytes,
+        blobs_copied=counts.blobs_copied,
+        blobs_skipped=counts.blobs_skipped,
+        referrers=counts.referrers,
+        error=None,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
 def run_totals(meta: MetadataStore, run_id: int) -> dict[str, int]:
     out = {"copied": 0, "skipped": 0, "failed": 0, "bytes": 0, "blobs_copied": 0, "blobs_skipped": 0}
     with meta.engine.connect() as conn:
@@ -438,8 +465,8 @@ def execute(
     actor = m.robot or f"mirror:{m.name}"
     error: str | None = None
     requests = 0
-    check = target.may_pull if m.push else target.may_push
-    refusal = check(m.robot, m.destination) if m.robot and check else None
+    action = "pull" if m.push else "push"
+    refusal = target.robot_may(m.robot, m.destination, action) if m.robot and target.robot_may else None
     creds = None
     if not refusal:
         try:
@@ -496,19 +523,6 @@ def _copy_all(source: Source, target: Target, m: Mirror, run_id: int, actor: str
                 target.meta, run_id, tag, state="failed", error=str(exc)[:2000], seconds=time.monotonic() - started
             )
         else:
-            record_tag(
-                target.meta,
-                run_id,
-                tag,
-                state=state,
-                source_digest=source_digest,
-                digest=digest,
-                bytes=c.bytes,
-                blobs_copied=c.blobs_copied,
-                blobs_skipped=c.blobs_skipped,
-                referrers=c.referrers,
-                error=None,
-                seconds=round(time.monotonic() - started, 3),
-            )
+            record_copied(target.meta, run_id, tag, state, source_digest, digest, c, started)
         target.heartbeat()
     return None

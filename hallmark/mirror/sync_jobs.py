@@ -102,25 +102,15 @@ def target_for(ctx: Any, m: Mirror) -> Target:
                 .values(locked_until=utcnow() + dt.timedelta(seconds=LEASE_SECONDS))
             )
 
-    def may_push(robot: str, repo: str) -> str | None:
+    def robot_may(robot: str, repo: str, action: str) -> str | None:
+        """A mirror acts as its robot: pull mirrors push into, push mirrors pull from the local repository."""
         if access is None or not ctx.config.access.enabled:
             return None
         p = access.principal(robot)
         if p is None or p.kind != "robot" or p.disabled:
             return f"robot {robot!r} does not exist or is disabled"
-        if not access.permissions(Identity(p.name, p.kind, p.id)).can(repo, "push"):
-            return f"robot {robot!r} may not push to {repo}"
-        return None
-
-    def may_pull(robot: str, repo: str) -> str | None:
-        """A push mirror reads its local repository as its robot."""
-        if access is None or not ctx.config.access.enabled:
-            return None
-        p = access.principal(robot)
-        if p is None or p.kind != "robot" or p.disabled:
-            return f"robot {robot!r} does not exist or is disabled"
-        if not access.permissions(Identity(p.name, p.kind, p.id)).can(repo, "pull"):
-            return f"robot {robot!r} may not pull from {repo}"
+        if not access.permissions(Identity(p.name, p.kind, p.id)).can(repo, action):
+            return f"robot {robot!r} may not {action} {'to' if action == 'push' else 'from'} {repo}"
         return None
 
     robot_perms: list[Any] = []
@@ -152,8 +142,7 @@ def target_for(ctx: Any, m: Mirror) -> Target:
         max_manifest_bytes=ctx.config.registry.max_manifest_bytes,
         on_push=ctx.pipeline.on_push,
         audit=audit,
-        may_push=may_push,
-        may_pull=may_pull,
+        robot_may=robot_may,
         heartbeat=heartbeat,
         may_link=may_link,
     )
