@@ -395,12 +395,7 @@ def install_rules(config: Config, mirror: Path) -> list[str]:
     except RulesError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise UpdateError(f"rule bundle rejected: {exc}") from exc
-    old = dest.with_name(dest.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(staging, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    shared_sets.replace_folder(staging, dest)
     return present
 
 

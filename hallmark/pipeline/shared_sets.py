@@ -194,12 +194,7 @@ def ensure_rules(config: Config, blobs: BlobStore, meta: dict[str, Any] | None) 
         staging = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.fetch")
         log.info("fetching rule bundle %s from the blob store", want)
         fetch_folder(blobs, str(want), staging)
-        old = dest.with_name(dest.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(staging, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(staging, dest)
         marker.write_text(str(want))
 
 
@@ -220,3 +215,13 @@ def prune_shared(blobs: BlobStore, bundles: Iterable[str]) -> int:
     except StorageUnavailable as exc:  # cleanup is retried at the next update
         log.warning("pruning shared advisory files: %s", exc)
     return removed
+
+
+def replace_folder(staging: Path, dest: Path) -> None:
+    """Put a complete ``staging`` folder in place of ``dest`` (two renames: readers never see half)."""
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    shutil.rmtree(old, ignore_errors=True)
