@@ -436,7 +436,7 @@ def scan(
     from hallmark.cli._registry import open_image
     from hallmark.index import index_image
     from hallmark.oci import Descriptor, OciError
-    from hallmark.pipeline.matching import make_report
+    from hallmark.pipeline.vuln_report import make_report
     from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize
     from hallmark.report.table import print_report
 

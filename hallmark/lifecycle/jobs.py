@@ -49,7 +49,7 @@ def _retention(ctx: JobContext) -> dict[str, Any]:
 
 def _grades(ctx: JobContext) -> dict[str, Any]:
     """Grades that time alone moved (their next_drop date arrived), and images never graded."""
-    from hallmark.lifecycle.health import grade_ungraded, regrade_due
+    from hallmark.lifecycle.health_store import grade_ungraded, regrade_due
 
     stats: dict[str, Any] = dict(regrade_due(ctx.meta))
     stats["graded"] = grade_ungraded(ctx.pipeline) if ctx.pipeline is not None else 0

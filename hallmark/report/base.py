@@ -57,7 +57,7 @@ def active_content(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 def summarize(report: Mapping[str, Any]) -> dict[str, Any]:
     """``summary`` of the report, counting only unsuppressed findings (VEX-suppressed are
     counted separately under ``suppressed``); ``content`` appears when content checks ran."""
-    from hallmark.pipeline.matching import summarize as base_summary
+    from hallmark.pipeline.vuln_report import summarize as base_summary
 
     active = active_findings(report)
     summary = base_summary({**report, "findings": active})

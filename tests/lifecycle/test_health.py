@@ -27,9 +27,9 @@ from hallmark.lifecycle.health import (
     fix_date,
     parse_grades,
     regrade,
-    regrade_due,
     utc_today,
 )
+from hallmark.lifecycle.health_store import regrade_due
 from hallmark.lifecycle.scheduler import Scheduler
 from hallmark.metadata.db import make_engine, migrate
 from hallmark.metadata.store import MetadataStore, utcnow

@@ -11,7 +11,7 @@ import pytest
 
 from hallmark.advisories.index import AdvisoryIndex, load_snapshot
 from hallmark.index import IndexResult, index_image
-from hallmark.pipeline.matching import make_report
+from hallmark.pipeline.vuln_report import make_report
 from tests.index.imagebuilder import Image, Layer, build_image, dist_info, write_layout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
