@@ -44,17 +44,19 @@ HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to ch
 
 
 def default_workers() -> int:
-    """Worker processes for this machine: one per usable core, at most 2 (with the reading
-    process that makes one more process than cores: it waits on the pipe part of the time); 0
-    on one core (checking in the reading process is as fast and uses less memory) and where
-    processes cannot be forked (the workers share the loaded rules by forking)."""
+    """Worker processes for this machine: one beside the reading process, 0 on one core
+    (checking in the reading process is as fast and uses less memory) and where processes
+    cannot be forked (the workers share the loaded rules by forking). Since the YARA rules
+    run in two stages (:mod:`hallmark.content.yara_stages`) the checks of a layer take less
+    CPU than reading it: the reading process is the one that waits, and a second worker
+    measured slower on 2 cores (docs/performance.md)."""
     if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
         return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return min(2, cores) if cores > 1 else 0
+    return 1 if cores > 1 else 0
 
 
 class WorkerLost(Exception):

@@ -21,13 +21,14 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yara_x
 
 from hallmark.content.secrets import DEFAULT_PATH_ALLOWLIST, SecretRuleSet
+from hallmark.content.yara_stages import GATE_PREFIX, Piece, StagedRules, gate_source
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ BLOCKLIST_SUBDIR = "blocklist"
 YARA_SUFFIXES = (".yar", ".yara")
 
 _lock = threading.Lock()
-_yara_cache: dict[str, tuple[yara_x.Rules, tuple[str, ...]]] = {}
+_yara_cache: dict[str, tuple[StagedRules, tuple[str, ...]]] = {}
 _secret_cache: dict[str, SecretRuleSet] = {}
 
 
@@ -51,7 +52,7 @@ class RuleBundle:
     """Compiled, ready-to-share rules. Immutable after loading; safe to share across threads."""
 
     secrets: SecretRuleSet
-    yara: yara_x.Rules | None
+    yara: StagedRules | None  # YARA rules in two stages (hallmark.content.yara_stages)
     blocklist: dict[str, str]  # sha256 hex -> name
     digest: str  # identifies the bundle content (use it in reports and caches)
     sources: list[str] = field(default_factory=list)  # files the bundle was built from
@@ -80,47 +81,122 @@ def _yara_version() -> str:
         return "unknown"
 
 
-def _compile_yara(files: Sequence[Path], roots: Sequence[Path]) -> tuple[yara_x.Rules, tuple[str, ...]]:
-    """Compile every file in its own namespace; a file that fails is left out with a warning."""
+def _namespace(f: Path, roots: Sequence[Path]) -> str:
+    return next((str(f.relative_to(r)) for r in roots if f.is_relative_to(r)), f.name)
+
+
+def _compile_piece(f: Path, namespace: str) -> yara_x.Rules:
+    compiler = yara_x.Compiler()
+    compiler.new_namespace(namespace)
+    compiler.add_source(f.read_text(encoding="utf-8", errors="replace"), origin=str(f))
+    return compiler.build()
+
+
+def _compile_yara(
+    files: Sequence[Path], roots: Sequence[Path]
+) -> tuple[yara_x.Rules, dict[int, yara_x.Rules], tuple[str, ...]]:
+    """Compile every file in its own namespace; a file that fails is left out with a warning.
+    Files with a first-stage gate (:mod:`hallmark.content.yara_stages`) are compiled alone
+    too: (first stage, {file index: its full rules}, warnings)."""
     compiler = yara_x.Compiler()
     warnings: list[str] = []
-    for f in files:
-        ns = next((str(f.relative_to(r)) for r in roots if f.is_relative_to(r)), f.name)
+    pieces: dict[int, yara_x.Rules] = {}
+    for i, f in enumerate(files):
+        ns = _namespace(f, roots)
         try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+            gate = gate_source(text)
+            if gate is not None:
+                piece = _compile_piece(f, ns)  # a file that fails is left out, gate and all
+                try:
+                    compiler.new_namespace(f"{GATE_PREFIX}{i}")
+                    compiler.add_source(gate, origin=f"gate of {f}")
+                    pieces[i] = piece
+                    continue
+                except yara_x.CompileError as exc:  # kept whole in the first stage
+                    log.debug("no gate for %s: %s", f, str(exc).splitlines()[0])
             compiler.new_namespace(ns)
-            compiler.add_source(f.read_text(encoding="utf-8", errors="replace"), origin=str(f))
+            compiler.add_source(text, origin=str(f))
         except (yara_x.CompileError, OSError) as exc:
             warnings.append(f"{f}: left out: {str(exc).splitlines()[0]}")
-    return compiler.build(), tuple(warnings)
+    return compiler.build(), pieces, tuple(warnings)
+
+
+def _read_rules(path: Path) -> yara_x.Rules | None:
+    try:
+        with path.open("rb") as fh:
+            return yara_x.Rules.deserialize_from(fh)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a corrupt or foreign cache file is only a cache miss
+        log.warning("ignoring YARA cache %s: %s", path, exc)
+        return None
+
+
+def _write_rules(path: Path, rules: yara_x.Rules) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".yara-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            rules.serialize_into(fh)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write YARA cache %s: %s", path, exc)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _staged(
+    front: yara_x.Rules,
+    files: Sequence[Path],
+    roots: Sequence[Path],
+    compiled: dict[int, yara_x.Rules],
+    cached: Path | None,
+) -> StagedRules:
+    """The staged set: the full rules behind each gate of ``front`` come from ``compiled``,
+    else from the disk cache, else are compiled, when first needed."""
+    gates = sorted({int(ns.removeprefix(GATE_PREFIX)) for ns in _namespaces(front) if ns.startswith(GATE_PREFIX)})
+
+    def loader(i: int) -> Callable[[], yara_x.Rules]:
+        def load() -> yara_x.Rules:
+            if i in compiled:
+                return compiled.pop(i)
+            path = cached.with_name(f"{cached.stem}-{i}.bin") if cached is not None else None
+            rules = _read_rules(path) if path is not None else None
+            return rules if rules is not None else _compile_piece(files[i], _namespace(files[i], roots))
+
+        return load
+
+    return StagedRules(
+        front=front,
+        pieces={f"{GATE_PREFIX}{i}": Piece(_namespace(files[i], roots), loader(i)) for i in gates},
+        order={_namespace(f, roots): i for i, f in enumerate(files)},
+    )
+
+
+def _namespaces(rules: yara_x.Rules) -> set[str]:
+    """The namespaces of a compiled set (matching nothing shows them: ask each rule)."""
+    return {rule.namespace for rule in rules}
 
 
 def _load_yara(
     files: Sequence[Path], roots: Sequence[Path], cache_dir: Path | None
-) -> tuple[yara_x.Rules, tuple[str, ...]]:
+) -> tuple[StagedRules, tuple[str, ...]]:
     key = _yara_key(files)
     with _lock:
         if key in _yara_cache:
             return _yara_cache[key]
     cached = cache_dir / f"yara-{key}.bin" if cache_dir else None
-    result: tuple[yara_x.Rules, tuple[str, ...]] | None = None
-    if cached is not None and cached.is_file():
-        try:
-            with cached.open("rb") as fh:
-                result = (yara_x.Rules.deserialize_from(fh), ())
-        except Exception as exc:  # a corrupt or foreign cache file is only a cache miss
-            log.warning("ignoring YARA cache %s: %s", cached, exc)
-    if result is None:
-        result = _compile_yara(files, roots)
-        if cached is not None and not result[1]:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".yara-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    result[0].serialize_into(fh)
-                os.replace(tmp, cached)
-            except OSError as exc:
-                log.warning("cannot write YARA cache %s: %s", cached, exc)
-                Path(tmp).unlink(missing_ok=True)
+    result: tuple[StagedRules, tuple[str, ...]] | None = None
+    front = _read_rules(cached) if cached is not None else None
+    if front is not None:
+        result = (_staged(front, files, roots, {}, cached), ())
+    else:
+        front, pieces, warnings = _compile_yara(files, roots)
+        if cached is not None and not warnings:
+            for i, piece in pieces.items():  # the pieces first: a front on disk means they are there
+                _write_rules(cached.with_name(f"{cached.stem}-{i}.bin"), piece)
+            _write_rules(cached, front)
+        result = (_staged(front, files, roots, pieces, cached), warnings)
     with _lock:
         _yara_cache[key] = result
     return result
@@ -170,7 +246,7 @@ def bundle_digest(directory: str | os.PathLike[str] | None, *, include_builtin: 
 
 
 def _yara_key(files: Sequence[Path]) -> str:
-    return _digest(files, "yara-x " + _yara_version())
+    return _digest(files, "yara-x " + _yara_version() + " staged")  # "staged": the cache holds a first stage
 
 
 def yara_cached(directory: str | os.PathLike[str] | None, cache_dir: Path, *, include_builtin: bool = True) -> bool:
@@ -211,7 +287,7 @@ def load_rules(
             _secret_cache[skey] = secrets
 
     warnings: list[str] = []
-    compiled: yara_x.Rules | None = None
+    compiled: StagedRules | None = None
     if yara_files:
         compiled, ywarn = _load_yara(yara_files, roots, Path(cache_dir) if cache_dir else None)
         warnings.extend(ywarn)

@@ -27,6 +27,7 @@ from hallmark.content.clamd import ClamdClient, ClamdConfig, ClamdError
 from hallmark.content.model import SEVERITY_ORDER, Finding, ScanOutcome, Severity, Skip
 from hallmark.content.rules import RuleBundle
 from hallmark.content.secrets import to_findings
+from hallmark.content.yara_stages import StagedScanner
 from hallmark.index.names import display
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,9 @@ class ContentScanner:
     def __init__(self, rules: RuleBundle, options: ScanOptions | None = None) -> None:
         self.rules = rules
         self.options = options or ScanOptions()
-        self._yara: yara_x.Scanner | None = None
+        self._yara: StagedScanner | None = None
         if rules.yara is not None and self.options.malware:
-            self._yara = yara_x.Scanner(rules.yara)
-            self._yara.set_timeout(self.options.yara_timeout_seconds)
+            self._yara = rules.yara.scanner(self.options.yara_timeout_seconds)
         self._clamd = ClamdClient(self.options.clamd) if self.options.clamd else None
 
     # ----------------------------------------------------------------- files
@@ -298,7 +298,7 @@ class ContentScanner:
         except yara_x.ScanError as exc:
             out.skipped.append(Skip(path, layer, "malware", "yara-error", str(exc)))
             return
-        for rule in results.matching_rules:
+        for rule in results:
             meta: dict[str, Any] = dict(rule.metadata)
             out.findings.append(
                 Finding(
