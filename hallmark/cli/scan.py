@@ -86,12 +86,9 @@ def _advisories(db: str | None, data_dir: str | None, config_file: str | None) -
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return None  # no data folder database yet: do not create one as a side effect
     try:
-        from hallmark.metadata.db import make_engine
-        from hallmark.metadata.store import MetadataStore
-        from hallmark.pipeline.advisory_sets import open_active
-        from hallmark.pipeline.store import PipelineStore
+        from hallmark.pipeline.active_set import open_active, read_active_set
 
-        meta = PipelineStore(MetadataStore(make_engine(url))).active_advisory_set()
+        meta = read_active_set(url)  # SQLite without SQLAlchemy: a scan's start-up counts
         if meta is None:
             return None
         blobs = None

@@ -30,8 +30,8 @@ import httpx
 import orjson
 
 from hallmark.advisories.compiled import FILE_NAME as COMPILED_FILE
-from hallmark.advisories.compiled import compile_index, open_or_compile
-from hallmark.advisories.index import AdvisoryIndex, AdvisorySource, load_snapshot
+from hallmark.advisories.compiled import compile_index
+from hallmark.advisories.index import AdvisoryIndex, load_snapshot
 from hallmark.config import Config
 from hallmark.lifecycle import eol_data as eol
 from hallmark.pipeline import shared_sets
@@ -138,12 +138,6 @@ def load_active(config: Config, meta: dict[str, Any], blobs: BlobStore | None = 
     """The active set in memory (the server: re-matching reads every package anyway); fetched from
     the blob store first when another replica imported it."""
     return load_snapshot(shared_sets.ensure_set(config, blobs, meta))
-
-
-def open_active(config: Config, meta: dict[str, Any], blobs: BlobStore | None = None) -> AdvisorySource:
-    """The active set for one scan: its compiled index, read per package (a set imported before
-    sets were compiled is compiled on this first use)."""
-    return open_or_compile(shared_sets.ensure_set(config, blobs, meta))
 
 
 def _sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from hallmark.discovery.packages import forget_image as forget_packages
 from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.metadata.tables import state_versions
+from hallmark.pipeline.active_set import set_meta
 from hallmark.pipeline.finding_rows import forget_findings
 from hallmark.pipeline.findings import of_summary
 from hallmark.pipeline.tables import advisory_sets, events, images, index_cache, reports, vex_documents
@@ -243,12 +244,7 @@ class PipelineStore:
             )
         if row is None:
             return None
-        return {
-            "id": row["id"],
-            "blob_digest": row["blob_digest"],
-            "sources": orjson.loads(row["sources"]),
-            "created_at": row["created_at"],
-        }
+        return set_meta(row["id"], row["blob_digest"], row["sources"], row["created_at"])
 
     def advisory_set_history(self, limit: int = 20) -> list[dict[str, Any]]:
         with self.meta.engine.connect() as conn:
