@@ -197,3 +197,22 @@ def test_on_entry_hook_sees_every_file_byte_for_byte(debian_image: Image) -> Non
     via_hook.clear()
     index_image(img.manifest, img.config, img.open_layer, on_entry=hook, cache=cache)
     assert via_hook == walked
+
+
+def test_layer_facts_json_is_asdict_and_round_trips() -> None:
+    from dataclasses import asdict
+
+    from hallmark.index.engine import Finding, LayerFacts
+    from hallmark.model import Distro, Package
+
+    pkg = Package("libc6", "2.31-13", "Debian", "pkg:deb/debian/libc6@2.31-13", paths=["var/lib/dpkg/status"])
+    facts = LayerFacts(
+        "sha256:" + "0" * 64,
+        [("etc/os-release", "file", ""), ("bin/sh", "symlink", "dash")],
+        {"var/lib/dpkg/status": [Finding("dpkg", [pkg], Distro("debian", "11"), 10)]},
+        ["skipped one entry"],
+    )
+    doc = facts.to_json()
+    assert doc == asdict(facts) | {"entries": [list(e) for e in facts.entries]}  # tuples written as lists
+    assert json.loads(json.dumps(doc)) == doc
+    assert LayerFacts.from_json(json.loads(json.dumps(doc))) == facts
