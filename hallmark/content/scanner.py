@@ -65,7 +65,10 @@ def utf8_clean(text: str) -> str:
 
 def normalize_path(path: str) -> str:
     """Layer paths as reported: absolute, no ``./``, no duplicate slashes, valid UTF-8 (bytes that
-    are not UTF-8 shown as ``\\xNN``, as in SBOMs, so two names never collapse into one)."""
+    are not UTF-8 shown as ``\\xNN``, as in SBOMs, so two names never collapse into one).
+    A path that is already so is returned as it is (each file's path is asked 3-4 times)."""
+    if path.isascii() and "//" not in path and "/." not in path and path[-1:] not in ("/", "") and path[0] != ".":
+        return path if path[0] == "/" else "/" + path
     path = display(path)
     while path.startswith("./"):
         path = path[2:]
