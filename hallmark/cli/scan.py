@@ -214,6 +214,7 @@ class _ContentRun:
         self._image_layers = list(layers)
         hits = [self.cache.get(digest, i) for i, digest in enumerate(layers)]
         if not all(hit is not None for hit in hits):
+            self._start_checks()  # before the first layer is opened: the workers get ready meanwhile
             return False
         from hallmark.content.cache import relevant_paths
 
@@ -233,9 +234,25 @@ class _ContentRun:
             self._full = load_rules(self.folder, yara="malware" in self.kinds, cache_dir=self.cache_dir / "yara")
         return self._full
 
+    def _start_checks(self) -> None:
+        """Fork the content-check workers (once). One worker loads the complete rules itself,
+        while this process goes on reading: the ~0.1 s of loading YARA is then off the
+        critical path (this process needs only the light rules). Several workers share rules
+        loaded here before the fork instead."""
+        from hallmark.content import ContentScanner
+        from hallmark.content.parallel import OrderedChecks, default_workers
+
+        if self._checks is not None:
+            return
+        workers = default_workers() if self.workers is None else self.workers
+        if workers > 1:
+            self._bundle()
+        self._checks = OrderedChecks(
+            lambda: ContentScanner(self._bundle(), self.options), ContentScanner(self.light, self.options), workers
+        )
+
     def _layer(self, index: int, digest: str) -> Any:
         """This layer's result to fill, or None when it came from the cache."""
-        from hallmark.content import ContentScanner
         from hallmark.content.cache import LayerResult
 
         state = self._layers.get(index)
@@ -243,15 +260,8 @@ class _ContentRun:
             hit = self.cache.get(digest, index)
             if hit is not None:
                 self.outcome.extend(hit.outcome)
-            elif self._checks is None:
-                from hallmark.content.parallel import OrderedChecks, default_workers
-
-                self._bundle()  # loaded once, before the workers fork: they share it
-                self._checks = OrderedChecks(
-                    lambda: ContentScanner(self._bundle(), self.options),
-                    ContentScanner(self.light, self.options),
-                    default_workers() if self.workers is None else self.workers,
-                )
+            else:
+                self._start_checks()
             state = self._layers[index] = (digest, None if hit is not None else LayerResult())
             self._slots[index] = []
         return state[1]
