@@ -425,24 +425,16 @@ class OrderedChecks:
             pool.close()
 
 
-def _read_all(stream: IO[bytes], size: int | None) -> bytes | bytearray:
-    """The rest of ``stream`` in one buffer of the announced size (a plain ``read()`` joins
-    chunks: twice a big file's size for a moment)."""
+def _read_all(stream: IO[bytes], size: int | None) -> bytes:
+    """The rest of ``stream``, read with its announced size (one buffer of that size; a plain
+    ``read()`` would join chunks). ``bytes``, not a bytearray: the worker hands it to YARA,
+    which takes only ``bytes``, so a bytearray would be copied once more there."""
     if not size or size < 0:
         return stream.read()
-    buf = bytearray(size)
-    n = 0
-    with memoryview(buf) as view:
-        while n < size:
-            got = cast(io.BufferedIOBase, stream).readinto(view[n:])
-            if not got:
-                break
-            n += got
-    if n < size:
-        del buf[n:]
-    else:
-        buf += stream.read()  # more than announced: keep it all, as a reading scan_file would
-    return buf
+    data = stream.read(size)
+    if len(data) == size and (rest := stream.read()):  # more than announced: keep it all, as a reading scan_file would
+        data += rest
+    return data
 
 
 class _Failing(io.RawIOBase):
