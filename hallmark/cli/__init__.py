@@ -9,9 +9,12 @@ is never missing, only slower to start. ``from hallmark.cli import app`` gives t
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -53,6 +56,58 @@ def _root(
 _loaded: set[str] = set()
 
 
+_LIST_ITEM = re.compile(r"\s*(?:[*-]|\d+[.)])\s")
+
+
+def reflow(text: str | None) -> str | None:
+    """One line per paragraph. Docstrings wrap at ~110 columns and Rich keeps those breaks, so
+    ``--help`` showed sentences cut mid-line at odd places; list items and indented blocks
+    keep their own lines."""
+    if not text:
+        return text
+    paragraphs = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.split("\n")
+        if all(line.startswith("    ") for line in lines):  # an example block
+            paragraphs.append(para)
+            continue
+        out = [lines[0].rstrip()]
+        for line in lines[1:]:
+            if _LIST_ITEM.match(line):
+                out.append(line.rstrip())
+            else:
+                out[-1] += " " + line.strip()
+        paragraphs.append("\n".join(out))
+    return "\n\n".join(paragraphs)
+
+
+_MARKUP = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")  # what rich.markup.escape escapes (not imported: start-up)
+_reflowed: set[int] = set()
+
+
+def _shown(text: str | None) -> str | None:
+    """Reflowed, and with ``[...]`` escaped: Rich took ``[server]`` in a help text as markup and dropped it."""
+    text = reflow(text)
+    return _MARKUP.sub(r"\1\1\\\2", text) if text else text
+
+
+def _reflow_help(app: typer.Typer) -> None:
+    """Give every command and group of ``app`` its help as shown (each once)."""
+    infos: list[Any] = [*app.registered_commands, *app.registered_groups]
+    for info in infos:
+        if id(info) in _reflowed:
+            continue
+        _reflowed.add(id(info))
+        text = info.help or (inspect.getdoc(info.callback) if info.callback else None)
+        sub = getattr(info, "typer_instance", None)
+        if not text and sub is not None and isinstance(sub.info.help, str):
+            text = sub.info.help
+        info.help = _shown(text)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
 def _register(name: str) -> None:
     if name in _loaded:
         return
@@ -60,6 +115,7 @@ def _register(name: str) -> None:
     register = getattr(importlib.import_module(f"{__name__}.{name}"), "register", None)
     if register is not None:
         register(_app)
+        _reflow_help(_app)
 
 
 def _load_commands() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -49,3 +50,41 @@ def test_version() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"hallmark {__version__}"
     assert proc.stderr == ""
+
+
+def test_listed_help_is_one_line_per_command_and_keeps_brackets() -> None:
+    """Docstrings wrap at ~110 columns; the command list showed those breaks mid-sentence, and Rich
+    dropped ``[server]`` from serve's help as if it were markup."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "hallmark", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│ ")]
+    listed = {row.split()[1]: row for row in rows if not row.startswith("│ --") and len(row.split()) > 2}
+    assert {"backup", "gc", "serve", "scan"} <= set(listed)
+    continuation = [row for row in rows if row.startswith("│" + " " * 8)]
+    assert continuation == [], continuation  # each command's summary fits its own row
+    assert "when [server] tls_cert" in listed["serve"]
+
+
+def test_reflow() -> None:
+    from hallmark.cli import reflow
+
+    text = """First line
+        goes on here.
+
+        * one item
+          continued
+        * two
+
+            hallmark scan img
+            hallmark sbom img
+        """
+    assert reflow(text) == (
+        "First line goes on here.\n\n* one item continued\n* two\n\n    hallmark scan img\n    hallmark sbom img"
+    )
+    assert reflow(reflow(text)) == reflow(text)
