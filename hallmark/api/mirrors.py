@@ -118,7 +118,7 @@ def routes(hm: Any) -> list[web.RouteDef]:
         return json_response({"mirror": m.name, "runs": docs})
 
     return [
-        route("POST", "/api/v1/mirrors", create, repo_in_body("admin", "destination")),
+        route("POST", "/api/v1/mirrors", create, repo_in_body("admin", "destination", "repository")),
         route("GET", "/api/v1/mirrors", list_all, LOGIN),  # filtered: mirrors whose destination one administers
         route("GET", MIRROR_PATH, get_one, LOGIN),  # 404 unless admin on the destination
         route("PATCH", MIRROR_PATH, change, LOGIN),  # same; name and destination stay

@@ -457,18 +457,19 @@ async def check(request: web.Request, need: Need) -> None:
             raise Refused(401 if ident.anonymous else 403, "requested access to the resource is denied")
 
 
-async def body_repository(request: web.Request, body_field: str) -> str:
-    """The repository of the image reference in a JSON body field (the body stays readable by the handler)."""
+async def body_repository(request: web.Request, body_fields: tuple[str, ...]) -> str:
+    """The repository of the image reference in the first of ``body_fields`` the JSON body gives
+    (the body stays readable by the handler)."""
     try:
         doc = orjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "INVALID_INPUT", "request body is not JSON") from exc
-    ref = doc.get(body_field) if isinstance(doc, dict) else None
+    given = [doc.get(f) for f in body_fields if doc.get(f)] if isinstance(doc, dict) else []
+    ref = given[0] if given else None
     if not isinstance(ref, str) or not ref:
+        names = " or ".join(repr(f) for f in body_fields)
         raise ApiError(
-            400,
-            "INVALID_INPUT",
-            f"request body needs {body_field!r}: an image reference repository@digest or repository:tag",
+            400, "INVALID_INPUT", f"request body needs {names}: an image reference repository@digest or repository:tag"
         )
     return split_reference(ref)[0]
 

@@ -43,7 +43,7 @@ class Need:
     roles: tuple[str, ...] = ()
     repo: str | None = None  # pull | push | delete | admin on match_info[repo_param]
     repo_param: str = "name"
-    repo_body: str | None = None  # the JSON body field naming the repository, instead of repo_param
+    repo_body: tuple[str, ...] = ()  # JSON body fields naming the repository (first one given), instead of repo_param
     registry: bool = False
     style: str = "api"  # api | portal
 
@@ -57,7 +57,9 @@ class Need:
             parts.append("role " + "|".join(self.roles))
         if self.repo:
             parts.append(
-                f"{self.repo} on body.{self.repo_body}" if self.repo_body else f"{self.repo} on {{{self.repo_param}}}"
+                f"{self.repo} on body.{'|'.join(self.repo_body)}"
+                if self.repo_body
+                else f"{self.repo} on {{{self.repo_param}}}"
             )
         if not parts:
             parts.append("login" if self.login else "anyone")
@@ -79,9 +81,10 @@ def repo(action: str, param: str = "name") -> Need:
     return Need(login=action != "pull", repo=action, repo_param=param)
 
 
-def repo_in_body(action: str, body_field: str) -> Need:
-    """An action on the repository named by an image reference in a JSON body field."""
-    return Need(login=action != "pull", repo=action, repo_body=body_field)
+def repo_in_body(action: str, *body_fields: str) -> Need:
+    """An action on the repository named by an image reference in a JSON body field (the first
+    of ``body_fields`` the body gives: the handler must read them in the same order)."""
+    return Need(login=action != "pull", repo=action, repo_body=body_fields)
 
 
 def role(*roles: str, repo_action: str | None = None) -> Need:

@@ -272,13 +272,23 @@ def test_api_needs_admin_on_the_destination(tmp_path: Path) -> None:
             entries = audit["entries"] if isinstance(audit, dict) else audit
             assert [e["actor"] for e in entries] == ["alice"]
             assert alice.delete(f"/api/v1/mirrors/{mid}").status_code == 204
-            # A push mirror: admin on the local repository (the guard reads ``destination``) too.
+            # A push mirror: admin on the local repository too, named ``destination`` or, as push mirrors
+            # show it, ``repository`` (the guard reads the first given, as the definition does).
             push = {"direction": "push", "destination": "team-a/x", "remote": "partner.example/y"}
             assert bob.post("/api/v1/mirrors", json=push).status_code == 403
             r = alice.post("/api/v1/mirrors", json=push)
             assert r.status_code == 201, r.text
             doc = r.json()
             assert (doc["direction"], doc["repository"], doc["remote"]) == ("push", "team-a/x", "partner.example/y")
+            push2 = {"direction": "push", "repository": "team-a/z", "remote": "partner.example/z"}
+            assert bob.post("/api/v1/mirrors", json=push2).status_code == 403
+            r = alice.post("/api/v1/mirrors", json=push2)
+            assert r.status_code == 201, r.text
+            assert r.json()["repository"] == "team-a/z"
+            sneaky = {**push2, "destination": "team-b/x", "name": "sneaky"}  # destination wins, as in the definition
+            assert alice.post("/api/v1/mirrors", json=sneaky).status_code == 403
+            r = alice.post("/api/v1/mirrors", json={"direction": "push", "remote": "partner.example/q"})
+            assert r.status_code == 400 and "'destination' or 'repository'" in r.text
         log = (srv.data_dir.parent / f"server-{srv.port}.log").read_text()
         assert "p-Secret-42" not in log and "p-Secret-43" not in log
     finally:
