@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 PULL, PUSH, DELETE, ADMIN = "pull", "push", "delete", "admin"
 REPO_ACTIONS = frozenset({PULL, PUSH, DELETE})
@@ -26,6 +27,17 @@ _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 
 def valid_principal_name(name: str) -> bool:
     return bool(_NAME_RE.match(name))
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after a login: only a local path (``/`` otherwise), so a ``next`` parameter never
+    sends a fresh session to another site. One rule for the portal's and the OIDC login."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or len(value) > 2000:
+        return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return "/"  # browsers drop tabs and newlines: "/\t/evil.example" would become "//evil.example"
+    parts = urlsplit(value)
+    return "/" if parts.scheme or parts.netloc else value
 
 
 def expand_actions(actions: set[str] | frozenset[str]) -> frozenset[str]:

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from hallmark.access import crypto, shadow
 from hallmark.access.audit import ALLOWED, DENIED
-from hallmark.access.model import CATALOG_ROLES, valid_principal_name
+from hallmark.access.model import CATALOG_ROLES, safe_next, valid_principal_name
 from hallmark.access.service import AccessService, AuthFailed
 from hallmark.config import Config
 from hallmark.metadata import secrets as instance_secrets
@@ -52,13 +52,6 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _safe_next(value: str | None) -> str:
-    """Only a local path: the login must not become an open redirect."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")) or len(value) > 2000:
-        return "/"
-    return value
 
 
 class OidcLogin:
@@ -172,7 +165,7 @@ class OidcLogin:
             "code_challenge_method": "S256",
         }
         resp = web.HTTPFound(disc["authorization_endpoint"] + "?" + urlencode(params))
-        flow: dict[str, Any] = {"s": state, "n": nonce, "v": verifier, "r": _safe_next(request.query.get("next"))}
+        flow: dict[str, Any] = {"s": state, "n": nonce, "v": verifier, "r": safe_next(request.query.get("next"))}
         flow["e"] = time.time() + FLOW_SECONDS
         resp.set_cookie(FLOW_COOKIE, self._seal(flow), max_age=FLOW_SECONDS, path="/auth/oidc/", **self._cookie_args())
         resp.headers["Cache-Control"] = "no-store"
@@ -204,7 +197,7 @@ class OidcLogin:
         token = await loop.run_in_executor(None, self._start_session, name, claims, groups, addr)
         if token is None:
             return _error(403, "this account cannot log in with OpenID Connect")
-        resp = web.HTTPSeeOther(_safe_next(str(flow.get("r"))))
+        resp = web.HTTPSeeOther(safe_next(str(flow.get("r"))))
         resp.del_cookie(FLOW_COOKIE, path="/auth/oidc/")
         resp.set_cookie(
             SESSION_COOKIE, token, max_age=self.cfg.session_lifetime_seconds, path="/", **self._cookie_args()

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from hallmark import __version__
 from hallmark.access import crypto
-from hallmark.access.model import AUDITOR, PULL, PUSH, SECURITY_REVIEWER
+from hallmark.access.model import AUDITOR, PULL, PUSH, SECURITY_REVIEWER, safe_next
 from hallmark.access.service import AccessService, AuthFailed, Permissions, RateLimited
 from hallmark.api.common import ApiError
 from hallmark.digest import is_digest
@@ -119,7 +119,7 @@ def _short(digest: Any) -> str:
     return f"{algo}:{hexpart[:12]}" if hexpart else text
 
 
-def _bytes(value: Any) -> str:
+def human_bytes(value: Any) -> str:
     """Sizes as people read them (1024-based, one decimal), blank when unknown."""
     if not isinstance(value, int):
         return ""
@@ -131,7 +131,7 @@ def _bytes(value: Any) -> str:
     return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # every template, whatever its name
@@ -141,24 +141,14 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["short"] = _short
     env.filters["path"] = lambda v: quote(str(v), safe="/:")
-    env.filters["bytes"] = _bytes
+    env.filters["bytes"] = human_bytes
     env.globals["version"] = __version__
     env.globals["finding_severities"] = FINDING_SEVERITIES  # ``summary.combined``: every kind of finding
     env.globals["kind_labels"] = KIND_LABELS
     return env
 
 
-def _safe_next(value: str | None) -> str:
-    """Only local paths: ``next`` must never send a fresh session to another site."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
-        return "/"  # browsers drop tabs and newlines: "/\t/evil.example" would become "//evil.example"
-    parts = urlsplit(value)
-    return "/" if parts.scheme or parts.netloc else value
-
-
-def _sev_key(finding: dict[str, Any]) -> tuple[int, int, str]:
+def severity_key(finding: dict[str, Any]) -> tuple[int, int, str]:
     sev = finding.get("severity") or "unknown"
     order = SEVERITIES.index(sev) if sev in SEVERITIES else len(SEVERITIES)
     return (1 if finding.get("suppressed") else 0, order, str(finding.get("advisory_id") or ""))
@@ -176,7 +166,7 @@ class Portal:
         self.run = hm.registry.run
         self.meta = hm.meta
         self.store = hm.pipeline.store
-        self.env = _environment()
+        self.env = environment()
         self.css = (HERE / "static" / "portal.css").read_bytes()
         self.js = (HERE / "static" / "portal.js").read_bytes()
 
@@ -289,7 +279,7 @@ class Portal:
 
     # -- session ---------------------------------------------------------------------------------------
     async def login_form(self, request: web.Request) -> web.StreamResponse:
-        nxt = _safe_next(request.query.get("next"))
+        nxt = safe_next(request.query.get("next"))
         if self._access(request) is None or (await self.viewer(request, required=False)).name:
             return self._redirect(request, nxt)
         return self.render(request, "login.html", None, next=nxt, error=None, username="", oidc=self._oidc())
@@ -297,7 +287,7 @@ class Portal:
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await self._check_form(request)
         access = self._access(request)
-        nxt = _safe_next(form.get("next"))
+        nxt = safe_next(form.get("next"))
         if access is None:
             return self._redirect(request, nxt)
         username, password = form.get("username", "")[:128], form.get("password", "")[:1024]
@@ -502,7 +492,7 @@ class Portal:
             vex_statuses=VEX_STATUSES,
             vex_justifications=VEX_JUSTIFICATIONS,
             triaged=request.query.get("triaged", "")[:20],
-            findings=sorted(vulns.get("findings") or [], key=_sev_key),
+            findings=sorted(vulns.get("findings") or [], key=severity_key),
             notes=vulns.get("notes") or [],
             content_findings=sorted(content.get("findings") or [], key=_content_key),
             downloads=downloads,
@@ -542,7 +532,7 @@ class Portal:
                 client_addr=client_addr(request),
                 detail={"tag": tag, "via": "portal"},
             )
-        return self._redirect(request, _safe_next(back))
+        return self._redirect(request, safe_next(back))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         viewer = await self.viewer(request)

@@ -39,7 +39,7 @@ def _wait_writable(poller: select.poll) -> None:
         raise ConnectionResetError("client stopped reading")
 
 
-def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+def sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
     poller = select.poll()
     poller.register(sock_fd, select.POLLOUT)
     while count > 0:
@@ -57,7 +57,7 @@ def _sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
 _BUFFERS = AlignedBuffers(_COPY_BUFFER)
 
 
-def _copy_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+def copy_all(sock_fd: int, file_fd: int, offset: int, count: int) -> None:
     buf = _BUFFERS.take()
     try:
         _copy_with(buf, sock_fd, file_fd, offset, count)
@@ -84,7 +84,7 @@ def _copy_with(view: memoryview, sock_fd: int, file_fd: int, offset: int, count:
         count -= n
 
 
-def _is_loopback(peer: Any) -> bool:
+def is_loopback(peer: Any) -> bool:
     host = peer[0] if isinstance(peer, tuple) and peer else None
     if not isinstance(host, str):
         return False
@@ -117,7 +117,7 @@ class SendfileResponse(web.FileResponse):
         else:
             return await super()._sendfile_fallback(writer, fobj, offset, count)
         loop = asyncio.get_running_loop()
-        send = _copy_all if _is_loopback(transport.get_extra_info("peername")) else _sendfile_all
+        send = copy_all if is_loopback(transport.get_extra_info("peername")) else sendfile_all
         await loop.run_in_executor(self._executor, send, sock.fileno(), fobj.fileno(), offset, count)
         await web.StreamResponse.write_eof(self)
         return writer

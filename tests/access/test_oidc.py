@@ -272,10 +272,12 @@ def test_local_password_account_is_not_taken_over(server: Server, provider: Prov
     assert out.callback.status_code == 403 and out.session is None
 
 
-def test_next_is_never_an_open_redirect(server: Server, provider: Provider) -> None:
+@pytest.mark.parametrize("nxt", ["//evil.example/x", "/\t/evil.example", "/\\evil.example", "/%0a/x\n/evil.example"])
+def test_next_is_never_an_open_redirect(server: Server, provider: Provider, nxt: str) -> None:
+    """Browsers drop tabs and newlines from a Location: "/\t/evil.example" is "//evil.example" to them."""
     provider.reset(preferred_username="olga", groups=[])
     with httpx.Client(base_url=server.url, timeout=30) as hm:
-        r = hm.get("/auth/oidc/login", params={"next": "//evil.example/x"}, follow_redirects=False)
+        r = hm.get("/auth/oidc/login", params={"next": nxt}, follow_redirects=False)
         flow = cookie_value(set_cookies(r)["hallmark_oidc"])
         back = httpx.get(r.headers["location"], follow_redirects=False)
         cb = httpx.get(back.headers["location"], headers={"Cookie": f"hallmark_oidc={flow}"}, follow_redirects=False)

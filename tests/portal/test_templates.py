@@ -4,14 +4,15 @@ text, and the login redirect target."""
 
 from __future__ import annotations
 
-from hallmark.portal.routes import SEVERITIES, _environment, _safe_next, _sev_key
+from hallmark.access.model import safe_next
+from hallmark.portal.routes import SEVERITIES, environment, severity_key
 
 DIGEST = "sha256:" + "ab" * 32
 
 
 def _render(findings: list[dict[str, object]]) -> str:
     return (
-        _environment()
+        environment()
         .get_template("image.html")
         .render(
             user="admin",
@@ -22,7 +23,7 @@ def _render(findings: list[dict[str, object]]) -> str:
             digest=DIGEST,
             image={"status": "done", "tags": ["v1"], "package_count": 3, "distro": None, "summary": None},
             verification={"passed": True, "signatures": 1, "level": "strict", "error": None},
-            findings=sorted(findings, key=_sev_key),
+            findings=sorted(findings, key=severity_key),
             notes=[],
             content_findings=[],
             downloads=[],
@@ -71,13 +72,13 @@ def test_report_text_is_escaped() -> None:
 
 
 def test_login_redirects_only_to_local_paths() -> None:
-    assert _safe_next("/repositories/a?x=1") == "/repositories/a?x=1"
+    assert safe_next("/repositories/a?x=1") == "/repositories/a?x=1"
     for bad in ("https://evil.example/", "//evil.example", "/\\evil.example", "/\t/evil.example", "", None, "x"):
-        assert _safe_next(bad) == "/", bad
+        assert safe_next(bad) == "/", bad
 
 
 def test_login_page_offers_oidc_only_when_configured() -> None:
-    login = _environment().get_template("login.html")
+    login = environment().get_template("login.html")
     ctx = {"user": None, "access": True, "csrf": "t" * 43, "path": "/login", "error": None, "username": ""}
     assert "/auth/oidc/login?next=/events" in login.render(**ctx, next="/events", oidc=True)
     assert "oidc" not in login.render(**ctx, next="/events", oidc=False)
@@ -127,9 +128,9 @@ def test_vex_form_becomes_a_valid_openvex_statement_with_expiry() -> None:
 
 
 def test_sizes_read_like_people_write_them() -> None:
-    from hallmark.portal.routes import _bytes
+    from hallmark.portal.routes import human_bytes
 
-    assert [_bytes(v) for v in (None, 298, 2048, 5 * 1024**3)] == ["", "298 B", "2.0 KiB", "5.0 GiB"]
+    assert [human_bytes(v) for v in (None, 298, 2048, 5 * 1024**3)] == ["", "298 B", "2.0 KiB", "5.0 GiB"]
 
 
 def test_catalog_pages_link_to_their_neighbours_with_the_filters() -> None:
@@ -142,7 +143,7 @@ def test_catalog_pages_link_to_their_neighbours_with_the_filters() -> None:
         "tags": ["v1"],
     }
     html = (
-        _environment()
+        environment()
         .get_template("catalog.html")
         .render(
             user="admin",
@@ -181,7 +182,7 @@ def test_push_mirror_pages_name_the_local_repository_as_the_source() -> None:
     common |= dict(timeout_seconds=60.0, enabled=True, next_run_at=None, created_by="admin", created_at=now)
     pull = Mirror(1, "in", "remote.example", "lib/app", "local/app", **common)
     push = Mirror(2, "out", "remote.example", "prod/app", "local/app", direction="push", **common)
-    env = _environment()
+    env = environment()
     base = {"user": "admin", "access": True, "csrf": "t" * 43, "path": "/admin/mirrors"}
     rows = [dict(mirror_view(m), last_run=None) for m in (pull, push)]
     html = env.get_template("mirrors.html").render(**base, mirrors=rows)

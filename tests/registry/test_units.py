@@ -304,7 +304,7 @@ def test_blob_body_senders_deliver_the_exact_range(tmp_path: Path, mode: str) ->
     import socket
     import threading
 
-    from hallmark.registry.sendfile import _copy_all, _sendfile_all
+    from hallmark.registry.sendfile import copy_all, sendfile_all
 
     data = os.urandom(5 * (1 << 20) + 17)
     path = tmp_path / "blob"
@@ -326,7 +326,7 @@ def test_blob_body_senders_deliver_the_exact_range(tmp_path: Path, mode: str) ->
     t.start()
     fd = os.open(path, os.O_RDONLY)
     try:
-        (_sendfile_all if mode == "sendfile" else _copy_all)(ours.fileno(), fd, offset, count)
+        (sendfile_all if mode == "sendfile" else copy_all)(ours.fileno(), fd, offset, count)
     finally:
         os.close(fd)
     t.join(30)
@@ -336,12 +336,12 @@ def test_blob_body_senders_deliver_the_exact_range(tmp_path: Path, mode: str) ->
 
 
 def test_only_loopback_clients_get_the_copying_sender() -> None:
-    from hallmark.registry.sendfile import _is_loopback
+    from hallmark.registry.sendfile import is_loopback
 
-    assert _is_loopback(("127.0.0.1", 40000))
-    assert _is_loopback(("127.8.9.10", 40000))
-    assert _is_loopback(("::1", 40000, 0, 0))
-    assert not _is_loopback(("10.1.2.3", 40000))
-    assert not _is_loopback(("2001:db8::1", 40000, 0, 0))
-    assert not _is_loopback(None)
-    assert not _is_loopback("/run/hallmark.sock")
+    assert is_loopback(("127.0.0.1", 40000))
+    assert is_loopback(("127.8.9.10", 40000))
+    assert is_loopback(("::1", 40000, 0, 0))
+    assert not is_loopback(("10.1.2.3", 40000))
+    assert not is_loopback(("2001:db8::1", 40000, 0, 0))
+    assert not is_loopback(None)
+    assert not is_loopback("/run/hallmark.sock")
