@@ -504,6 +504,9 @@ class AccessConfig(_Section):
     # Audit entries older than this are pruned (a checkpoint keeps the chain verifiable); 0 keeps all.
     audit_retention_days: int = Field(default=0, ge=0)
     audit_flush_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Tokens (sessions included) that expired or were revoked longer ago than this are deleted by the
+    # daily tokens.prune job (audited); 0 keeps them all.
+    token_prune_after_days: int = Field(default=30, ge=0)
     ldap: LdapConfig = LdapConfig()
     oidc: OidcConfig = OidcConfig()
 

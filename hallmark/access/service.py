@@ -427,6 +427,18 @@ class AccessService:
         )
         return token_id, token
 
+    def prune_tokens(self, actor: str, after_days: int, now: dt.datetime | None = None) -> int:
+        """Delete tokens that expired or were revoked more than ``after_days`` ago (portal and OIDC
+        sessions are tokens too: they would pile up forever). Live tokens are never touched; the
+        count is audited as ``token.prune``."""
+        before = (now or utcnow()) - dt.timedelta(days=after_days)
+        n = self.store.prune_tokens(before)
+        if n:
+            self.audit.record(
+                actor, "token.prune", result=ALLOWED, detail={"deleted": n, "dead_before": before.isoformat()}
+            )
+        return n
+
     def revoke_token(self, actor: str, token_id: str, client_addr: str | None = None) -> bool:
         ok = self.store.revoke_token(token_id)
         self.audit.record(

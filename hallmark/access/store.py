@@ -418,6 +418,12 @@ class AccessStore:
             )
             return res.rowcount > 0
 
+    def prune_tokens(self, before: dt.datetime) -> int:
+        """Delete tokens that expired or were revoked before ``before``; how many."""
+        with self._tx() as conn:
+            res = conn.execute(delete(tokens).where(or_(tokens.c.expires_at < before, tokens.c.revoked_at < before)))
+            return int(res.rowcount or 0)
+
     def session_valid(self, pid: int, name: str, token_id: str | None, now: dt.datetime) -> bool:
         """One indexed read per request: the principal (id and name) is enabled and the token still live.
 

@@ -75,6 +75,17 @@ def _eol_policy(ctx: JobContext) -> dict[str, Any]:
         access.audit.flush()
 
 
+def _tokens_prune(ctx: JobContext) -> dict[str, Any]:
+    """[access] token_prune_after_days: tokens long expired or revoked (sessions pile up otherwise)."""
+    from hallmark.access.service import AccessService
+
+    access = getattr(ctx, "access", None) or AccessService.for_metadata(ctx.config, ctx.meta)
+    try:
+        return {"deleted": access.prune_tokens("system", ctx.config.access.token_prune_after_days)}
+    finally:
+        access.audit.flush()
+
+
 def _provenance_backfill(ctx: JobContext) -> dict[str, Any]:
     """Provenance of every stored manifest read again: images pushed before it was recorded, and
     signatures re-verified against today's trust store (a key added later turns rows verified)."""
@@ -103,6 +114,7 @@ register(PeriodicJob("retention", lambda c: _hours(c.lifecycle.retention_interva
 register(PeriodicJob("grades", lambda c: _hours(c.lifecycle.grades_interval_hours), _grades))
 register(PeriodicJob("eol", lambda c: _hours(c.lifecycle.eol_interval_hours), _eol))
 register(PeriodicJob("lifecycle.policy", _eol_policy_interval, _eol_policy))
+register(PeriodicJob("tokens.prune", lambda c: _hours(24) if c.access.token_prune_after_days else None, _tokens_prune))
 register(PeriodicJob("provenance.backfill", lambda c: _hours(24 * 7), _provenance_backfill))  # weekly; or --job
 register(PeriodicJob("findings.backfill", lambda c: 3600.0, backfill_job))  # rows for reports older than them
 register(PeriodicJob("packages.backfill", lambda c: 3600.0, packages_backfill))  # search rows of older images
