@@ -53,6 +53,8 @@ _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE
 # once whole. It then fetches what no client did (and waits for what clients are fetching).
 CLIENT_GRACE_SECONDS = 1.0
 _MAX_INDEX_DEPTH = 2
+# Stored blobs are read into the page cache once no cold blob has been fetched for this long.
+CACHE_QUIET_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ class PullThrough:
         self._pending_tags: dict[tuple[str, str], str] = {}  # (repo, tag) -> digest
         self._inflight: dict[str, asyncio.Future[bool]] = {}  # blob digest -> stored?
         self._tasks: set[asyncio.Task[None]] = set()
+        self._to_cache: list[str] = []  # stored blobs to read into the page cache once no fetch runs
+        self._cacher: asyncio.Task[None] | None = None
+        self._last_fetch = 0.0  # monotonic time the last cold blob finished
         # Two threads (reader, writer) per cold blob in flight; beyond 64 such blobs, new ones wait.
         self._pumps = ThreadPoolExecutor(max_workers=128, thread_name_prefix="hallmark-proxy")
 
@@ -271,8 +276,21 @@ class PullThrough:
             async for _ in chunks:
                 pass
 
-    async def _keep_cached(self, digest: str) -> None:
-        await self._svc.run(keep_cached, self._svc.blobs.local_path(digest))
+    def _cache_later(self, digest: str) -> None:
+        """Read a stored blob into the page cache (:func:`keep_cached`), but only once no cold blob
+        is being fetched: reading it back right away made the other layers of the same pull wait
+        (disk and CPU: a cold 200 MiB pull 0.79-0.86 s with, 0.65-0.70 s without)."""
+        self._to_cache.append(digest)
+        if self._cacher is None or self._cacher.done():
+            self._cacher = self._spawn(self._cache_when_idle())
+
+    async def _cache_when_idle(self) -> None:
+        while self._to_cache:
+            if self._inflight or time.monotonic() - self._last_fetch < CACHE_QUIET_SECONDS:
+                await asyncio.sleep(CACHE_QUIET_SECONDS / 2)
+                continue
+            digest = self._to_cache.pop(0)
+            await self._svc.run(keep_cached, self._svc.blobs.local_path(digest))
 
     # -- blobs ---------------------------------------------------------------------------------
     async def blob(self, repo: str, digest: str, head: bool) -> BlobInfo | ProxiedBlob:
@@ -336,7 +354,7 @@ class PullThrough:
                 raise UpstreamError(f"{blob.url}: blob {blob.digest}: digest mismatch (got {exc.actual})") from exc
             await svc.run(svc.meta.link_blob, repo, blob.digest, size)
             stored = True
-            self._spawn(self._keep_cached(blob.digest))
+            self._cache_later(blob.digest)
             if held is not None:
                 yield held
         finally:
@@ -351,6 +369,7 @@ class PullThrough:
                 await asyncio.shield(svc.run(writer.cancel))
             if self._inflight.get(blob.digest) is done:
                 del self._inflight[blob.digest]
+            self._last_fetch = time.monotonic()
             if not done.done():
                 done.set_result(stored)
 
@@ -418,7 +437,8 @@ def keep_cached(path: Path | None) -> int:
     proxied blob, though, was fetched because clients pull it, and the next pulls (other nodes, the
     same image again) would each start from disk. ``posix_fadvise(WILLNEED)`` left most of it
     uncached here (first read after it as slow as without); one read through a reused buffer costs
-    a copy (~20 ms per 100 MiB) and caches it (see docs/performance.md, pull-through cache)."""
+    a copy (~20 ms per 100 MiB) and caches it (see docs/performance.md, pull-through cache). It runs
+    once no cold blob is being fetched (:meth:`PullThrough._cache_later`), not beside the fetches."""
     if path is None:
         return 0
     buf = bytearray(_WRITE_BATCH)
