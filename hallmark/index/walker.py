@@ -79,15 +79,20 @@ class _Counter(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """The inner stream's bytes as they are: ``RawIOBase.read`` would copy them twice (into a
+        buffer for ``readinto``, then out of it), two passes over every decompressed byte."""
+        data = self.inner.read(size)
+        self.count += len(data)
         if self.hasher is not None:
             self.hasher.update(data)
         if self.check is not None:
             self.check()
-        return n
+        return data
 
 
 @dataclass
