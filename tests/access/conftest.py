@@ -93,3 +93,21 @@ def site(backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest
         yield s
     finally:
         srv.stop()
+
+
+def access_service(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, env: dict[str, str] | None = None
+) -> Iterator[AccessService]:
+    """An AccessService on a migrated SQLite file or a fresh PostgreSQL database (``backend``),
+    with ``env`` added to the configuration's environment; for ``yield from`` in a fixture."""
+    environ = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), **(env or {})}
+    if backend == "postgres":
+        pg: PostgresServer = request.getfixturevalue("postgres")
+        environ["HALLMARK_DATABASE_URL"] = pg.create_db(f"as{free_port()}")
+    cfg = load_config(environ=environ)
+    engine = make_engine(cfg.database_url, 4)
+    migrate(engine)
+    try:
+        yield AccessService(cfg, engine)
+    finally:
+        engine.dispose()

@@ -14,23 +14,13 @@ from sqlalchemy import delete, update
 
 from hallmark.access.service import AccessService
 from hallmark.access.tables import audit_log
-from hallmark.config import load_config
-from hallmark.metadata.db import make_engine, migrate
-from tests.conftest import PostgresServer, free_port
+from hallmark.metadata.db import make_engine
+from tests.access.conftest import access_service
 
 
 @pytest.fixture
 def access(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AccessService]:
-    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data")}
-    if backend == "postgres":
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        env["HALLMARK_DATABASE_URL"] = pg.create_db(f"au{free_port()}")
-    cfg = load_config(environ=env)
-    engine = make_engine(cfg.database_url, 4)
-    migrate(engine)
-    svc = AccessService(cfg, engine)
-    yield svc
-    engine.dispose()
+    yield from access_service(backend, tmp_path, request)
 
 
 def _fill(svc: AccessService, n: int) -> None:

@@ -22,8 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from hallmark.access.audit import is_durable
 from hallmark.access.service import AccessService
-from hallmark.config import load_config
-from hallmark.metadata.db import make_engine, migrate
+from tests.access.conftest import access_service
 from tests.conftest import PostgresServer, Server, free_port
 from tests.ocihelp import image, push_blob, push_manifest, sha256, tar_layer
 
@@ -121,16 +120,7 @@ def test_acknowledged_pushes_survive_kill_9(killable: Server) -> None:
 # -- the AuditLog itself --------------------------------------------------------------------------
 @pytest.fixture
 def access(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AccessService]:
-    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), "HALLMARK_ACCESS__AUDIT_FLUSH_INTERVAL_SECONDS": "60"}
-    if backend == "postgres":
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        env["HALLMARK_DATABASE_URL"] = pg.create_db(f"ad{free_port()}")
-    cfg = load_config(environ=env)
-    engine = make_engine(cfg.database_url, 4)
-    migrate(engine)
-    svc = AccessService(cfg, engine)
-    yield svc
-    engine.dispose()
+    yield from access_service(backend, tmp_path, request, {"HALLMARK_ACCESS__AUDIT_FLUSH_INTERVAL_SECONDS": "60"})
 
 
 def _wait_until(condition: Any) -> None:

@@ -17,22 +17,12 @@ from hallmark.access.store import utcnow
 from hallmark.access.tables import tokens
 from hallmark.config import load_config
 from hallmark.lifecycle.scheduler import JOBS
-from hallmark.metadata.db import make_engine, migrate
-from tests.conftest import PostgresServer, free_port
+from tests.access.conftest import access_service
 
 
 @pytest.fixture
 def access(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AccessService]:
-    env = {"HALLMARK_DATA_DIR": str(tmp_path / "data"), "HALLMARK_ACCESS__TOKEN_PRUNE_AFTER_DAYS": "30"}
-    if backend == "postgres":
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        env["HALLMARK_DATABASE_URL"] = pg.create_db(f"tp{free_port()}")
-    cfg = load_config(environ=env)
-    engine = make_engine(cfg.database_url, 4)
-    migrate(engine)
-    svc = AccessService(cfg, engine)
-    yield svc
-    engine.dispose()
+    yield from access_service(backend, tmp_path, request, {"HALLMARK_ACCESS__TOKEN_PRUNE_AFTER_DAYS": "30"})
 
 
 def test_dead_tokens_are_pruned_live_ones_stay(access: AccessService) -> None:
