@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hallmark.config import Config, ConfigError, load_config
+if TYPE_CHECKING:
+    from hallmark.config import Config
 
 DataDirOption = Annotated[
     str | None,
@@ -18,6 +19,10 @@ ConfigOption = Annotated[
 
 
 def get_config(data_dir: str | None = None, config_file: str | None = None, **overrides: object) -> Config:
+    """The configuration (imported here: pydantic's models cost ~0.1 s, which ``--help`` and
+    commands that need no configuration should not pay)."""
+    from hallmark.config import ConfigError, load_config
+
     ov: dict[tuple[str, ...], object] = {("data_dir",): data_dir}
     for key, value in overrides.items():
         ov[tuple(key.split("__"))] = value

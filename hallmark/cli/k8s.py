@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
 
@@ -150,6 +149,8 @@ def post(
     ca_file: str | None = None,
 ) -> dict[str, Any]:
     """POST the inventory (gzip) and return the server's answer; errors as ReportError."""
+    import httpx  # here, not at import: `hallmark --help` imports every command module
+
     url = server.rstrip("/") + f"/api/v1/clusters/{cluster}/inventory"
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", **auth.get("headers", {})}
     params = {"taken_at": taken_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")}

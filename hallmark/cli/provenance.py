@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
 
@@ -55,6 +54,8 @@ def _target(ref: str, insecure: bool, creds: tuple[str, str] | None) -> tuple[st
 
 
 def _call(method: str, url: str, creds: tuple[str, str] | None, body: Any = None) -> dict[str, Any]:
+    import httpx  # here, not at import: `hallmark --help` imports every command module
+
     try:
         resp = httpx.request(method, url, json=body, auth=creds, timeout=60)
     except httpx.HTTPError as exc:

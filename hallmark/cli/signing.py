@@ -11,18 +11,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hallmark.signing.artifact import ArtifactTarget, LayoutStore, sign_artifact, verify_artifact
-from hallmark.signing.certs import TrustStore
-from hallmark.signing.cosign import CosignError, load_public_key, verify_cosign_signatures
-from hallmark.signing.errors import EnvelopeError, PolicyError, SigningError
-from hallmark.signing.keys import generate_test_ca_and_leaf, load_signer, write_test_pki
-from hallmark.signing.layout import LayoutError
-from hallmark.signing.policy import load_policy
-from hallmark.signing.registry import RegistryStore
+if TYPE_CHECKING:  # the signing modules (cryptography, httpx) are imported by the commands that run
+    from hallmark.signing.artifact import ArtifactTarget
 
 
 def _parse_oci_ref(ref: str) -> tuple[str, str]:
@@ -42,6 +36,9 @@ def open_target(
     ref: str, *, insecure: bool, push: bool, credentials: tuple[str, str] | None = None
 ) -> Iterator[tuple[ArtifactTarget, str, str]]:
     """(store, reference inside it, default registryScopes name) for a layout or registry REF."""
+    from hallmark.signing.artifact import LayoutStore
+    from hallmark.signing.registry import RegistryStore
+
     if ref.startswith("oci:"):
         path, reference = _parse_oci_ref(ref)
         yield LayoutStore(path), reference, "local/oci-layout"
@@ -81,6 +78,8 @@ def key_generate(
 ) -> None:
     """Create a test CA and a code-signing leaf that meet the Notary Project requirements, with a
     trust policy and trust store that accept what the leaf signs (for hallmark verify and notation)."""
+    from hallmark.signing.errors import SigningError
+    from hallmark.signing.keys import generate_test_ca_and_leaf, write_test_pki
     from hallmark.signing.trustconfig import valid_store_name, write_trust_config
 
     try:
@@ -114,6 +113,11 @@ def sign(
     password_stdin: Annotated[bool, PASSWORD_STDIN_OPTION] = False,
 ) -> None:
     """Sign an artifact and store the signature next to it (OCI 1.1 subject manifest)."""
+    from hallmark.signing.artifact import sign_artifact
+    from hallmark.signing.errors import EnvelopeError, SigningError
+    from hallmark.signing.keys import load_signer
+    from hallmark.signing.layout import LayoutError
+
     try:
         signer = load_signer(key, cert)
         creds = registry_credentials(username, password_stdin)
@@ -155,6 +159,13 @@ def verify(
     With ``--cosign-key`` a valid cosign signature by that key also passes; without a trust policy
     file only the cosign signature is checked.
     """
+    from hallmark.signing.artifact import verify_artifact
+    from hallmark.signing.certs import TrustStore
+    from hallmark.signing.cosign import CosignError, load_public_key, verify_cosign_signatures
+    from hallmark.signing.errors import PolicyError
+    from hallmark.signing.layout import LayoutError
+    from hallmark.signing.policy import load_policy
+
     if policy is None and (Path("trustpolicy.json").is_file() or cosign_key is None):
         policy = Path("trustpolicy.json")
     passed = False
