@@ -122,7 +122,17 @@ def _run_worker(
     tls: TLSReloader | None,
     announce: bool,
     metrics_sock: socket.socket | None = None,
+    forked: bool = False,
 ) -> None:
+    """One server process. ``forked``: a worker process, which dies with its parent, so no orphan
+    keeps the port after a crash or kill -9."""
+    if forked:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler still stops us
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from hallmark.app import Hallmark, build_app
     from hallmark.web.observe import metrics_app
 
@@ -193,7 +203,8 @@ def _serve_workers(
         return
     ctx = multiprocessing.get_context("fork")
     procs = [
-        ctx.Process(target=_worker_main, args=(cfg, sock, tls, i == 0, metrics_sock)) for i in range(cfg.server.workers)
+        ctx.Process(target=_run_worker, args=(cfg, sock, tls, i == 0, metrics_sock, True))
+        for i in range(cfg.server.workers)
     ]
     for p in procs:
         p.start()
@@ -211,20 +222,3 @@ def _serve_workers(
         stop(signal.SIGINT, None)
         for p in procs:
             p.join(10)
-
-
-def _worker_main(
-    config: Config,
-    sock: socket.socket,
-    tls: TLSReloader | None,
-    announce: bool,
-    metrics_sock: socket.socket | None = None,
-) -> None:
-    """A forked worker: dies with its parent, so no orphan keeps the port after a crash or kill -9."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler still stops us
-        pass
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _run_worker(config, sock, tls, announce, metrics_sock)

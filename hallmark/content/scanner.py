@@ -173,7 +173,8 @@ class ContentScanner:
             sha = self._sha(content)
         if sha is not None and self.options.malware:
             self._blocklist(path, layer, digest, sha, out)
-        if self.options.secrets and not self.rules.secrets.path_skipped(path):
+        secrets_skipped = not self.options.secrets or self.rules.secrets.path_skipped(path)  # asked once per file
+        if not secrets_skipped:
             for rule in self.rules.secrets.path_rules(path):
                 out.findings.append(
                     Finding(
@@ -205,7 +206,7 @@ class ContentScanner:
             self._yara_scan(path, layer, digest, content, sha, out)
             self._clamav(path, layer, digest, content, out)
         budget = ArchiveBudget(self.options.archives)
-        self._content(path, layer, digest, content, out, depth=0, budget=budget)
+        self._content(path, layer, digest, content, out, depth=0, budget=budget, path_skipped=secrets_skipped)
 
     def _content(
         self,
@@ -217,13 +218,15 @@ class ContentScanner:
         *,
         depth: int,
         budget: ArchiveBudget,
+        path_skipped: bool | None = None,
     ) -> None:
-        """Archive members and secrets; called for the file itself and for each archive member."""
+        """Archive members and secrets; called for the file itself and for each archive member.
+        ``path_skipped``: the secret rules' path allowlist already asked for ``path`` (None: ask)."""
         if is_zip(content):
             self._archive(path, layer, digest, content, out, depth=depth, budget=budget)
             return
         if self.options.secrets:
-            self._secrets(path, layer, digest, content, out)
+            self._secrets(path, layer, digest, content, out, path_skipped)
 
     def _archive(
         self,
@@ -360,9 +363,11 @@ class ContentScanner:
             )
 
     # --------------------------------------------------------------- secrets
-    def _secrets(self, path: str, layer: int | None, digest: str | None, content: bytes, out: ScanOutcome) -> None:
+    def _secrets(
+        self, path: str, layer: int | None, digest: str | None, content: bytes, out: ScanOutcome, skipped: bool | None
+    ) -> None:
         ruleset = self.rules.secrets
-        if ruleset.path_skipped(path):
+        if ruleset.path_skipped(path) if skipped is None else skipped:
             return
         if len(content) > self.options.max_secret_bytes:
             out.skipped.append(

@@ -214,7 +214,6 @@ class SecretRuleSet:
     _always: list[SecretRule] = field(init=False, repr=False, default_factory=list)
     _path_only: list[SecretRule] = field(init=False, repr=False, default_factory=list)
     _skip: Any = field(init=False, repr=False, default=None)  # every path that ``path_skipped``, as one RE2
-    _last_skip: tuple[str, bool] = field(init=False, repr=False, default=("", False))  # a file asks twice
 
     def __post_init__(self) -> None:
         # one search per file instead of one per pattern (~12 patterns, asked 2-3 times per file)
@@ -273,11 +272,7 @@ class SecretRuleSet:
     def path_skipped(self, path: str) -> bool:
         """Files the global allowlists or Hallmark's known-false-positive paths exclude."""
         if self._skip is not None:
-            last, answer = self._last_skip  # one tuple: safe to read while another thread replaces it
-            if path != last or not path:
-                answer = self._skip.search(path) is not None
-                self._last_skip = (path, answer)
-            return answer
+            return self._skip.search(path) is not None
         if any(p.search(path) for p in self.path_allowlist):
             return True
         return any(a.paths and not a.condition_and and a.path_matches(path) for a in self.global_allowlists)
