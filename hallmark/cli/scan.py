@@ -253,10 +253,10 @@ class _ContentRun:
 
     def _layer(self, index: int, digest: str) -> Any:
         """This layer's result to fill, or None when it came from the cache."""
-        from hallmark.content.cache import LayerResult
-
         state = self._layers.get(index)
         if state is None:
+            from hallmark.content.cache import LayerResult
+
             hit = self.cache.get(digest, index)
             if hit is not None:
                 self.outcome.extend(hit.outcome)
@@ -273,8 +273,7 @@ class _ContentRun:
         file, folder, whiteout, opaque = self._kinds
         op = 1 if kind == whiteout else 2 if kind == opaque else 0  # hallmark.content.cache.EVENTS
         (self.history.add, self.history.delete, self.history.opaque)[op](entry.layer_index, path)
-        state = self._layers.get(entry.layer_index)
-        layer = self._layer(entry.layer_index, entry.layer_digest) if state is None else state[1]
+        layer = self._layer(entry.layer_index, entry.layer_digest)
         if layer is None:
             return
         layer.events.append((op, path))
