@@ -81,7 +81,7 @@ bench: $(TEST_STAMP) $(DEB_STAMP) $(PEERS)/.installed
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check hallmark tests bench
-	$(BIN)/mypy hallmark
+	$(BIN)/mypy hallmark tests bench
 
 clean:
 	rm -rf $(VENV) .hallmark-data

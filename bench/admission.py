@@ -88,10 +88,11 @@ def seed(url: str, verify: Any, db: Path, count: int, auth: httpx.BasicAuth) -> 
 
 def deployment(n: int, images: list[str]) -> bytes:
     spec = {"containers": [{"name": f"c{i}", "image": img} for i, img in enumerate(images)]}
+    metadata = {"name": f"app-{n % 500}", "namespace": f"team-{n % 20}"}
     obj = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"app-{n % 500}", "namespace": f"team-{n % 20}"},
+        "metadata": metadata,
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "x"}}, "template": {"spec": spec}},
     }
     gvk = {"group": "apps", "version": "v1", "kind": "Deployment"}
@@ -101,8 +102,8 @@ def deployment(n: int, images: list[str]) -> bytes:
         "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
         "requestKind": gvk,
         "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
-        "name": obj["metadata"]["name"],
-        "namespace": obj["metadata"]["namespace"],
+        "name": metadata["name"],
+        "namespace": metadata["namespace"],
         "operation": "CREATE",
         "userInfo": {"username": "system:serviceaccount:ci:deployer", "groups": ["system:authenticated"]},
         "object": obj,

@@ -118,7 +118,7 @@ def _minbase_packages() -> list[tuple[str, str, str, str]]:
         return []
     out = []
     for para in MINBASE_STATUS.read_text().split("\n\n"):
-        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", para, re.M))
+        fields: dict[str, str] = dict(re.findall(r"^([A-Za-z-]+): (.*)$", para, re.M))  # field -> value
         if "Package" not in fields or "Version" not in fields:
             continue
         src = fields.get("Source", fields["Package"])

@@ -299,8 +299,8 @@ def run_hallmark(layout: Path) -> Result:
         else:
             history.add(i, e.path)
             if e.kind == FILE:
-                with e.open() as f:
-                    findings.extend(scanner.scan_file(e.path, i, e.layer_digest, f, e.size, mode=e.mode).findings)
+                with e.open() as stream:
+                    findings.extend(scanner.scan_file(e.path, i, e.layer_digest, stream, e.size, mode=e.mode).findings)
             elif e.kind == DIR:
                 findings.extend(scanner.scan_metadata(e.path, i, e.layer_digest, e.mode, is_dir=True))
     findings.extend(scanner.scan_config(config).findings)

@@ -147,7 +147,7 @@ class Graph:
             ],
             findings,
         )
-        prov = []
+        prov: list[tuple[Any, ...]] = []
         for repo, digest in self.images:
             src = rng.choice(sources)
             commit = f"{rng.getrandbits(160):040x}"
@@ -218,6 +218,7 @@ class Graph:
             [{"via": "ingress", "ingress": "web", "host": "x.example", "path": "/", "service": "web", "port": 80}]
         ).decode()
         picks = rng.choices(range(len(self.images)), weights=img_weights, k=n_workloads * 3)
+        img_repo: str | None  # None: a digest Hallmark does not hold
         for i in range(n_workloads):
             exposed = rng.random() < 0.10
             kind = rng.choice(["Deployment", "Deployment", "StatefulSet", "DaemonSet", "CronJob"])
@@ -226,11 +227,13 @@ class Graph:
             )
             for c in range(rng.choice([1, 1, 1, 2, 2, 3])):
                 if rng.random() < 0.05:
-                    digest, repo = _hex(rng), None
+                    digest, img_repo = _hex(rng), None
                 else:
-                    repo, digest = self.images[picks[i * 3 + c]]
+                    img_repo, digest = self.images[picks[i * 3 + c]]
                     digest = index_of.get(digest, digest)  # pulled by tag: the runtime reports the index
-                wi.append((i + 1, f"c{c}", "container", f"registry.example/{repo}@{digest}", digest, "status", repo))
+                wi.append(
+                    (i + 1, f"c{c}", "container", f"registry.example/{img_repo}@{digest}", digest, "status", img_repo)
+                )
         self.rows["workloads"] = (["id", "cluster", "namespace", "kind", "name", "exposed", "exposure"], wl)
         self.rows["workload_images"] = (
             ["workload_id", "container", "container_type", "image_ref", "digest", "digest_source", "repo_name"],

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -254,7 +255,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def median_rate(amount: float, runs: int, fn: Callable[[int], object]) -> float:
     """Median rate over ``runs`` repetitions (``fn(i)`` must use a fresh repository each time)."""
-    rates = sorted(amount / timed(lambda i=i: fn(i)) for i in range(runs))
+    rates = sorted(amount / timed(partial(fn, i)) for i in range(runs))
     return rates[len(rates) // 2]
 
 
@@ -293,15 +294,15 @@ def main(argv: list[str] | None = None) -> None:
             reps = args.repeat
             if want("push_mono") or want("pull"):
                 r["push_mono"] = median_rate(
-                    mib, reps, lambda i, url=url: push_monolithic(url, f"bench/mono{i}", big, digest)
+                    mib, reps, lambda i: push_monolithic(url, f"bench/mono{i}", big, digest)
                 )
             if want("push_chunked"):
                 r["push_chunked"] = median_rate(
-                    mib, reps, lambda i, url=url: push_chunked(url, f"bench/chunked{i}", parts, digest2)
+                    mib, reps, lambda i: push_chunked(url, f"bench/chunked{i}", parts, digest2)
                 )
             if want("small"):
                 r["small"] = args.small / timed(
-                    lambda url=url: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
+                    lambda: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
                 )
             if want("manifest_get"):
                 push_manifest(url, "bench/manifest", "latest")
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             samples: dict[str, list[float]] = {name: [] for name, _ in servers}
             for _ in range(max(args.repeat, 7)):
                 for name, url in servers:
-                    samples[name].append(mib / timed(lambda url=url: pull(url, "bench/mono0", digest)))
+                    samples[name].append(mib / timed(partial(pull, url, "bench/mono0", digest)))
             for name, rates in samples.items():
                 results[name]["pull"] = sorted(rates)[len(rates) // 2]
                 print(f"  {name} pulls (MiB/s): {' '.join(f'{x:.0f}' for x in rates)}", flush=True)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import boto3
@@ -158,17 +159,17 @@ def main(argv: list[str] | None = None) -> None:
             url = urls["stream"]
             r: dict[str, float] = {}
             r["push_mono"] = median_rate(
-                mib, args.repeat, lambda i, url=url: push_monolithic(url, f"bench/mono{i}", big, digest)
+                mib, args.repeat, lambda i: push_monolithic(url, f"bench/mono{i}", big, digest)
             )
             r["push_chunked"] = median_rate(
-                mib, args.repeat, lambda i, url=url: push_chunked(url, f"bench/chunked{i}", parts, digest2)
+                mib, args.repeat, lambda i: push_chunked(url, f"bench/chunked{i}", parts, digest2)
             )
             r["small"] = args.small / timed(
-                lambda url=url: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
+                lambda: asyncio.run(small_blobs(url, "bench/small", small, args.concurrency))
             )
             for mode, murl in urls.items():
                 pull(murl, "bench/mono0", digest)  # warm
-                rates = sorted(mib / timed(lambda u=murl: pull(u, "bench/mono0", digest)) for _ in range(args.repeat))
+                rates = sorted(mib / timed(partial(pull, murl, "bench/mono0", digest)) for _ in range(args.repeat))
                 r[f"pull_{mode}"] = rates[len(rates) // 2]
             results[name] = r
             print(f"  measured {name}", flush=True)

@@ -26,6 +26,7 @@ import tarfile
 import time
 import zipfile
 from collections import defaultdict
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def sh(*cmd: str, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
 
 
-def make_jar(entries: dict[str, bytes | str]) -> bytes:
+def make_jar(entries: Mapping[str, bytes | str]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in entries.items():
@@ -202,9 +203,9 @@ def ground_truth() -> dict[str, set[tuple[str, str]]]:
         (f"{NESTED[2][0]}:{NESTED[2][1]}", NESTED[2][2]),
     }
     go = sh("go", "version", GO_BINARY).stdout if shutil.which("go") else ""
-    version = re.search(r"go(\d+\.\d+(?:\.\d+)?)", go or open(GO_BINARY, "rb").read().decode("latin-1"))
-    if version:
-        truth["go"].add(("stdlib", version.group(1)))
+    go_version = re.search(r"go(\d+\.\d+(?:\.\d+)?)", go or open(GO_BINARY, "rb").read().decode("latin-1"))
+    if go_version:
+        truth["go"].add(("stdlib", go_version.group(1)))
     return truth
 
 

@@ -40,9 +40,10 @@ class PostgresServer:
     """A throw-away PostgreSQL cluster in a temp dir (run as the postgres user when we are root)."""
 
     def __init__(self, root: Path) -> None:
-        self.bin = _pg_bin()
-        if self.bin is None:
+        bin_dir = _pg_bin()
+        if bin_dir is None:
             raise RuntimeError("PostgreSQL server binaries not found (Debian package postgresql)")
+        self.bin: Path = bin_dir
         self.root = root
         self.port = free_port()
         self.datadir = root / "pgdata"

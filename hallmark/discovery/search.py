@@ -12,7 +12,7 @@ ranges are compared in Python with the ecosystem's own ordering (hallmark.adviso
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +98,7 @@ def parse_range(spec: str) -> list[tuple[str, str]]:
     return out
 
 
-def make_query(params: dict[str, str | None]) -> Query:
+def make_query(params: Mapping[str, str | None]) -> Query:
     """A :class:`Query` from API query parameters / CLI options; raises :class:`SearchError`."""
     from hallmark.catalog.service import STAGES
     from hallmark.lifecycle.health import GradeError, parse_grades

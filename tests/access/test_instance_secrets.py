@@ -82,6 +82,7 @@ def test_an_upgraded_installation_keeps_signing_with_its_old_key_file(tmp_path: 
     """Tokens issued before the upgrade (with the data folder's key) stay valid after it."""
     import jwt
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     from hallmark.access import crypto
     from hallmark.access.service import AccessService
@@ -99,7 +100,9 @@ def test_an_upgraded_installation_keeps_signing_with_its_old_key_file(tmp_path: 
     try:
         svc = AccessService(cfg, eng)
         assert svc.signer.verify(issued_before)["sub"] == "alice"
-        public = serialization.load_pem_private_key(pem.encode(), None).public_key()
+        key = serialization.load_pem_private_key(pem.encode(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)  # ES256
+        public = key.public_key()
         fresh, _, _ = svc.signer.issue("bob", [], {})
         assert jwt.decode(fresh, public, algorithms=["ES256"], audience="hallmark")["sub"] == "bob"
     finally:

@@ -13,7 +13,7 @@ from hallmark.catalog.service import CatalogService, Gate
 from hallmark.config import CatalogConfig
 from hallmark.pipeline.findings import combine, content_by_kind, of_summary
 
-CLEAN_VULNS = {
+CLEAN_VULNS: dict[str, Any] = {
     "by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0, "unknown": 0},
     "complete": True,
     "unsupported_releases": [],
@@ -120,7 +120,7 @@ def test_scanner_errors_make_the_scan_incomplete_until_forced() -> None:
 
 @pytest.mark.parametrize("suppressed", [True, False])
 def test_content_by_kind_skips_suppressed_and_keeps_unknown_kinds(suppressed: bool) -> None:
-    findings = [
+    findings: list[dict[str, Any]] = [
         {"kind": "secret", "severity": "high", **({"suppressed": {"by": "x"}} if suppressed else {})},
         {"kind": "malware", "severity": "low"},
         {"kind": "license", "severity": "medium"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from typing import BinaryIO
 
 from hallmark.content import ContentScanner, RuleBundle, ScanOptions
 
@@ -12,7 +13,7 @@ from .conftest import FakeSecrets, eicar
 MiB = 1024 * 1024
 
 
-class EndlessReader(io.RawIOBase):
+class EndlessReader(io.RawIOBase, BinaryIO):  # a raw binary stream, typed like io.FileIO
     """A reader that never ends (a lying tar header or a broken walker); counts what is read."""
 
     def __init__(self, byte: bytes = b"A") -> None:
@@ -28,7 +29,7 @@ class EndlessReader(io.RawIOBase):
         return self.byte * n
 
 
-class FailingReader(io.RawIOBase):
+class FailingReader(io.RawIOBase, BinaryIO):
     def __init__(self, after: int) -> None:
         self.after = after
 

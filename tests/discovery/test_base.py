@@ -42,6 +42,7 @@ def add(
             rid = conn.execute(
                 repositories.insert().values(name=repo, immutable_tags=False, created_at=now)
             ).inserted_primary_key
+            assert rid is not None
         conn.execute(
             manifests.insert().values(
                 repo_id=rid[0],

@@ -134,7 +134,7 @@ def add_workload(
                     name=cluster, inventory_at=now, received_at=now, received_by="test", summary="{}"
                 )
             )
-        wid = conn.execute(
+        res = conn.execute(
             workloads.insert().values(
                 cluster=cluster,
                 namespace=namespace,
@@ -143,7 +143,9 @@ def add_workload(
                 exposed=bool(exposure),
                 exposure=orjson.dumps(exposure or []).decode(),
             )
-        ).inserted_primary_key[0]
+        )
+        assert res.inserted_primary_key is not None
+        wid = res.inserted_primary_key[0]
         for cname, digest, source, repo in containers:
             conn.execute(
                 workload_images.insert().values(
@@ -247,9 +249,11 @@ def build(meta: MetadataStore) -> None:
     add_workload(meta, "dev", "legacy", "StatefulSet", "db", [("db", D5, "tag", "legacy/app")], LB)
     # a multi-platform image pulled by tag: the runtime reports the index digest
     with meta.transaction() as conn:
-        rid = conn.execute(
+        res = conn.execute(
             repositories.insert().values(name="shop/multi", immutable_tags=False, created_at=utcnow())
-        ).inserted_primary_key[0]
+        )
+        assert res.inserted_primary_key is not None
+        rid = res.inserted_primary_key[0]
         conn.execute(
             manifest_refs.insert(),
             [{"repo_id": rid, "digest": DX, "ref_digest": d, "kind": "manifest"} for d in (D6, D7)],

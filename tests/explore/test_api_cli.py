@@ -211,9 +211,9 @@ def test_only_reviewers_auditors_and_administrators_may_explore(guarded: tuple[S
     # the CLI with a token from the environment or stdin
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HALLMARK_DATA_DIR": str(srv.data_dir)}
     base = [sys.executable, "-m", "hallmark", "explore", "--server", srv.url, "--kev", "-o", "json"]
-    r = subprocess.run(base, env=env | {"HALLMARK_TOKEN": tokens["auditor"]}, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert {row["image"]["digest"] for row in json.loads(r.stdout)["rows"]} == {D1}
-    r = subprocess.run([*base, "--token-stdin"], env=env, input=tokens["dev"] + "\n", capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.startswith(f"error: {srv.url} answered 403: "), r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    proc = subprocess.run(base, env=env | {"HALLMARK_TOKEN": tokens["auditor"]}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert {row["image"]["digest"] for row in json.loads(proc.stdout)["rows"]} == {D1}
+    proc = subprocess.run([*base, "--token-stdin"], env=env, input=tokens["dev"] + "\n", capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {srv.url} answered 403: "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

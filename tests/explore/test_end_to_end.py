@@ -92,8 +92,8 @@ def test_workloads_found_by_advisories_that_appeared_after_the_push(tmp_path: Pa
             other = zf.read(sorted(n for n in zf.namelist() if "jinja" not in zf.read(n).decode().lower())[0])
         mirror = tmp_path / "mirror"
         _osv_zip(mirror / "osv" / "PyPI" / "all.zip", [other])
-        r = hallmark_cli(srv, "db", "update", "--mirror", str(mirror))
-        assert r.returncode == 0, r.stderr
+        proc = hallmark_cli(srv, "db", "update", "--mirror", str(mirror))
+        assert proc.returncode == 0, proc.stderr
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             digest = push_image(c, "shop/web", "v1", files=image_files("11", "bullseye"))
             assert wait_for(c, "shop/web", digest)["status"] == "done"

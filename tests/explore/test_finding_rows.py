@@ -112,7 +112,7 @@ def _image(meta: MetadataStore, repo: str, digest: str, summary: dict[str, Any] 
 
 def test_backfill_writes_rows_for_reports_stored_before_them(fresh: MetadataStore) -> None:
     store = PipelineStore(fresh)
-    docs = {
+    docs: dict[tuple[str, str], dict[str, Any]] = {
         ("old", DIGEST): {"findings": [finding("CVE-1", "critical"), finding("CVE-2", "low", suppressed=True)]},
         ("clean", DIGEST): {"findings": []},
         ("done", DIGEST): {"findings": [finding("CVE-3", "high")]},

@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import zstandard
@@ -101,13 +102,14 @@ def build_image(
 ) -> Image:
     """``layers`` are (tar bytes, compression). ``blob_override`` swaps a layer's stored bytes (bad digests)."""
     blobs: dict[str, bytes] = {}
-    descs, diff_ids = [], []
+    descs, diff_ids, layer_digests = [], [], []
     for i, (tar, how) in enumerate(layers):
         blob = compress(tar, how)
         digest = sha256(blob)
         blobs[digest] = (blob_override or {}).get(i, blob)
         descs.append({"mediaType": MEDIA[how], "digest": digest, "size": len(blob)})
         diff_ids.append(sha256(tar))
+        layer_digests.append(digest)
     config = json.dumps(
         {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}}
     ).encode()
@@ -125,7 +127,7 @@ def build_image(
         }
     ).encode()
     blobs[sha256(manifest)] = manifest
-    return Image(manifest, config, blobs, [d["digest"] for d in descs])
+    return Image(manifest, config, blobs, layer_digests)
 
 
 def write_layout(path: str, images: dict[str, Image], index_platforms: dict[str, str] | None = None) -> None:
@@ -154,8 +156,7 @@ def write_layout(path: str, images: dict[str, Image], index_platforms: dict[str,
         )
     if index_platforms:
         inner = []
-        for e in entries:
-            tag = e["annotations"]["org.opencontainers.image.ref.name"]
+        for tag, e in zip(images, entries, strict=True):
             os_, arch = index_platforms[tag].split("/")
             inner.append({**e, "platform": {"os": os_, "architecture": arch}})
         idx = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": inner}).encode()
@@ -187,7 +188,7 @@ def write_docker_archive(path: str, layer_tars: list[bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def make_jar(entries: dict[str, bytes | str]) -> bytes:
+def make_jar(entries: Mapping[str, bytes | str]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in entries.items():

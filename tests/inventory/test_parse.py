@@ -244,7 +244,8 @@ def test_selectors_and_ports_as_kubernetes_matches_them() -> None:
 
 
 def test_not_a_list() -> None:
-    for doc in ([], {"kind": "Pod"}, {"kind": "List"}, {"kind": "List", "items": "x"}):
+    docs: list[object] = [[], {"kind": "Pod"}, {"kind": "List"}, {"kind": "List", "items": "x"}]
+    for doc in docs:
         with pytest.raises(InventoryError):
             parse_inventory(doc)
 

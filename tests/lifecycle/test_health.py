@@ -482,8 +482,8 @@ def test_pushed_image_gets_health_and_the_catalog_filters_by_grade(server: Serve
                 for n in ("HM-CRIT-1", "HM-IMP-1")
             ],
         }
-        r = c.post(f"/api/v1/repositories/health/bullseye/images/{d11}/vex", content=json.dumps(vex))
-        assert r.status_code == 201, r.text
+        resp = c.post(f"/api/v1/repositories/health/bullseye/images/{d11}/vex", content=json.dumps(vex))
+        assert resp.status_code == 201, resp.text
         wait_listed("A")
         health = c.get(f"/api/v1/repositories/health/bullseye/images/{d11}").json()["health"]
         assert health["grade"] == "A" and health["next_drop"] is None

@@ -275,14 +275,14 @@ def test_cli_deprecate_and_retire(site: Site) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{v1}: approved -> deprecated (replacement: cli/app:v2)"
     with site.client() as c:  # the server sees the CLI's change at once (no cache to go stale)
-        r = manifest(c, "cli/app", "v1")
-        assert r.status_code == 200 and "use cli/app:v2 instead" in r.headers["Warning"]
+        resp = manifest(c, "cli/app", "v1")
+        assert resp.status_code == 200 and "use cli/app:v2 instead" in resp.headers["Warning"]
     r = site.cli("catalog", "retire", v1, "--replacement", v2, "--reason", "v1 unsupported")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{v1}: deprecated -> retired (replacement: {v2})"
     with site.client() as c:
-        r = manifest(c, "cli/app", "v1")
-        assert r.status_code == 403 and f"use {v2} instead" in r.json()["errors"][0]["message"]
+        resp = manifest(c, "cli/app", "v1")
+        assert resp.status_code == 403 and f"use {v2} instead" in resp.json()["errors"][0]["message"]
         (approved, h2, h3) = c.get(catalog_path(site, "cli/app:v1")).json()["history"]
         assert approved["to"] == "approved"
         assert (h2["actor"], h2["to"], h2["reason"], h3["to"], h3["detail"]["replacement"]) == (

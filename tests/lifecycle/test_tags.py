@@ -357,7 +357,8 @@ def test_a_policy_that_would_delete_everything_is_refused_unless_forced(quiet_se
     with httpx.Client(base_url=quiet_server.url, timeout=30) as c:
         push_image(c, "all/app", "a", files={"a": b"1"})
         push_image(c, "all/app", "b", files={"b": b"2"})
-        for body in ({"policy": {}}, {"policy": {"keep_last": 0}}):
+        refused: list[dict[str, dict[str, int]]] = [{"policy": {}}, {"policy": {"keep_last": 0}}]
+        for body in refused:
             r = c.put("/api/v1/repositories/all/app/retention", json=body)
             assert r.status_code == 409 and r.json()["error"]["code"] == "POLICY_REFUSED", r.text
         r = c.put("/api/v1/repositories/all/app/retention", json={"policy": {"consider": ["*"]}})

@@ -482,7 +482,7 @@ def test_promote_through_the_form_is_gated_audited_and_shows_in_the_catalog(page
     page.goto(f"/repositories/portal/app/images/{site.digest}")
     assert page.locator("#promote-form").count() == 0
     csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "hallmark_csrf")
-    form = {"csrf": csrf, "to": "approved", "reason": "x", "force": "on"}
+    form: dict[str, str | float | bool] = {"csrf": csrf, "to": "approved", "reason": "x", "force": "on"}
     r = page.request.post(f"/repositories/portal/app/images/{site.digest}/promote", form=form)
     assert r.status == 404
     with httpx.Client(base_url=site.url, auth=site.admin, timeout=30) as c:
@@ -494,7 +494,7 @@ def test_vex_triage_form_stores_openvex_and_audits(page: Page, site: Site) -> No
     page.wait_for_url(site.url + "/")
     csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "hallmark_csrf")
     url = f"/repositories/portal/app/images/{site.digest}/vex"
-    bad = {"csrf": csrf, "advisory": "CVE-2024-0001", "status": "not_affected"}
+    bad: dict[str, str | float | bool] = {"csrf": csrf, "advisory": "CVE-2024-0001", "status": "not_affected"}
     r = page.request.post(url, form=bad, max_redirects=0)
     assert r.status == 400 and "justification" in r.text()  # not_affected needs a reason
     form = {**bad, "justification": "vulnerable_code_not_present", "expires": "2099-01-31"}

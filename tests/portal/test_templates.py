@@ -171,17 +171,35 @@ def test_catalog_pages_link_to_their_neighbours_with_the_filters() -> None:
 
 
 def test_push_mirror_pages_name_the_local_repository_as_the_source() -> None:
+    import dataclasses
     import datetime as dt
 
     from hallmark.mirror.definitions import Mirror, TagFilter
     from hallmark.portal.admin_mirrors import mirror_view
 
     now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
-    common = dict(insecure=False, username=None, has_password=False, tags=TagFilter.parse(None, None))
-    common |= dict(platforms=None, interval_seconds=3600, cron=None, copy_referrers=True, robot=None)
-    common |= dict(timeout_seconds=60.0, enabled=True, next_run_at=None, created_by="admin", created_at=now)
-    pull = Mirror(1, "in", "remote.example", "lib/app", "local/app", **common)
-    push = Mirror(2, "out", "remote.example", "prod/app", "local/app", direction="push", **common)
+    pull = Mirror(
+        1,
+        "in",
+        "remote.example",
+        "lib/app",
+        "local/app",
+        insecure=False,
+        username=None,
+        has_password=False,
+        tags=TagFilter.parse(None, None),
+        platforms=None,
+        interval_seconds=3600,
+        cron=None,
+        copy_referrers=True,
+        robot=None,
+        timeout_seconds=60.0,
+        enabled=True,
+        next_run_at=None,
+        created_by="admin",
+        created_at=now,
+    )
+    push = dataclasses.replace(pull, id=2, name="out", source_repository="prod/app", direction="push")
     env = environment()
     base = {"user": "admin", "access": True, "csrf": "t" * 43, "path": "/admin/mirrors"}
     rows = [dict(mirror_view(m), last_run=None) for m in (pull, push)]

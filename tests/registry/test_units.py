@@ -281,9 +281,9 @@ def test_gc_puts_back_a_blob_linked_while_it_was_collected(tmp_path: Path) -> No
         assert hm.meta.unlink_blob("race/a", digest)
         original = hm.blobs.trash
 
-        def racing_trash(d: str) -> bool:
-            moved = original(d)
-            hm.meta.link_blob("race/b", d, size)  # a push of the same content lands meanwhile
+        def racing_trash(digest: str) -> bool:  # named like BlobStore.trash's parameter
+            moved = original(digest)
+            hm.meta.link_blob("race/b", digest, size)  # a push of the same content lands meanwhile
             return moved
 
         hm.blobs.trash = racing_trash  # type: ignore[method-assign]

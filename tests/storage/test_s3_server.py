@@ -16,6 +16,7 @@ import pytest
 
 from hallmark.app import Hallmark
 from hallmark.config import load_config
+from hallmark.storage.s3 import S3BlobStore
 from tests.conftest import Server
 from tests.ocihelp import push_image, sha256, tar_layer, write_oci_layout
 from tests.pipeline.test_pipeline import image_files, wait_for
@@ -137,6 +138,7 @@ def test_abandoned_multipart_upload_is_aborted_by_cleanup(streaming: Server) -> 
         chunk = os.urandom(9 * MiB)
         assert c.patch(loc, content=chunk, headers={"Content-Range": f"0-{len(chunk) - 1}"}).status_code == 202
     store = streaming.blob_store()
+    assert isinstance(store, S3BlobStore)
     uploads = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
     assert len(uploads) == 1
     env = {"HALLMARK_DATA_DIR": str(streaming.data_dir), **streaming.extra_env}

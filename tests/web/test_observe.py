@@ -15,6 +15,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -235,7 +236,11 @@ def test_scrape_reports_pipeline_durations_and_database_state(tmp_path: Path) ->
     try:
         before = _sample(metrics.scrape(hm.meta).decode(), "hallmark_index_duration_seconds_count", result="ok") or 0
         hm.pipeline.handlers["index"] = lambda payload: None
-        hm.pipeline.handlers["match"] = lambda payload: 1 / 0
+
+        def failing_match(payload: dict[str, Any]) -> None:
+            raise ZeroDivisionError("division by zero")
+
+        hm.pipeline.handlers["match"] = failing_match
         hm.pipeline.jobs.enqueue("index", "a@sha256:1", {})
         hm.pipeline.jobs.enqueue("match", "a@sha256:1", {})
         hm.pipeline.jobs.enqueue("provenance", "a@sha256:1", {})
