@@ -337,10 +337,12 @@ class CatalogService:
             raise InvalidTransition(f"{repo}@{digest} changed stage while this request ran; reload and retry")
         if audit is not None:
             audit.record(actor, "promote", repo, digest, "allowed", client_addr, {**detail, "signature": signature})
-        if to == "approved":
-            from hallmark.mirror.sync_jobs import queue_push_runs  # push mirrors replicate approved images
+        if to in ("approved", "retired"):
+            # Push mirrors replicate approved images; those with delete_remote withdraw retired ones
+            # (deprecated images stay on the remote: deprecation warns, it does not withdraw).
+            from hallmark.mirror.sync_jobs import queue_push_runs
 
-            queue_push_runs(self.pipeline, repo)
+            queue_push_runs(self.pipeline, repo, "approval" if to == "approved" else "retirement")
         return {
             "repository": repo,
             "digest": digest,

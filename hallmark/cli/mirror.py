@@ -59,6 +59,13 @@ def add_cmd(
     username: Annotated[str | None, typer.Option("--username", "-u", help="Source (--push: remote) user.")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the registry password.")] = False,
     no_referrers: Annotated[bool, typer.Option("--no-referrers", help="Do not copy signatures, SBOMs.")] = False,
+    delete_remote: Annotated[
+        bool,
+        typer.Option(
+            "--delete-remote",
+            help="--push only: delete from the remote what the mirror pushed once it is retired or deleted here.",
+        ),
+    ] = False,
     robot: Annotated[str | None, typer.Option("--robot", help="Robot the mirror pushes as.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the source (or remote).")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per upstream request.")] = 60.0,
@@ -81,6 +88,7 @@ def add_cmd(
         "username": username,
         "password": password if username else None,
         "copy_referrers": not no_referrers,
+        "delete_remote": delete_remote,
         "robot": robot,
         "insecure": insecure,
         "timeout_seconds": timeout,
@@ -101,7 +109,9 @@ def add_cmd(
 
 def _arrow(m: Mirror) -> str:
     """Which way the images go."""
-    return f"{m.destination} -> {m.source} (push)" if m.push else f"{m.source} -> {m.destination}"
+    if not m.push:
+        return f"{m.source} -> {m.destination}"
+    return f"{m.destination} -> {m.source} (push{', delete remote' if m.delete_remote else ''})"
 
 
 @mirror_app.command("list")
@@ -141,7 +151,8 @@ def list_cmd(
 
 
 def _run_line(r: dict[str, Any]) -> str:
-    return f"{r['state']} ({r['copied']} copied, {r['skipped']} skipped, {r['failed']} failed)"
+    deleted = f", {r['deleted']} deleted" if r.get("deleted") else ""
+    return f"{r['state']} ({r['copied']} copied, {r['skipped']} skipped{deleted}, {r['failed']} failed)"
 
 
 @mirror_app.command("run")
@@ -171,7 +182,8 @@ def run_cmd(
         print_json(result)
     else:
         for t in result.get("tags", []):
-            typer.echo(f"{t['state']:8} {t['tag']}" + (f": {t['error']}" if t["error"] else ""))
+            why = t["error"] or t["note"]
+            typer.echo(f"{t['state']:8} {t['tag']}" + (f": {why}" if why else ""))
         typer.echo(f"run {run_id}: {result['state']}" + (f" ({_run_line(result)})" if "copied" in result else ""))
         if result.get("error"):
             typer.echo(f"error: {result['error']}", err=True)
@@ -200,7 +212,7 @@ def status_cmd(
         return
     typer.echo(f"mirror {m.name}: {_arrow(m)}; next run {m.next_run_at or 'manual'}")
     print_table(
-        ("RUN", "STATE", "ATTEMPT", "COPIED", "SKIPPED", "FAILED", "BYTES", "STARTED", "SECONDS", "ERROR"),
+        ("RUN", "STATE", "ATTEMPT", "COPIED", "SKIPPED", "DELETED", "FAILED", "BYTES", "STARTED", "SECONDS", "ERROR"),
         [
             (
                 r["id"],
@@ -208,6 +220,7 @@ def status_cmd(
                 r["attempt"],
                 r["copied"],
                 r["skipped"],
+                r["deleted"],
                 r["failed"],
                 r["bytes"],
                 r["started_at"],
@@ -221,7 +234,10 @@ def status_cmd(
     if last:
         print_table(
             ("TAG", "STATE", "DIGEST", "BYTES", "BLOBS COPIED", "ERROR"),
-            [(t["tag"], t["state"], t["digest"], t["bytes"], t["blobs_copied"], t["error"]) for t in last["tags"]],
+            [
+                (t["tag"], t["state"], t["digest"], t["bytes"], t["blobs_copied"], t["error"] or t["note"])
+                for t in last["tags"]
+            ],
             empty="",
         )
 

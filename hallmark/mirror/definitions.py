@@ -3,9 +3,10 @@
 A definition names a source (registry + repository), a destination repository, which tags to take
 (glob patterns, or regular expressions written ``regex:...``, as include and exclude lists), which
 platforms of an index to keep, when to run (``interval_seconds`` or a ``cron`` expression), whether
-to copy referrers, and the robot the mirror acts as. The source password is sealed with AES-GCM
-under a key in the data folder, so a copy of the database alone does not hold it; it is never
-logged nor returned (answers say ``has_password``).
+to copy referrers, the robot the mirror acts as, and (push mirrors) whether what it pushed is
+deleted from the remote once retired or deleted here (``delete_remote``). The source password is
+sealed with AES-GCM under a key in the data folder, so a copy of the database alone does not hold
+it; it is never logged nor returned (answers say ``has_password``).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Mirror:
     created_at: dt.datetime
     sealed: str | None = field(default=None, repr=False)
     direction: str = "pull"  # push: ``destination`` is local, ``source_*`` name the remote target
+    delete_remote: bool = False  # push: retired or locally deleted images leave the remote too
 
     @property
     def source(self) -> str:
@@ -149,6 +151,7 @@ class Mirror:
             "platforms": self.platforms,
             "schedule": {"interval_seconds": self.interval_seconds, "cron": self.cron},
             "copy_referrers": self.copy_referrers,
+            "delete_remote": self.delete_remote,
             "robot": self.robot,
             "timeout_seconds": self.timeout_seconds,
             "enabled": self.enabled,
@@ -215,7 +218,8 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
     ``remote_repository``, stored in the source columns) and its local repository ``destination``
     (or ``repository``);
     ``tags`` is ``{"include": [...], "exclude": [...]}``; ``schedule`` is ``{"interval_seconds": N}``
-    or ``{"cron": "..."}`` (the flat keys work too).
+    or ``{"cron": "..."}`` (the flat keys work too); ``delete_remote`` is refused on pull mirrors,
+    which have no remote to clean.
     """
     direction = doc.get("direction") or "pull"
     if direction not in ("pull", "push"):
@@ -294,9 +298,11 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
     timeout = doc.get("timeout_seconds", 60.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 1 <= timeout <= 3600:
         raise MirrorInputError("timeout_seconds must be between 1 and 3600")
-    for key in ("insecure", "copy_referrers", "enabled"):
+    for key in ("insecure", "copy_referrers", "enabled", "delete_remote"):
         if key in doc and not isinstance(doc[key], bool):
             raise MirrorInputError(f"{key} must be true or false")
+    if doc.get("delete_remote") and direction != "push":
+        raise MirrorInputError("delete_remote applies to push mirrors only")
     username = _opt_str(doc, "username")
     password = _opt_str(doc, "password", 4096)
     if password and not username:
@@ -315,6 +321,7 @@ def validate(doc: dict[str, Any]) -> dict[str, Any]:
         "interval_seconds": interval,
         "cron": cron,
         "copy_referrers": bool(doc.get("copy_referrers", True)),
+        "delete_remote": bool(doc.get("delete_remote", False)),
         "robot": _opt_str(doc, "robot", 128),
         "timeout_seconds": float(timeout),
         "enabled": bool(doc.get("enabled", True)),
@@ -345,6 +352,7 @@ def _from_row(r: Any) -> Mirror:
         created_at=r.created_at,
         sealed=r.password_sealed,
         direction=r.direction or "pull",
+        delete_remote=bool(r.delete_remote),
     )
 
 
@@ -501,6 +509,7 @@ def run_json(r: dict[str, Any]) -> dict[str, Any]:
         "copied": r["copied"],
         "skipped": r["skipped"],
         "failed": r["failed"],
+        "deleted": r["deleted"],
         "bytes": r["bytes"],
         "blobs_copied": r["blobs_copied"],
         "blobs_skipped": r["blobs_skipped"],
@@ -516,6 +525,7 @@ def run_json(r: dict[str, Any]) -> dict[str, Any]:
 def tag_json(t: dict[str, Any]) -> dict[str, Any]:
     return {
         "tag": t["tag"],
+        "action": t["action"],
         "state": t["state"],
         "source_digest": t["source_digest"],
         "digest": t["digest"],
@@ -526,4 +536,5 @@ def tag_json(t: dict[str, Any]) -> dict[str, Any]:
         "attempts": t["attempts"],
         "seconds": t["seconds"],
         "error": t["error"],
+        "note": t["note"],
     }

@@ -14,6 +14,12 @@ repository on the same registry; else an upload streamed from the blob store), t
 then the tagged manifest, so the remote never holds a tag whose content is missing. Referrers
 (signatures, SBOMs) follow their subject; for a registry without the referrers API the
 ``sha256-<hex>`` tag schema index is kept up to date. Runs are recorded like pull runs.
+
+With ``delete_remote``, a run then removes from the remote the tags it pushed whose image was
+retired here, or whose tag or manifest was deleted here (``DELETE /v2/<name>/manifests/<digest>``).
+Deprecated images stay: deprecation warns, it does not withdraw. What the mirror pushed is read
+from its own per-tag run rows, so content the remote held before (or got from someone else) is
+never deleted.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -44,8 +51,11 @@ from hallmark.registry.manifests import parse_manifest
 log = logging.getLogger(__name__)
 
 APPROVED = "approved"
+RETIRED = "retired"
 READ_CHUNK = 1 << 20
 MAX_REFERRERS = 1000
+ID_BATCH = 500  # row ids per IN (...) query, well under SQLite's bound-parameter limit
+GONE = "already gone from the remote"
 
 
 @dataclass
@@ -70,6 +80,7 @@ class Remote:
             push=True,
             credentials=credentials,
             timeout=m.timeout_seconds,
+            delete=m.delete_remote,
         )
         self.base = self.client.base
         self.requests = 0
@@ -127,6 +138,21 @@ class Remote:
         )
         resp.close()
         return "oci-subject" in resp.headers
+
+    def delete_manifest(self, reference: str) -> tuple[int, str]:
+        """DELETE a manifest by digest (it and every tag on it go) or a tag alone; returns the status and
+        the registry's error code: 202 deleted, 404 already gone, 400/405 refused (deletes disabled, or
+        tags cannot be deleted alone: the distribution spec allows either answer)."""
+        resp = self.request("DELETE", f"{self.base}/manifests/{reference}", expect=(200, 202, 400, 404, 405))
+        code = ""
+        if resp.status_code >= 400:
+            try:
+                errors = orjson.loads(resp.content).get("errors") or [{}]
+                code = str(errors[0].get("code") or "")
+            except (orjson.JSONDecodeError, AttributeError, IndexError):
+                code = ""
+        resp.close()
+        return resp.status_code, code
 
     def fallback_index(self, subject: str) -> list[dict[str, Any]]:
         """The descriptors in the remote's ``sha256-<hex>`` referrers tag ([] when there is none)."""
@@ -321,15 +347,16 @@ def mount_source(meta: MetadataStore, m: Mirror) -> str | None:
 
 
 def push_all(remote: Remote, target: Target, m: Mirror, run_id: int) -> str | None:
-    """Every wanted, approved local tag not yet done in this run; returns the run-level error."""
+    """Every wanted, approved local tag not yet done in this run, then (``delete_remote``) the removals;
+    returns the run-level error."""
     meta = target.meta
     local = meta.list_tags(m.destination)
-    if local is None:
+    if local is None and not m.delete_remote:
         return f"{m.destination} does not exist here"
     catalog, images = CatalogStore(meta), PipelineStore(meta)
     pusher = Pusher(remote, target, m, mount_source(meta, m))
     approved: dict[str, str] = {}
-    for tag in sorted(t for t in local if m.tags.wants(t)):
+    for tag in sorted(t for t in local or [] if m.tags.wants(t)):
         rec = meta.get_manifest(m.destination, tag, False)
         if rec is not None and releasable(pusher, catalog, images, rec.digest):
             approved[tag] = rec.digest
@@ -339,8 +366,189 @@ def push_all(remote: Remote, target: Target, m: Mirror, run_id: int) -> str | No
             state, digest, c = push_tag(pusher, tag, approved[tag])
         except (OciError, MirrorError, OSError) as exc:
             log.warning("push mirror %s: tag %s failed: %s", m.name, tag, exc)
-            record_tag(meta, run_id, tag, state="failed", error=str(exc)[:2000], seconds=time.monotonic() - started)
+            record_tag(
+                meta, run_id, tag, action="copy", state="failed", error=str(exc)[:2000],
+                seconds=time.monotonic() - started,
+            )  # fmt: skip
         else:
             record_copied(meta, run_id, tag, state, approved[tag], digest, c, started)
         target.heartbeat()
+    if m.delete_remote:
+        remove_withdrawn(pusher, catalog, set(local or []), set(approved), run_id)
+    return None if local is not None else f"{m.destination} does not exist here"
+
+
+# -- delete_remote ------------------------------------------------------------------------------------
+@dataclass
+class Pushed:
+    """What the runs of a push mirror last recorded for one remote tag."""
+
+    tag: str
+    local: str  # the local digest it was pushed from
+    remote: str  # the digest the remote holds under the tag
+    ours: bool  # a run of this mirror copied it there (and has not deleted it since)
+
+
+def pushed_tags(meta: MetadataStore, mirror_id: int) -> dict[str, Pushed]:
+    """Per tag, what the remote holds according to the mirror's runs; tags last recorded deleted are absent.
+
+    A tag is ``ours`` only when the mirror's newest ``copied`` row for it holds the digest last seen
+    there: a tag found already in place (``skipped`` without an earlier copy) was put there by
+    someone else, and one the remote moved since is no longer what the mirror pushed."""
+    t = mirror_run_tags.c
+    with meta.engine.connect() as conn:
+        latest = conn.execute(
+            select(t.tag, t.state, func.max(t.id))
+            .join(mirror_runs, mirror_runs.c.id == t.run_id)
+            .where(mirror_runs.c.mirror_id == mirror_id, t.state.in_((*DONE, "deleted")))
+            .group_by(t.tag, t.state)
+        ).all()
+        ids = [int(row_id) for _, _, row_id in latest]
+        rows: dict[int, Any] = {}
+        for i in range(0, len(ids), ID_BATCH):
+            q = select(t.id, t.state, t.source_digest, t.digest).where(t.id.in_(ids[i : i + ID_BATCH]))
+            rows.update((int(r.id), r) for r in conn.execute(q))
+    per_tag: dict[str, dict[str, int]] = {}
+    for tag, state, row_id in latest:
+        per_tag.setdefault(tag, {})[state] = int(row_id)
+    out: dict[str, Pushed] = {}
+    for tag, by_state in per_tag.items():
+        last = rows[max(by_state.values())]
+        if last.state == "deleted" or not last.digest or not last.source_digest:
+            continue
+        copied = by_state.get("copied")
+        ours = copied is not None and rows[copied].digest == last.digest and by_state.get("deleted", 0) < copied
+        out[tag] = Pushed(tag, str(last.source_digest), str(last.digest), ours)
+    return out
+
+
+def withdrawal_reason(pusher: Pusher, catalog: CatalogStore, local_tags: set[str], p: Pushed) -> str | None:
+    """Why the remote should no longer hold ``p`` (None: it stays). Deprecated images stay on purpose."""
+    if p.tag not in local_tags:
+        return "tag deleted here"
+    if pusher.target.meta.get_manifest(pusher.repo, p.local, True) is None:
+        return "manifest deleted here"
+    if stage_of(catalog, pusher.repo, p.local) == RETIRED:
+        return "retired here"
+    try:
+        children = pusher.prepare(p.local).children
+    except MirrorError:
+        return None
+    if any(stage_of(catalog, pusher.repo, c) == RETIRED for c in children):
+        return "an image of the index retired here"
     return None
+
+
+def remove_withdrawn(
+    pusher: Pusher, catalog: CatalogStore, local_tags: set[str], pushing: set[str], run_id: int
+) -> None:
+    """Delete from the remote the tags this mirror pushed whose image was retired or deleted here.
+
+    One ``DELETE`` by digest per remote manifest removes it with its tags; when a tag the mirror keeps
+    still points at that manifest, only the withdrawn tag is deleted (``DELETE …/manifests/<tag>``),
+    and where the remote cannot do that the tag stays, with a note. Each tag is checked first (one
+    ``HEAD``): one the remote moved to another manifest is no longer the mirror's and stays."""
+    meta, m = pusher.target.meta, pusher.mirror
+    held = pushed_tags(meta, m.id)
+    reasons: dict[str, str] = {}
+    for tag, p in sorted(held.items()):
+        if p.ours and tag not in pushing:
+            reason = withdrawal_reason(pusher, catalog, local_tags, p)
+            if reason:
+                reasons[tag] = reason
+    todo = plan_tags(meta, run_id, sorted(reasons), action="delete")
+    by_digest: dict[str, list[Pushed]] = {}
+    for tag in todo:
+        by_digest.setdefault(held[tag].remote, []).append(held[tag])
+    going = set(todo)
+    for digest, group in by_digest.items():
+        keepers = sorted(t for t, p in held.items() if p.remote == digest and t not in going)
+        Withdrawal(pusher, run_id, reasons, keepers).remove(digest, group)
+        pusher.target.heartbeat()
+
+
+class Withdrawal:
+    """The removal of one remote manifest's withdrawn tags, recorded per tag like pushes, audited
+    ``mirror.delete_remote`` per tag removed."""
+
+    def __init__(self, pusher: Pusher, run_id: int, reasons: dict[str, str], keepers: list[str]) -> None:
+        self.pusher = pusher
+        self.remote = pusher.remote
+        self.run_id = run_id
+        self.reasons = reasons
+        self.keepers = keepers
+        self.started = time.monotonic()
+
+    def record(self, p: Pushed, state: str, note: str, error: str | None = None, digest: str | None = None) -> None:
+        record_tag(
+            self.pusher.target.meta, self.run_id, p.tag, action="delete", state=state, source_digest=p.local,
+            digest=digest or p.remote, note=note[:2000], error=error, bytes=0, blobs_copied=0, blobs_skipped=0,
+            referrers=0, seconds=round(time.monotonic() - self.started, 3),
+        )  # fmt: skip
+
+    def deleted(self, p: Pushed, how: str, removed: bool = True) -> None:
+        """Recorded ``deleted`` either way; audited only when this request removed it (not already gone)."""
+        self.record(p, "deleted", f"{self.reasons[p.tag]}: {how}")
+        target, m = self.pusher.target, self.pusher.mirror
+        if target.audit is not None and removed:
+            detail = {"mirror": m.name, "remote": m.source, "tag": p.tag, "deleted": p.remote}
+            detail["reason"] = self.reasons[p.tag]
+            target.audit(m.robot or f"mirror:{m.name}", "mirror.delete_remote", self.pusher.repo, p.local, detail)
+
+    def remove(self, digest: str, group: list[Pushed]) -> None:
+        live: list[Pushed] = []
+        for p in group:  # the remote tag must still hold what the mirror pushed
+            try:
+                holds = self.remote.digest_of(p.tag)
+            except (OciError, MirrorError) as exc:
+                self.record(p, "failed", self.reasons[p.tag], error=str(exc)[:2000])
+                continue
+            if holds is not None and holds != digest:
+                note = f"{self.reasons[p.tag]}, but left alone: the remote tag now holds {holds}, not what was pushed"
+                self.record(p, "skipped", note, digest=holds)
+            elif holds is None and self.keepers:
+                self.deleted(p, GONE, removed=False)
+            else:
+                live.append(p)
+        if live and not self.keepers:
+            self.guarded(partial(self.remove_manifest, digest, live), live)
+        for p in live if self.keepers else []:
+            self.guarded(partial(self.remove_tag, p), [p])
+
+    def guarded(self, delete: Callable[[], None], tags: list[Pushed]) -> None:
+        """A transport error or an unexpected answer fails these tags (the run retries them), never the run."""
+        try:
+            delete()
+        except (OciError, OSError) as exc:
+            log.warning("push mirror %s: a remote delete failed: %s", self.pusher.mirror.name, exc)
+            for p in tags:
+                self.record(p, "failed", self.reasons[p.tag], error=str(exc)[:2000])
+
+    def remove_manifest(self, digest: str, live: list[Pushed]) -> None:
+        status, code = self.remote.delete_manifest(digest)
+        for p in live:
+            if status in (200, 202):
+                self.deleted(p, "manifest deleted on the remote")
+            elif status == 404:
+                self.deleted(p, GONE, removed=False)
+            elif status == 405:
+                error = f"the remote does not allow deletes (405 {code or 'Method Not Allowed'})"
+                self.record(p, "failed", self.reasons[p.tag], error=error)
+            else:
+                self.record(p, "failed", self.reasons[p.tag], error=f"the remote refused the delete ({status} {code})")
+
+    def remove_tag(self, p: Pushed) -> None:
+        """The manifest stays (``keepers`` still hold it): the tag alone, where the remote can."""
+        status, code = self.remote.delete_manifest(p.tag)
+        kept = ", ".join(self.keepers)
+        if status in (200, 202):
+            self.deleted(p, f"tag deleted on the remote ({p.remote} stays: still pushed as {kept})")
+        elif status == 404:
+            self.deleted(p, GONE, removed=False)
+        else:
+            answer = f"{status} {code}".strip()
+            note = (
+                f"{self.reasons[p.tag]}, but kept: the remote cannot delete a tag alone (it answered {answer}) "
+                f"and deleting {p.remote} would also remove {kept}"
+            )
+            self.record(p, "skipped", note)

@@ -380,8 +380,10 @@ def set_run(meta: MetadataStore, run_id: int, **values: Any) -> None:
         conn.execute(update(mirror_runs).where(mirror_runs.c.id == run_id).values(**values))
 
 
-def plan_tags(meta: MetadataStore, run_id: int, tags: list[str]) -> list[str]:
-    """Record a pending row per wanted tag (once) and return the tags not yet done, in order."""
+def plan_tags(meta: MetadataStore, run_id: int, tags: list[str], action: str = "copy") -> list[str]:
+    """Record a pending row per wanted tag (once) and return the tags not yet done, in order.
+
+    ``action`` is ``copy``, or ``delete`` for the tags a push mirror removes from its remote."""
     now = utcnow()
     with meta.transaction() as conn:
         known = {
@@ -394,7 +396,7 @@ def plan_tags(meta: MetadataStore, run_id: int, tags: list[str]) -> list[str]:
         if new:
             conn.execute(
                 mirror_run_tags.insert(),
-                [{"run_id": run_id, "tag": t, "state": "pending", "updated_at": now} for t in new],
+                [{"run_id": run_id, "tag": t, "action": action, "state": "pending", "updated_at": now} for t in new],
             )
     return [t for t in tags if known.get(t) not in DONE]
 
@@ -423,6 +425,7 @@ def record_copied(
         meta,
         run_id,
         tag,
+        action="copy",
         state=state,
         source_digest=source_digest,
         digest=digest,
@@ -436,10 +439,10 @@ def record_copied(
 
 
 def run_totals(meta: MetadataStore, run_id: int) -> dict[str, int]:
-    out = {"copied": 0, "skipped": 0, "failed": 0, "bytes": 0, "blobs_copied": 0, "blobs_skipped": 0}
+    out = {"copied": 0, "skipped": 0, "failed": 0, "deleted": 0, "bytes": 0, "blobs_copied": 0, "blobs_skipped": 0}
     with meta.engine.connect() as conn:
         for r in conn.execute(select(mirror_run_tags).where(mirror_run_tags.c.run_id == run_id)).mappings():
-            if r["state"] in ("copied", "skipped", "failed"):
+            if r["state"] in ("copied", "skipped", "failed", "deleted"):
                 out[r["state"]] += 1
             out["bytes"] += r["bytes"] or 0
             out["blobs_copied"] += r["blobs_copied"] or 0
@@ -497,7 +500,7 @@ def execute(
     elif attempt < MAX_ATTEMPTS and not refusal:
         state, retry_at = "retrying", utcnow() + dt.timedelta(seconds=retry_delay(attempt))
     else:
-        state, retry_at = ("partial" if totals["copied"] + totals["skipped"] else "failed"), None
+        state, retry_at = ("partial" if totals["copied"] + totals["skipped"] + totals["deleted"] else "failed"), None
     set_run(meta, run_id, state=state, error=error, finished_at=utcnow(), next_retry_at=retry_at, **totals)
     return {"run": run_id, "state": state, "attempt": attempt, "error": error, "requests": requests, **totals}
 

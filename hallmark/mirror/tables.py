@@ -1,7 +1,9 @@
 """Repository mirror tables: definitions, runs, and per-tag progress of each run.
 
 Per-tag rows are what makes a run resumable: a worker that dies mid-run leaves its job's lease
-to expire, the job is claimed again, and the run skips every tag already marked done.
+to expire, the job is claimed again, and the run skips every tag already marked done. For push
+mirrors they are also the record of what the mirror put on the remote: ``delete_remote`` only ever
+removes tags a run of the same mirror ``copied`` there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from hallmark.metadata.tables import metadata
@@ -43,6 +46,8 @@ mirrors = Table(
     Column("interval_seconds", Integer, nullable=True),
     Column("cron", String(128), nullable=True),
     Column("copy_referrers", Boolean, nullable=False, default=True),
+    # push only: remove from the remote what this mirror pushed once it is retired or deleted here
+    Column("delete_remote", Boolean, nullable=False, default=False, server_default=false()),
     Column("robot", String(128), nullable=True),
     Column("timeout_seconds", Float, nullable=False, default=60.0),
     Column("enabled", Boolean, nullable=False, default=True),
@@ -63,6 +68,7 @@ mirror_runs = Table(
     Column("copied", Integer, nullable=False, default=0),
     Column("skipped", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0, server_default="0"),  # push: tags removed from the remote
     Column("bytes", BigInteger, nullable=False, default=0),
     Column("blobs_copied", Integer, nullable=False, default=0),
     Column("blobs_skipped", Integer, nullable=False, default=0),
@@ -80,7 +86,8 @@ mirror_run_tags = Table(
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("run_id", ID, nullable=False),
     Column("tag", String(128), nullable=False),
-    Column("state", String(16), nullable=False),  # pending | copied | skipped | failed
+    Column("action", String(8), nullable=False, default="copy", server_default="copy"),  # copy | delete (push: remote)
+    Column("state", String(16), nullable=False),  # pending | copied | skipped | failed | deleted
     Column("source_digest", String(140), nullable=True),
     Column("digest", String(140), nullable=True),  # stored (differs when a platform filter rewrote an index)
     Column("bytes", BigInteger, nullable=False, default=0),
@@ -90,6 +97,7 @@ mirror_run_tags = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("seconds", Float, nullable=True),
     Column("error", Text, nullable=True),
+    Column("note", Text, nullable=True),  # why a tag was skipped or how it was deleted ("already gone")
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("run_id", "tag", name="uq_mirror_run_tag"),
 )

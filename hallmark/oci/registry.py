@@ -139,13 +139,15 @@ class RegistryClient:
         credentials: tuple[str, str] | None = None,
         timeout: float = 60.0,
         auth_hint: str | None = None,
+        delete: bool = False,
     ) -> None:
         self.host = host
         self.repository = repository
         self.insecure = insecure
         self.root = f"{'http' if insecure else 'https'}://{host}"
         self.base = f"{self.root}/v2/{repository}"
-        self.actions = "pull,push" if push else "pull"
+        # Token servers (distribution, Harbor) want the ``delete`` action for DELETE requests.
+        self.actions = "pull,push,delete" if delete else "pull,push" if push else "pull"
         self._credentials = credentials
         # Where the credentials came from (or why there are none), added to "unauthorized" errors.
         self.auth_hint = auth_hint

@@ -4,6 +4,7 @@ basic auth, started by the tests, and images pushed into it with skopeo."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,7 +52,8 @@ class Source:
         return self.root / "store" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexpart[:2] / hexpart / "data"
 
 
-def start_source(root: Path) -> Source:
+def start_source(root: Path, delete: bool = True) -> Source:
+    """The registry; ``delete=False`` leaves out ``REGISTRY_STORAGE_DELETE_ENABLED`` (DELETE answers 405)."""
     port = free_port()
     htpasswd = root / "htpasswd"
     htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()}\n")
@@ -59,12 +61,15 @@ def start_source(root: Path) -> Source:
     config.write_text(
         "version: 0.1\n"
         "log: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'store'}}}, delete: {{enabled: true}}}}\n"
+        f"storage: {{filesystem: {{rootdirectory: {root / 'store'}}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}, secret: mirror-test}}\n"
         f"auth: {{htpasswd: {{realm: source, path: {htpasswd}}}}}\n"
     )
     log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+    env = {k: v for k, v in os.environ.items() if k != "REGISTRY_STORAGE_DELETE_ENABLED"}
+    if delete:
+        env["REGISTRY_STORAGE_DELETE_ENABLED"] = "true"
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
