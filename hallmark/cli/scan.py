@@ -446,6 +446,7 @@ def scan(
     """Scan an image for vulnerabilities, malware, exposed secrets and configuration issues (--scanners picks some)."""
     from hallmark.cli._registry import open_image
     from hallmark.index import index_image
+    from hallmark.index.inflate import spare_core
     from hallmark.oci import Descriptor, OciError
     from hallmark.pipeline.vuln_report import make_report
     from hallmark.report import VexError, apply_vex, get_format, load_vex, summarize
@@ -495,7 +496,13 @@ def scan(
         layers = [d.digest for d in manifest.layers]
         hook = content.on_entry if content is not None and not content.all_cached(layers) else None
         result = index_image(
-            manifest.raw, config, open_layer, manifest_digest=manifest.digest, cache=_index_cache(), on_entry=hook
+            manifest.raw,
+            config,
+            open_layer,
+            manifest_digest=manifest.digest,
+            cache=_index_cache(),
+            on_entry=hook,
+            inflate_apart=spare_core(),
         )
         if fmt == Format.table and result.status == "done":
             base_doc = _base_advice(source, manifest, data_dir, config_file)

@@ -3,28 +3,33 @@
 YARA (yara-x holds the GIL while it scans and while it loads compiled rules), hashing and the
 secret rules are most of a first scan's time, and one process uses one core. ``ScanPool``
 forks workers (sharing the rules loaded before the fork) that run ``ContentScanner.scan_file``
-on files the reading process hands them over pipes; the reader goes on decompressing and
-indexing meanwhile. Small files go in batches, files over ``HOLD_BYTES`` in pieces as they
-are read.
+on files the reading process hands them; the reader goes on decompressing and indexing
+meanwhile. A small file is read straight into a ring of memory shared with its worker (an
+anonymous shared mapping made before the fork) and only its place is sent over the pipe, in
+batches: the file is copied in once and out once, where pickling it through a pipe took four
+more passes and the kernel's pipe copies were the worker's largest cost after YARA. Files
+over ``HOLD_BYTES`` go over the pipe in pieces as they are read.
 
 A file's outcome does not depend on which process checked it (``scan_file`` keeps no state
 between files), so results are the same as a scan in one process; they are handed back per
 ticket, in the order the caller asks for them. A worker that dies or cannot be reached loses
-no file: the small files it held are checked in the calling process instead, and one too big
-to keep a copy of makes ``result`` raise ``WorkerLost``. The bytes held in flight are bounded
-(``max_inflight_bytes``), so a slow worker holds the reader back rather than filling memory.
+no file: the small files it held are still in its ring and are checked in the calling process
+instead, and one too big to keep a copy of makes ``result`` raise ``WorkerLost``. The bytes
+held in flight are bounded by the ring (``max_inflight_bytes`` per worker), so a slow worker
+holds the reader back rather than filling memory.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import mmap
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -37,7 +42,7 @@ from hallmark.content.scanner import ContentScanner
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-BATCH_BYTES = 1 * MiB  # small files are sent to a worker together, up to about this many bytes
+BATCH_BYTES = 1 * MiB  # small files are announced to a worker together, up to about this many bytes of them
 RESULT_BATCH = 16  # outcomes sent back together at most (so the reader's in-flight bytes free up)
 STREAM_CHUNK = 1 * MiB  # a file over HOLD_BYTES goes to its worker in pieces of this size
 HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to check them here should a worker fail
@@ -63,23 +68,75 @@ class WorkerLost(Exception):
     """A worker stopped while it held a file too big to keep a copy of here; the message names it."""
 
 
+class Ring:
+    """Bytes shared with one worker: an anonymous ``MAP_SHARED`` mapping, made before the fork,
+    used as a ring of spans. The reading process reserves a span and reads a file into it; the
+    span is freed once the worker's outcome for it is back (until then it is this process's copy,
+    should the worker die). Spans are freed in any order; the ring reuses space in order.
+    Not thread-safe: the pool calls it under its lock."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.map = mmap.mmap(-1, size)  # anonymous: shared with the children forked after this
+        self.head = 0  # positions are absolute (bytes ever reserved, skipped ends included)
+        self.tail = 0  # everything before it is free
+        self.spans: deque[list[int]] = deque()  # [start, end, freed], oldest first
+
+    def reserve(self, n: int) -> list[int] | None:
+        """A span of ``n`` contiguous bytes (its place is ``span[0] % size``), or None while
+        the ring is too full. ``n`` is at most ``size``: an empty ring always has room."""
+        if not self.spans:
+            self.head = self.tail = 0
+        pos = self.head % self.size
+        start = self.head if pos + n <= self.size else self.head + self.size - pos  # no wrapping inside a file
+        if start + n - self.tail > self.size:
+            return None
+        span = [start, start + n, 0]
+        self.spans.append(span)
+        self.head = start + n
+        return span
+
+    def view(self, span: list[int]) -> memoryview:
+        offset = span[0] % self.size
+        return memoryview(self.map)[offset : offset + span[1] - span[0]]
+
+    def read(self, span: list[int]) -> bytes:
+        """A copy of the span's bytes (``bytes``: yara-x takes nothing else)."""
+        offset = span[0] % self.size
+        return self.map[offset : offset + span[1] - span[0]]
+
+    def free(self, span: list[int]) -> None:
+        span[2] = 1
+        while self.spans and self.spans[0][2]:
+            self.tail = self.spans.popleft()[1]
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except BufferError:  # pragma: no cover - a view still held somewhere: the GC unmaps it
+            pass
+
+
 @dataclass(slots=True)
 class _Task:
     ticket: int
     path: str
     layer_index: int | None
     layer_digest: str | None
-    data: bytes | bytearray | None  # None once sent, for a file over ``HOLD_BYTES``
+    data: bytes | bytearray | None  # kept here while the worker has it; None: in ``span``, or a big file sent
     size: int | None
     mode: int | None
     nbytes: int = 0
-    counted: bool = True  # its bytes are in the pool's in-flight count
+    span: list[int] | None = None  # its bytes in the worker's ring
 
 
-def _worker_main(tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner]) -> None:
+def _worker_main(
+    tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner], ring: Ring
+) -> None:
     """Child: check every file sent until the task pipe closes. A message is a batch of small
-    files (a pickled list), or the header of one big file whose bytes follow in pieces.
-    Outcomes go back in batches: when nothing more is waiting, or every ``RESULT_BATCH``."""
+    files (a pickled list of their places in ``ring``), or the header of one big file whose
+    bytes follow in pieces. Outcomes go back in batches: when nothing more is waiting, or every
+    ``RESULT_BATCH``."""
     scanner = make_scanner()
     done: list[tuple[int, ScanOutcome]] = []
     while True:
@@ -90,8 +147,9 @@ def _worker_main(tasks: Connection, results: Connection, make_scanner: Callable[
                 continue
             message = pickle.loads(tasks.recv_bytes())  # noqa: S301 - our parent, over a private pipe
             if isinstance(message, list):
-                for ticket, path, layer_index, layer_digest, size, mode, data in message:
-                    done.append((ticket, scanner.scan_file(path, layer_index, layer_digest, data, size, mode=mode)))
+                for ticket, path, layer_index, layer_digest, size, mode, span in message:
+                    small = ring.read(span)
+                    done.append((ticket, scanner.scan_file(path, layer_index, layer_digest, small, size, mode=mode)))
                 continue
             ticket, path, layer_index, layer_digest, size, mode = message
             data = _receive_stream(tasks)
@@ -113,49 +171,33 @@ def _receive_stream(tasks: Connection) -> bytes | IO[bytes]:
 
 
 class _Worker:
-    """One child process, its pipes, and the threads that feed and drain them."""
+    """One child process, its pipes, its ring, and the thread that drains its results. Tasks are
+    announced from the submitting thread, in batches: a sending thread woke up for every file
+    and took the GIL from the reading thread each time."""
 
-    def __init__(self, pool: ScanPool, process: Any, tasks: Connection, results: Connection) -> None:
+    def __init__(self, pool: ScanPool, process: Any, tasks: Connection, results: Connection, ring: Ring) -> None:
         self.pool = pool
         self.process = process
+        self.ring = ring
         self.tasks = tasks
         self.results = results
-        self.queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
-        self.pending: dict[int, _Task] = {}  # sent or queued, no result yet
+        self.pending: dict[int, _Task] = {}  # announced or batched, no result yet
+        self.batch: list[_Task] = []  # not announced yet
+        self.batch_bytes = 0
         self.assigned = 0  # bytes ever given to it (work is spread by bytes)
         self.alive = True
-        self.lock = threading.Lock()  # one writer of the task pipe at a time (the sender, or a streamed file)
-        self.sender = threading.Thread(target=self._send, name="content-send", daemon=True)
         self.receiver = threading.Thread(target=self._receive, name="content-recv", daemon=True)
 
-    def _send(self) -> None:
-        """Send what is queued in batches of up to ``BATCH_BYTES`` (one message, one pass
-        through the GIL for many small files)."""
-        stop = False
-        while not stop:
-            batch = [self.queue.get()]
-            size = 0
-            while batch[-1] is not None and size < BATCH_BYTES:
-                size += batch[-1].nbytes  # type: ignore[union-attr]
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = batch[-1] is None
-            tasks = [t for t in batch if t is not None]
-            if not tasks:
-                continue
-            message = [(t.ticket, t.path, t.layer_index, t.layer_digest, t.size, t.mode, t.data or b"") for t in tasks]
-            try:
-                with self.lock:
-                    self.tasks.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-            except (OSError, ValueError):
-                self.pool.lost(self)
-                return
-            for t in tasks:
-                if t.nbytes > HOLD_BYTES:
-                    self.pool.release(t)  # big: one copy (the worker's), and no holding back the reader
-        self.tasks.close()  # the worker sees EOF, finishes and exits
+    def flush(self) -> None:
+        """Announce the batched files (one message for many small files)."""
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        if not batch or not self.alive:
+            return
+        message = [(t.ticket, t.path, t.layer_index, t.layer_digest, t.size, t.mode, t.span) for t in batch]
+        try:
+            self.tasks.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except (OSError, ValueError):
+            self.pool.lost(self)
 
     def _receive(self) -> None:
         while True:
@@ -185,36 +227,35 @@ class ScanPool:
         if workers < 1:
             raise ValueError("ScanPool needs at least one worker")
         self._make_scanner = make_scanner
-        self._max_inflight = max_inflight_bytes
-        self._inflight = 0
         self._cond = threading.Condition()
         self._outcomes: dict[int, ScanOutcome] = {}
         self._orphans: dict[int, _Task] = {}  # held by a worker that is gone: checked here
         self._next = 0
         ctx = multiprocessing.get_context("fork")
         pipes = [(ctx.Pipe(duplex=False), ctx.Pipe(duplex=False)) for _ in range(workers)]
+        rings = [Ring(max(max_inflight_bytes, 2 * HOLD_BYTES)) for _ in range(workers)]
         for (_, task_w), _ in pipes:
             _widen(task_w)
         self._workers: list[_Worker] = []
-        for (task_r, task_w), (res_r, res_w) in pipes:
+        for ((task_r, task_w), (res_r, res_w)), ring in zip(pipes, rings, strict=True):
             process = ctx.Process(
                 target=_child,
                 args=(
                     task_r,
                     res_w,
                     make_scanner,
+                    ring,
                     [c for pair in pipes for p in pair for c in p if c not in (task_r, res_w)],
                 ),
                 name="hallmark-content",
                 daemon=True,
             )
             process.start()
-            self._workers.append(_Worker(self, process, task_w, res_r))
+            self._workers.append(_Worker(self, process, task_w, res_r, ring))
         for (task_r, _), (_, res_w) in pipes:  # the children's ends: EOF reaches us when a child dies
             task_r.close()
             res_w.close()
         for w in self._workers:  # threads only after every fork
-            w.sender.start()
             w.receiver.start()
 
     def __enter__(self) -> ScanPool:
@@ -234,24 +275,11 @@ class ScanPool:
         mode: int | None = None,
     ) -> int:
         """Queue one file (its whole contents); returns the ticket that ``result`` takes."""
-        with self._cond:
-            while self._inflight and self._inflight + len(data) > self._max_inflight:
-                self._cond.wait()
-            ticket = self._next
-            self._next += 1
-            task = _Task(ticket, path, layer_index, layer_digest, data, size, mode, len(data))
-            alive = [w for w in self._workers if w.alive]
-            if not alive:
-                self._orphans[ticket] = task
-                return ticket
-            worker = min(alive, key=lambda w: w.assigned)
-            worker.assigned += len(data) + 4096  # a file's fixed cost, in bytes
-            worker.pending[ticket] = task
-            self._inflight += len(data)
-        worker.queue.put(task)
-        return ticket
+        if len(data) > HOLD_BYTES:
+            return self.submit_stream(path, layer_index, layer_digest, io.BytesIO(data), size, mode=mode)
+        return self._submit_ring(path, layer_index, layer_digest, io.BytesIO(data), len(data), size, mode)
 
-    def submit_stream(
+    def submit_read(
         self,
         path: str,
         layer_index: int | None,
@@ -261,41 +289,127 @@ class ScanPool:
         *,
         mode: int | None = None,
     ) -> int:
+        """Read a file of ``size`` bytes (at most ``HOLD_BYTES``) from ``stream`` straight into a
+        worker's ring and queue it; returns the ticket. A stream that fails raises here, and
+        nothing is queued."""
+        if size > HOLD_BYTES:
+            raise ValueError(f"submit_read takes files up to {HOLD_BYTES} bytes, not {size}")
+        return self._submit_ring(path, layer_index, layer_digest, stream, size, size, mode)
+
+    def _submit_ring(
+        self,
+        path: str,
+        layer_index: int | None,
+        layer_digest: str | None,
+        stream: IO[bytes],
+        nbytes: int,
+        size: int | None,
+        mode: int | None,
+    ) -> int:
+        """``nbytes`` from ``stream`` into a ring (``size`` is what the archive announced)."""
+        with self._cond:
+            worker, span = self._reserve(nbytes)
+        if worker is None or span is None:  # no worker left: checked here, from a copy
+            data = _read_all(stream, nbytes)
+            return self._queue(None, _Task(-1, path, layer_index, layer_digest, data, size, mode, len(data)))
+        try:
+            n = _fill(stream, worker.ring.view(span))
+            rest = stream.read() if n == nbytes else b""  # longer than announced: all of it, as scan_file reads
+        except BaseException:
+            with self._cond:
+                worker.ring.free(span)
+                self._cond.notify_all()
+            raise
+        if rest:  # never from a tar member (it ends at its size); over the pipe then
+            data = worker.ring.read(span) + rest
+            with self._cond:
+                worker.ring.free(span)
+                self._cond.notify_all()
+            return self.submit_stream(path, layer_index, layer_digest, io.BytesIO(data), size, mode=mode)
+        span[1] = span[0] + n  # a short stream: the bytes it had
+        return self._queue(worker, _Task(-1, path, layer_index, layer_digest, None, size, mode, n, span))
+
+    def _reserve(self, size: int) -> tuple[_Worker | None, list[int] | None]:
+        """The least loaded live worker and a span of its ring (waits for room), or (None, None)."""
+        while True:
+            alive = [w for w in self._workers if w.alive]
+            if not alive:
+                return None, None
+            worker = min(alive, key=lambda w: w.assigned)
+            span = worker.ring.reserve(size)
+            if span is not None:
+                worker.assigned += size + 4096  # a file's fixed cost, in bytes
+                return worker, span
+            worker.flush()  # the ring is full of files it has not been told of yet, maybe
+            self._cond.wait()
+
+    def _queue(self, worker: _Worker | None, task: _Task) -> int:
+        with self._cond:
+            task.ticket = ticket = self._next
+            self._next += 1
+            if worker is None or not worker.alive:  # gone meanwhile: checked here
+                if task.span is not None and worker is not None:
+                    task.data = worker.ring.read(task.span)
+                    worker.ring.free(task.span)
+                    task.span = None
+                self._orphans[ticket] = task
+                self._cond.notify_all()
+                return ticket
+            worker.pending[ticket] = task
+            worker.batch.append(task)
+            worker.batch_bytes += task.nbytes
+            idle = len(worker.pending) == len(worker.batch)  # it has checked all it was told of
+        if idle or worker.batch_bytes >= BATCH_BYTES:
+            worker.flush()
+        return ticket
+
+    def submit_stream(
+        self,
+        path: str,
+        layer_index: int | None,
+        layer_digest: str | None,
+        stream: IO[bytes],
+        size: int | None,
+        *,
+        mode: int | None = None,
+    ) -> int:
         """Send a big file to a worker as it is read, in chunks (neither process holds it twice);
         returns the ticket. A worker lost meanwhile makes ``result`` raise ``WorkerLost``."""
         with self._cond:
             ticket = self._next
             self._next += 1
-            task = _Task(ticket, path, layer_index, layer_digest, None, size, mode, size, counted=False)
+            task = _Task(ticket, path, layer_index, layer_digest, None, size, mode, size or 0)
             alive = [w for w in self._workers if w.alive]
             if not alive:
                 self._orphans[ticket] = task
                 return ticket
             worker = min(alive, key=lambda w: w.assigned)
-            worker.assigned += size + 4096
+            worker.assigned += (size or 0) + 4096
             worker.pending[ticket] = task
+        worker.flush()  # the files before it, first
         header = (ticket, path, layer_index, layer_digest, size, mode)
         error: Exception | None = None
         try:
-            with worker.lock:
-                worker.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
-                while True:
-                    try:
-                        chunk = stream.read(STREAM_CHUNK)
-                    except Exception as exc:  # the layer stream failed: the worker reports it
-                        error = exc
-                        break
-                    if not chunk:
-                        break
-                    worker.tasks.send_bytes(chunk)
-                worker.tasks.send_bytes(b"")
-                worker.tasks.send_bytes(_pickled_error(error))
+            worker.tasks.send_bytes(pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
+            while True:
+                try:
+                    chunk = stream.read(STREAM_CHUNK)
+                except Exception as exc:  # the layer stream failed: the worker reports it
+                    error = exc
+                    break
+                if not chunk:
+                    break
+                worker.tasks.send_bytes(chunk)
+            worker.tasks.send_bytes(b"")
+            worker.tasks.send_bytes(_pickled_error(error))
         except (OSError, ValueError):
             self.lost(worker)
         return ticket
 
     def result(self, ticket: int) -> ScanOutcome:
         """The outcome of a submitted file (waits for it); each ticket can be taken once."""
+        for w in self._workers:
+            w.flush()
         with self._cond:
             while ticket not in self._outcomes and ticket not in self._orphans:
                 self._cond.wait()
@@ -312,24 +426,12 @@ class ScanPool:
         scanner = self._make_scanner()  # made and dropped on this thread (yara-x scanners must be)
         return scanner.scan_file(t.path, t.layer_index, t.layer_digest, bytes(t.data), t.size, mode=t.mode)
 
-    def release(self, task: _Task) -> None:
-        """Drop this process's copy of a sent file."""
-        with self._cond:
-            task.data = None
-            self._uncount(task)
-            self._cond.notify_all()
-
-    def _uncount(self, task: _Task) -> None:
-        if task.counted:
-            task.counted = False
-            self._inflight -= task.nbytes
-
     def done(self, worker: _Worker, items: list[tuple[int, ScanOutcome]]) -> None:
         with self._cond:
             for ticket, outcome in items:
                 task = worker.pending.pop(ticket, None)
-                if task is not None:
-                    self._uncount(task)
+                if task is not None and task.span is not None:
+                    worker.ring.free(task.span)
                 self._outcomes[ticket] = outcome
             self._cond.notify_all()
 
@@ -341,9 +443,10 @@ class ScanPool:
                 log.warning("content-check worker %s stopped; checking its files here", worker.process.pid)
             worker.alive = False
             for ticket, task in worker.pending.items():
-                self._uncount(task)
-                if task.nbytes > HOLD_BYTES:
-                    task.data = None  # sent or not: a big file's copy here is not to be relied on
+                if task.span is not None:  # still in the ring: the copy to check here
+                    task.data = worker.ring.read(task.span)
+                    worker.ring.free(task.span)
+                    task.span = None
                 self._orphans[ticket] = task
             worker.pending.clear()
             self._cond.notify_all()
@@ -351,15 +454,16 @@ class ScanPool:
     def close(self) -> None:
         """Stop the workers (after their queued files) and wait for them."""
         for w in self._workers:
-            w.queue.put(None)
+            w.flush()
+            w.tasks.close()  # the worker sees EOF, finishes and exits
         for w in self._workers:
-            w.sender.join()
             w.receiver.join()
             w.results.close()
             w.process.join(timeout=5)
             if w.process.is_alive():  # pragma: no cover - a worker stuck in a scan
                 w.process.kill()
                 w.process.join()
+            w.ring.close()
 
 
 Slot = ScanOutcome | int  # an outcome, or a ScanPool ticket
@@ -398,11 +502,13 @@ class OrderedChecks:
             slots.append(self.pool.submit_stream(path, layer_index, layer_digest, stream, size, mode=mode))
             return
         try:
-            data = _read_all(stream, size)
+            if size is None or size < 0:
+                data = _read_all(stream, size)
+                slots.append(self.pool.submit(path, layer_index, layer_digest, data, size, mode=mode))
+            else:
+                slots.append(self.pool.submit_read(path, layer_index, layer_digest, stream, size, mode=mode))
         except Exception as exc:  # the same Skip a reading scan_file gives
             slots.append(self.light.scan_file(path, layer_index, layer_digest, _failing(exc), size, mode=mode))
-            return
-        slots.append(self.pool.submit(path, layer_index, layer_digest, data, size, mode=mode))
 
     def outcome(self, slots: list[Slot]) -> ScanOutcome:
         """Every slot's outcome, merged in entry order."""
@@ -435,6 +541,17 @@ def _read_all(stream: IO[bytes], size: int | None) -> bytes:
     if len(data) == size and (rest := stream.read()):  # more than announced: keep it all, as a reading scan_file would
         data += rest
     return data
+
+
+def _fill(stream: IO[bytes], view: memoryview) -> int:
+    """Read into ``view`` until it is full or the stream ends; the bytes read."""
+    n = 0
+    while n < len(view):
+        got = stream.readinto(view[n:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        n += got
+    return n
 
 
 class _Failing(io.RawIOBase):
@@ -476,14 +593,18 @@ def _failing(exc: Exception) -> IO[bytes]:
 
 
 def _child(
-    tasks: Connection, results: Connection, make_scanner: Callable[[], ContentScanner], others: list[Connection]
+    tasks: Connection,
+    results: Connection,
+    make_scanner: Callable[[], ContentScanner],
+    ring: Ring,
+    others: list[Connection],
 ) -> None:
     for c in others:  # other workers' and the parent's ends: keep only ours
         c.close()
     # Ctrl-C reaches the whole process group: the scanning process stops the workers (closing
     # their pipes), so they print no traceback of their own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_main(tasks, results, make_scanner)
+    _worker_main(tasks, results, make_scanner, ring)
 
 
 __all__ = ["OrderedChecks", "ScanPool", "Slot", "WorkerLost", "default_workers"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import tempfile
@@ -28,7 +29,7 @@ from pathlib import Path
 import yara_x
 
 from hallmark.content.secrets import DEFAULT_PATH_ALLOWLIST, SecretRuleSet
-from hallmark.content.yara_stages import GATE_PREFIX, Piece, StagedRules, gate_source
+from hallmark.content.yara_stages import GATE_PREFIX, Magic, Piece, StagedRules, gate_source, magic_of
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,13 @@ def _compile_piece(f: Path, namespace: str) -> yara_x.Rules:
 
 def _compile_yara(
     files: Sequence[Path], roots: Sequence[Path]
-) -> tuple[yara_x.Rules, dict[int, yara_x.Rules], tuple[str, ...]]:
+) -> tuple[yara_x.Rules, list[tuple[Magic, yara_x.Rules]], dict[int, yara_x.Rules], tuple[str, ...]]:
     """Compile every file in its own namespace; a file that fails is left out with a warning.
     Files with a first-stage gate (:mod:`hallmark.content.yara_stages`) are compiled alone
-    too: (first stage, {file index: its full rules}, warnings)."""
-    compiler = yara_x.Compiler()
+    too, and the first stage is split by the magic number its rules need: (first stage for
+    every file, [(magic, first stage for files starting with it)], {file index: its full
+    rules}, warnings)."""
+    compilers: dict[Magic | None, yara_x.Compiler] = {None: yara_x.Compiler()}
     warnings: list[str] = []
     pieces: dict[int, yara_x.Rules] = {}
     for i, f in enumerate(files):
@@ -108,6 +111,7 @@ def _compile_yara(
             gate = gate_source(text)
             if gate is not None:
                 piece = _compile_piece(f, ns)  # a file that fails is left out, gate and all
+                compiler = compilers.setdefault(magic_of(gate), yara_x.Compiler())
                 try:
                     compiler.new_namespace(f"{GATE_PREFIX}{i}")
                     compiler.add_source(gate, origin=f"gate of {f}")
@@ -115,11 +119,14 @@ def _compile_yara(
                     continue
                 except yara_x.CompileError as exc:  # kept whole in the first stage
                     log.debug("no gate for %s: %s", f, str(exc).splitlines()[0])
+            compiler = compilers.setdefault(magic_of(text), yara_x.Compiler())
             compiler.new_namespace(ns)
             compiler.add_source(text, origin=str(f))
         except (yara_x.CompileError, OSError) as exc:
             warnings.append(f"{f}: left out: {str(exc).splitlines()[0]}")
-    return compiler.build(), pieces, tuple(warnings)
+    front = compilers.pop(None).build()
+    guarded = [(magic, c.build()) for magic, c in compilers.items() if magic is not None]
+    return front, guarded, pieces, tuple(warnings)
 
 
 def _read_rules(path: Path) -> yara_x.Rules | None:
@@ -147,6 +154,7 @@ def _write_rules(path: Path, rules: yara_x.Rules) -> None:
 
 def _staged(
     front: yara_x.Rules,
+    guarded: list[tuple[Magic, yara_x.Rules]],
     files: Sequence[Path],
     roots: Sequence[Path],
     compiled: dict[int, yara_x.Rules],
@@ -154,7 +162,8 @@ def _staged(
 ) -> StagedRules:
     """The staged set: the full rules behind each gate of ``front`` come from ``compiled``,
     else from the disk cache, else are compiled, when first needed."""
-    gates = sorted({int(ns.removeprefix(GATE_PREFIX)) for ns in _namespaces(front) if ns.startswith(GATE_PREFIX)})
+    namespaces = _namespaces(front).union(*(_namespaces(r) for _, r in guarded))
+    gates = sorted({int(ns.removeprefix(GATE_PREFIX)) for ns in namespaces if ns.startswith(GATE_PREFIX)})
 
     def loader(i: int) -> Callable[[], yara_x.Rules]:
         def load() -> yara_x.Rules:
@@ -170,7 +179,43 @@ def _staged(
         front=front,
         pieces={f"{GATE_PREFIX}{i}": Piece(_namespace(files[i], roots), loader(i)) for i in gates},
         order={_namespace(f, roots): i for i, f in enumerate(files)},
+        guarded=guarded,
     )
+
+
+def _guarded_paths(cached: Path) -> tuple[Path, Callable[[int], Path]]:
+    """The list of magic-guarded first stages beside ``cached``, and where the n-th is."""
+    return cached.with_suffix(".magic.json"), lambda n: cached.with_suffix(f".m{n}.bin")
+
+
+def _read_guarded(cached: Path) -> list[tuple[Magic, yara_x.Rules]] | None:
+    """The magic-guarded first stages cached beside the main one, or None (then all are compiled again)."""
+    listing, at = _guarded_paths(cached)
+    try:
+        magics = [Magic(int(w), bool(b), int(v)) for w, b, v in json.loads(listing.read_text())]
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("ignoring YARA cache %s: %s", listing, exc)
+        return None
+    out: list[tuple[Magic, yara_x.Rules]] = []
+    for n, magic in enumerate(magics):
+        rules = _read_rules(at(n))
+        if rules is None:
+            return None
+        out.append((magic, rules))
+    return out
+
+
+def _write_guarded(cached: Path, guarded: list[tuple[Magic, yara_x.Rules]]) -> None:
+    listing, at = _guarded_paths(cached)
+    for n, (_, rules) in enumerate(guarded):
+        _write_rules(at(n), rules)
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    tmp = listing.with_name(f".{listing.name}.tmp")
+    try:
+        tmp.write_text(json.dumps([[m.width, m.big, m.value] for m, _ in guarded]))
+        os.replace(tmp, listing)
+    except OSError as exc:
+        log.warning("cannot write YARA cache %s: %s", listing, exc)
 
 
 def _namespaces(rules: yara_x.Rules) -> set[str]:
@@ -188,15 +233,17 @@ def _load_yara(
     cached = cache_dir / f"yara-{key}.bin" if cache_dir else None
     result: tuple[StagedRules, tuple[str, ...]] | None = None
     front = _read_rules(cached) if cached is not None else None
-    if front is not None:
-        result = (_staged(front, files, roots, {}, cached), ())
+    guarded = _read_guarded(cached) if cached is not None and front is not None else None
+    if front is not None and guarded is not None:
+        result = (_staged(front, guarded, files, roots, {}, cached), ())
     else:
-        front, pieces, warnings = _compile_yara(files, roots)
+        front, guarded, pieces, warnings = _compile_yara(files, roots)
         if cached is not None and not warnings:
             for i, piece in pieces.items():  # the pieces first: a front on disk means they are there
                 _write_rules(cached.with_name(f"{cached.stem}-{i}.bin"), piece)
+            _write_guarded(cached, guarded)
             _write_rules(cached, front)
-        result = (_staged(front, files, roots, pieces, cached), warnings)
+        result = (_staged(front, guarded, files, roots, pieces, cached), warnings)
     with _lock:
         _yara_cache[key] = result
     return result
@@ -246,7 +293,7 @@ def bundle_digest(directory: str | os.PathLike[str] | None, *, include_builtin: 
 
 
 def _yara_key(files: Sequence[Path]) -> str:
-    return _digest(files, "yara-x " + _yara_version() + " staged")  # "staged": the cache holds a first stage
+    return _digest(files, "yara-x " + _yara_version() + " staged by magic")  # the cache holds first stages
 
 
 def yara_cached(directory: str | os.PathLike[str] | None, cache_dir: Path, *, include_builtin: bool = True) -> bool:

@@ -378,6 +378,12 @@ class ContentScanner:
             if self.options.record_binary_skips:
                 out.skipped.append(Skip(path, layer, "secret", "binary", "NUL byte in the first 8000 bytes"))
             return
+        if content.isascii():  # most text in images: searched as bytes, decoded only on a match
+            matches = ruleset.find(content, path)
+            if matches:
+                text = content.decode("ascii")
+                out.findings.extend(to_findings(text, matches, path=path, layer_index=layer, layer_digest=digest))
+            return
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -95,6 +95,7 @@ def index_image(
     detectors: Sequence[Detector] | None = None,
     on_entry: EntryHook | None = None,
     budget: Budget | None = None,
+    inflate_apart: bool = False,
 ) -> IndexResult:
     """Index one single-platform image. Never raises for a bad image: returns a failed result.
 
@@ -104,6 +105,7 @@ def index_image(
     read); with it set, the caches are written but not read, so the hook sees every layer;
     cached *failures* are read either way, so a hostile layer or image costs once.
     ``budget`` (default: a fresh one for ``limits``) bounds the time and memory of this run.
+    ``inflate_apart``: decompress gzip layers stored in files in a forked child (:mod:`hallmark.index.inflate`).
     """
     digest = manifest_digest or digest_bytes(manifest)
     if budget is None:
@@ -116,7 +118,9 @@ def index_image(
     try:
         parsed = ImageManifest.parse(manifest, digest)
         with active_budget(budget):
-            result = _index(parsed, config, open_layer, cache, limits, progress, detectors, on_entry, budget)
+            result = _index(
+                parsed, config, open_layer, cache, limits, progress, detectors, on_entry, budget, inflate_apart
+            )
     except OutOfTime as exc:
         if not exc.final:
             return IndexResult("deferred", digest, error=display(exc.reason))
@@ -180,6 +184,7 @@ def _index(
     detectors: Sequence[Detector] | None,
     on_entry: EntryHook | None,
     budget: Budget,
+    inflate_apart: bool = False,
 ) -> IndexResult:
     dets = tuple(detectors) if detectors is not None else all_detectors()
     try:
@@ -218,7 +223,9 @@ def _index(
                 if progress is not None:
                     stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)  # type: ignore[assignment]
                 warnings: list[str] = []
-                entries = iter_layer(stream, desc, i, limits, warn=warnings.append, budget=budget)
+                entries = iter_layer(
+                    stream, desc, i, limits, warn=warnings.append, budget=budget, inflate_apart=inflate_apart
+                )
                 lf = scan_layer(entries, desc.digest, dets, limits, on_entry, budget, warnings)
         except IndexFailed as exc:
             if cache is not None and exc.layer and exc.cache and _blob_matches(open_layer, desc.digest):

@@ -28,11 +28,12 @@ import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
 from isal import igzip, isal_zlib
 
+from hallmark.index.inflate import ForkedGunzip, forked_gunzip
 from hallmark.index.limits import Budget, IndexFailed, Limits
 from hallmark.index.names import display
 from hallmark.oci.source import Descriptor
@@ -197,10 +198,12 @@ class TarReader:
                 return
             n -= len(chunk)
 
-    def read_member(self, n: int) -> bytes:
-        n = min(n, self.remaining)
+    def read_member_into(self, buffer: memoryview) -> int:
+        """Bytes of the current member into ``buffer`` (as many as the current chunk has): one
+        copy, where slicing the chunk and copying the slice took two. 0 at the member's end."""
+        n = min(len(buffer), self.remaining)
         if n <= 0:
-            return b""
+            return 0
         avail = len(self.buf) - self.pos
         if avail == 0:
             self.buf, self.pos = self._chunk(), 0
@@ -208,10 +211,10 @@ class TarReader:
             if not avail:
                 raise IndexFailed(f"{self.label}: truncated archive (stream ended inside an entry)")
         n = min(n, avail)
-        out = self.buf[self.pos : self.pos + n]
+        buffer[:n] = memoryview(self.buf)[self.pos : self.pos + n]
         self.pos += n
         self.remaining -= n
-        return out
+        return n
 
     def _finish_member(self) -> None:
         self._skip(self.remaining + self.padding)
@@ -349,9 +352,7 @@ class _MemberReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self.reader.serial != self.serial:
             return 0
-        data = self.reader.read_member(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return self.reader.read_member_into(buffer)
 
 
 class FileTooLarge(Exception):
@@ -397,12 +398,15 @@ def iter_layer(
     verify: bool = True,
     warn: Warn | None = None,
     budget: Budget | None = None,
+    inflate_apart: bool = False,
 ) -> Iterator[LayerEntry]:
     """Yield the entries of one layer blob, enforcing ``limits``; raises :class:`IndexFailed`.
 
     With ``verify`` the blob's digest is checked once the stream is exhausted, so a cache keyed
     by layer digest can never be poisoned by a source that serves other bytes. Entries skipped
     for a bad name are reported through ``warn``; ``budget`` bounds the wall-clock time.
+    ``inflate_apart``: a gzip layer in a regular file is decompressed (and hashed) by a forked
+    child (:mod:`hallmark.index.inflate`), for a caller with a core to spare.
     """
     limits = limits or Limits()
     algo = desc.digest.partition(":")[0]
@@ -411,17 +415,19 @@ def iter_layer(
     label = f"layer {index} ({desc.digest[:19]})"
     plain: _Counter | None = None
     decompressed: IO[bytes] | None = None
+    apart = forked_gunzip(blob, algo if verify else None) if inflate_apart else None
     try:
-        decompressed = _decompressor(raw)  # type: ignore[arg-type]
+        decompressed = cast(IO[bytes], apart) if apart is not None else _decompressor(raw)  # type: ignore[arg-type]
         plain = _Counter(decompressed)
 
         def check() -> None:
             assert plain is not None
+            raw_count = apart.raw_count if apart is not None else raw.count
             if plain.count > limits.max_layer_bytes:
                 raise IndexFailed(f"{label}: more than {limits.max_layer_bytes} uncompressed bytes")
-            if plain.count > limits.bomb_floor and plain.count > limits.max_ratio * max(raw.count, 1):
+            if plain.count > limits.bomb_floor and plain.count > limits.max_ratio * max(raw_count, 1):
                 raise IndexFailed(
-                    f"{label}: decompression bomb guard: {plain.count} bytes from {raw.count} "
+                    f"{label}: decompression bomb guard: {plain.count} bytes from {raw_count} "
                     f"(ratio over {limits.max_ratio:g})"
                 )
             if budget is not None:
@@ -450,16 +456,17 @@ def iter_layer(
         if warn is not None and skipped > MAX_SKIP_WARNINGS:
             warn(f"{label}: {skipped - MAX_SKIP_WARNINGS} more entries skipped for their names")
         reader.drain()  # rest of the stream: gzip CRC/trailer check, hashing
-        while raw.read(1 << 20):
+        while apart is None and raw.read(1 << 20):
             pass
     except IndexFailed:
         raise
     except _DECOMPRESS_ERRORS as exc:
         raise IndexFailed(f"{label}: truncated or corrupt archive: {exc or type(exc).__name__}") from exc
     finally:
-        if isinstance(decompressed, igzip.IGzipFile):
+        if isinstance(decompressed, (igzip.IGzipFile, ForkedGunzip)):
             decompressed.close()  # leaves the blob open: the caller owns it
-    if hasher is not None and f"{algo}:{hasher.hexdigest()}" != desc.digest:
+    digest = apart.digest if apart is not None else hasher.hexdigest() if hasher is not None else None
+    if verify and f"{algo}:{digest}" != desc.digest:
         raise IndexFailed(f"{label}: content does not match its digest {desc.digest}", layer=False, cache=False)
 
 

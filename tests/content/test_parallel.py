@@ -12,11 +12,12 @@ import signal
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from hallmark.content import ContentScanner, RuleBundle, ScanOptions, ScanOutcome, load_rules
-from hallmark.content.parallel import HOLD_BYTES, MiB, OrderedChecks, ScanPool, WorkerLost
+from hallmark.content.parallel import HOLD_BYTES, MiB, OrderedChecks, ScanPool, Slot, WorkerLost
 from tests.content.conftest import FakeSecrets, eicar
 
 
@@ -72,11 +73,11 @@ def _ordered(
         return ContentScanner(bundle, options)
 
     checks = OrderedChecks(make, light, workers)
-    slots: list[object] = []
+    slots: list[Slot] = []
     try:
         for path, data, mode in files:
-            checks.file(slots, path, 0, "sha256:layer", io.BytesIO(data), len(data), mode)  # type: ignore[arg-type]
-        outcome = checks.outcome(slots)  # type: ignore[arg-type]
+            checks.file(slots, path, 0, "sha256:layer", io.BytesIO(data), len(data), mode)
+        outcome = checks.outcome(slots)
     finally:
         checks.close()
     assert made_here == ([] if workers else [os.getpid()])
@@ -106,7 +107,7 @@ def test_files_over_the_memory_limit_stay_here_with_the_same_result(bundle: Rule
     )
 
 
-class _Broken(io.RawIOBase):
+class _Broken(io.RawIOBase, BinaryIO):  # a raw binary stream, typed like io.FileIO
     def readable(self) -> bool:
         return True
 
@@ -116,12 +117,12 @@ class _Broken(io.RawIOBase):
 
 def test_a_read_error_gives_the_same_skip(bundle: RuleBundle) -> None:
     options = ScanOptions()
-    alone = ContentScanner(bundle, options).scan_file("/x", 0, "sha256:layer", _Broken(), 10, mode=0o644)  # type: ignore[arg-type]
+    alone = ContentScanner(bundle, options).scan_file("/x", 0, "sha256:layer", _Broken(), 10, mode=0o644)
     checks = OrderedChecks(lambda: ContentScanner(bundle, options), ContentScanner(bundle, options), 1)
     try:
-        slots: list[object] = []
-        checks.file(slots, "/x", 0, "sha256:layer", _Broken(), 10, 0o644)  # type: ignore[arg-type]
-        assert checks.outcome(slots) == alone  # type: ignore[arg-type]
+        slots: list[Slot] = []
+        checks.file(slots, "/x", 0, "sha256:layer", _Broken(), 10, 0o644)
+        assert checks.outcome(slots) == alone
     finally:
         checks.close()
     assert [s.reason for s in alone.skipped] == ["read-error"]
@@ -196,7 +197,7 @@ def test_a_worker_that_dies_holding_a_big_file_is_an_error_not_a_gap(bundle: Rul
         assert pool.result(second) == _one_process(bundle, options, [("/tmp/eicar.com", small, 0o644)])
 
 
-class _BreaksAfter(io.RawIOBase):
+class _BreaksAfter(io.RawIOBase, BinaryIO):  # a raw binary stream, typed like io.FileIO
     """A layer stream that gives ``data`` and then fails."""
 
     def __init__(self, data: bytes) -> None:
@@ -224,18 +225,18 @@ def test_big_files_go_in_chunks_with_the_same_result(bundle: RuleBundle, fake: F
     expected.extend(alone.scan_file("/srv/big.txt", 0, "sha256:layer", io.BytesIO(big), len(big), mode=0o644))
     expected.extend(
         alone.scan_file("/srv/cut.txt", 0, "sha256:layer", _BreaksAfter(big[: 2 * MiB]), len(big), mode=0o644)
-    )  # type: ignore[arg-type]
+    )
     assert any(f.kind == "secret" for f in expected.findings)
     assert any(s.reason == "read-error" for s in expected.skipped)
     checks = OrderedChecks(lambda: ContentScanner(bundle, options), ContentScanner(bundle, options), 2)
     try:
-        slots: list[object] = []
-        checks.file(slots, "/srv/big.txt", 0, "sha256:layer", io.BytesIO(big), len(big), 0o644)  # type: ignore[arg-type]
+        slots: list[Slot] = []
+        checks.file(slots, "/srv/big.txt", 0, "sha256:layer", io.BytesIO(big), len(big), 0o644)
         checks.file(
             slots, "/srv/cut.txt", 0, "sha256:layer", io.BufferedReader(_BreaksAfter(big[: 2 * MiB])), len(big), 0o644
-        )  # type: ignore[arg-type]
+        )
         assert all(isinstance(s, int) for s in slots)  # both went to a worker
-        assert checks.outcome(slots) == expected  # type: ignore[arg-type]
+        assert checks.outcome(slots) == expected
     finally:
         checks.close()
 
@@ -258,3 +259,46 @@ def test_workers_ignore_ctrl_c(bundle: RuleBundle, fake: FakeSecrets) -> None:
             got.extend(pool.result(t))
         assert all(child.is_alive() for child in children)
     assert got == _one_process(bundle, options, files)
+
+
+def test_streams_longer_or_shorter_than_announced_are_read_as_one_process_reads_them(
+    bundle: RuleBundle, fake: FakeSecrets
+) -> None:
+    options = ScanOptions()
+    secret = f"aws_secret_access_key = {fake.aws_secret}\n".encode()
+    cases = [
+        ("/srv/longer.txt", b"x" * 1000 + secret, 1000),  # the secret is past the announced size
+        ("/srv/shorter.txt", secret, len(secret) + 500),  # the stream ends early
+        ("/srv/much-longer.txt", b"y" * 100 + b"z" * HOLD_BYTES + secret, 100),  # then over HOLD_BYTES
+    ]
+    alone = ContentScanner(bundle, options)
+    expected = ScanOutcome()
+    for path, data, size in cases:
+        expected.extend(alone.scan_file(path, 0, "sha256:layer", io.BytesIO(data), size, mode=0o644))
+    assert sum(f.kind == "secret" for f in expected.findings) == 3
+    checks = OrderedChecks(lambda: ContentScanner(bundle, options), ContentScanner(bundle, options), 1)
+    try:
+        slots: list[Slot] = []
+        for path, data, size in cases:
+            checks.file(slots, path, 0, "sha256:layer", io.BufferedReader(io.BytesIO(data)), size, 0o644)
+        assert all(isinstance(s, int) for s in slots)
+        assert checks.outcome(slots) == expected
+    finally:
+        checks.close()
+
+
+def test_more_files_than_the_ring_holds_wait_for_room_and_keep_their_bytes(
+    bundle: RuleBundle, fake: FakeSecrets
+) -> None:
+    """A third more than the ring holds, in small files with a finding each: the reader
+    waits for the worker to free room, and no file is checked against another file's bytes."""
+    options = ScanOptions()
+    secret = f"aws_secret_access_key = {fake.aws_secret}\n"
+    files = [(f"/srv/{i}.env", ("#" * 300_000 + "\n" * (i + 1) + secret).encode(), 0o644) for i in range(40)]
+    files[33] = ("/tmp/eicar.com", eicar(), 0o644)
+    assert sum(len(d) for _, d, _ in files) > 8 * MiB * 1.3  # the ring: 8 MiB
+    got = _ordered(bundle, options, files, 1)
+    assert got == _one_process(bundle, options, files)
+    lines = {f.path: f.line for f in got.findings if f.kind == "secret"}
+    assert len(lines) == 39 and all(lines[f"/srv/{i}.env"] == i + 2 for i in range(40) if i != 33)
+    assert any(f.path == "/tmp/eicar.com" and f.kind == "malware" for f in got.findings)

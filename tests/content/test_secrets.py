@@ -280,3 +280,26 @@ def test_other_credential_kinds_from_the_issue(scanner: ContentScanner) -> None:
     for name, (content, rule) in cases.items():
         findings = _scan_text(scanner, f"app/{name}", content)
         assert [f.rule_id for f in findings] == [rule], name
+
+
+def test_ascii_bytes_are_searched_as_the_decoded_text_is(data_dir: Path, fake: FakeSecrets) -> None:
+    """An all-ASCII file is searched as bytes (no decoding unless something matches): the same
+    matches, offsets, lines and secrets as its text."""
+    ruleset = load_rules(data_dir, yara=False).secrets
+    text = (
+        "# settings\n"
+        f"AWS_ACCESS_KEY_ID={fake.aws_key_id}\naws_secret_access_key = {fake.aws_secret}\n"
+        f"token: {fake.github}\nslack = '{fake.slack}'\nauth: Bearer {fake.jwt}\n"
+        f"DATABASE_URL=postgres://app:{fake.db_password}@db:5432/app\n"
+        f"api_key = {fake.generic}  # gitleaks:allow\nsecret_key = {fake.generic}\n"
+        f"{fake.pem}\n"
+        "password = changeme\n"
+    )
+    assert text.isascii()
+    as_text = ruleset.find(text, "/app/.env")
+    as_bytes = ruleset.find(text.encode(), "/app/.env")
+    assert len(as_text) >= 6
+    assert [(m.rule.id, m.secret, m.start, m.end, m.line) for m in as_bytes] == [
+        (m.rule.id, m.secret, m.start, m.end, m.line) for m in as_text
+    ]
+    assert ruleset.find(b"nothing to see here\n" * 100, "/app/readme") == []

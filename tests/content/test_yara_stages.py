@@ -11,7 +11,7 @@ import yara_x
 
 from hallmark.content import load_rules
 from hallmark.content import rules as rules_mod
-from hallmark.content.yara_stages import GATE_PREFIX, gate_source
+from hallmark.content.yara_stages import GATE_PREFIX, Magic, gate_source, magic_of
 
 from .conftest import eicar
 
@@ -43,6 +43,10 @@ def _whole(files: list[Path], roots: list[Path]) -> yara_x.Scanner:
         compiler.new_namespace(rules_mod._namespace(f, roots))
         compiler.add_source(f.read_text(encoding="utf-8", errors="replace"), origin=str(f))
     return yara_x.Scanner(compiler.build())
+
+
+def _namespaces(rules: yara_x.Rules) -> set[str]:
+    return {rule.namespace for rule in rules}
 
 
 def _names(matches: object) -> list[tuple[str, str]]:
@@ -141,3 +145,102 @@ def test_pieces_come_from_the_disk_cache_or_are_compiled_again(data_dir: Path, t
         found = [i for _, i in _names(bundle.yara.scanner(30).scan(vit))]
         assert found == ["Linux_Virus_Vit"]
     rules_mod.clear_caches()
+
+
+@pytest.mark.parametrize(
+    ("src", "magic"),
+    [
+        ('rule a { strings: $a = "x" condition: uint16(0) == 0x5A4D and $a }', Magic(2, False, 0x5A4D)),
+        ('rule a { strings: $a = "x" condition: $a and (uint32(0) == 0x464C457F) }', Magic(4, False, 0x464C457F)),
+        ("rule a { condition: uint32be(0) == 2135247942 and filesize < 1MB }", Magic(4, True, 0x7F454C46)),
+        ("rule a { condition: ((uint8(0) == 77)) }", Magic(1, False, 77)),
+        (  # every rule of the file, with other terms around it
+            'rule a { condition: uint16(0) == 0x5A4D and filesize > 10 }\nprivate rule b { strings: $b = "y" '
+            "condition: #b > 2 and uint16(0) == 0x5A4D }",
+            Magic(2, False, 0x5A4D),
+        ),
+        ('rule a { strings: $a = "x" condition: $a }', None),  # no magic test
+        ('rule a { strings: $a = "x" condition: uint16(0) == 0x5A4D and $a or $a at 0 }', None),  # top-level or
+        (
+            'rule a { strings: $a = "x" condition: uint16(0) == 0x5A4D and ($a or uint16(0) == 1) }',
+            Magic(2, False, 0x5A4D),
+        ),
+        ("rule a { condition: uint16(0) == 0x5A4D }\nrule b { condition: uint32(0) == 0x464C457F }", None),  # two
+        ("rule a { condition: uint16(0) == 0x5A4D }\nrule b { condition: filesize > 0 }", None),  # one without
+        ("rule a { condition: not uint16(0) == 0x5A4D }", None),
+        ("rule a { condition: uint16(2) == 0x5A4D }", None),  # not at offset 0
+        ("rule a { condition: uint16(0) != 0x5A4D }", None),
+        ("rule a { condition: uint16(0) == 0x5A4D + 1 }", None),
+        ("rule a { condition: uint16(0) == 0x1FFFF }", None),  # cannot be true: left to yara-x
+        ("rule a { condition: uint16(0) == 0x5A4D and", None),  # cut short
+    ],
+)
+def test_magic_of_a_rule_file(src: str, magic: Magic | None) -> None:
+    assert magic_of(src) == magic
+
+
+def test_magic_reads_the_number_as_yara_does() -> None:
+    mz, elf_be = Magic(2, False, 0x5A4D), Magic(4, True, 0x7F454C46)
+    assert mz.matches(b"MZ\x90\x00") and not mz.matches(b"ZM..") and not mz.matches(b"M")
+    assert elf_be.matches(b"\x7fELF\x02") and not elf_be.matches(b"\x7fEL")
+
+
+def test_rules_split_by_magic_find_what_the_whole_set_finds(tmp_path: Path) -> None:
+    """Rule files guarded by a magic number are scanned only on files that start with it; the
+    findings, and their order, are those of all the files compiled together."""
+    root = tmp_path / "rules"
+    yara_dir = root / "yara"
+    yara_dir.mkdir(parents=True)
+    sources = {
+        "a_any.yar": 'rule any_x { strings: $x = "needle" condition: $x }',
+        "b_mz.yar": 'rule mz_x { strings: $x = "needle" condition: uint16(0) == 0x5A4D and $x }\n'
+        'rule mz_y { strings: $y = "other" condition: $y and uint16(0) == 0x5A4D }',
+        "c_elf.yar": 'rule elf_x { strings: $x = "needle" condition: uint32(0) == 0x464C457F and #x >= 1 }',
+        "d_or.yar": 'rule or_x { strings: $x = "needle" condition: uint16(0) == 0x5A4D and $x or $x at 4 }',
+        "e_pe.yar": 'import "pe"\nrule pe_x { strings: $x = "needle" '
+        "condition: uint16(0) == 0x5A4D and $x and not pe.is_pe }",
+        "f_mz_late.yar": 'rule mz_z { strings: $x = "needle" condition: uint16(0) == 0x5A4D and $x }',
+        "g_any_late.yar": 'rule any_late { strings: $o = "other" condition: $o }',
+    }
+    for name, src in sources.items():
+        (yara_dir / name).write_text(src)
+    rules_mod.clear_caches()
+    bundle = load_rules(root, include_builtin=False, cache_dir=tmp_path / "cache")
+    assert bundle.yara is not None and bundle.warnings == []
+    guarded = {magic: _namespaces(r) for magic, r in bundle.yara.guarded}
+    assert guarded[Magic(2, False, 0x5A4D)] >= {"yara/b_mz.yar", "yara/f_mz_late.yar"}
+    assert guarded[Magic(4, False, 0x464C457F)] == {"yara/c_elf.yar"}
+    unguarded = {"yara/a_any.yar", "yara/d_or.yar", "yara/g_any_late.yar"}
+    assert not any(ns in unguarded for names in guarded.values() for ns in names)
+    roots, _, files, _ = rules_mod._bundle_files(root, False, True)
+    whole = _whole(files, roots)
+    corpus = [
+        b"MZ needle other",
+        b"MZ..needle",
+        b"\x7fELF needle",
+        b"\x7fEL needle",
+        b"text needle other",
+        b"M",
+        b"",
+        b"ZM needle",
+        b"MZ other",  # no gate opens: the two first stages' findings are put in rule-file order
+        b"abcdneedle",  # or_x without MZ: its top-level or keeps it in the first stage for every file
+    ]
+    for fresh in (True, False):  # compiled now, then read back from the disk cache
+        if not fresh:
+            rules_mod.clear_caches()
+            bundle = load_rules(root, include_builtin=False, cache_dir=tmp_path / "cache")
+            assert bundle.yara is not None and len(bundle.yara.guarded) == len(guarded)
+        assert bundle.yara is not None
+        scanner = bundle.yara.scanner(30)
+        for data in corpus:
+            assert _names(scanner.scan(data)) == _names(whole.scan(data).matching_rules), data
+    assert _names(scanner.scan(b"MZ needle other")) == [
+        ("yara/a_any.yar", "any_x"),
+        ("yara/b_mz.yar", "mz_x"),
+        ("yara/b_mz.yar", "mz_y"),
+        ("yara/d_or.yar", "or_x"),
+        ("yara/e_pe.yar", "pe_x"),
+        ("yara/f_mz_late.yar", "mz_z"),
+        ("yara/g_any_late.yar", "any_late"),
+    ]
