@@ -45,7 +45,7 @@ MiB = 1024 * 1024
 BATCH_BYTES = 1 * MiB  # small files are announced to a worker together, up to about this many bytes of them
 RESULT_BATCH = 16  # outcomes sent back together at most (so the reader's in-flight bytes free up)
 STREAM_CHUNK = 1 * MiB  # a file over HOLD_BYTES goes to its worker in pieces of this size
-HOLD_BYTES = 4 * MiB  # files up to this size are kept here until checked, to check them here should a worker fail
+HOLD_BYTES = 4 * MiB  # files up to this size go through a ring, kept until checked (here, should a worker fail)
 
 
 def default_workers() -> int:
@@ -123,7 +123,7 @@ class _Task:
     path: str
     layer_index: int | None
     layer_digest: str | None
-    data: bytes | bytearray | None  # kept here while the worker has it; None: in ``span``, or a big file sent
+    data: bytes | bytearray | None  # a copy to check here (no worker left); None: in ``span``, or a big file sent
     size: int | None
     mode: int | None
     nbytes: int = 0

@@ -112,6 +112,8 @@ class ForkedGunzip(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (the rest of the current slot at most); b"" at the end."""
+        if size == 0:
+            return b""
         if self._pos >= len(self._buf):
             if self._done or not self._next():
                 return b""
