@@ -73,8 +73,10 @@ def sbom(
                     bar.update(task, completed=done, total=total or None)
 
                 result = index_source(source, cache=cache, progress=progress)
-        else:
-            result = index_source(source, cache=cache)
+        else:  # no bar to feed: a gzip layer file can be decompressed by a child on another core
+            from hallmark.index.inflate import spare_core
+
+            result = index_source(source, cache=cache, inflate_apart=spare_core())
     finally:
         source.close()
     if result.status != "done":
