@@ -25,7 +25,7 @@ from hallmark.digest import is_digest
 from hallmark.lifecycle.durations import parse_duration
 from hallmark.lifecycle.retention import PolicyRefused, RetentionPolicy, scope_document, set_settings
 from hallmark.lifecycle.tags import history, restore
-from hallmark.metadata.store import TagRestoreRefused
+from hallmark.metadata.history import TagRestoreRefused
 from hallmark.registry.names import valid_name, valid_tag
 from hallmark.registry.service import RegistryService
 from hallmark.web.authz import repo, role, route

@@ -78,7 +78,7 @@ def restore_cmd(
     from hallmark.app import Hallmark
     from hallmark.digest import is_digest
     from hallmark.lifecycle.tags import restore
-    from hallmark.metadata.store import TagRestoreRefused
+    from hallmark.metadata.history import TagRestoreRefused
 
     repo, tag = _split(ref)
     if not is_digest(digest):

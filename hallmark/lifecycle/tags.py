@@ -29,7 +29,8 @@ from hallmark.catalog.tables import catalog_entries
 from hallmark.config import Config
 from hallmark.lifecycle.durations import format_duration, parse_duration
 from hallmark.lifecycle.tables import lifecycle_settings, tag_expirations, tag_history
-from hallmark.metadata.store import MetadataStore, TagChange, utcnow
+from hallmark.metadata.history import TagChange
+from hallmark.metadata.store import MetadataStore, utcnow
 from hallmark.metadata.tables import manifests, repositories, tags
 from hallmark.registry.gc import ManifestPolicy
 from hallmark.registry.manifests import IMAGE_TYPES

@@ -1,8 +1,9 @@
-"""Registry metadata operations; the only place that writes SQL for the registry.
+"""Registry metadata operations; with :mod:`.history`, the only place that writes SQL for the registry.
 
 Each public method is one short transaction. The hot read paths (manifest by tag,
 blob stat) are single statements; on SQLite they and the upload writes take the raw
-fast path in :mod:`hallmark.metadata.sqlite_fast`.
+fast path in :mod:`hallmark.metadata.sqlite_fast`. Tag history, referrers and the garbage
+collection's manifest queries are in :mod:`hallmark.metadata.history` (inherited).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from hallmark.lifecycle.tables import tag_history
 from hallmark.metadata import sqlite_fast as fast_sql
+from hallmark.metadata.history import HistoryQueries, record_tag_event
 from hallmark.metadata.sqlite_fast import FastSqlite, SqliteWriteLock, parse_sqlite_ts, sqlite_ts
 from hallmark.metadata.tables import blobs, manifest_refs, manifests, repo_blobs, repositories, tags, uploads
 
@@ -31,15 +32,6 @@ def utcnow() -> dt.datetime:
 class TagImmutable(Exception):
     def __init__(self, repo: str, tag: str) -> None:
         super().__init__(f"tag {tag!r} in {repo} is immutable")
-
-
-class TagRestoreRefused(Exception):
-    """A restore that cannot happen; ``code`` says why (NAME_UNKNOWN, MANIFEST_UNKNOWN, NEVER_HELD,
-    OUTSIDE_WINDOW, TAG_IMMUTABLE)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class MissingReferences(Exception):
@@ -58,24 +50,6 @@ class ManifestRecord:
 
 
 @dataclass(frozen=True)
-class TagChange:
-    """A tag's move: ``old`` None when it was created; ``changed`` False when it already pointed there."""
-
-    old: str | None
-    new: str
-    changed: bool
-
-
-@dataclass(frozen=True)
-class Referrer:
-    digest: str
-    media_type: str
-    size: int
-    artifact_type: str | None
-    annotations: str | None
-
-
-@dataclass(frozen=True)
 class UploadRecord:
     id: str
     repo_name: str
@@ -85,7 +59,7 @@ class UploadRecord:
     principal: str | None = None
 
 
-class MetadataStore:
+class MetadataStore(HistoryQueries):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -138,7 +112,7 @@ class MetadataStore:
         ins = postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
         return ins.on_conflict_do_nothing(index_elements=index)
 
-    def _repo_id(self, conn: Connection, name: str, create: bool = False) -> int | None:
+    def repo_id(self, conn: Connection, name: str, create: bool = False) -> int | None:
         rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar()
         if rid is None and create:
             conn.execute(
@@ -147,34 +121,10 @@ class MetadataStore:
             rid = conn.execute(select(repositories.c.id).where(repositories.c.name == name)).scalar_one()
         return rid
 
-    @staticmethod
-    def _tag_event(
-        conn: Connection,
-        repo: str,
-        tag: str,
-        old: str | None,
-        new: str | None,
-        action: str,
-        actor: str,
-        now: dt.datetime,
-    ) -> None:
-        """Record a tag's move or removal (the time machine) in the transaction that makes it."""
-        conn.execute(
-            tag_history.insert().values(
-                repo_name=repo,
-                tag=tag,
-                old_digest=old,
-                new_digest=new,
-                action=action,
-                actor=actor[:128],
-                created_at=now,
-            )
-        )
-
     # -- repositories --------------------------------------------------------------
     def repo_exists(self, name: str) -> bool:
         with self.engine.connect() as conn:
-            return self._repo_id(conn, name) is not None
+            return self.repo_id(conn, name) is not None
 
     def list_repositories(self, n: int | None = None, last: str | None = None) -> list[str]:
         q = select(repositories.c.name).order_by(repositories.c.name)
@@ -201,7 +151,7 @@ class MetadataStore:
     def set_repository_options(self, name: str, immutable_tags: bool) -> bool:
         """Change an existing repository's options; False when there is no such repository."""
         with self.transaction() as conn:
-            rid = self._repo_id(conn, name)
+            rid = self.repo_id(conn, name)
             if rid is None:
                 return False
             conn.execute(update(repositories).where(repositories.c.id == rid).values(immutable_tags=immutable_tags))
@@ -232,7 +182,7 @@ class MetadataStore:
             for repo, digest, size, finished_upload in links:
                 if finished_upload is not None:
                     self._upsert_upload(conn, finished_upload, repo, now, closed=True)
-                rid = self._repo_id(conn, repo, create=True)
+                rid = self.repo_id(conn, repo, create=True)
                 conn.execute(self._insert_ignore(blobs, ["digest"]).values(digest=digest, size=size, created_at=now))
                 conn.execute(
                     self._insert_ignore(repo_blobs, ["repo_id", "digest"]).values(
@@ -254,7 +204,7 @@ class MetadataStore:
 
     def unlink_blob(self, repo: str, digest: str) -> bool:
         with self.transaction() as conn:
-            rid = self._repo_id(conn, repo)
+            rid = self.repo_id(conn, repo)
             if rid is None:
                 return False
             res = conn.execute(delete(repo_blobs).where(repo_blobs.c.repo_id == rid, repo_blobs.c.digest == digest))
@@ -338,7 +288,7 @@ class MetadataStore:
         for attempt in range(3):
             try:
                 with self.transaction() as conn:
-                    rid = self._repo_id(conn, repo, create=True)
+                    rid = self.repo_id(conn, repo, create=True)
                     assert rid is not None
                     missing: list[str] = []
                     if blob_refs:
@@ -416,7 +366,7 @@ class MetadataStore:
                             )
                         if previous != record.digest:
                             action = "push" if previous is None else "move"
-                            self._tag_event(conn, repo, tag, previous, record.digest, action, actor, now)
+                            record_tag_event(conn, repo, tag, previous, record.digest, action, actor, now)
                 return
             except IntegrityError:
                 # A concurrent push of the same manifest or tag won the race; re-check and retry.
@@ -465,7 +415,7 @@ class MetadataStore:
         """Delete a manifest and the tags on it (each recorded in its tag's history)."""
         now = utcnow()
         with self.transaction() as conn:
-            rid = self._repo_id(conn, repo)
+            rid = self.repo_id(conn, repo)
             if rid is None:
                 return False
             res = conn.execute(delete(manifests).where(manifests.c.repo_id == rid, manifests.c.digest == digest))
@@ -474,7 +424,7 @@ class MetadataStore:
             conn.execute(delete(manifest_refs).where(manifest_refs.c.repo_id == rid, manifest_refs.c.digest == digest))
             held = conn.execute(select(tags.c.name).where(tags.c.repo_id == rid, tags.c.digest == digest)).scalars()
             for tag in list(held):
-                self._tag_event(conn, repo, tag, digest, None, "delete", actor, now)
+                record_tag_event(conn, repo, tag, digest, None, "delete", actor, now)
             conn.execute(delete(tags).where(tags.c.repo_id == rid, tags.c.digest == digest))
             return True
 
@@ -485,7 +435,7 @@ class MetadataStore:
         points at that digest (expiration and retention never remove a tag that moved meanwhile)."""
         now = utcnow()
         with self.transaction() as conn:
-            rid = self._repo_id(conn, repo)
+            rid = self.repo_id(conn, repo)
             if rid is None:
                 return False
             cond = [tags.c.repo_id == rid, tags.c.name == tag]
@@ -497,163 +447,8 @@ class MetadataStore:
             res = conn.execute(delete(tags).where(*cond))
             if res.rowcount == 0:
                 return False
-            self._tag_event(conn, repo, tag, old, None, action, actor, now)
+            record_tag_event(conn, repo, tag, old, None, action, actor, now)
             return True
-
-    def restore_tag(self, repo: str, tag: str, digest: str, held_since: dt.datetime, actor: str) -> TagChange:
-        """Point ``tag`` back at ``digest``, which it must have held at ``held_since`` or later and whose
-        manifest must still exist; checked and changed in one transaction (TagRestoreRefused otherwise)."""
-        now = utcnow()
-        with self.transaction() as conn:
-            rid = self._repo_id(conn, repo)
-            if rid is None:
-                raise TagRestoreRefused("NAME_UNKNOWN", f"repository {repo} not found")
-            h = tag_history.c
-            last = conn.execute(
-                select(func.max(h.created_at)).where(
-                    h.repo_name == repo, h.tag == tag, (h.old_digest == digest) | (h.new_digest == digest)
-                )
-            ).scalar()
-            if last is None:
-                raise TagRestoreRefused("NEVER_HELD", f"{repo}:{tag} never pointed at {digest}")
-            if last.tzinfo is None:
-                last = last.replace(tzinfo=dt.UTC)
-            if last < held_since:
-                raise TagRestoreRefused(
-                    "OUTSIDE_WINDOW",
-                    f"{repo}:{tag} last pointed at {digest} on {last:%Y-%m-%d %H:%M:%S} UTC, "
-                    f"before the time-machine window (since {held_since:%Y-%m-%d %H:%M:%S} UTC)",
-                )
-            exists = conn.execute(
-                select(manifests.c.digest).where(manifests.c.repo_id == rid, manifests.c.digest == digest)
-            ).first()
-            if exists is None:
-                raise TagRestoreRefused("MANIFEST_UNKNOWN", f"manifest {digest} no longer exists in {repo}")
-            row = conn.execute(
-                select(repositories.c.immutable_tags, tags.c.digest)
-                .select_from(
-                    repositories.outerjoin(tags, and_(tags.c.repo_id == repositories.c.id, tags.c.name == tag))
-                )
-                .where(repositories.c.id == rid)
-            ).first()
-            old = row[1] if row is not None else None
-            if old == digest:
-                return TagChange(old, digest, False)
-            if row is not None and row[0] and old is not None:
-                raise TagRestoreRefused("TAG_IMMUTABLE", f"tag {tag!r} in {repo} is immutable")
-            if old is None:
-                conn.execute(tags.insert().values(repo_id=rid, name=tag, digest=digest, updated_at=now))
-            else:
-                conn.execute(
-                    update(tags).where(tags.c.repo_id == rid, tags.c.name == tag).values(digest=digest, updated_at=now)
-                )
-            self._tag_event(conn, repo, tag, old, digest, "restore", actor, now)
-            return TagChange(old, digest, True)
-
-    # -- manifests left by their tags (garbage collection after the time-machine window) -------
-    def dropped_manifests(self) -> dict[tuple[str, str], dt.datetime]:
-        """Manifests that a tag once held and no tag points at now: (repository, digest) -> when a tag
-        last left it. Manifests never tagged (pushed by digest, children, referrers) are not listed."""
-        h = tag_history.c
-        left: dict[tuple[str, str], dt.datetime] = {}
-        with self.engine.connect() as conn:
-            q = (
-                select(h.repo_name, h.old_digest, func.max(h.created_at))
-                .where(h.old_digest.is_not(None))
-                .group_by(h.repo_name, h.old_digest)
-            )
-            for repo, digest, when in conn.execute(q):
-                left[(repo, digest)] = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-            by_repo: dict[str, list[str]] = {}
-            for repo, digest in left:
-                by_repo.setdefault(repo, []).append(digest)
-            out: dict[tuple[str, str], dt.datetime] = {}
-            for repo, digests in sorted(by_repo.items()):
-                rid = self._repo_id(conn, repo)
-                if rid is None:
-                    continue
-                for part in _chunks(digests):
-                    q2 = select(manifests.c.digest).where(
-                        manifests.c.repo_id == rid,
-                        manifests.c.digest.in_(part),
-                        ~select(tags.c.name).where(tags.c.repo_id == rid, tags.c.digest == manifests.c.digest).exists(),
-                    )
-                    for digest in conn.execute(q2).scalars():
-                        out[(repo, digest)] = left[(repo, digest)]
-            return out
-
-    def manifest_graph(self, repo: str) -> tuple[set[str], dict[str, str | None], dict[str, list[str]]]:
-        """(tagged digests, digest -> subject, parent -> child manifests) of one repository."""
-        with self.engine.connect() as conn:
-            rid = self._repo_id(conn, repo)
-            if rid is None:
-                return set(), {}, {}
-            tagged = set(conn.execute(select(tags.c.digest).where(tags.c.repo_id == rid)).scalars())
-            subjects = {
-                str(d): s
-                for d, s in conn.execute(
-                    select(manifests.c.digest, manifests.c.subject_digest).where(manifests.c.repo_id == rid)
-                )
-            }
-            children: dict[str, list[str]] = {}
-            q = select(manifest_refs.c.digest, manifest_refs.c.ref_digest).where(
-                manifest_refs.c.repo_id == rid, manifest_refs.c.kind == "manifest"
-            )
-            for parent, child in conn.execute(q):
-                children.setdefault(parent, []).append(child)
-            return tagged, subjects, children
-
-    def forget_manifests(self, repo: str, digests: Iterable[str], held_before: dt.datetime) -> list[str]:
-        """Delete these untagged manifests, re-checked in the deleting transaction: a manifest tagged
-        again, held by a tag since ``held_before``, used by a manifest that stays, or referring to
-        a subject that stays, is kept. Returns the digests deleted."""
-        wanted = set(digests)
-        if not wanted:
-            return []
-        h = tag_history.c
-        with self.transaction() as conn:
-            rid = self._repo_id(conn, repo)
-            if rid is None:
-                return []
-            keep: set[str] = set()
-            parents: dict[str, set[str]] = {}
-            subjects: dict[str, str | None] = {}
-            for part in _chunks(sorted(wanted)):
-                keep |= set(
-                    conn.execute(select(tags.c.digest).where(tags.c.repo_id == rid, tags.c.digest.in_(part))).scalars()
-                )
-                recent = select(h.old_digest, h.new_digest).where(
-                    h.repo_name == repo, h.created_at >= held_before, h.old_digest.in_(part) | h.new_digest.in_(part)
-                )
-                for old, new in conn.execute(recent):
-                    keep |= {old, new} & wanted
-                for parent, child in conn.execute(
-                    select(manifest_refs.c.digest, manifest_refs.c.ref_digest).where(
-                        manifest_refs.c.repo_id == rid, manifest_refs.c.ref_digest.in_(part)
-                    )
-                ):
-                    parents.setdefault(child, set()).add(parent)
-                for d, subject in conn.execute(
-                    select(manifests.c.digest, manifests.c.subject_digest).where(
-                        manifests.c.repo_id == rid, manifests.c.digest.in_(part)
-                    )
-                ):
-                    subjects[d] = subject
-            going = set(subjects) - keep
-            changed = True
-            while changed:
-                changed = False
-                for d in sorted(going):
-                    subject = subjects.get(d)
-                    if any(p not in going for p in parents.get(d, ())) or (subject in wanted and subject not in going):
-                        going.discard(d)
-                        changed = True
-            for part in _chunks(sorted(going)):
-                conn.execute(delete(manifests).where(manifests.c.repo_id == rid, manifests.c.digest.in_(part)))
-                conn.execute(
-                    delete(manifest_refs).where(manifest_refs.c.repo_id == rid, manifest_refs.c.digest.in_(part))
-                )
-            return sorted(going)
 
     def tag_is_immutable(self, repo: str) -> bool:
         with self.engine.connect() as conn:
@@ -662,7 +457,7 @@ class MetadataStore:
 
     def list_tags(self, repo: str, n: int | None = None, last: str | None = None) -> list[str] | None:
         with self.engine.connect() as conn:
-            rid = self._repo_id(conn, repo)
+            rid = self.repo_id(conn, repo)
             if rid is None:
                 return None
             q = select(tags.c.name).where(tags.c.repo_id == rid).order_by(tags.c.name)
@@ -681,27 +476,6 @@ class MetadataStore:
         )
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars())
-
-    def referrers(self, repo: str, subject: str, artifact_type: str | None, n: int, last: str | None) -> list[Referrer]:
-        q = (
-            select(
-                manifests.c.digest,
-                manifests.c.media_type,
-                manifests.c.size,
-                manifests.c.artifact_type,
-                manifests.c.annotations,
-            )
-            .select_from(manifests.join(repositories))
-            .where(repositories.c.name == repo, manifests.c.subject_digest == subject)
-            .order_by(manifests.c.digest)
-            .limit(n)
-        )
-        if artifact_type is not None:
-            q = q.where(manifests.c.artifact_type == artifact_type)
-        if last:
-            q = q.where(manifests.c.digest > last)
-        with self.engine.connect() as conn:
-            return [Referrer(*row) for row in conn.execute(q)]
 
     # -- upload sessions -------------------------------------------------------------------
     def get_upload(self, upload_id: str) -> UploadRecord | None:
@@ -754,8 +528,3 @@ class MetadataStore:
     def upload_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(select(uploads.c.id)).scalars())
-
-
-def _chunks(items: Sequence[str], size: int = 500) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])

@@ -41,7 +41,8 @@ from hallmark.registry.manifests import parse_manifest
 from hallmark.storage.base import BlobWriter, DigestMismatch
 
 if TYPE_CHECKING:
-    from hallmark.registry.service import BlobInfo, RegistryService
+    from hallmark.registry.service import RegistryService
+    from hallmark.registry.uploads import BlobInfo
 
 log = logging.getLogger(__name__)
 _WRITE_BATCH = 1 << 20

@@ -29,7 +29,7 @@ SCOPE_KINDS = ("repository", "namespace", "catalog")
 
 
 def _service(portal: Portal, request: web.Request) -> AccessService:
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     access = portal.access(request)
     if access is None:
@@ -40,7 +40,7 @@ def _service(portal: Portal, request: web.Request) -> AccessService:
 async def _call(portal: Portal, fn: Callable[..., Any], *args: Any) -> Any:
     """Run an ``AccessService`` change; its refusals become the error page, saying what to fix."""
     from hallmark.access.store import Conflict, NotFound
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     try:
         return await portal.run(fn, *args)
@@ -97,7 +97,7 @@ async def membership(portal: Portal, request: web.Request) -> web.StreamResponse
 
 async def change_grant(portal: Portal, request: web.Request) -> web.StreamResponse:
     """Grant (``present=1``) or revoke a role, with the checks of ``POST/DELETE /api/v1/permissions``."""
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     form = await portal.check_form(request)
     viewer = await portal.viewer(request)
@@ -119,7 +119,7 @@ async def change_grant(portal: Portal, request: web.Request) -> web.StreamRespon
 
 async def create_user(portal: Portal, request: web.Request) -> web.StreamResponse:
     """A user with a password and optional catalog roles (``POST /api/v1/users``)."""
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     form = await portal.check_form(request)
     viewer = await portal.viewer(request)
@@ -134,7 +134,7 @@ async def create_user(portal: Portal, request: web.Request) -> web.StreamRespons
 
 async def set_disabled(portal: Portal, request: web.Request) -> web.StreamResponse:
     """Disable (``disabled=1``) or enable the user in the path; never yourself."""
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     form = await portal.check_form(request)
     viewer = await portal.viewer(request)

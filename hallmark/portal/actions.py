@@ -20,7 +20,8 @@ from hallmark.web.authz import ADMINISTRATOR
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from hallmark.portal.routes import Portal, Viewer
+    from hallmark.portal.routes import Portal
+    from hallmark.portal.session import Viewer
 
 
 def may(viewer: Viewer, role: str) -> bool:
@@ -35,7 +36,7 @@ def next_stages(stage: str) -> list[str]:
 
 
 def _image(request: web.Request) -> tuple[str, str]:
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     name, digest = request.match_info["name"], request.match_info["digest"]
     if not is_digest(digest):
@@ -50,7 +51,7 @@ def _back(name: str, digest: str) -> str:
 async def promote(portal: Portal, request: web.Request) -> web.StreamResponse:
     """Promote, deprecate or retire (``role(SECURITY_REVIEWER, repo_action=PULL)``, as the API)."""
     from hallmark.catalog.service import CatalogError, CatalogService, GateFailed
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     form = await portal.check_form(request)
     viewer = await portal.viewer(request)
@@ -109,7 +110,7 @@ def vex_document(name: str, digest: str, advisory: str, form: dict[str, str], au
 
 async def vex(portal: Portal, request: web.Request) -> web.StreamResponse:
     """VEX triage of one finding (``role(SECURITY_REVIEWER, repo_action=PULL)``, as ``POST .../vex``)."""
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
     from hallmark.report.vex import VexError, parse_vex
 
     form = await portal.check_form(request)

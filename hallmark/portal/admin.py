@@ -63,7 +63,7 @@ async def robots(portal: Portal, request: web.Request, created: dict[str, Any] |
 async def create_robot(portal: Portal, request: web.Request) -> web.StreamResponse:
     """Create a robot and show its token once, on this response only."""
     from hallmark.access.store import Conflict
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     form = await portal.check_form(request)
     viewer = await portal.viewer(request)
@@ -92,7 +92,7 @@ async def create_robot(portal: Portal, request: web.Request) -> web.StreamRespon
 
 async def revoke_robot(portal: Portal, request: web.Request) -> web.StreamResponse:
     from hallmark.access.store import NotFound
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     await portal.check_form(request)
     viewer = await portal.viewer(request)
@@ -110,7 +110,7 @@ async def revoke_robot(portal: Portal, request: web.Request) -> web.StreamRespon
 async def audit_log(portal: Portal, request: web.Request) -> web.StreamResponse:
     """The newest audit entries matching the filters (last 7 days unless ``since`` says otherwise),
     and on request the hash chain's verification, as ``/api/v1/audit`` and ``/api/v1/audit/verify``."""
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     viewer = await portal.viewer(request)
     access = portal.access(request)

@@ -23,7 +23,8 @@ from hallmark.web.authz import LOGIN, route
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from hallmark.portal.routes import Portal, Viewer
+    from hallmark.portal.routes import Portal
+    from hallmark.portal.session import Viewer
 
 LIST = "/admin/mirrors"
 MIRROR = LIST + "/{id:[0-9]+}"
@@ -70,7 +71,7 @@ def mirror_view(m: Mirror) -> dict[str, Any]:
 
 
 async def _mirror(portal: Portal, request: web.Request, viewer: Viewer) -> Mirror:
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     raw = request.match_info["id"]
     m = await portal.run(_store(portal).get, int(raw)) if len(raw) <= 18 else None
@@ -101,7 +102,7 @@ async def mirrors(portal: Portal, request: web.Request) -> web.StreamResponse:
 async def mirror(portal: Portal, request: web.Request) -> web.StreamResponse:
     """One mirror: definition, recent runs, and the per-tag results of the run picked (the newest
     by default, ``?run=ID`` for another)."""
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     viewer = await portal.viewer(request)
     m = await _mirror(portal, request, viewer)

@@ -29,7 +29,7 @@ async def lookup(portal: Portal, request: web.Request) -> web.StreamResponse:
 async def page(portal: Portal, request: web.Request) -> web.StreamResponse:
     from hallmark.explore.filters import ExploreError, parse_filters
     from hallmark.explore.query import explore
-    from hallmark.portal.routes import PortalFailure
+    from hallmark.portal.session import PortalFailure
 
     viewer = await portal.viewer(request)
     ident = request.match_info["advisory"]

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hallmark.discovery.search import Key
-    from hallmark.portal.routes import Portal, Viewer
+    from hallmark.portal.routes import Portal
+    from hallmark.portal.session import Viewer
 
 SHOWN = 60  # cards per page (``page`` parameter for the next ones)
 CHUNK = 500

@@ -21,7 +21,8 @@ from hallmark.registry.errors import RegistryError
 from hallmark.registry.manifests import OCI_INDEX
 from hallmark.registry.rawbody import RAW_KEY, raw_body
 from hallmark.registry.sendfile import SendfileResponse
-from hallmark.registry.service import BlobInfo, RegistryService, referrers_document, upload_location
+from hallmark.registry.service import RegistryService, referrers_document
+from hallmark.registry.uploads import BlobInfo, upload_location
 from hallmark.storage.base import StorageUnavailable
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -316,7 +317,7 @@ async def upload_start(request: web.Request, svc: RegistryService, m: dict[str, 
     q = request.query
     mount, source = q.get("mount"), q.get("from")
     if mount is not None:
-        from hallmark.registry.service import check_digest
+        from hallmark.registry.names import check_digest
 
         check_digest(mount)
         if source and request.get(MOUNT_ALLOWED, True) and await svc.mount_blob(repo, mount, source):

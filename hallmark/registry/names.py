@@ -1,10 +1,12 @@
-"""Repository name, tag and reference grammar from the OCI distribution spec."""
+"""Repository name, tag and reference grammar from the OCI distribution spec, and the checks that
+refuse a bad name or digest with the spec's error code."""
 
 from __future__ import annotations
 
 import re
 
-from hallmark.digest import is_digest
+from hallmark.digest import InvalidDigest, is_digest, parse_digest
+from hallmark.registry.errors import RegistryError
 
 NAME_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
@@ -20,6 +22,19 @@ def valid_name(name: str) -> bool:
 
 def valid_tag(tag: str) -> bool:
     return bool(TAG_RE.match(tag))
+
+
+def check_name(name: str) -> None:
+    if not valid_name(name):
+        raise RegistryError("NAME_INVALID", detail={"name": name})
+
+
+def check_digest(value: str, code: str = "DIGEST_INVALID") -> str:
+    try:
+        parse_digest(value)
+    except InvalidDigest as exc:
+        raise RegistryError(code, message=str(exc)) from exc
+    return value
 
 
 def is_digest_reference(reference: str) -> bool:

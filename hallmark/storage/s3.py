@@ -16,23 +16,8 @@ Keys, under ``prefix``::
     _uploads/<id>/data        the multipart upload's key; completed only after verification
     _shared/<algo>/<hex>      advisory sets and rule bundles for every replica (hallmark.storage.shared)
 
-Nothing becomes visible before it verified: the running sha256 is compared with the
-digest the client named *before* the last part is sent and the multipart upload
-completed, and the verified object is then copied to ``blobs/...`` (server-side), as the
-CNCF registry's S3 driver moves ``_uploads/<id>/data`` into place. Small blobs that never
-needed a part are put straight to their final key after the in-memory check (one PUT is
-atomic in S3).
-
-Chunked uploads move between replicas: parts are >= 5 MiB (S3's minimum except for the
-last), smaller PATCHes stay in a trailing ``tail`` object that the next writer, on any
-replica, reads back and re-combines with new data (as the CNCF driver does). The running
-sha256 travels in the state object: :class:`hallmark.digest.StreamHasher` exports
-OpenSSL's SHA256_CTX. The ``rehash`` package (pickleable hashlib) was tried and refuses
-OpenSSL 3 (``NotImplementedError``), which Python 3.11 on Debian links. Where no state can
-be exported, the other fallback is used: parts of an unfinished multipart upload cannot
-be read back, so the completed ``data`` object is re-read and hashed before it is copied
-into place (correct, costs one read of the blob). A sha512 digest named at the end takes
-the same path.
+Upload sessions (multipart upload, state, tail, verification before anything is published)
+are :mod:`hallmark.storage.s3upload`; this module reads, lists, copies and deletes.
 
 Garbage collection: ``trash`` copies to ``_trash`` and deletes (S3 has no rename); a push
 of the same content meanwhile puts the blob back, and the collector's re-check after
@@ -45,242 +30,32 @@ import contextlib
 import datetime as dt
 import io
 import logging
-import re
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from hallmark.digest import ALGORITHMS, StreamHasher, parse_digest
-from hallmark.storage.base import BlobNotFound, BlobWriter, DigestMismatch, StorageUnavailable, UploadNotFound
+from hallmark.digest import ALGORITHMS, parse_digest
+from hallmark.storage.base import BlobNotFound, BlobWriter, StorageUnavailable, UploadNotFound
 from hallmark.storage.s3client import is_missing, make_client, unavailable
+from hallmark.storage.s3upload import MIN_PART, PART, UPLOAD_ID_RE, S3Writer
 from hallmark.storage.shared import S3Shared
 
 if TYPE_CHECKING:
     from hallmark.config import StorageConfig
 
 log = logging.getLogger(__name__)
-_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-MIN_PART = 5 << 20  # S3's smallest part (except the last)
-PART = 8 << 20  # parts sent while streaming; doubled every 2000 parts (S3 allows 10000)
 _READ_CHUNK = 1 << 20
 _COPY_OBJECT_MAX = 5 << 30
 # Group commits (many small blobs at once) are one PUT each: sent side by side, not in turn.
 _COMMIT_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s3-commit")
-# Parts of one upload in flight at once (each holds its bytes in memory until sent).
-_IN_FLIGHT = 4
-_PART_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hallmark-s3-part")
-
-
-class S3Writer:
-    """One upload session. Its state lives in the bucket after :meth:`flush`, not in this process."""
-
-    def __init__(self, store: S3BlobStore, upload_id: str, resume: bool) -> None:
-        if not _UPLOAD_ID_RE.match(upload_id):
-            raise UploadNotFound(upload_id)
-        self.upload_id = upload_id
-        self._s = store
-        self._hasher: StreamHasher | None = StreamHasher()
-        self._size = 0
-        self._buf = bytearray()  # written, not yet in a part
-        self._mpu: str | None = None
-        self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag", "Size"}
-        self._gen = 0
-        self._tail_key: str | None = None
-        self._saved = (0, 0)  # (size, parts) at the last flush: nothing to do when unchanged
-        self._closed = False
-        self._sending: list[Future[dict[str, Any]]] = []  # parts on their way, in part-number order
-        # A part that failed leaves this writer's view ahead of the bucket: it must not save that.
-        self._broken = False
-        if resume:
-            self._load()
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def running_digest(self) -> str:
-        """sha256 of everything written so far (this writer hashed all of it)."""
-        if self._hasher is None:
-            raise ValueError("no running hash for a resumed upload without hash state")
-        return self._hasher.digest()
-
-    def _load(self) -> None:
-        doc = self._s.read_state(self.upload_id)
-        if doc is None:
-            raise UploadNotFound(self.upload_id)
-        self._size = int(doc["size"])
-        self._mpu = doc.get("mpu")
-        self._parts = list(doc.get("parts") or [])
-        self._gen = int(doc.get("gen", 0))
-        self._tail_key = doc.get("tail")
-        if self._tail_key:
-            body = self._s.get_bytes(self._tail_key)
-            if body is None or len(body) != int(doc.get("tail_size", -1)):
-                raise UploadNotFound(self.upload_id)
-            self._buf = bytearray(body)
-        state = doc.get("hash")
-        self._hasher = None
-        if state and StreamHasher.resumable():
-            hasher = StreamHasher(bytes.fromhex(state))
-            if hasher.size == self._size:
-                self._hasher = hasher
-        self._saved = (self._size, len(self._parts))
-
-    def write(self, chunk: bytes | memoryview) -> None:
-        self.write_parts([bytes(chunk)] if isinstance(chunk, memoryview) else [chunk])
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError("writer is closed")
-        if self._broken:
-            raise ValueError("an earlier part failed: resume the upload from its saved state")
-
-    def write_parts(self, parts: list[bytes]) -> None:
-        self._check_open()
-        for part in parts:
-            if self._hasher is not None:
-                self._hasher.update(part)
-            self._buf += part
-            self._size += len(part)
-        while len(self._buf) >= self._part_size():
-            n = self._part_size()
-            self._send_part(self._buf[:n])
-            del self._buf[:n]
-
-    def _part_size(self) -> int:
-        return PART << ((len(self._parts) + len(self._sending)) // 2000)
-
-    def _send_part(self, data: bytes | bytearray) -> None:
-        """Start sending one part; up to ``_IN_FLIGHT`` go at once while the body keeps streaming in."""
-        c, bucket = self._s.client, self._s.bucket
-        key = self._s.upload_key(self.upload_id, "data")
-        try:
-            if self._mpu is None:
-                self._mpu = c.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-            number = len(self._parts) + len(self._sending) + 1
-            if number > 10_000:
-                raise ValueError("upload exceeds S3's 10000 parts")
-            body, mpu = bytes(data), self._mpu
-
-            def send() -> dict[str, Any]:
-                resp = c.upload_part(Bucket=bucket, Key=key, UploadId=mpu, PartNumber=number, Body=body)
-                return {"PartNumber": number, "ETag": resp["ETag"], "Size": len(body)}
-
-            self._sending.append(_PART_POOL.submit(send))
-            if len(self._sending) >= _IN_FLIGHT:
-                self._parts.append(self._sending.pop(0).result())
-        except BaseException:
-            self._broken = True
-            raise
-
-    def _drain(self) -> None:
-        """Wait for the parts on their way (in order); any failure breaks the writer."""
-        try:
-            while self._sending:
-                self._parts.append(self._sending.pop(0).result())
-        except BaseException:
-            self._broken = True
-            for fut in self._sending:
-                fut.cancel()
-            self._sending.clear()
-            raise
-
-    def flush(self) -> None:
-        """Persist the session in the bucket so any replica can continue it."""
-        if self._closed:
-            return
-        self._check_open()
-        if len(self._buf) >= MIN_PART:
-            self._send_part(self._buf)
-            self._buf = bytearray()
-        self._drain()
-        if self._saved == (self._size, len(self._parts)):
-            return
-        old_tail = self._tail_key
-        self._tail_key = None
-        if self._buf:
-            self._gen += 1
-            self._tail_key = self._s.upload_key(self.upload_id, f"tail-{self._gen}")
-            self._s.client.put_object(Bucket=self._s.bucket, Key=self._tail_key, Body=bytes(self._buf))
-        state = self._hasher.state() if self._hasher is not None else None
-        doc = {
-            "size": self._size,
-            "mpu": self._mpu,
-            "parts": self._parts,
-            "gen": self._gen,
-            "tail": self._tail_key,
-            "tail_size": len(self._buf),
-            "hash": state.hex() if state is not None else None,
-        }
-        self._s.client.put_object(
-            Bucket=self._s.bucket, Key=self._s.upload_key(self.upload_id, "state"), Body=orjson.dumps(doc)
-        )
-        if old_tail and old_tail != self._tail_key:
-            self._s.delete_key(old_tail)
-        self._saved = (self._size, len(self._parts))
-
-    def commit(self, expected_digest: str) -> int:
-        algo, _ = parse_digest(expected_digest)
-        self._check_open()
-        verified = False
-        if self._hasher is not None and algo == "sha256":
-            actual = self._hasher.digest()
-            if actual != expected_digest:
-                raise DigestMismatch(expected_digest, actual)  # the session stays resumable
-            verified = True
-        final = self._s.blob_key(expected_digest)
-        if self._mpu is None:
-            # Everything is in memory: check it here, then one atomic PUT under the final key.
-            if not verified:
-                actual = f"{algo}:{ALGORITHMS[algo](self._buf).hexdigest()}"
-                if actual != expected_digest:
-                    raise DigestMismatch(expected_digest, actual)
-            with self._s.publishing(final):
-                self._s.client.put_object(Bucket=self._s.bucket, Key=final, Body=bytes(self._buf))
-        else:
-            if self._buf:
-                self._send_part(self._buf)  # the last part may be smaller than 5 MiB
-                self._buf = bytearray()
-            self._drain()
-            data_key = self._s.upload_key(self.upload_id, "data")
-            parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
-            self._s.client.complete_multipart_upload(
-                Bucket=self._s.bucket, Key=data_key, UploadId=self._mpu, MultipartUpload={"Parts": parts}
-            )
-            self._mpu = None
-            if not verified:
-                actual = self._s.hash_key(data_key, algo)
-                if actual != expected_digest:
-                    self._s.delete_upload(self.upload_id)
-                    self._closed = True
-                    raise DigestMismatch(expected_digest, actual)
-            with self._s.publishing(final):
-                self._s.copy_key(data_key, final, self._size)
-        size = self._size
-        self._s.delete_upload(self.upload_id)
-        self._closed = True
-        return size
-
-    def close(self) -> None:
-        try:
-            if not self._broken:
-                self.flush()
-        finally:
-            self._closed = True
-
-    def cancel(self) -> None:
-        self._closed = True
-        with contextlib.suppress(Exception):
-            self._drain()
-        self._s.delete_upload(self.upload_id)
 
 
 class S3Reader(io.RawIOBase):
@@ -414,7 +189,7 @@ class S3BlobStore:
         return self.key(f"_trash/{algo}-{hexpart}")
 
     def upload_key(self, upload_id: str, name: str) -> str:
-        if not _UPLOAD_ID_RE.match(upload_id):
+        if not UPLOAD_ID_RE.match(upload_id):
             raise UploadNotFound(upload_id)
         return self.key(f"_uploads/{upload_id}/{name}")
 
@@ -542,7 +317,7 @@ class S3BlobStore:
 
     def delete_upload(self, upload_id: str) -> None:
         """Abort the session's multipart upload(s) and remove its objects."""
-        if not _UPLOAD_ID_RE.match(upload_id):
+        if not UPLOAD_ID_RE.match(upload_id):
             return
         base = self.upload_key(upload_id, "")
         paginator = self.client.get_paginator("list_multipart_uploads")
@@ -604,3 +379,6 @@ class S3BlobStore:
             base = self.key(f"blobs/{algo}/")
             for obj in self._list(base):
                 yield f"{algo}:{obj['Key'][len(base) :]}"
+
+
+__all__ = ["MIN_PART", "PART", "UPLOAD_ID_RE", "S3BlobStore", "S3Reader", "S3Writer"]

@@ -287,7 +287,7 @@ def test_delete_remote_through_the_api_cli_and_portal(tmp_path: Path) -> None:
     from hallmark.cli import app
     from hallmark.mirror.definitions import Mirror, TagFilter
     from hallmark.portal.admin_mirrors import mirror_view
-    from hallmark.portal.routes import environment
+    from hallmark.portal.session import environment
 
     data = tmp_path / "data"
     data.mkdir()

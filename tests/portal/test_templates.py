@@ -5,7 +5,8 @@ text, and the login redirect target."""
 from __future__ import annotations
 
 from hallmark.access.model import safe_next
-from hallmark.portal.routes import SEVERITIES, environment, severity_key
+from hallmark.portal.routes import SEVERITIES, severity_key
+from hallmark.portal.session import environment
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -128,7 +129,7 @@ def test_vex_form_becomes_a_valid_openvex_statement_with_expiry() -> None:
 
 
 def test_sizes_read_like_people_write_them() -> None:
-    from hallmark.portal.routes import human_bytes
+    from hallmark.portal.session import human_bytes
 
     assert [human_bytes(v) for v in (None, 298, 2048, 5 * 1024**3)] == ["", "298 B", "2.0 KiB", "5.0 GiB"]
 
