@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import signal
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -89,6 +90,12 @@ def test_bytes_digest_and_count_are_those_of_the_file(tmp_path: Path) -> None:
     assert reader.raw_count == len(blob)
 
 
+def _gz(tmp: Path) -> Path:
+    path = tmp / "layer.tar.gz"
+    path.write_bytes(gzip.compress(b"x" * 1000))
+    return path
+
+
 def test_only_gzip_in_a_regular_file_goes_to_a_child(tmp_path: Path) -> None:
     plain = tmp_path / "layer.tar"
     plain.write_bytes(b"not gzip")
@@ -97,6 +104,18 @@ def test_only_gzip_in_a_regular_file_goes_to_a_child(tmp_path: Path) -> None:
     r, w = os.pipe()
     with os.fdopen(r, "rb") as pipe, os.fdopen(w, "wb"):
         assert forked_gunzip(pipe, "sha256") is None  # a pipe: read in this process
+    with _gz(tmp_path).open("rb") as f:  # the same bytes in a file of their own: a child
+        reader = forked_gunzip(f, "sha256")
+        assert reader is not None and reader.read(-1) == b"x" * 1000
+        reader.close()
+    archive = tmp_path / "image.tar"  # a docker-archive's layer is a member of one file: no fd of its own
+    with tarfile.open(archive, "w") as tar:
+        tar.add(_gz(tmp_path), arcname="layer.tar.gz")
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("layer.tar.gz")
+        assert member is not None and member.read(2) == b"\x1f\x8b"
+        member.seek(0)
+        assert forked_gunzip(member, "sha256") is None
 
 
 def _started(tmp_path: Path) -> tuple[ForkedGunzip, int]:
