@@ -264,7 +264,7 @@ def load(meta: MetadataStore, graph: Graph) -> float:
         for table in ORDER:
             cols, rows = graph.rows[table.name]
             if meta.dialect == "postgresql":
-                with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy:
                     for r in rows:
                         copy.write_row(r)
             else:

@@ -33,7 +33,7 @@ class MemoryCache:
 
     def get(self, kind: str, version: str, digest: str) -> dict[str, Any] | None:
         raw = self.docs.get((kind, version, digest))
-        return orjson.loads(raw) if raw is not None else None  # type: ignore[no-any-return]
+        return orjson.loads(raw) if raw is not None else None
 
     def put(self, kind: str, version: str, digest: str, doc: dict[str, Any]) -> None:
         self.docs[(kind, version, digest)] = orjson.dumps(doc)
@@ -54,7 +54,7 @@ class FileCache:
     def get(self, kind: str, version: str, digest: str) -> dict[str, Any] | None:
         try:
             with open(self._path(kind, version, digest), "rb") as f:
-                return orjson.loads(zstandard.ZstdDecompressor().decompress(f.read()))  # type: ignore[no-any-return]
+                return orjson.loads(zstandard.ZstdDecompressor().decompress(f.read()))
         except FileNotFoundError:
             return None
         except (zstandard.ZstdError, orjson.JSONDecodeError):

@@ -79,7 +79,7 @@ class LayerFacts:
             ]
             for path, fs in d["findings"].items()
         }
-        return cls(d["digest"], [tuple(e) for e in d["entries"]], findings, list(d["warnings"]))  # type: ignore[misc]
+        return cls(d["digest"], [tuple(e) for e in d["entries"]], findings, list(d["warnings"]))
 
 
 def _prefilter(detectors: Sequence[Detector]) -> re.Pattern[str] | None:

@@ -221,7 +221,7 @@ def _index(
             with open_layer(desc.digest) as raw:
                 stream: BinaryIO = raw
                 if progress is not None:
-                    stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)  # type: ignore[assignment]
+                    stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)
                 warnings: list[str] = []
                 entries = iter_layer(
                     stream, desc, i, limits, warn=warnings.append, budget=budget, inflate_apart=inflate_apart

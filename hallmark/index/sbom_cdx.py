@@ -18,7 +18,7 @@ from hallmark.index.sbom import TOOL, package_properties
 try:  # cyclonedx-python-lib >= 11.x moved it; older 7.x-10.x only have the old path
     from cyclonedx.contrib.license.factories import LicenseFactory
 except ImportError:  # pragma: no cover
-    from cyclonedx.factory.license import LicenseFactory  # type: ignore[no-redef]
+    from cyclonedx.factory.license import LicenseFactory
 
 _CDX_TYPES = {
     "os": ComponentType.LIBRARY,
@@ -63,7 +63,7 @@ def to_cyclonedx(result: IndexResult, image_name: str) -> str:
             properties=[Property(name=k, value=v) for k, v in package_properties(pkg)],
         )
         components.append(comp)
-    bom.components = components  # type: ignore[assignment]  # one sort instead of one insertion each
+    bom.components = components  # one sort instead of one insertion each
     _register_dependencies(bom, root, components)
     return JsonV1Dot6(bom).output_as_string(indent=2)
 
@@ -79,7 +79,7 @@ def _register_dependencies(bom: Bom, root: Component, components: list[Component
     top = Dependency(ref=root.bom_ref, dependencies=[Dependency(ref=c.bom_ref) for c in components])
     by_ref: dict[object, Dependency] = {root.bom_ref: top}
     by_ref.update((c.bom_ref, Dependency(ref=c.bom_ref)) for c in components)
-    bom.dependencies = by_ref.values()  # type: ignore[assignment]
+    bom.dependencies = by_ref.values()
 
     def register(target: Dependable, depends_on: Iterable[Dependable] | None = None) -> None:
         dep = by_ref.get(target.bom_ref)

@@ -84,7 +84,7 @@ class _Counter(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         """The inner stream's bytes as they are: ``RawIOBase.read`` would copy them twice (into a
         buffer for ``readinto``, then out of it), two passes over every decompressed byte."""
         data = self.inner.read(size)
@@ -379,14 +379,14 @@ def normalize_path(name: str, limits: Limits, what: str = "entry") -> str:
 
 def _decompressor(counted: IO[bytes]) -> IO[bytes]:
     """Pick the decompressor by magic bytes: media types lie (docker-archive layers, foreign tools)."""
-    buffered = io.BufferedReader(counted, 1 << 16)  # type: ignore[arg-type,type-var]
+    buffered = io.BufferedReader(counted, 1 << 16)  # type: ignore[type-var]
     magic = buffered.peek(4)[:4]
     if magic[:2] == b"\x1f\x8b":
         # In-thread on purpose: isal's threaded reader, left to the garbage collector, can be finalised
         # inside threading's own lock when another thread starts and deadlock the process.
         return igzip.IGzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
-        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[no-any-return]
+        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
     return buffered
 
 

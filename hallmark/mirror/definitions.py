@@ -83,7 +83,7 @@ class TagFilter:
 def next_run(interval_seconds: int | None, cron: str | None, after: dt.datetime) -> dt.datetime | None:
     """When a schedule fires next after ``after`` (None: manual runs only)."""
     if cron:
-        from croniter import croniter  # type: ignore[import-untyped]
+        from croniter import croniter
 
         nxt: dt.datetime = croniter(cron, after).get_next(dt.datetime)
         return nxt

@@ -123,7 +123,7 @@ class Remote:
             raise MirrorError("the remote opened an upload without a Location")
         url = httpx.URL(self.client.url(location)).copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        put = self.request("PUT", str(url), content=chunks(), headers=headers, expect=(201,))  # type: ignore[arg-type]
+        put = self.request("PUT", str(url), content=chunks(), headers=headers, expect=(201,))
         put.close()
         return False
 

@@ -107,7 +107,7 @@ class SendfileResponse(web.FileResponse):
             return await super()._sendfile(request, fobj, offset, count)
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None
-        writer.send_headers()  # type: ignore[attr-defined]
+        writer.send_headers()
         await writer.drain()
         # The headers must be on the wire before the body bytes go out of band.
         for _ in range(1000):

@@ -33,7 +33,7 @@ def describe(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-def _ext(cert: x509.Certificate, cls: type) -> x509.Extension | None:  # type: ignore[type-arg]
+def _ext(cert: x509.Certificate, cls: type) -> x509.Extension | None:
     try:
         return cert.extensions.get_extension_for_class(cls)
     except x509.ExtensionNotFound:

@@ -9,7 +9,7 @@ from tests.conftest import Server
 
 
 @pytest.mark.parametrize("trusted", [True, False])
-def test_audit_and_throttle_use_the_forwarded_client(tmp_path, trusted: bool) -> None:  # type: ignore[no-untyped-def]
+def test_audit_and_throttle_use_the_forwarded_client(tmp_path, trusted: bool) -> None:
     data = tmp_path / "data"
     data.mkdir()
     env = {"HALLMARK_SERVER__TRUSTED_PROXIES": "127.0.0.1/32"} if trusted else {}

@@ -43,14 +43,14 @@ def test_dead_tokens_are_pruned_live_ones_stay(access: AccessService) -> None:
     job = JOBS["tokens.prune"]
     assert job.interval(access.config) == 24 * 3600
     ctx = SimpleNamespace(config=access.config, meta=SimpleNamespace(engine=access.store.engine), access=access)
-    assert job.run(ctx) == {"deleted": 2}  # type: ignore[arg-type]
+    assert job.run(ctx) == {"deleted": 2}
 
     with access.store.engine.connect() as conn:
         left = set(conn.execute(select(tokens.c.name)).scalars())
     assert left == {"live", "forever", "expired-lately", "revoked-lately"}
     entries = access.audit.query(action="token.prune")
     assert len(entries) == 1 and entries[0]["detail"]["deleted"] == 2 and entries[0]["actor"] == "system"
-    assert job.run(ctx) == {"deleted": 0}  # type: ignore[arg-type]
+    assert job.run(ctx) == {"deleted": 0}
     assert len(access.audit.query(action="token.prune")) == 1  # nothing deleted, nothing to audit
 
 

@@ -25,7 +25,7 @@ def packages(meta: MetadataStore) -> list[tuple[str, str, str]]:
         image_packages.c.repo_name, image_packages.c.name
     )
     with meta.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(q)]
 
 
 def hits(meta: MetadataStore, q: str) -> set[tuple[str, str]]:

@@ -155,7 +155,7 @@ def test_backfill_is_a_periodic_job(fresh: MetadataStore) -> None:
     ctx = types.SimpleNamespace(
         config=cfg, meta=fresh, blobs=None, registry=None, pipeline=types.SimpleNamespace(store=store)
     )
-    results = Scheduler(fresh).run_due(ctx, force=True, only={"findings.backfill"})  # type: ignore[arg-type]
+    results = Scheduler(fresh).run_due(ctx, force=True, only={"findings.backfill"})
     assert results[0]["status"] == "ok" and results[0]["detail"] == {"images": 1, "rows": 1}
     assert [r["advisory_id"] for r in rows(fresh)] == ["CVE-1"]
 

@@ -175,7 +175,7 @@ def test_on_entry_hook_sees_every_file_byte_for_byte(debian_image: Image) -> Non
     via_hook: dict[tuple[int, str], bytes] = {}
     other: list[tuple[int, str, str]] = []
 
-    def hook(entry, stream):  # type: ignore[no-untyped-def]
+    def hook(entry, stream):
         if stream is None:
             other.append((entry.layer_index, entry.kind, entry.path))
         else:

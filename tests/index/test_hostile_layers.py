@@ -219,7 +219,7 @@ def test_a_first_slice_running_out_is_deferred_not_failed_nor_cached() -> None:
     assert index_image(img.manifest, img.config, img.open_layer, cache=cache).status == "done"
 
 
-def _opener(img: Image, forbidden: set[str], opened: list[str]):  # type: ignore[no-untyped-def]
+def _opener(img: Image, forbidden: set[str], opened: list[str]):
     def open_layer(digest: str) -> io.BytesIO:
         opened.append(digest)
         if digest in forbidden:

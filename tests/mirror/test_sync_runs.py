@@ -54,12 +54,12 @@ def test_a_killed_run_resumes_and_failures_are_queued_with_backoff(
                 raise KeyboardInterrupt  # the worker is killed mid-run
             return original(copier, tag, all_tags)
 
-        sync.copy_tag = dies_on_second  # type: ignore[assignment]
+        sync.copy_tag = dies_on_second
         try:
             with pytest.raises(KeyboardInterrupt):
                 run_now(hm, run_id)
         finally:
-            sync.copy_tag = original  # type: ignore[assignment]
+            sync.copy_tag = original
         half = store.run(run_id)
         assert half is not None and half["state"] == "running"
         assert [t["state"] for t in half["tags"]] == ["copied", "pending", "pending"]
