@@ -19,6 +19,7 @@ from hallmark.cli._registry import (
     open_image,
 )
 from hallmark.index import FileCache, index_source
+from hallmark.index.inflate import spare_core
 from hallmark.index.sbom import render, render_table
 from hallmark.oci import OciError
 
@@ -72,10 +73,8 @@ def sbom(
                 def progress(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total or None)
 
-                result = index_source(source, cache=cache, progress=progress)
-        else:  # no bar to feed: a gzip layer file can be decompressed by a child on another core
-            from hallmark.index.inflate import spare_core
-
+                result = index_source(source, cache=cache, progress=progress, inflate_apart=spare_core())
+        else:
             result = index_source(source, cache=cache, inflate_apart=spare_core())
     finally:
         source.close()

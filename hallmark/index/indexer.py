@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,26 +60,6 @@ class IndexResult:
         d["distro"] = Distro(**d["distro"]) if d.get("distro") else None
         d["packages"] = [Package(**p) for p in d.get("packages") or []]
         return cls(**d)
-
-
-class _ProgressReader(io.RawIOBase):
-    def __init__(self, inner: BinaryIO, callback: Callable[[int], None]) -> None:
-        self.inner = inner
-        self.callback = callback
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.inner.read(len(buffer))
-        buffer[: len(data)] = data
-        if data:
-            self.callback(len(data))
-        return len(data)
-
-    def close(self) -> None:
-        self.inner.close()
-        super().close()
 
 
 def index_image(
@@ -219,12 +198,16 @@ def _index(
             continue
         try:
             with open_layer(desc.digest) as raw:
-                stream: BinaryIO = raw
-                if progress is not None:
-                    stream = io.BufferedReader(_ProgressReader(raw, advance), 1 << 16)
                 warnings: list[str] = []
                 entries = iter_layer(
-                    stream, desc, i, limits, warn=warnings.append, budget=budget, inflate_apart=inflate_apart
+                    raw,
+                    desc,
+                    i,
+                    limits,
+                    warn=warnings.append,
+                    budget=budget,
+                    inflate_apart=inflate_apart,
+                    on_raw=advance if progress is not None else None,
                 )
                 lf = scan_layer(entries, desc.digest, dets, limits, on_entry, budget, warnings)
         except IndexFailed as exc:

@@ -70,10 +70,13 @@ _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (  # type: ignore[assignme
 class _Counter(io.RawIOBase):
     """Counts (and optionally hashes) the bytes flowing through, enforcing the layer limits."""
 
-    def __init__(self, inner: IO[bytes], hasher: hashlib._Hash | None = None) -> None:
+    def __init__(
+        self, inner: IO[bytes], hasher: hashlib._Hash | None = None, on_read: Callable[[int], None] | None = None
+    ) -> None:
         self.inner = inner
         self.count = 0
         self.hasher = hasher
+        self.on_read = on_read  # told how many bytes each read gave (progress)
         self.check: Callable[[], None] | None = None
 
     def readable(self) -> bool:
@@ -91,6 +94,8 @@ class _Counter(io.RawIOBase):
         self.count += len(data)
         if self.hasher is not None:
             self.hasher.update(data)
+        if self.on_read is not None and data:
+            self.on_read(len(data))
         if self.check is not None:
             self.check()
         return data
@@ -399,6 +404,7 @@ def iter_layer(
     warn: Warn | None = None,
     budget: Budget | None = None,
     inflate_apart: bool = False,
+    on_raw: Callable[[int], None] | None = None,
 ) -> Iterator[LayerEntry]:
     """Yield the entries of one layer blob, enforcing ``limits``; raises :class:`IndexFailed`.
 
@@ -406,12 +412,13 @@ def iter_layer(
     by layer digest can never be poisoned by a source that serves other bytes. Entries skipped
     for a bad name are reported through ``warn``; ``budget`` bounds the wall-clock time.
     ``inflate_apart``: a gzip layer in a regular file is decompressed (and hashed) by a forked
-    child (:mod:`hallmark.index.inflate`), for a caller with a core to spare.
+    child (:mod:`hallmark.index.inflate`), for a caller with a core to spare. ``on_raw`` is told
+    how many more of the blob's (compressed) bytes were read, as they are (progress).
     """
     limits = limits or Limits()
     algo = desc.digest.partition(":")[0]
     hasher = hashlib.new(algo) if verify else None
-    raw = _Counter(blob, hasher)
+    raw = _Counter(blob, hasher, on_raw)
     label = f"layer {index} ({desc.digest[:19]})"
     plain: _Counter | None = None
     decompressed: IO[bytes] | None = None
@@ -423,6 +430,9 @@ def iter_layer(
         def check() -> None:
             assert plain is not None
             raw_count = apart.raw_count if apart is not None else raw.count
+            if apart is not None and on_raw is not None and raw_count > raw.count:
+                on_raw(raw_count - raw.count)  # the child read them: told here, as they arrive
+                raw.count = raw_count
             if plain.count > limits.max_layer_bytes:
                 raise IndexFailed(f"{label}: more than {limits.max_layer_bytes} uncompressed bytes")
             if plain.count > limits.bomb_floor and plain.count > limits.max_ratio * max(raw_count, 1):
@@ -458,6 +468,8 @@ def iter_layer(
         reader.drain()  # rest of the stream: gzip CRC/trailer check, hashing
         while apart is None and raw.read(1 << 20):
             pass
+        if apart is not None and on_raw is not None and apart.raw_count > raw.count:
+            on_raw(apart.raw_count - raw.count)  # the end of the blob, read for the digest
     except IndexFailed:
         raise
     except _DECOMPRESS_ERRORS as exc:

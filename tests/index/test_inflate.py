@@ -145,3 +145,21 @@ def test_a_child_killed_is_not_taken_for_a_corrupt_layer(tmp_path: Path) -> None
         while reader.read(1 << 20):
             pass
     reader.close()
+
+
+def test_progress_counts_the_bytes_the_child_reads(tmp_path: Path) -> None:
+    """``hallmark sbom``'s bar follows the compressed bytes read, by this process or by a child."""
+    img = build_image(_layers())
+    total = sum(len(img.blobs[d]) for d in img.layer_digests)
+    for apart in (False, True):
+        calls: list[tuple[int, int]] = []
+        r = index_image(
+            img.manifest,
+            img.config,
+            _files(img, tmp_path),
+            progress=lambda d, t: calls.append((d, t)),
+            inflate_apart=apart,
+        )
+        assert r.status == "done"
+        assert calls[-1] == (total, total)
+        assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) > 2
