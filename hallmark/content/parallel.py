@@ -4,10 +4,8 @@ YARA (yara-x holds the GIL while it scans and while it loads compiled rules), ha
 secret rules are most of a first scan's time, and one process uses one core. ``ScanPool``
 forks workers (sharing the rules loaded before the fork) that run ``ContentScanner.scan_file``
 on files the reading process hands them; the reader goes on decompressing and indexing
-meanwhile. A small file is read straight into a ring of memory shared with its worker (an
-anonymous shared mapping made before the fork) and only its place is sent over the pipe, in
-batches: the file is copied in once and out once, where pickling it through a pipe took four
-more passes and the kernel's pipe copies were the worker's largest cost after YARA. Files
+meanwhile. A small file is read straight into a ring of memory shared with its worker
+(:mod:`hallmark.content.ring`) and only its place is sent over the pipe, in batches. Files
 over ``HOLD_BYTES`` go over the pipe in pieces as they are read.
 
 A file's outcome does not depend on which process checked it (``scan_file`` keeps no state
@@ -23,13 +21,11 @@ from __future__ import annotations
 
 import io
 import logging
-import mmap
 import multiprocessing
 import os
 import pickle
 import signal
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -37,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from hallmark.content.model import ScanOutcome
+from hallmark.content.ring import Ring
 from hallmark.content.scanner import ContentScanner
 
 log = logging.getLogger(__name__)
@@ -66,55 +63,6 @@ def default_workers() -> int:
 
 class WorkerLost(Exception):
     """A worker stopped while it held a file too big to keep a copy of here; the message names it."""
-
-
-class Ring:
-    """Bytes shared with one worker: an anonymous ``MAP_SHARED`` mapping, made before the fork,
-    used as a ring of spans. The reading process reserves a span and reads a file into it; the
-    span is freed once the worker's outcome for it is back (until then it is this process's copy,
-    should the worker die). Spans are freed in any order; the ring reuses space in order.
-    Not thread-safe: the pool calls it under its lock."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.map = mmap.mmap(-1, size)  # anonymous: shared with the children forked after this
-        self.head = 0  # positions are absolute (bytes ever reserved, skipped ends included)
-        self.tail = 0  # everything before it is free
-        self.spans: deque[list[int]] = deque()  # [start, end, freed], oldest first
-
-    def reserve(self, n: int) -> list[int] | None:
-        """A span of ``n`` contiguous bytes (its place is ``span[0] % size``), or None while
-        the ring is too full. ``n`` is at most ``size``: an empty ring always has room."""
-        if not self.spans:
-            self.head = self.tail = 0
-        pos = self.head % self.size
-        start = self.head if pos + n <= self.size else self.head + self.size - pos  # no wrapping inside a file
-        if start + n - self.tail > self.size:
-            return None
-        span = [start, start + n, 0]
-        self.spans.append(span)
-        self.head = start + n
-        return span
-
-    def view(self, span: list[int]) -> memoryview:
-        offset = span[0] % self.size
-        return memoryview(self.map)[offset : offset + span[1] - span[0]]
-
-    def read(self, span: list[int]) -> bytes:
-        """A copy of the span's bytes (``bytes``: yara-x takes nothing else)."""
-        offset = span[0] % self.size
-        return self.map[offset : offset + span[1] - span[0]]
-
-    def free(self, span: list[int]) -> None:
-        span[2] = 1
-        while self.spans and self.spans[0][2]:
-            self.tail = self.spans.popleft()[1]
-
-    def close(self) -> None:
-        try:
-            self.map.close()
-        except BufferError:  # pragma: no cover - a view still held somewhere: the GC unmaps it
-            pass
 
 
 @dataclass(slots=True)

@@ -380,26 +380,24 @@ class ContentScanner:
             return
         if content.isascii():  # most text in images: searched as bytes, decoded only on a match
             matches = ruleset.find(content, path)
-            if matches:
-                text = content.decode("ascii")
-                out.findings.extend(to_findings(text, matches, path=path, layer_index=layer, layer_digest=digest))
-            return
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            # Still text (no NUL): scan it with replacement characters, as gitleaks would.
-            text = content.decode("utf-8", "replace")
-            out.skipped.append(
-                Skip(
-                    path,
-                    layer,
-                    "secret",
-                    "invalid-utf8",
-                    f"decoded with replacement characters ({exc.reason} at {exc.start})",
-                    scanned=True,
+            text = content.decode("ascii") if matches else ""
+        else:
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Still text (no NUL): scan it with replacement characters, as gitleaks would.
+                text = content.decode("utf-8", "replace")
+                out.skipped.append(
+                    Skip(
+                        path,
+                        layer,
+                        "secret",
+                        "invalid-utf8",
+                        f"decoded with replacement characters ({exc.reason} at {exc.start})",
+                        scanned=True,
+                    )
                 )
-            )
-        matches = ruleset.find(text, path)
+            matches = ruleset.find(text, path)
         out.findings.extend(to_findings(text, matches, path=path, layer_index=layer, layer_digest=digest))
 
     # ---------------------------------------------------------------- config

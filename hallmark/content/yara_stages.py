@@ -336,17 +336,14 @@ class StagedScanner:
                     gates[rule.namespace] = None
                 else:
                     found.append(rule)
-        if not gates:
-            if len(fronts) > 1:
-                found.sort(key=lambda r: self._rules.order.get(r.namespace, -1))  # as one set would give them
-            return found
         for ns in gates:
             scanner = self._behind.get(ns)
             if scanner is None:
                 scanner = self._behind[ns] = self._new(self._rules.pieces[ns].rules())
             found.extend(scanner.scan(data).matching_rules)
-        order = self._rules.order
-        found.sort(key=lambda r: order.get(r.namespace, -1))  # stable: within a file, yara-x's order
+        if gates or len(fronts) > 1:  # as one set would give them; stable: within a file, yara-x's order
+            order = self._rules.order
+            found.sort(key=lambda r: order.get(r.namespace, -1))
         return found
 
 

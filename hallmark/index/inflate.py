@@ -27,6 +27,7 @@ import os
 import signal
 import stat
 import struct
+from collections.abc import Callable
 from typing import IO, Any
 
 SLOT = 1 << 20
@@ -54,9 +55,12 @@ def spare_core() -> bool:
         return (os.cpu_count() or 1) > 1
 
 
-def forked_gunzip(blob: IO[bytes], algo: str | None) -> ForkedGunzip | None:
+def forked_gunzip(
+    blob: IO[bytes], algo: str | None, on_raw: Callable[[int], None] | None = None
+) -> ForkedGunzip | None:
     """A reader of ``blob``'s decompressed bytes from a forked child, or None when ``blob`` is not a
-    gzip regular file (read it in this process then). ``algo``: hash the compressed bytes with it."""
+    gzip regular file (read it in this process then). ``algo``: hash the compressed bytes with it;
+    ``on_raw``: told how many more compressed bytes the child read, as its slots arrive (progress)."""
     try:
         fd = blob.fileno()
         start = blob.tell()
@@ -64,15 +68,16 @@ def forked_gunzip(blob: IO[bytes], algo: str | None) -> ForkedGunzip | None:
             return None
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
-    return ForkedGunzip(fd, start, algo)
+    return ForkedGunzip(fd, start, algo, on_raw)
 
 
 class ForkedGunzip(io.RawIOBase):
     """``read`` gives the decompressed layer; after the end, ``digest`` is the compressed bytes' hex
     digest (or None without ``algo``). ``close`` stops the child if it is still running."""
 
-    def __init__(self, fd: int, start: int, algo: str | None) -> None:
+    def __init__(self, fd: int, start: int, algo: str | None, on_raw: Callable[[int], None] | None = None) -> None:
         self.raw_count = 0
+        self._on_raw = on_raw
         self.digest: str | None = None
         self._map = mmap.mmap(-1, SLOT * SLOTS)
         self._buf = b""
@@ -126,7 +131,10 @@ class ForkedGunzip(io.RawIOBase):
 
     def _next(self) -> bool:
         """Take the next slot (and hand it back); False at the end (or raise the child's error)."""
-        slot, n, self.raw_count = _RECORD.unpack(self._exactly(_RECORD.size))
+        slot, n, raw_count = _RECORD.unpack(self._exactly(_RECORD.size))
+        if self._on_raw is not None and raw_count > self.raw_count:
+            self._on_raw(raw_count - self.raw_count)
+        self.raw_count = raw_count
         if slot != _END:
             offset = slot * SLOT
             self._buf, self._pos = self._map[offset : offset + n], 0

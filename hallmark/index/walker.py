@@ -422,7 +422,7 @@ def iter_layer(
     label = f"layer {index} ({desc.digest[:19]})"
     plain: _Counter | None = None
     decompressed: IO[bytes] | None = None
-    apart = forked_gunzip(blob, algo if verify else None) if inflate_apart else None
+    apart = forked_gunzip(blob, algo if verify else None, on_raw) if inflate_apart else None
     try:
         decompressed = cast(IO[bytes], apart) if apart is not None else _decompressor(raw)  # type: ignore[arg-type]
         plain = _Counter(decompressed)
@@ -430,9 +430,6 @@ def iter_layer(
         def check() -> None:
             assert plain is not None
             raw_count = apart.raw_count if apart is not None else raw.count
-            if apart is not None and on_raw is not None and raw_count > raw.count:
-                on_raw(raw_count - raw.count)  # the child read them: told here, as they arrive
-                raw.count = raw_count
             if plain.count > limits.max_layer_bytes:
                 raise IndexFailed(f"{label}: more than {limits.max_layer_bytes} uncompressed bytes")
             if plain.count > limits.bomb_floor and plain.count > limits.max_ratio * max(raw_count, 1):
@@ -468,8 +465,6 @@ def iter_layer(
         reader.drain()  # rest of the stream: gzip CRC/trailer check, hashing
         while apart is None and raw.read(1 << 20):
             pass
-        if apart is not None and on_raw is not None and apart.raw_count > raw.count:
-            on_raw(apart.raw_count - raw.count)  # the end of the blob, read for the digest
     except IndexFailed:
         raise
     except _DECOMPRESS_ERRORS as exc:

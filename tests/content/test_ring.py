@@ -1,5 +1,5 @@
 """The shared-memory ring that hands small files to content-check workers
-(``hallmark.content.parallel.Ring``): live spans never overlap, never wrap inside a file, and
+(``hallmark.content.ring.Ring``): live spans never overlap, never wrap inside a file, and
 space comes back once the oldest spans are freed, in whatever order spans are freed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hallmark.content.parallel import Ring
+from hallmark.content.ring import Ring
 
 SIZE = 4096
 
